@@ -1,0 +1,228 @@
+"""The activity recorder: one row per operation and per call, written in batches.
+
+Operations (`recorder.operation("import")`) get a `started` row at once — so a killed run still
+shows what it was doing — and have it completed when they end. Calls (HTTP requests) are
+recorded by the HTTP client's transport, not by provider code, and buffered: rows go to the
+store every `flush_every` rows, when an operation ends and on `flush()`, so logging never
+dominates a sync. Every row is redacted before it is buffered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.redaction import redact, redact_text
+
+# Activity types used across the product (SPEC §4.1).
+TEST_CONNECTION = "test_connection"
+IMPORT = "import"
+STATE_IMPORT = "state_import"
+HTTP_REQUEST = "http_request"
+RECORD_REJECTED = "record_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityScope:
+    """Who is acting: fixed for the life of a recorder."""
+
+    organization_id: str
+    integration_id: str | None = None
+    run_id: str | None = None
+    step_key: str | None = None
+    job_name: str | None = None
+
+
+@dataclass(slots=True)
+class ActivityRow:
+    id: str
+    organization_id: str
+    integration_id: str | None
+    run_id: str | None
+    step_key: str | None
+    request_id: str | None
+    parent_id: str | None
+    direction: str
+    activity_type: str
+    status: str
+    attempt: int
+    created_at: datetime
+    method: str | None = None
+    endpoint: str | None = None
+    status_code: int | None = None
+    response_time_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_stack: str | None = None
+    request_headers: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    completed_at: datetime | None = None
+
+
+class ActivitySink:
+    """Where rows go. The sync layer supplies one backed by the store."""
+
+    def insert(self, rows: Sequence[ActivityRow]) -> None:
+        raise NotImplementedError
+
+    def complete(self, row: ActivityRow) -> None:
+        raise NotImplementedError
+
+
+class MemorySink(ActivitySink):
+    """Keeps rows in memory (CLI dry runs, and the recorder when no store is wired)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ActivityRow] = {}
+
+    def insert(self, rows: Sequence[ActivityRow]) -> None:
+        for row in rows:
+            self.rows[row.id] = row
+
+    def complete(self, row: ActivityRow) -> None:
+        self.rows[row.id] = row
+
+
+@dataclass(slots=True)
+class Operation:
+    row: ActivityRow
+    started: float
+    metadata: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    def annotate(self, **metadata: Any) -> None:
+        """Attach figures to the operation's row (counts, cursor, ...)."""
+        self.metadata.update(metadata)
+
+
+class ActivityRecorder:
+    """Records activity for one scope (an integration within a run). Thread-safe."""
+
+    def __init__(
+        self,
+        sink: ActivitySink,
+        scope: ActivityScope,
+        *,
+        flush_every: int = 500,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.scope = scope
+        self.flush_every = flush_every
+        self._now = clock or utc_now
+        self._buffer: list[ActivityRow] = []
+        self._lock = threading.Lock()
+        self._operations: list[Operation] = []
+        self._log = get_logger("activity")
+        self.counts = {"rows": 0, "failed": 0, "http_requests": 0, "http_failed": 0}
+        # per-call latencies of this recorder's HTTP rows, for p95 figures on the run
+        self.http_latencies_ms: list[float] = []
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def new_row(self, activity_type: str, *, direction: str = "internal", status: str = "started",
+                request_id: str | None = None, attempt: int = 1, **fields: Any) -> ActivityRow:
+        return ActivityRow(
+            id=str(uuid.uuid4()),
+            organization_id=self.scope.organization_id,
+            integration_id=self.scope.integration_id,
+            run_id=self.scope.run_id,
+            step_key=self.scope.step_key,
+            request_id=request_id,
+            parent_id=self.current_operation_id,
+            direction=direction,
+            activity_type=activity_type,
+            status=status,
+            attempt=attempt,
+            created_at=self._now(),
+            **fields,
+        )
+
+    def record(self, row: ActivityRow) -> None:
+        """Buffer a finished row; flushed in batches."""
+        _redact_row(row)
+        with self._lock:
+            self._buffer.append(row)
+            self.counts["rows"] += 1
+            if row.status == "failed":
+                self.counts["failed"] += 1
+            if row.activity_type == HTTP_REQUEST:
+                self.counts["http_requests"] += 1
+                self.counts["http_failed"] += row.status == "failed"
+                if row.response_time_ms is not None:
+                    self.http_latencies_ms.append(row.response_time_ms)
+            full = len(self._buffer) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        if rows:
+            self.sink.insert(rows)
+
+    @property
+    def current_operation_id(self) -> str | None:
+        return self._operations[-1].id if self._operations else None
+
+    # -- operations -----------------------------------------------------------------------
+
+    @contextmanager
+    def operation(self, activity_type: str, **metadata: Any) -> Iterator[Operation]:
+        """A unit of work with a started row now and its outcome when it ends.
+
+        The exception, if any, is recorded (type, message, stack) and re-raised.
+        """
+        row = self.new_row(activity_type, metadata=dict(metadata))
+        _redact_row(row)
+        self.sink.insert([row])
+        op = Operation(row=row, started=time.perf_counter(), metadata=dict(metadata))
+        self._operations.append(op)
+        try:
+            yield op
+        except BaseException as exc:
+            self._finish(op, "failed", exc)
+            raise
+        else:
+            self._finish(op, op.metadata.pop("_status", "success"), None)
+        finally:
+            self._operations.remove(op)
+
+    def _finish(self, op: Operation, status: str, exc: BaseException | None) -> None:
+        self.flush()  # the calls made inside land before the operation's outcome
+        row = op.row
+        row.status = status
+        row.completed_at = self._now()
+        row.response_time_ms = round((time.perf_counter() - op.started) * 1000, 3)
+        row.metadata = op.metadata
+        if exc is not None:
+            row.error_type = type(exc).__name__
+            row.error_message = str(exc)
+            row.error_stack = "".join(traceback.format_exception(exc))
+        _redact_row(row)
+        self.sink.complete(row)
+
+
+def _redact_row(row: ActivityRow) -> None:
+    if row.endpoint:
+        row.endpoint = redact_text(row.endpoint)
+    if row.error_message:
+        row.error_message = redact_text(row.error_message)
+    if row.error_stack:
+        row.error_stack = redact_text(row.error_stack)
+    if row.request_headers:
+        row.request_headers = redact(row.request_headers)
+    if row.metadata:
+        row.metadata = redact(row.metadata)

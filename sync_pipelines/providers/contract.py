@@ -1,0 +1,145 @@
+"""The one contract every provider implements, and the typed records it speaks in.
+
+Providers turn a provider's wire format into these records. They never touch the store and
+never record activity themselves: the HTTP client they are handed does that (see
+`observability.http_recording`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One device as the provider describes it, normalised."""
+
+    external_id: str
+    name: str
+    hardware_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    status: str | None = None
+    enabled: bool | None = None
+    last_seen_at: datetime | None = None
+    provider_created_at: datetime | None = None
+    provider_updated_at: datetime | None = None
+    attributes: JsonDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A record of a page that could not be normalised: kept whole, with the reason."""
+
+    external_id: str | None
+    payload: Any
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    """One page of an inventory scan.
+
+    `cursor_after` is the cursor to resume from once this page is committed; None means the
+    scan is complete and the next sync starts a fresh one.
+    """
+
+    devices: Sequence[DeviceRecord]
+    rejected: Sequence[RejectedRecord]
+    cursor_after: JsonDict | None
+    page_number: int = 0
+    total: int | None = None
+    #: the X-Request-ID of the call that fetched this page (row provenance)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """Reported and desired state of one device, with the provider's version/etag."""
+
+    external_id: str
+    reported: JsonDict | None
+    desired: JsonDict | None
+    version: str | None
+    observed_at: datetime
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateFailure:
+    """A device whose state could not be read; the rest of the batch carries on."""
+
+    external_id: str
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionResult:
+    ok: bool
+    latency_ms: float
+    reason: str | None = None
+    details: JsonDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationConfig:
+    """What a provider needs to know about one integration.
+
+    `settings` are non-secret; `secrets` holds resolved secret values (from environment
+    variables named by the integration's secret references) and must never be logged.
+    """
+
+    integration_id: str
+    organization_id: str
+    provider: str
+    settings: Mapping[str, Any]
+    secrets: Mapping[str, str]
+
+
+#: Builds the HTTP client a provider must use: `(base_url, headers) -> httpx.Client`. The client
+#: it returns records every call (observability.http_recording); providers never record.
+HttpClientFactory = Callable[[str, Mapping[str, str]], "httpx.Client"]
+
+
+class Provider(abc.ABC):
+    """A device provider. One instance serves one integration for one sync."""
+
+    #: the `provider` value in the integrations table
+    name: str = ""
+    #: settings an integration of this provider must have (checked before any call)
+    required_settings: tuple[str, ...] = ()
+    #: secret references an integration of this provider must have
+    required_secrets: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def test_connection(self) -> ConnectionResult:
+        """Check credentials and reachability; never raises for a provider-side failure."""
+
+    @abc.abstractmethod
+    def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        """Stream the inventory page by page, resuming from `since` when given."""
+
+    @abc.abstractmethod
+    def get_states(
+        self, external_ids: Sequence[str]
+    ) -> tuple[list[DeviceState], list[StateFailure]]:
+        """Fetch state for a batch of devices, with bounded concurrency."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,303 @@
+"""Golioth Management API provider (PROVIDERS.md §1): devices and LightDB State over httpx.
+
+Paging is page-number based (0-based `page`, `perPage` ≤ 100) and counts may arrive as
+strings (protojson int64). Pages are fetched a few ahead, concurrently, and yielded in order;
+the cursor after a page is the next page number, so a killed scan resumes where it stopped
+(with one page of overlap, which the idempotent upsert absorbs, in case deletions shifted it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import (
+    AuthError,
+    MalformedResponseError,
+    ProviderError,
+    TransientError,
+    error_class_for_status,
+)
+from sync_pipelines.providers.contract import (
+    ConnectionResult,
+    DevicePage,
+    DeviceRecord,
+    DeviceState,
+    HttpClientFactory,
+    IntegrationConfig,
+    JsonDict,
+    Provider,
+    RejectedRecord,
+    StateFailure,
+)
+
+MAX_PER_PAGE = 100
+_REQUEST_ID = "X-Request-ID"
+
+
+class GoliothProvider(Provider):
+    name = "golioth"
+    required_settings = ("base_url", "project_id")
+    required_secrets = ("api_key",)
+
+    def __init__(self, config: IntegrationConfig, http_client_factory: HttpClientFactory) -> None:
+        self.config = config
+        settings = config.settings
+        self.project_id = str(settings["project_id"])
+        self.per_page = min(int(settings.get("per_page", MAX_PER_PAGE)), MAX_PER_PAGE)
+        self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
+        self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
+        self.http = http_client_factory(
+            str(settings["base_url"]).rstrip("/"), {"x-api-key": config.secrets["api_key"]}
+        )
+        self._prefix = f"/v1/projects/{self.project_id}"
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- contract -------------------------------------------------------------------------
+
+    def test_connection(self) -> ConnectionResult:
+        started = time.perf_counter()
+        try:
+            body = self._get_json(self._prefix)
+        except ProviderError as exc:
+            reason = "authentication failed" if isinstance(exc, AuthError) else str(exc)
+            return ConnectionResult(False, _ms_since(started), f"{reason}: {exc}",
+                                    {"status_code": exc.status_code, "category": exc.category})
+        except httpx.TransportError as exc:
+            return ConnectionResult(False, _ms_since(started),
+                                    f"cannot reach {self.http.base_url}: {type(exc).__name__}: {exc}")
+        project = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(project, dict):
+            return ConnectionResult(False, _ms_since(started), "project response had no `data` object")
+        return ConnectionResult(True, _ms_since(started), None,
+                                {"project_id": project.get("id"), "project_name": project.get("name")})
+
+    def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        start = 0
+        if since and isinstance(since.get("next_page"), int):
+            start = max(0, since["next_page"] - 1)  # one page of overlap: see module docstring
+        first = self._fetch_page(start)
+        yield first
+        if first.cursor_after is None:
+            return
+        last_page = _last_page(first.total, self.per_page)
+        with ThreadPoolExecutor(self.page_concurrency, thread_name_prefix="golioth-page") as pool:
+            pending: dict[int, Future[DevicePage]] = {}
+            next_to_submit = start + 1
+            page_no = start + 1
+            while True:
+                while next_to_submit <= last_page and len(pending) < self.page_concurrency:
+                    pending[next_to_submit] = pool.submit(self._fetch_page, next_to_submit)
+                    next_to_submit += 1
+                if page_no not in pending:
+                    # the inventory grew past the first page's total: carry on one by one
+                    pending[page_no] = pool.submit(self._fetch_page, page_no)
+                    next_to_submit = max(next_to_submit, page_no + 1)
+                page = pending.pop(page_no).result()
+                yield page
+                if page.cursor_after is None:
+                    for f in pending.values():
+                        f.cancel()
+                    return
+                last_page = max(last_page, _last_page(page.total, self.per_page))
+                page_no += 1
+
+    def get_states(self, external_ids: Sequence[str]) -> tuple[list[DeviceState], list[StateFailure]]:
+        states: list[DeviceState] = []
+        failures: list[StateFailure] = []
+        with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="golioth-state") as pool:
+            for external_id, outcome in zip(external_ids, pool.map(self._fetch_state, external_ids), strict=True):
+                if isinstance(outcome, DeviceState):
+                    states.append(outcome)
+                elif isinstance(outcome, AuthError):
+                    raise outcome  # no point carrying on with bad credentials
+                else:
+                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
+        return states, failures
+
+    # -- wire -----------------------------------------------------------------------------
+
+    def _fetch_page(self, page: int) -> DevicePage:
+        response = self._get(f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page})
+        body = self._decode(response)
+        items = body.get("list") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise self._malformed(response, "device list page has no `list` array")
+        try:
+            total = _as_int(body.get("total", 0))
+        except ValueError as exc:
+            raise self._malformed(response, f"device list page has a bad `total`: {exc}") from exc
+        devices, rejected = [], []
+        for raw in items:
+            try:
+                devices.append(_to_device(raw))
+            except (ValueError, TypeError, KeyError) as exc:
+                rejected.append(RejectedRecord(
+                    external_id=raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None,
+                    payload=raw, error_type="validation", error_message=f"{type(exc).__name__}: {exc}",
+                ))
+        seen = page * self.per_page + len(items)
+        done = not items or seen >= total
+        return DevicePage(
+            devices=devices,
+            rejected=rejected,
+            cursor_after=None if done else {"next_page": page + 1, "per_page": self.per_page},
+            page_number=page,
+            total=total,
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+    def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
+        try:
+            response = self._get(f"{self._prefix}/devices/{external_id}/data")
+            body = self._decode(response)
+        except ProviderError as exc:
+            return exc
+        except httpx.TransportError as exc:
+            return TransientError(f"{type(exc).__name__}: {exc}", provider=self.name,
+                                  endpoint=f"devices/{external_id}/data")
+        if not isinstance(body, dict) or "data" not in body:
+            return self._malformed(response, "state response has no `data` member")
+        tree = body["data"]
+        reported: Any
+        desired: Any
+        if isinstance(tree, dict) and ("reported" in tree or "desired" in tree):
+            reported, desired = tree.get("reported"), tree.get("desired")
+        else:  # LightDB is a free-form tree: without the convention it is all "reported"
+            reported, desired = tree, None
+        return DeviceState(
+            external_id=external_id,
+            reported=reported if isinstance(reported, dict) or reported is None else {"value": reported},
+            desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
+            # LightDB has no version or etag; a digest of the tree stands in for one.
+            version=hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16],
+            observed_at=utc_now(),
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+    def _get_json(self, path: str) -> Any:
+        return self._decode(self._get(path))
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        response = self.http.get(path, params=params)
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        return response
+
+    def _decode(self, response: httpx.Response) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise self._malformed(response, f"response is not valid JSON ({exc})") from exc
+
+    def _status_error(self, response: httpx.Response) -> ProviderError:
+        message = response.text[:300]
+        try:
+            body = response.json()
+            if isinstance(body, dict) and body.get("message"):
+                message = f"{body['message']} (rpc code {body.get('code')})"
+        except ValueError:
+            pass
+        retry_after = response.headers.get("Retry-After")
+        return error_class_for_status(response.status_code)(
+            message,
+            provider=self.name,
+            endpoint=f"{response.request.method} {response.request.url.path}",
+            status_code=response.status_code,
+            request_id=response.request.headers.get(_REQUEST_ID),
+            retry_after_s=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+        )
+
+    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
+        return MalformedResponseError(
+            problem,
+            provider=self.name,
+            endpoint=f"{response.request.method} {response.request.url.path}?{response.request.url.query.decode()}",
+            status_code=response.status_code,
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+
+def _to_device(raw: Any) -> DeviceRecord:
+    """Wire device → record. Every field is optional on the wire (protojson omits zero values)
+    except `id` and `name`; anything present must have its documented type."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"device is a {type(raw).__name__}, not an object")
+    external_id = raw.get("id")
+    if not isinstance(external_id, str) or not external_id:
+        raise ValueError("device has no `id`")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"device {external_id} has no `name`")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"device {external_id}: `metadata` is not an object")
+    attributes = {
+        key: raw[key]
+        for key in ("blueprintId", "cohortId", "certificateId", "data")
+        if raw.get(key) not in (None, "", [], {})
+    }
+    if metadata:
+        attributes["metadata"] = metadata
+    return DeviceRecord(
+        external_id=external_id,
+        name=name,
+        hardware_ids=_str_list(raw, "hardwareIds", external_id),
+        tags=_str_list(raw, "tagIds", external_id),
+        status=_status(raw, metadata),
+        enabled=bool(raw.get("enabled", False)),
+        last_seen_at=_time(raw.get("lastReport") or metadata.get("lastReport"), "lastReport", external_id),
+        provider_created_at=_time(raw.get("createdAt"), "createdAt", external_id),
+        provider_updated_at=_time(raw.get("updatedAt"), "updatedAt", external_id),
+        attributes=attributes,
+    )
+
+
+def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"device {external_id}: `{key}` must be a list of strings, got {value!r:.80}")
+    return tuple(value)
+
+
+def _status(raw: dict[str, Any], metadata: dict[str, Any]) -> str | None:
+    status = metadata.get("status") or raw.get("status")
+    return None if status in (None, "", "-") else str(status)
+
+
+def _time(value: Any, field: str, external_id: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"device {external_id}: `{field}` is not an RFC3339 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"device {external_id}: `{field}` {value!r:.40} is not an RFC3339 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _as_int(value: Any) -> int:
+    """protojson sends int64 as strings: accept 6 and "6"."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _last_page(total: int | None, per_page: int) -> int:
+    return max(0, math.ceil((total or 0) / per_page) - 1)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,69 @@
+"""Reads and batch writes of `integration_activity_log`.
+
+Rows arrive already shaped and redacted (see `observability.activity`); this module only
+stores and queries them, always scoped by organization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.bulk import insert_rows
+
+ACTIVITY_COLUMNS = (
+    "id", "organization_id", "integration_id", "run_id", "step_key", "request_id", "parent_id",
+    "direction", "activity_type", "method", "endpoint", "status_code", "status", "attempt",
+    "response_time_ms", "error_type", "error_message", "error_stack", "request_headers",
+    "metadata", "created_at", "completed_at",
+)
+
+_COMPLETION_COLUMNS = (
+    "status", "status_code", "response_time_ms", "error_type", "error_message", "error_stack",
+    "metadata", "completed_at",
+)
+
+
+def insert_activity_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    insert_rows(conn, "integration_activity_log", ACTIVITY_COLUMNS, [dict(r) for r in rows])
+
+
+def complete_activity_row(conn: Connection, row: Mapping[str, Any]) -> None:
+    """Write an operation's outcome onto the row recorded when it started."""
+    sets = ", ".join(f"{c} = :{c}" for c in _COMPLETION_COLUMNS)
+    conn.execute(
+        sa.text(f"UPDATE integration_activity_log SET {sets} WHERE organization_id = :organization_id AND id = :id"),
+        {c: row[c] for c in (*_COMPLETION_COLUMNS, "organization_id", "id")},
+    )
+
+
+def activity_rows(
+    conn: Connection,
+    organization_id: str,
+    *,
+    integration_id: str | None = None,
+    run_id: str | None = None,
+    request_id: str | None = None,
+    activity_type: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Activity rows of one organization, oldest first, filtered by any of the given ids."""
+    sql = "SELECT * FROM integration_activity_log WHERE organization_id = :o"
+    params: dict[str, Any] = {"o": organization_id}
+    for column, value in (
+        ("integration_id", integration_id),
+        ("run_id", run_id),
+        ("request_id", request_id),
+        ("activity_type", activity_type),
+    ):
+        if value is not None:
+            sql += f" AND {column} = :{column}"
+            params[column] = value
+    sql += " ORDER BY created_at, id"
+    if limit:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]

@@ -1,0 +1,139 @@
+"""Batch writes: idempotent keyed upserts that skip unchanged rows, and append-only inserts.
+
+On Postgres rows go through COPY (into a staging table for upserts, then one
+`INSERT … ON CONFLICT`); on SQLite through `executemany`. Both report how many rows were
+created, updated and left unchanged, judged by a content hash column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(
+            self.created + other.created,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedTable:
+    """A table written by keyed upsert.
+
+    `scope` columns (organization_id, integration_id) are equal for every row of a batch;
+    `key` identifies a row within the scope; `immutable` columns are kept on update.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    scope: tuple[str, ...]
+    key: str
+    hash_column: str = "content_hash"
+    immutable: tuple[str, ...] = ("created_at",)
+
+    @property
+    def conflict_columns(self) -> tuple[str, ...]:
+        # the primary key: (integration_id, <key>)
+        return ("integration_id", self.key)
+
+    @property
+    def update_columns(self) -> tuple[str, ...]:
+        fixed = {*self.scope, self.key, *self.immutable}
+        return tuple(c for c in self.columns if c not in fixed)
+
+
+def upsert_rows(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+    """Insert new rows, update changed ones, leave identical ones untouched.
+
+    Rows must be unique by key within the batch and share the same scope values.
+    """
+    if not rows:
+        return UpsertCounts()
+    if conn.dialect.name == "postgresql":
+        return _upsert_postgres(conn, table, rows)
+    return _upsert_sqlite(conn, table, rows)
+
+
+def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Append rows (no conflict handling): COPY on Postgres, executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, table, columns, rows)
+        return
+    placeholders = ", ".join(f":{c}" for c in columns)
+    conn.execute(sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"), list(rows))
+
+
+def _upsert_sqlite(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+    import json
+
+    first = rows[0]
+    scope_sql = " AND ".join(f"{c} = :{c}" for c in table.scope)
+    existing = dict(
+        conn.execute(
+            sa.text(
+                f"SELECT {table.key}, {table.hash_column} FROM {table.name} "
+                f"WHERE {scope_sql} AND {table.key} IN (SELECT value FROM json_each(:keys))"
+            ),
+            {**{c: first[c] for c in table.scope}, "keys": json.dumps([r[table.key] for r in rows])},
+        ).all()
+    )
+    new = [r for r in rows if r[table.key] not in existing]
+    changed = [r for r in rows if r[table.key] in existing and existing[r[table.key]] != r[table.hash_column]]
+    to_write = new + changed
+    if to_write:
+        cols = ", ".join(table.columns)
+        values = ", ".join(f":{c}" for c in table.columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in table.update_columns)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table.name} ({cols}) VALUES ({values}) "
+                f"ON CONFLICT ({', '.join(table.conflict_columns)}) DO UPDATE SET {updates}"
+            ),
+            to_write,
+        )
+    return UpsertCounts(len(new), len(changed), len(rows) - len(to_write))
+
+
+def _upsert_postgres(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+    staging = f"{table.name}_staging"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+        f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {staging}")
+    _copy_rows(conn, staging, table.columns, rows)
+    cols = ", ".join(table.columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.update_columns)
+    # xmax = 0 only for freshly inserted tuples: tells created from updated in one pass.
+    result = conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {staging} "
+        f"ON CONFLICT ({', '.join(table.conflict_columns)}) DO UPDATE SET {updates} "
+        f"WHERE {table.name}.{table.hash_column} IS DISTINCT FROM EXCLUDED.{table.hash_column} "
+        f"RETURNING (xmax = 0)"
+    )
+    flags = [row[0] for row in result]
+    created = sum(1 for f in flags if f)
+    updated = len(flags) - created
+    return UpsertCounts(created, updated, len(rows) - len(flags))
+
+
+def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])

@@ -1,0 +1,127 @@
+"""The one connection layer: a SQLAlchemy engine for SQLite (embedded default) or PostgreSQL.
+
+SQL stays SQL: queries are `text()` with `:name` parameters on both engines; Postgres-only
+fast paths (COPY) use the raw psycopg connection underneath.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sync_pipelines.clock import utc_now  # noqa: F401 - re-exported for store modules
+
+DATABASE_URL_ENV = "SYNC_DATABASE_URL"
+SYNC_HOME_ENV = "SYNC_HOME"
+
+
+class StoreConfigError(ValueError):
+    """The store's URL or location is unusable."""
+
+
+def format_timestamp(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC, so SQLite's text timestamps sort and compare correctly."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the store only takes timezone-aware times")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """A timestamp column as read back: datetime on Postgres, text on SQLite."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def load_json(value: Any) -> Any:
+    """A JSONB column as read back: decoded on Postgres, text on SQLite."""
+    if value is None or isinstance(value, dict | list):
+        return value
+    return json.loads(value)
+
+
+def dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+sqlite3.register_adapter(datetime, format_timestamp)
+
+
+def default_sqlite_path() -> Path:
+    home = os.environ.get(SYNC_HOME_ENV) or os.environ.get("DAGSTER_HOME") or ".sync_home"
+    return Path(home).expanduser().resolve() / "sync_store.db"
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    """The store URL: explicit, else $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME."""
+    url = url or os.environ.get(DATABASE_URL_ENV)
+    if not url:
+        path = default_sqlite_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if url.startswith(("postgres://", "postgresql://", "postgresql+psycopg2://")):
+        # One driver for the store: psycopg 3 (COPY). dagster-postgres URLs say +psycopg2.
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("sqlite:", "postgresql+psycopg://")):
+        return url
+    raise StoreConfigError(
+        f"{DATABASE_URL_ENV} must be a sqlite:/// or postgresql:// URL, got scheme "
+        f"{url.split(':', 1)[0]!r}"
+    )
+
+
+class Store:
+    """A handle on the store's engine; cheap to share, one per process and URL."""
+
+    def __init__(self, url: str | None = None, *, pool_size: int = 5) -> None:
+        self.url = resolve_database_url(url)
+        self.engine: Engine = _create_engine(self.url, pool_size)
+        self.dialect: str = self.engine.dialect.name  # "sqlite" | "postgresql"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)})"
+
+
+def _create_engine(url: str, pool_size: int) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the activity recorder write while a reader holds the file;
+            # busy_timeout makes concurrent writers wait instead of failing.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

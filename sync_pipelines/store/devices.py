@@ -1,0 +1,77 @@
+"""Devices and their state: keyed bulk upserts and scoped reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.bulk import KeyedTable, UpsertCounts, upsert_rows
+
+DEVICES = KeyedTable(
+    name="devices",
+    columns=(
+        "organization_id", "integration_id", "external_id", "name", "hardware_ids", "tags",
+        "status", "enabled", "attributes", "provider_created_at", "provider_updated_at",
+        "last_seen_at", "content_hash", "last_run_id", "last_request_id", "created_at",
+        "updated_at",
+    ),
+    scope=("organization_id", "integration_id"),
+    key="external_id",
+)
+
+DEVICE_STATES = KeyedTable(
+    name="device_states",
+    columns=(
+        "organization_id", "integration_id", "external_id", "reported", "desired", "version",
+        "observed_at", "content_hash", "last_run_id", "last_request_id", "updated_at",
+    ),
+    scope=("organization_id", "integration_id"),
+    key="external_id",
+    immutable=(),
+)
+
+
+def upsert_devices(conn: Connection, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+    return upsert_rows(conn, DEVICES, rows)
+
+
+def upsert_device_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+    return upsert_rows(conn, DEVICE_STATES, rows)
+
+
+def count_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.text("SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i"),
+            {"o": organization_id, "i": integration_id},
+        ).scalar_one()
+    )
+
+
+def device_ids_after(
+    conn: Connection, organization_id: str, integration_id: str, after: str, limit: int
+) -> list[str]:
+    """The next `limit` device ids after `after`, in key order (keyset paging)."""
+    return list(
+        conn.execute(
+            sa.text(
+                "SELECT external_id FROM devices WHERE organization_id = :o AND "
+                "integration_id = :i AND external_id > :after ORDER BY external_id LIMIT :n"
+            ),
+            {"o": organization_id, "i": integration_id, "after": after, "n": limit},
+        ).scalars()
+    )
+
+
+def get_device(conn: Connection, organization_id: str, integration_id: str, external_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.text(
+            "SELECT * FROM devices WHERE organization_id = :o AND integration_id = :i "
+            "AND external_id = :e"
+        ),
+        {"o": organization_id, "i": integration_id, "e": external_id},
+    ).mappings().first()
+    return dict(row) if row else None

@@ -1,0 +1,132 @@
+"""Organizations and integrations: the tenants and their configured provider connections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, utc_now
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    integration_id: str
+    organization_id: str
+    provider: str
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    # setting name -> name of the environment variable holding the secret
+    secret_refs: dict[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    poll_interval_s: int = 300
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def ensure_organization(conn: Connection, organization_id: str, name: str | None = None) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO organizations (organization_id, name, created_at) VALUES (:o, :n, :t) "
+            "ON CONFLICT (organization_id) DO NOTHING"
+        ),
+        {"o": organization_id, "n": name or organization_id, "t": utc_now()},
+    )
+
+
+def save_integration(conn: Connection, integration: Integration) -> None:
+    """Create or replace an integration's configuration (its organization must exist)."""
+    now = utc_now()
+    result = conn.execute(
+        sa.text(
+            "INSERT INTO integrations (integration_id, organization_id, provider, name, settings, "
+            "secret_refs, enabled, poll_interval_s, created_at, updated_at) "
+            "VALUES (:integration_id, :organization_id, :provider, :name, :settings, :secret_refs, "
+            ":enabled, :poll_interval_s, :now, :now) "
+            "ON CONFLICT (integration_id) DO UPDATE SET provider = excluded.provider, "
+            "name = excluded.name, settings = excluded.settings, secret_refs = excluded.secret_refs, "
+            "enabled = excluded.enabled, poll_interval_s = excluded.poll_interval_s, "
+            "updated_at = excluded.updated_at "
+            "WHERE integrations.organization_id = excluded.organization_id"
+        ),
+        {
+            "integration_id": integration.integration_id,
+            "organization_id": integration.organization_id,
+            "provider": integration.provider,
+            "name": integration.name,
+            "settings": dump_json(integration.settings),
+            "secret_refs": dump_json(integration.secret_refs),
+            "enabled": integration.enabled,
+            "poll_interval_s": integration.poll_interval_s,
+            "now": now,
+        },
+    )
+    if result.rowcount == 0:
+        raise PermissionError(
+            f"integration {integration.integration_id!r} already belongs to another organization"
+        )
+
+
+_COLUMNS = (
+    "integration_id, organization_id, provider, name, settings, secret_refs, enabled, "
+    "poll_interval_s, created_at, updated_at"
+)
+
+
+def get_integration(conn: Connection, organization_id: str, integration_id: str) -> Integration | None:
+    row = conn.execute(
+        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o AND integration_id = :i"),
+        {"o": organization_id, "i": integration_id},
+    ).mappings().first()
+    return _to_integration(row) if row else None
+
+
+def list_integrations(conn: Connection, organization_id: str) -> list[Integration]:
+    rows = conn.execute(
+        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o ORDER BY integration_id"),
+        {"o": organization_id},
+    ).mappings()
+    return [_to_integration(r) for r in rows]
+
+
+# --- System-level reads -----------------------------------------------------------------
+# Dagster's partitions, sensors and schedules are keyed by integration id alone, so these two
+# reads span tenants. They are the only ones; everything they return is then handled with the
+# organization_id it carries.
+
+
+def find_integration_owner(conn: Connection, integration_id: str) -> Integration | None:
+    """Resolve a partition key (an integration id) to its integration and organization."""
+    row = conn.execute(
+        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE integration_id = :i"),
+        {"i": integration_id},
+    ).mappings().first()
+    return _to_integration(row) if row else None
+
+
+def list_enabled_integrations(conn: Connection, provider: str | None = None) -> list[Integration]:
+    sql = f"SELECT {_COLUMNS} FROM integrations WHERE enabled = :true"
+    params: dict[str, Any] = {"true": True}
+    if provider:
+        sql += " AND provider = :p"
+        params["p"] = provider
+    rows = conn.execute(sa.text(sql + " ORDER BY integration_id"), params).mappings()
+    return [_to_integration(r) for r in rows]
+
+
+def _to_integration(row: Any) -> Integration:
+    return Integration(
+        integration_id=row["integration_id"],
+        organization_id=row["organization_id"],
+        provider=row["provider"],
+        name=row["name"],
+        settings=load_json(row["settings"]) or {},
+        secret_refs=load_json(row["secret_refs"]) or {},
+        enabled=bool(row["enabled"]),
+        poll_interval_s=int(row["poll_interval_s"]),
+        created_at=parse_timestamp(row["created_at"]),
+        updated_at=parse_timestamp(row["updated_at"]),
+    )

@@ -1,0 +1,155 @@
+"""Applies the numbered SQL files in `sql/` once each, in order, on SQLite or Postgres.
+
+`NNN_name.sql` runs on both engines; `NNN_name.postgres.sql` / `NNN_name.sqlite.sql` only on
+that engine. Each file is applied in its own transaction together with its row in
+`schema_migrations`, under a lock, so concurrent starters cannot apply a file twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from sync_pipelines.store.database import Store, format_timestamp, utc_now
+
+SQL_DIR_ENV = "SYNC_SQL_DIR"
+_FILE_PATTERN = re.compile(r"^(\d{3,})_[a-z0-9_]+(?:\.(postgres|sqlite))?\.sql$")
+_ADVISORY_LOCK_KEY = 0x5ECDB  # any constant shared by every migrating process
+
+_CREATE_LEDGER = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: str  # the file name: unique and ordered
+    path: Path
+
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+def sql_dir() -> Path:
+    configured = os.environ.get(SQL_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+def migrations_for(dialect: str, directory: Path | None = None) -> list[Migration]:
+    directory = directory or sql_dir()
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_PATTERN.match(path.name)
+        if not match:
+            continue
+        engine_only = match.group(2)
+        if engine_only is None or engine_only == ("postgres" if dialect == "postgresql" else dialect):
+            found.append(Migration(version=path.name, path=path))
+    return found
+
+
+def pending_migrations(store: Store) -> list[Migration]:
+    with store.transaction() as conn:
+        conn.exec_driver_sql(_CREATE_LEDGER)
+        applied = {row[0] for row in conn.execute(sa.text("SELECT version FROM schema_migrations"))}
+    return [m for m in migrations_for(store.dialect) if m.version not in applied]
+
+
+def migrate(store: Store) -> list[str]:
+    """Apply every pending migration; returns the versions applied (empty when up to date)."""
+    if not pending_migrations(store):
+        return []
+    if store.is_postgres:
+        return _migrate_postgres(store)
+    return _migrate_sqlite(store)
+
+
+_already_migrated: set[str] = set()
+
+
+def ensure_migrated(store: Store) -> None:
+    """Cheap per-run guard: checks the ledger once per process and URL."""
+    if store.url in _already_migrated:
+        return
+    migrate(store)
+    _already_migrated.add(store.url)
+
+
+def _migrate_postgres(store: Store) -> list[str]:
+    applied: list[str] = []
+    for migration in migrations_for(store.dialect):
+        with store.transaction() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+            done = conn.execute(
+                sa.text("SELECT 1 FROM schema_migrations WHERE version = :v"),
+                {"v": migration.version},
+            ).first()
+            if done:
+                continue
+            # No parameters: psycopg sends the whole file in one simple-protocol round trip.
+            conn.exec_driver_sql(migration.sql())
+            _record(conn, migration)
+            applied.append(migration.version)
+    return applied
+
+
+def _migrate_sqlite(store: Store) -> list[str]:
+    applied: list[str] = []
+    raw = store.engine.raw_connection()
+    try:
+        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        db.isolation_level = None  # we issue BEGIN/COMMIT ourselves
+        for migration in migrations_for(store.dialect):
+            db.execute("BEGIN IMMEDIATE")  # the write lock serialises concurrent migrators
+            try:
+                done = db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                ).fetchone()
+                if not done:
+                    for statement in split_sqlite_statements(migration.sql()):
+                        db.execute(statement)
+                    db.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (migration.version, format_timestamp(utc_now())),
+                    )
+                    applied.append(migration.version)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    finally:
+        raw.close()
+    return applied
+
+
+def split_sqlite_statements(script: str) -> list[str]:
+    """Split a script into complete statements, using SQLite's own notion of completeness."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip().strip(";").strip() and not _only_comments(buffer):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not _only_comments(buffer):
+        raise ValueError(f"incomplete SQL statement at end of script: {buffer.strip()[:80]!r}")
+    return statements
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+
+
+def _record(conn: sa.Connection, migration: Migration) -> None:
+    conn.execute(
+        sa.text("INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)"),
+        {"v": migration.version, "t": utc_now()},
+    )

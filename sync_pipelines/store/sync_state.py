@@ -1,0 +1,116 @@
+"""Sync cursors and the per-sync log (`integration_sync_log`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.database import dump_json, load_json, utc_now
+
+
+def get_cursor(conn: Connection, organization_id: str, integration_id: str, stream: str) -> Any:
+    value = conn.execute(
+        sa.text(
+            "SELECT cursor_value FROM integration_sync_state "
+            "WHERE organization_id = :o AND integration_id = :i AND stream = :s"
+        ),
+        {"o": organization_id, "i": integration_id, "s": stream},
+    ).scalar()
+    return load_json(value)
+
+
+def set_cursor(
+    conn: Connection, organization_id: str, integration_id: str, stream: str, cursor: Any, run_id: str | None
+) -> None:
+    """Call inside the transaction that writes the rows this cursor covers."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO integration_sync_state "
+            "(organization_id, integration_id, stream, cursor_value, last_run_id, updated_at) "
+            "VALUES (:o, :i, :s, :c, :r, :t) ON CONFLICT (integration_id, stream) DO UPDATE SET "
+            "cursor_value = excluded.cursor_value, last_run_id = excluded.last_run_id, "
+            "updated_at = excluded.updated_at "
+            "WHERE integration_sync_state.organization_id = excluded.organization_id"
+        ),
+        {"o": organization_id, "i": integration_id, "s": stream, "c": dump_json(cursor), "r": run_id, "t": utc_now()},
+    )
+
+
+@dataclass(slots=True)
+class SyncCounts:
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    pages: int = 0
+
+
+def start_sync_log(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    stream: str,
+    run_id: str | None,
+    cursor_before: Any,
+) -> str:
+    sync_id = str(uuid.uuid4())
+    conn.execute(
+        sa.text(
+            "INSERT INTO integration_sync_log (id, organization_id, integration_id, run_id, stream, "
+            "status, started_at, cursor_before, fetched, created, updated, unchanged, failed, "
+            "conflicts, pages) VALUES (:id, :o, :i, :r, :s, 'running', :t, :c, 0, 0, 0, 0, 0, 0, 0)"
+        ),
+        {"id": sync_id, "o": organization_id, "i": integration_id, "r": run_id, "s": stream,
+         "t": utc_now(), "c": dump_json(cursor_before)},
+    )
+    return sync_id
+
+
+def finish_sync_log(
+    conn: Connection,
+    organization_id: str,
+    sync_id: str,
+    *,
+    status: str,
+    started_at: datetime,
+    counts: SyncCounts,
+    cursor_after: Any,
+    error_type: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    completed = utc_now()
+    conn.execute(
+        sa.text(
+            "UPDATE integration_sync_log SET status = :status, completed_at = :done, "
+            "duration_ms = :ms, cursor_after = :cursor, fetched = :fetched, created = :created, "
+            "updated = :updated, unchanged = :unchanged, failed = :failed, conflicts = :conflicts, "
+            "pages = :pages, error_type = :etype, error_message = :emsg "
+            "WHERE organization_id = :o AND id = :id"
+        ),
+        {
+            "status": status, "done": completed,
+            "ms": (completed - started_at).total_seconds() * 1000, "cursor": dump_json(cursor_after),
+            "fetched": counts.fetched, "created": counts.created, "updated": counts.updated,
+            "unchanged": counts.unchanged, "failed": counts.failed, "conflicts": counts.conflicts,
+            "pages": counts.pages, "etype": error_type, "emsg": error_message,
+            "o": organization_id, "id": sync_id,
+        },
+    )
+
+
+def sync_log_rows(conn: Connection, organization_id: str, integration_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT * FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY started_at"
+        ),
+        {"o": organization_id, "i": integration_id},
+    ).mappings()
+    return [dict(r) for r in rows]

@@ -1,0 +1,59 @@
+"""Turns a stored integration into a provider ready to call: validated settings, secrets
+resolved from the environment (and registered for redaction), the recording HTTP client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import httpx
+
+from sync_pipelines.errors import ConfigError
+from sync_pipelines.observability.activity import ActivityRecorder
+from sync_pipelines.observability.http_recording import build_http_client
+from sync_pipelines.observability.redaction import register_secret
+from sync_pipelines.providers.contract import IntegrationConfig, Provider
+from sync_pipelines.providers.registry import provider_class
+from sync_pipelines.store.integrations import Integration
+
+
+def resolve_config(integration: Integration, environ: Mapping[str, str] | None = None) -> IntegrationConfig:
+    """Check the integration has what its provider needs; read its secrets from the environment.
+
+    Errors name the integration and the missing piece, so the activity row says what to fix.
+    """
+    environ = os.environ if environ is None else environ
+    cls = provider_class(integration.provider, integration.integration_id)
+    missing = [s for s in cls.required_settings if integration.settings.get(s) in (None, "")]
+    if missing:
+        raise ConfigError(integration.integration_id, f"missing setting(s) {', '.join(missing)} for provider {cls.name}")
+    secrets: dict[str, str] = {}
+    for secret in cls.required_secrets:
+        env_name = integration.secret_refs.get(secret)
+        if not env_name:
+            raise ConfigError(
+                integration.integration_id,
+                f"missing secret reference {secret!r}: set secret_refs.{secret} to the name of an environment variable",
+            )
+        value = environ.get(env_name)
+        if not value:
+            raise ConfigError(
+                integration.integration_id,
+                f"secret {secret!r} expected in environment variable {env_name}, which is not set",
+            )
+        register_secret(value)
+        secrets[secret] = value
+    return IntegrationConfig(
+        integration_id=integration.integration_id,
+        organization_id=integration.organization_id,
+        provider=integration.provider,
+        settings=dict(integration.settings),
+        secrets=secrets,
+    )
+
+
+def open_provider(config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> Provider:
+    def http_client(base_url: str, headers: Mapping[str, str]) -> httpx.Client:
+        return build_http_client(recorder, base_url=base_url, headers=headers, timeout_s=timeout_s)
+
+    return provider_class(config.provider, config.integration_id)(config, http_client)

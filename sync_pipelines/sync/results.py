@@ -1,0 +1,57 @@
+"""What a sync reports: counts, outcome and the call figures the UI plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync_pipelines.store.sync_state import SyncCounts
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+@dataclass(slots=True)
+class SyncResult:
+    integration_id: str
+    organization_id: str
+    stream: str
+    status: str  # success | partial | failed
+    counts: SyncCounts
+    duration_s: float
+    cursor_before: Any = None
+    cursor_after: Any = None
+    sync_id: str | None = None
+    http_requests: int = 0
+    http_failed: int = 0
+    http_latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def error_rate(self) -> float:
+        """Share of records that failed (the asset's data error rate)."""
+        return self.counts.failed / self.counts.fetched if self.counts.fetched else 0.0
+
+    @property
+    def p95_latency_ms(self) -> float | None:
+        return percentile(self.http_latencies_ms, 95)
+
+    def metadata(self) -> dict[str, float | int | str]:
+        """Numbers for Dagster materialization metadata (plotted over time by the UI)."""
+        c = self.counts
+        figures: dict[str, float | int | str] = {
+            "fetched": c.fetched, "created": c.created, "updated": c.updated,
+            "unchanged": c.unchanged, "failed": c.failed, "pages": c.pages,
+            "error_rate": round(self.error_rate, 6), "duration_s": round(self.duration_s, 3),
+            "http_requests": self.http_requests, "http_failed": self.http_failed,
+            "devices_per_s": round(c.fetched / self.duration_s, 1) if self.duration_s else 0.0,
+        }
+        p95 = self.p95_latency_ms
+        if p95 is not None:
+            figures["p95_latency_ms"] = round(p95, 3)
+        return figures

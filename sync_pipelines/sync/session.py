@@ -1,0 +1,75 @@
+"""One integration's work inside one run: who is acting, the recorder, the provider.
+
+Everything a sync does happens inside `integration_session(...)`: it resolves the
+integration (establishing its organization), binds the log context, and gives the caller an
+activity recorder backed by the store. Configuration errors surface inside the caller's
+operation, so they are recorded like any other failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sync_pipelines.errors import ConfigError
+from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope
+from sync_pipelines.observability.logging import bind_context, get_logger
+from sync_pipelines.providers.contract import Provider
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import Integration, find_integration_owner
+from sync_pipelines.store.migrations import ensure_migrated
+from sync_pipelines.sync.activity_sink import StoreActivitySink
+from sync_pipelines.sync.integration_config import open_provider, resolve_config
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Where the work is running (Dagster run and step, or a CLI invocation)."""
+
+    run_id: str | None = None
+    step_key: str | None = None
+    job_name: str | None = None
+
+
+@dataclass(slots=True)
+class IntegrationSession:
+    store: Store
+    integration: Integration
+    recorder: ActivityRecorder
+    run: RunContext
+
+    def open_provider(self) -> Provider:
+        """Validate config, resolve secrets, build the provider (raises ConfigError)."""
+        return open_provider(resolve_config(self.integration), self.recorder)
+
+
+@contextmanager
+def integration_session(store: Store, integration_id: str, run: RunContext) -> Iterator[IntegrationSession]:
+    ensure_migrated(store)
+    with store.connect() as conn:
+        integration = find_integration_owner(conn, integration_id)
+    if integration is None:
+        raise ConfigError(integration_id, "no such integration (was it deleted? run `sync-pipelines integrations list`)")
+    bind_context(
+        run_id=run.run_id, job=run.job_name, step=run.step_key,
+        organization_id=integration.organization_id, integration_id=integration.integration_id,
+        provider=integration.provider,
+    )
+    recorder = ActivityRecorder(
+        StoreActivitySink(store),
+        ActivityScope(
+            organization_id=integration.organization_id,
+            integration_id=integration.integration_id,
+            run_id=run.run_id,
+            step_key=run.step_key,
+            job_name=run.job_name,
+        ),
+    )
+    try:
+        yield IntegrationSession(store, integration, recorder, run)
+    except Exception:
+        get_logger("sync").exception("integration_work_failed")
+        raise
+    finally:
+        recorder.flush()
