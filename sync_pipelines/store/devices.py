@@ -51,6 +51,15 @@ def count_devices(conn: Connection, organization_id: str, integration_id: str) -
     )
 
 
+def count_device_states(conn: Connection, organization_id: str, integration_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.text("SELECT count(*) FROM device_states WHERE organization_id = :o AND integration_id = :i"),
+            {"o": organization_id, "i": integration_id},
+        ).scalar_one()
+    )
+
+
 def device_ids_after(
     conn: Connection, organization_id: str, integration_id: str, after: str, limit: int
 ) -> list[str]:

@@ -114,3 +114,17 @@ def sync_log_rows(conn: Connection, organization_id: str, integration_id: str) -
         {"o": organization_id, "i": integration_id},
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def last_sync_started_at(conn: Connection, organization_id: str, integration_id: str, stream: str) -> datetime | None:
+    from sync_pipelines.store.database import parse_timestamp
+
+    return parse_timestamp(
+        conn.execute(
+            sa.text(
+                "SELECT max(started_at) FROM integration_sync_log "
+                "WHERE organization_id = :o AND integration_id = :i AND stream = :s"
+            ),
+            {"o": organization_id, "i": integration_id, "s": stream},
+        ).scalar()
+    )

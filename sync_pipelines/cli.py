@@ -1,0 +1,211 @@
+"""`sync-pipelines`: what isn't a Dagster run — migrate, integrations, one-off syncs, the demo,
+and the emulators."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from sync_pipelines.observability.logging import configure_logging
+
+
+@click.group()
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Log rendering (default: console in a terminal, JSON otherwise).")
+def main(log_format: str | None) -> None:
+    """Sync IoT device inventories into a relational store, observably."""
+    configure_logging(log_format)
+
+
+@main.command()
+@click.option("--database-url", envvar="SYNC_DATABASE_URL", default=None,
+              help="Store URL (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).")
+def migrate(database_url: str | None) -> None:
+    """Apply pending SQL migrations from sql/ (idempotent)."""
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.migrations import migrate as apply
+
+    store = Store(database_url)
+    applied = apply(store)
+    click.echo(f"{store}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+
+
+@main.group()
+def integrations() -> None:
+    """Register and list integrations."""
+
+
+@integrations.command("add")
+@click.option("--organization", "organization_id", required=True)
+@click.option("--id", "integration_id", required=True)
+@click.option("--provider", required=True)
+@click.option("--name", default=None)
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Non-secret setting.")
+@click.option("--secret-env", "secret_refs", multiple=True, metavar="SECRET=ENV_VAR",
+              help="Name of the environment variable holding a secret (never the secret).")
+@click.option("--poll-interval", "poll_interval_s", type=int, default=300, show_default=True)
+@click.option("--disabled", is_flag=True)
+def integrations_add(organization_id: str, integration_id: str, provider: str, name: str | None,
+                     settings: tuple[str, ...], secret_refs: tuple[str, ...], poll_interval_s: int,
+                     disabled: bool) -> None:
+    from sync_pipelines.providers.registry import provider_class
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+    from sync_pipelines.store.migrations import ensure_migrated
+
+    provider_class(provider, integration_id)  # unknown provider: a clear error before writing
+    store = Store()
+    ensure_migrated(store)
+    with store.transaction() as conn:
+        ensure_organization(conn, organization_id)
+        save_integration(conn, Integration(
+            integration_id=integration_id, organization_id=organization_id, provider=provider,
+            name=name or integration_id, settings=_pairs(settings, "--setting"),
+            secret_refs=_pairs(secret_refs, "--secret-env"), enabled=not disabled,
+            poll_interval_s=poll_interval_s,
+        ))
+    click.echo(f"saved integration {integration_id} ({provider}) for organization {organization_id}")
+
+
+@integrations.command("list")
+@click.option("--organization", "organization_id", required=True)
+def integrations_list(organization_id: str) -> None:
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.integrations import list_integrations
+    from sync_pipelines.store.migrations import ensure_migrated
+
+    store = Store()
+    ensure_migrated(store)
+    with store.connect() as conn:
+        for i in list_integrations(conn, organization_id):
+            state = "enabled" if i.enabled else "disabled"
+            click.echo(f"{i.integration_id}\t{i.provider}\t{state}\tpoll={i.poll_interval_s}s\t{i.name}")
+
+
+@main.command()
+@click.argument("integration_id")
+@click.option("--stream", type=click.Choice(["devices", "device_states", "all"]), default="all", show_default=True)
+@click.option("--batch-size", type=int, default=None)
+def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
+    """Run one sync outside Dagster (for operators and benchmarks); prints the figures as JSON."""
+    import uuid
+
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.sync.device_states import sync_device_states
+    from sync_pipelines.sync.inventory import sync_devices
+    from sync_pipelines.sync.session import RunContext, integration_session
+
+    run = RunContext(run_id=f"cli-{uuid.uuid4()}", step_key=f"cli_sync_{stream}", job_name="cli")
+    results = []
+    with integration_session(Store(), integration_id, run) as session:
+        if stream in ("devices", "all"):
+            results.append(sync_devices(session, **({"batch_size": batch_size} if batch_size else {})))
+        if stream in ("device_states", "all"):
+            results.append(sync_device_states(session))
+    for r in results:
+        click.echo(json.dumps({"run_id": run.run_id, "stream": r.stream, "status": r.status, **r.metadata()}))
+
+
+@main.command("test-connection")
+@click.argument("integration_id")
+def test_connection(integration_id: str) -> None:
+    """Test an integration's connection; exits 1 when it fails."""
+    import uuid
+
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.sync.connection_check import check_connection
+    from sync_pipelines.sync.session import RunContext, integration_session
+
+    with integration_session(Store(), integration_id, RunContext(run_id=f"cli-{uuid.uuid4()}")) as session:
+        result = check_connection(session)
+    click.echo(json.dumps({"ok": result.ok, "latency_ms": result.latency_ms, "reason": result.reason}))
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@click.option("--devices", "device_count", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(device_count: int, seed: int) -> None:
+    """Full demo sync against the local Golioth emulator on the embedded default."""
+    from sync_pipelines.demo import run_demo
+
+    outcome = run_demo(device_count=device_count, seed=seed)
+    a = outcome.activity
+    ok = outcome.success and outcome.stored_devices == outcome.emulator_devices
+    lines = [
+        "",
+        "== sync_pipelines demo ==",
+        f"store:            {outcome.store_url}",
+        f"emulator:         Golioth at {outcome.emulator_url} ({outcome.emulator_devices} devices)",
+        f"dagster run:      {outcome.run_id} ({'success' if outcome.success else 'FAILED'})",
+        f"devices stored:   {outcome.stored_devices} / {outcome.emulator_devices} in the emulator",
+        f"states stored:    {outcome.stored_states}",
+        f"activity rows:    {a.rows} ({a.http_requests} HTTP requests, {a.http_failed} failed, "
+        f"{a.request_ids} distinct request ids)",
+        f"HTTP latency:     avg {a.avg_latency_ms or 0:.1f} ms, p95 {a.p95_latency_ms or 0:.1f} ms",
+        f"operations:       {', '.join(f'{k}={v}' for k, v in sorted(a.operations.items()))}",
+        "",
+        "Open the UI:      make ui   (then http://127.0.0.1:3000, asset group 'golioth')",
+        f"Follow the run:   sync-pipelines activity --organization demo-org --run-id {outcome.run_id}",
+        "",
+    ]
+    click.echo("\n".join(lines))
+    if not ok:
+        raise click.ClickException("demo sync did not store every emulator device")
+
+
+@main.command()
+@click.option("--organization", "organization_id", required=True)
+@click.option("--run-id", default=None)
+@click.option("--request-id", default=None)
+@click.option("--integration", "integration_id", default=None)
+@click.option("--limit", type=int, default=200, show_default=True)
+def activity(organization_id: str, run_id: str | None, request_id: str | None,
+             integration_id: str | None, limit: int) -> None:
+    """Print activity-log rows (JSON lines) for a run, a request or an integration."""
+    from sync_pipelines.store.activity import activity_rows
+    from sync_pipelines.store.database import Store
+
+    with Store().connect() as conn:
+        for row in activity_rows(conn, organization_id, run_id=run_id, request_id=request_id,
+                                 integration_id=integration_id, limit=limit):
+            click.echo(json.dumps(row, default=str))
+
+
+@main.group()
+def emulator() -> None:
+    """Local peers for providers that can't be reached from here."""
+
+
+@emulator.command("golioth")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--devices", "device_count", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--api-key", envvar="GOLIOTH_DEMO_API_KEY", default="demo-emulator-key-0c5e", show_default=False,
+              help="Key the emulator accepts (default: $GOLIOTH_DEMO_API_KEY or the demo key).")
+@click.option("--project-id", default="demo-project", show_default=True)
+@click.option("--int64-as-string", is_flag=True, help="Encode page/perPage/total as strings (protojson).")
+@click.option("--latency-ms", type=int, default=0, show_default=True)
+def emulator_golioth(host: str, port: int, device_count: int, seed: int, api_key: str, project_id: str,
+                     int64_as_string: bool, latency_ms: int) -> None:
+    """Serve the Golioth Management API emulator (faults: POST /_emulator/faults)."""
+    from sync_pipelines.emulators.golioth import GoliothEmulatorConfig, run_golioth_emulator
+
+    click.echo(f"Golioth emulator on http://{host}:{port}/v1/projects/{project_id} with {device_count} devices")
+    run_golioth_emulator(host, port, GoliothEmulatorConfig(
+        project_id=project_id, api_key=api_key, device_count=device_count, seed=seed,
+        int64_as_string=int64_as_string, latency_ms=latency_ms,
+    ))
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key] = value
+    return pairs

@@ -1,0 +1,41 @@
+"""Schedules: poll each enabled integration when its poll interval has elapsed."""
+
+
+from datetime import timedelta
+
+import dagster as dg
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.golioth import sync_golioth_integration
+from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.store.integrations import list_enabled_integrations
+from sync_pipelines.store.sync_state import last_sync_started_at
+from sync_pipelines.sync.inventory import STREAM as DEVICES_STREAM
+
+
+def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
+    """Enabled integrations of `provider` whose last sync started a poll interval ago or more."""
+    now = utc_now()
+    due = []
+    with store.get_store().connect() as conn:
+        for integ in list_enabled_integrations(conn, provider):
+            last = last_sync_started_at(conn, integ.organization_id, integ.integration_id, DEVICES_STREAM)
+            if last is None or now - last >= timedelta(seconds=integ.poll_interval_s):
+                due.append(integ.integration_id)
+    return due
+
+
+@dg.schedule(
+    job=sync_golioth_integration,
+    cron_schedule="* * * * *",
+    description="Every minute, start a sync for each enabled Golioth integration whose poll interval has elapsed.",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def golioth_poll_schedule(context: dg.ScheduleEvaluationContext, store: SyncStoreResource) -> list[dg.RunRequest] | dg.SkipReason:
+    due = due_integration_ids(store, "golioth")
+    known = set(context.instance.get_dynamic_partitions("golioth_integrations"))
+    due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
+    if not due:
+        return dg.SkipReason("no Golioth integration is due")
+    tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "manual"
+    return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
