@@ -49,7 +49,6 @@ def golioth_device_states(context: dg.AssetExecutionContext, store: SyncStoreRes
 sync_golioth_integration = dg.define_asset_job(
     "sync_golioth_integration",
     selection=[golioth_devices, golioth_device_states],
-    partitions_def=golioth_integrations,
     description="Import one Golioth integration's devices, then their state.",
     tags={"provider": "golioth"},
 )

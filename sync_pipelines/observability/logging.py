@@ -83,12 +83,28 @@ def configure_logging(fmt: str | None = None, level: str | None = None, *, force
     root = logging.getLogger(ROOT_LOGGER)
     root.setLevel(level_name)
     root.handlers = [h for h in root.handlers if not getattr(h, "_sync_pipelines_stdout", False)]
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _CurrentStdoutHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler._sync_pipelines_stdout = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.propagate = False
     _configured = True
+
+
+class _CurrentStdoutHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is at emit time, so output redirection by Dagster's
+    compute-log capture (or pytest) after configuration still sees our lines."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def get_logger(component: str) -> structlog.stdlib.BoundLogger:

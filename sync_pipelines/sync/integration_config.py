@@ -11,10 +11,30 @@ import httpx
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import ActivityRecorder
 from sync_pipelines.observability.http_recording import build_http_client
-from sync_pipelines.observability.redaction import register_secret
+from sync_pipelines.observability.redaction import redact, register_secret
 from sync_pipelines.providers.contract import IntegrationConfig, Provider
 from sync_pipelines.providers.registry import provider_class
-from sync_pipelines.store.integrations import Integration
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+
+
+def register_integration(store: Store, integration: Integration) -> None:
+    """Validate and save an integration (and its organization). The way in for every caller.
+
+    Settings are stored in clear, so a secret-looking setting (an API key, a password inside a
+    URL) is refused: secrets belong in environment variables named by `secret_refs`.
+    """
+    provider_class(integration.provider, integration.integration_id)
+    leaked = sorted(k for k, v in integration.settings.items() if redact({k: v}) != {k: v})
+    if leaked:
+        raise ConfigError(
+            integration.integration_id,
+            f"setting(s) {', '.join(leaked)} contain a credential; store it in an environment variable "
+            "and name that variable in secret_refs instead",
+        )
+    with store.transaction() as conn:
+        ensure_organization(conn, integration.organization_id)
+        save_integration(conn, integration)
 
 
 def resolve_config(integration: Integration, environ: Mapping[str, str] | None = None) -> IntegrationConfig:

@@ -1,0 +1,48 @@
+# The front door. `make demo` and `make test` are the two commands a fresh machine needs.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export SYNC_HOME ?= $(DAGSTER_HOME)
+
+.PHONY: demo test ui lint format bench services install dagster-home clean
+
+## demo: install, start a seeded Golioth emulator, sync it through Dagster on SQLite, print figures
+demo: install dagster-home
+	$(BIN)/sync-pipelines demo
+
+## test: install, make sure PostgreSQL is up, run the whole suite (SQLite and Postgres)
+test: install services
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+## ui: the Dagster UI and daemon over this repo's workspace (http://127.0.0.1:3000)
+ui: install dagster-home
+	$(BIN)/dagster dev -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+dagster-home:
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+## services: start the local PostgreSQL the tests use, if it is down
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start" >&2; exit 1
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) .pytest_cache

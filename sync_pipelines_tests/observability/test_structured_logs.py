@@ -1,0 +1,79 @@
+"""Structured logs: JSON lines with the correlation fields, on stdout and in Dagster's event log."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from sync_pipelines.defs.golioth import golioth_devices
+from sync_pipelines.defs.resources import SyncStoreResource
+
+
+def _json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pass
+    return lines
+
+
+def _run(instance, sqlite_store, integ):
+    instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
+    return dg.materialize([golioth_devices], partition_key=integ.integration_id, instance=instance,
+                          resources={"store": SyncStoreResource(database_url=sqlite_store.url)})
+
+
+def test_sync_lines_on_stdout_are_json_with_run_and_integration_fields(sqlite_store, golioth, register_golioth, capfd):
+    integ = register_golioth(sqlite_store, golioth)
+    with dg.instance_for_test() as instance:
+        result = _run(instance, sqlite_store, integ)
+    lines = _json_lines(capfd.readouterr().out)
+    (completed,) = [line for line in lines if line.get("event") == "sync_completed"]
+    assert completed["run_id"] == result.run_id
+    assert completed["step"] == "golioth_devices"
+    assert completed["job"] == result.dagster_run.job_name
+    assert completed["organization_id"] == "org-a" and completed["integration_id"] == "golioth-a"
+    assert completed["service"] == "sync_pipelines" and completed["component"] == "sync.inventory"
+    assert completed["level"] == "info" and completed["timestamp"].endswith("Z")
+    assert completed["fetched"] == 250 and isinstance(completed["duration_ms"], float)
+
+
+def test_http_lines_carry_the_request_id(sqlite_store, golioth, register_golioth, capfd):
+    integ = register_golioth(sqlite_store, golioth)
+    with dg.instance_for_test() as instance:
+        _run(instance, sqlite_store, integ)
+    http = [line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "http_request_completed"]
+    received = {r.request_id for r in golioth.emulator.requests() if r.path.startswith("/v1/")}
+    assert http and {line["request_id"] for line in http} == received
+    assert all(isinstance(line["duration_ms"], float) and line["attempt"] == 1 for line in http)
+
+
+def test_sync_lines_reach_the_dagster_event_log(sqlite_store, golioth, register_golioth):
+    integ = register_golioth(sqlite_store, golioth)
+    overrides = {"python_logs": {"managed_python_loggers": ["sync_pipelines"], "python_log_level": "INFO"}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        result = _run(instance, sqlite_store, integ)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    ours = [json.loads(m) for m in messages if m.startswith("{")]
+    events = {line["event"] for line in ours}
+    assert {"sync_started", "sync_completed"} <= events
+    assert all(line["run_id"] == result.run_id for line in ours)
+
+
+def test_failures_log_a_structured_error_with_type_message_and_stack(sqlite_store, golioth, register_golioth, capfd):
+    integ = register_golioth(sqlite_store, golioth)
+    golioth.emulator.add_faults({"kind": "malformed_json", "path": "/devices$"})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
+        dg.materialize([golioth_devices], partition_key=integ.integration_id, instance=instance,
+                       resources={"store": SyncStoreResource(database_url=sqlite_store.url)}, raise_on_error=False)
+    (failed,) = [line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "sync_failed"]
+    assert failed["level"] == "error" and failed["error_type"] == "validation"
+    assert failed["error"]["type"] == "MalformedResponseError"
+    assert "not valid JSON" in failed["error"]["message"]
+    assert "Traceback" in failed["error"]["stack"]
