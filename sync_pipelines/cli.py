@@ -50,22 +50,23 @@ def integrations() -> None:
 def integrations_add(organization_id: str, integration_id: str, provider: str, name: str | None,
                      settings: tuple[str, ...], secret_refs: tuple[str, ...], poll_interval_s: int,
                      disabled: bool) -> None:
-    from sync_pipelines.providers.registry import provider_class
+    from sync_pipelines.errors import ConfigError
     from sync_pipelines.store.database import Store
-    from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+    from sync_pipelines.store.integrations import Integration
     from sync_pipelines.store.migrations import ensure_migrated
+    from sync_pipelines.sync.integration_config import register_integration
 
-    provider_class(provider, integration_id)  # unknown provider: a clear error before writing
     store = Store()
     ensure_migrated(store)
-    with store.transaction() as conn:
-        ensure_organization(conn, organization_id)
-        save_integration(conn, Integration(
+    try:
+        register_integration(store, Integration(
             integration_id=integration_id, organization_id=organization_id, provider=provider,
             name=name or integration_id, settings=_pairs(settings, "--setting"),
             secret_refs=_pairs(secret_refs, "--secret-env"), enabled=not disabled,
             poll_interval_s=poll_interval_s,
         ))
+    except (ConfigError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"saved integration {integration_id} ({provider}) for organization {organization_id}")
 
 
@@ -209,3 +210,7 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
         pairs[key] = value
     return pairs
+
+
+if __name__ == "__main__":
+    main()

@@ -13,9 +13,10 @@ from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorCon
 from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import count_device_states, count_devices
-from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.reports import RunActivitySummary, run_activity_summary
+from sync_pipelines.sync.integration_config import register_integration
 
 DEMO_ORG = "demo-org"
 DEMO_INTEGRATION = "golioth-demo"
@@ -56,9 +57,7 @@ def register_demo_integration(store: Store, base_url: str, project_id: str) -> I
         secret_refs={"api_key": DEMO_KEY_ENV},
         poll_interval_s=300,
     )
-    with store.transaction() as conn:
-        ensure_organization(conn, DEMO_ORG, "Demo organization")
-        save_integration(conn, integration)
+    register_integration(store, integration)
     return integration
 
 

@@ -1,0 +1,70 @@
+"""Migrations: applied once, in order, on both engines, even by concurrent starters."""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.migrations import migrate, migrations_for, pending_migrations, split_sqlite_statements
+
+CORE_TABLES = {"organizations", "integrations", "devices", "device_states", "integration_activity_log",
+               "integration_sync_log", "integration_sync_state"}
+
+
+def test_migrating_a_migrated_store_applies_nothing(store):
+    assert migrate(store) == []
+    assert pending_migrations(store) == []
+
+
+def test_every_core_table_exists_and_carries_organization_id(store):
+    inspector = sa.inspect(store.engine)
+    assert CORE_TABLES <= set(inspector.get_table_names())
+    for table in CORE_TABLES:
+        assert "organization_id" in {c["name"] for c in inspector.get_columns(table)}, table
+
+
+def test_a_fresh_sqlite_store_gets_every_migration_once(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/fresh.db")
+    assert migrate(store) == [m.version for m in migrations_for("sqlite")]
+    with store.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars().all()
+    assert sorted(versions) == [m.version for m in migrations_for("sqlite")]
+
+
+def test_concurrent_migrators_apply_each_file_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/race.db"
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            applied.append(migrate(Store(url)))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(v for batch in applied for v in batch) == [m.version for m in migrations_for("sqlite")]
+
+
+def test_engine_specific_files_are_chosen_by_dialect(tmp_path):
+    (tmp_path / "001_common.sql").write_text("SELECT 1;")
+    (tmp_path / "002_only.postgres.sql").write_text("SELECT 2;")
+    (tmp_path / "003_only.sqlite.sql").write_text("SELECT 3;")
+    (tmp_path / "notes.sql").write_text("-- not a migration")
+    assert [m.version for m in migrations_for("postgresql", tmp_path)] == ["001_common.sql", "002_only.postgres.sql"]
+    assert [m.version for m in migrations_for("sqlite", tmp_path)] == ["001_common.sql", "003_only.sqlite.sql"]
+
+
+def test_sqlite_scripts_split_into_whole_statements_ignoring_comments():
+    script = "-- heading\nCREATE TABLE a (x TEXT); -- trailing\n\nCREATE TABLE b (y TEXT DEFAULT ';');\n-- end\n"
+    assert split_sqlite_statements(script) == [
+        "-- heading\nCREATE TABLE a (x TEXT); -- trailing",
+        "CREATE TABLE b (y TEXT DEFAULT ';');",
+    ]
