@@ -1,0 +1,160 @@
+"""The `sync-pipelines` command, run through click's test runner against a store, a Dagster
+home and (where it calls out) a Golioth emulator, all under the test's temporary directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sync_pipelines.cli import main
+from sync_pipelines.demo import DEFAULT_DEMO_KEY, DEMO_KEY_ENV
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.devices import count_devices
+from sync_pipelines.store.integrations import get_integration
+from sync_pipelines.store.migrations import migrate
+from sync_pipelines_tests.conftest import GOLIOTH_KEY_ENV
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli_store(tmp_path, monkeypatch) -> Store:
+    """The store the CLI finds through the environment, with DAGSTER_HOME and SYNC_HOME beside it."""
+    url = f"sqlite:///{tmp_path}/cli_store.db"
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    monkeypatch.setenv("SYNC_DATABASE_URL", url)
+    monkeypatch.setenv("SYNC_HOME", str(tmp_path / "sync_home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    store = Store(url)
+    yield store
+    store.dispose()
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["--log-format", "json", *args])
+
+
+def _printed_json(result: Result) -> list[dict]:
+    """The command's own JSON lines (log lines, which carry an `event`, are left out)."""
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    return [line for line in lines if "event" not in line]
+
+
+def test_migrate_applies_the_schema_then_reports_up_to_date(cli_store):
+    first = _invoke("migrate")
+    second = _invoke("migrate")
+    assert first.exit_code == 0, first.output
+    assert "applied 001_core.sql" in first.output
+    assert second.exit_code == 0, second.output
+    assert "up to date" in second.output
+
+
+def test_integrations_add_refuses_an_unknown_provider_naming_it(cli_store):
+    result = _invoke("integrations", "add", "--organization", "org-a", "--id", "mystery-1", "--provider", "nope")
+    assert result.exit_code != 0
+    assert "Error:" in result.output and "unknown provider 'nope'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_integrations_add_saves_nothing_for_an_unknown_provider(cli_store):
+    _invoke("integrations", "add", "--organization", "org-a", "--id", "mystery-1", "--provider", "nope")
+    migrate(cli_store)
+    with cli_store.connect() as conn:
+        assert get_integration(conn, "org-a", "mystery-1") is None
+
+
+def test_integrations_add_refuses_a_credential_in_a_setting(cli_store):
+    result = _invoke("integrations", "add", "--organization", "org-a", "--id", "golioth-a", "--provider", "golioth",
+                     "--setting", "api_key=sekrit-value-123")
+    assert result.exit_code != 0
+    assert "api_key" in result.output and "secret_refs" in result.output
+    assert "sekrit-value-123" not in result.output
+
+
+def test_an_added_integration_is_listed_with_its_settings(cli_store):
+    added = _invoke(
+        "integrations", "add", "--organization", "org-a", "--id", "golioth-a", "--provider", "golioth",
+        "--name", "Golioth A", "--setting", "base_url=http://127.0.0.1:9", "--setting", "project_id=p",
+        "--secret-env", "api_key=SOME_KEY_ENV", "--poll-interval", "120",
+    )
+    listed = _invoke("integrations", "list", "--organization", "org-a")
+    assert added.exit_code == 0, added.output
+    assert "saved integration golioth-a (golioth) for organization org-a" in added.output
+    assert listed.exit_code == 0, listed.output
+    assert "golioth-a\tgolioth\tenabled\tpoll=120s\tGolioth A" in listed.output.splitlines()
+    with cli_store.connect() as conn:
+        saved = get_integration(conn, "org-a", "golioth-a")
+    assert saved.settings == {"base_url": "http://127.0.0.1:9", "project_id": "p"}
+    assert saved.secret_refs == {"api_key": "SOME_KEY_ENV"}
+
+
+def test_integrations_list_shows_only_the_given_organization(cli_store):
+    for org, iid in (("org-a", "golioth-a"), ("org-b", "golioth-b")):
+        _invoke("integrations", "add", "--organization", org, "--id", iid, "--provider", "golioth", "--disabled")
+    listed = _invoke("integrations", "list", "--organization", "org-b")
+    assert listed.exit_code == 0, listed.output
+    assert [line.split("\t")[:3] for line in listed.output.splitlines() if "\t" in line] == [
+        ["golioth-b", "golioth", "disabled"]
+    ]
+
+
+def test_sync_prints_one_json_line_per_stream_with_its_counts(cli_store, golioth_factory, register_golioth):
+    running = golioth_factory(device_count=25)
+    migrate(cli_store)
+    integ = register_golioth(cli_store, running, per_page=10)
+    result = _invoke("sync", integ.integration_id)
+    assert result.exit_code == 0, result.output
+    printed = _printed_json(result)
+    assert [(p["stream"], p["status"], p["fetched"]) for p in printed] == [
+        ("devices", "success", 25), ("device_states", "success", 25),
+    ]
+    assert printed[0]["created"] == 25
+    assert printed[0]["run_id"] == printed[1]["run_id"] and printed[0]["run_id"].startswith("cli-")
+    with cli_store.connect() as conn:
+        assert count_devices(conn, integ.organization_id, integ.integration_id) == 25
+
+
+def test_sync_of_one_stream_prints_only_that_stream(cli_store, golioth_factory, register_golioth):
+    running = golioth_factory(device_count=5)
+    migrate(cli_store)
+    integ = register_golioth(cli_store, running)
+    result = _invoke("sync", integ.integration_id, "--stream", "devices")
+    assert result.exit_code == 0, result.output
+    assert [p["stream"] for p in _printed_json(result)] == ["devices"]
+
+
+def test_test_connection_exits_0_when_the_provider_accepts_the_key(cli_store, golioth_factory, register_golioth):
+    running = golioth_factory(device_count=5)
+    migrate(cli_store)
+    integ = register_golioth(cli_store, running)
+    result = _invoke("test-connection", integ.integration_id)
+    assert result.exit_code == 0, result.output
+    (printed,) = _printed_json(result)
+    assert printed["ok"] is True and printed["reason"] is None
+
+
+def test_test_connection_exits_1_when_the_provider_refuses_the_key(
+    cli_store, golioth_factory, register_golioth, monkeypatch
+):
+    running = golioth_factory(device_count=5)
+    migrate(cli_store)
+    integ = register_golioth(cli_store, running)
+    monkeypatch.setenv(GOLIOTH_KEY_ENV, "not-the-key")
+    result = _invoke("test-connection", integ.integration_id)
+    assert result.exit_code == 1, result.output
+    (printed,) = _printed_json(result)
+    assert printed["ok"] is False and "authentication failed" in printed["reason"]
+
+
+def test_demo_syncs_every_emulator_device_through_a_dagster_run(cli_store, monkeypatch):
+    monkeypatch.setenv(DEMO_KEY_ENV, DEFAULT_DEMO_KEY)  # run_demo sets it otherwise, for good
+    result = _invoke("demo", "--devices", "120")
+    assert result.exit_code == 0, result.output
+    assert "devices stored:   120 / 120" in result.output
+    assert "(success)" in result.output
