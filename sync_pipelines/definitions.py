@@ -2,7 +2,11 @@
 
 import dagster as dg
 
-from sync_pipelines.defs.golioth import golioth_device_states, golioth_devices, sync_golioth_integration
+from sync_pipelines.defs.golioth import (
+    golioth_device_states,
+    golioth_devices,
+    sync_golioth_integration,
+)
 from sync_pipelines.defs.jobs import test_integration_connection
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.schedules import golioth_poll_schedule

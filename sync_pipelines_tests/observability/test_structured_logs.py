@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import dagster as dg
@@ -15,10 +16,8 @@ def _json_lines(text: str) -> list[dict]:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("{"):
-            try:
+            with contextlib.suppress(ValueError):
                 lines.append(json.loads(line))
-            except ValueError:
-                pass
     return lines
 
 

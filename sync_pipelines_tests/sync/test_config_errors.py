@@ -52,9 +52,10 @@ def test_unset_secret_variable_is_named_without_a_value(store, open_session, mon
 
 
 def test_unknown_integration_id_says_so(store, open_session):
-    with pytest.raises(ConfigError, match="no-such-integration.*no such integration"):
-        with open_session(store, "no-such-integration"):
-            pass
+    with pytest.raises(ConfigError, match="no-such-integration.*no such integration"), open_session(
+        store, "no-such-integration"
+    ):
+        pass
 
 
 def test_an_integration_id_cannot_be_taken_over_by_another_organization(store):
