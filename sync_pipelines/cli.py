@@ -149,7 +149,7 @@ def demo(device_count: int, seed: int) -> None:
         f"operations:       {', '.join(f'{k}={v}' for k, v in sorted(a.operations.items()))}",
         "",
         "Open the UI:      make ui   (then http://127.0.0.1:3000, asset group 'golioth')",
-        f"Follow the run:   sync-pipelines activity --organization demo-org --run-id {outcome.run_id}",
+        f"Follow the run:   .venv/bin/sync-pipelines activity --organization demo-org --run-id {outcome.run_id}",
         "",
     ]
     click.echo("\n".join(lines))

@@ -15,10 +15,17 @@ from sync_pipelines.store.integrations import Integration, ensure_organization, 
 from sync_pipelines_tests.conftest import GOLIOTH_KEY_ENV
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
+@pytest.fixture(scope="module")
+def module_instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
         yield instance
+
+
+@pytest.fixture
+def instance(module_instance) -> dg.DagsterInstance:
+    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
+    module_instance.wipe()
+    return module_instance
 
 
 @pytest.fixture
@@ -37,7 +44,9 @@ def _run(store, instance, integration_id: str) -> dg.ExecuteInProcessResult:
 
 def _connection_row(store, organization_id: str, run_id: str) -> dict:
     with store.connect() as conn:
-        (row,) = activity_rows(conn, organization_id, run_id=run_id, activity_type="test_connection")
+        (row,) = activity_rows(
+            conn, organization_id, run_id=run_id, activity_type="test_connection"
+        )
     return row
 
 
@@ -60,13 +69,17 @@ def test_a_good_key_succeeds_and_records_a_successful_test_connection_row(
     assert row["completed_at"] is not None
 
 
-def test_the_connection_test_makes_a_recorded_call_to_the_project(store, instance, small_golioth, register_golioth):
+def test_the_connection_test_makes_a_recorded_call_to_the_project(
+    store, instance, small_golioth, register_golioth
+):
     integ = register_golioth(store, small_golioth)
     small_golioth.emulator.clear_requests()
     result = _run(store, instance, integ.integration_id)
     (received,) = [r for r in small_golioth.emulator.requests() if r.path.startswith("/v1/")]
     with store.connect() as conn:
-        (call,) = activity_rows(conn, integ.organization_id, run_id=result.run_id, activity_type="http_request")
+        (call,) = activity_rows(
+            conn, integ.organization_id, run_id=result.run_id, activity_type="http_request"
+        )
     assert call["request_id"] == received.request_id
     assert call["parent_id"] == _connection_row(store, integ.organization_id, result.run_id)["id"]
 
@@ -99,8 +112,12 @@ def test_a_missing_secret_fails_the_run_and_records_a_failed_row_naming_the_vari
 def test_an_unknown_provider_fails_naming_the_integration_and_is_recorded(store, instance):
     with store.transaction() as conn:
         ensure_organization(conn, "org-a")
-        save_integration(conn, Integration(integration_id="mystery-1", organization_id="org-a",
-                                           provider="nope", name="Mystery"))
+        save_integration(
+            conn,
+            Integration(
+                integration_id="mystery-1", organization_id="org-a", provider="nope", name="Mystery"
+            ),
+        )
     result = _run(store, instance, "mystery-1")
     assert not result.success
     message = _failure_message(result)

@@ -40,17 +40,28 @@ def test_the_jobs_schedule_and_sensor_exist_by_name():
     assert defs.resolve_job_def("sync_golioth_integration").name == "sync_golioth_integration"
     assert defs.resolve_job_def("test_integration_connection").name == "test_integration_connection"
     assert defs.resolve_schedule_def("golioth_poll_schedule").job_name == "sync_golioth_integration"
-    assert defs.resolve_sensor_def("integration_partitions_sensor").name == "integration_partitions_sensor"
+    assert (
+        defs.resolve_sensor_def("integration_partitions_sensor").name
+        == "integration_partitions_sensor"
+    )
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path):
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SYNC_HOME": str(tmp_path / "sync_home")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "SYNC_HOME": str(tmp_path / "sync_home"),
+    }
     dagster = Path(sys.executable).with_name("dagster")
     completed = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -16,18 +16,34 @@ from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_device_states, get_device
 
 DEVICE_COUNT = 30
-FIGURES = ("fetched", "created", "updated", "unchanged", "failed", "error_rate", "duration_s", "p95_latency_ms")
+FIGURES = (
+    "fetched",
+    "created",
+    "updated",
+    "unchanged",
+    "failed",
+    "error_rate",
+    "duration_s",
+    "p95_latency_ms",
+)
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
+@pytest.fixture(scope="module")
+def module_instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
         yield instance
 
 
 @pytest.fixture
+def instance(module_instance) -> dg.DagsterInstance:
+    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
+    module_instance.wipe()
+    return module_instance
+
+
+@pytest.fixture
 def small_golioth(golioth_factory):
-    """A small inventory served in three pages, so paging is still exercised."""
+    """A small inventory: three pages at per_page=10, so paging is still exercised."""
     return golioth_factory(device_count=DEVICE_COUNT)
 
 
@@ -52,10 +68,14 @@ def _latest_metadata(instance, asset: str, partition: str) -> dict[str, object]:
 
 def _stored_device_ids(store, integ) -> set[str]:
     with store.connect() as conn:
-        return set(conn.execute(
-            sa.text("SELECT external_id FROM devices WHERE organization_id = :o AND integration_id = :i"),
-            {"o": integ.organization_id, "i": integ.integration_id},
-        ).scalars())
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT external_id FROM devices WHERE organization_id = :o AND integration_id = :i"
+                ),
+                {"o": integ.organization_id, "i": integ.integration_id},
+            ).scalars()
+        )
 
 
 def test_materializing_both_assets_succeeds_and_stores_the_emulator_inventory(
@@ -66,21 +86,33 @@ def test_materializing_both_assets_succeeds_and_stores_the_emulator_inventory(
     assert result.success
     assert _stored_device_ids(store, integ) == set(small_golioth.emulator.device_ids())
     with store.connect() as conn:
-        assert count_device_states(conn, integ.organization_id, integ.integration_id) == DEVICE_COUNT
+        assert (
+            count_device_states(conn, integ.organization_id, integ.integration_id) == DEVICE_COUNT
+        )
 
 
 @pytest.mark.parametrize("asset", ["golioth_devices", "golioth_device_states"])
-def test_materialization_metadata_carries_numeric_sync_figures(store, instance, small_golioth, register_golioth, asset):
+def test_materialization_metadata_carries_numeric_sync_figures(
+    store, instance, small_golioth, register_golioth, asset
+):
     integ = register_golioth(store, small_golioth, per_page=10)
     assert _materialize(store, instance, integ.integration_id).success
     metadata = _latest_metadata(instance, asset, integ.integration_id)
     for figure in FIGURES:
-        assert isinstance(metadata.get(figure), int | float) and not isinstance(metadata[figure], bool), figure
-    assert (metadata["fetched"], metadata["created"], metadata["failed"]) == (DEVICE_COUNT, DEVICE_COUNT, 0)
+        assert isinstance(metadata.get(figure), int | float) and not isinstance(
+            metadata[figure], bool
+        ), figure
+    assert (metadata["fetched"], metadata["created"], metadata["failed"]) == (
+        DEVICE_COUNT,
+        DEVICE_COUNT,
+        0,
+    )
     assert metadata["error_rate"] == 0
 
 
-def test_activity_rows_carry_the_dagster_run_id_and_step_key(store, instance, small_golioth, register_golioth):
+def test_activity_rows_carry_the_dagster_run_id_and_step_key(
+    store, instance, small_golioth, register_golioth
+):
     integ = register_golioth(store, small_golioth, per_page=10)
     result = _materialize(store, instance, integ.integration_id)
     with store.connect() as conn:
@@ -92,11 +124,18 @@ def test_activity_rows_carry_the_dagster_run_id_and_step_key(store, instance, sm
     assert op["status"] == "success"
 
 
-def test_stored_devices_name_the_dagster_run_that_wrote_them(store, instance, small_golioth, register_golioth):
+def test_stored_devices_name_the_dagster_run_that_wrote_them(
+    store, instance, small_golioth, register_golioth
+):
     integ = register_golioth(store, small_golioth, per_page=10)
     result = _materialize(store, instance, integ.integration_id)
     with store.connect() as conn:
-        device = get_device(conn, integ.organization_id, integ.integration_id, next(small_golioth.emulator.device_ids()))
+        device = get_device(
+            conn,
+            integ.organization_id,
+            integ.integration_id,
+            next(small_golioth.emulator.device_ids()),
+        )
     assert device["last_run_id"] == result.run_id
 
 
@@ -108,7 +147,9 @@ def test_rejected_credentials_fail_the_run_and_leave_a_failed_import_row(
     result = _materialize(store, instance, integ.integration_id)
     assert not result.success
     with store.connect() as conn:
-        (op,) = activity_rows(conn, integ.organization_id, run_id=result.run_id, activity_type="import")
+        (op,) = activity_rows(
+            conn, integ.organization_id, run_id=result.run_id, activity_type="import"
+        )
     assert op["status"] == "failed"
     assert op["step_key"] == "golioth_devices"
     assert "401" in op["error_message"]
@@ -123,5 +164,9 @@ def test_a_poison_record_leaves_the_run_successful_with_one_failed_record(
     result = _materialize(store, instance, integ.integration_id)
     assert result.success
     metadata = _latest_metadata(instance, "golioth_devices", integ.integration_id)
-    assert (metadata["fetched"], metadata["created"], metadata["failed"]) == (DEVICE_COUNT, DEVICE_COUNT - 1, 1)
+    assert (metadata["fetched"], metadata["created"], metadata["failed"]) == (
+        DEVICE_COUNT,
+        DEVICE_COUNT - 1,
+        1,
+    )
     assert metadata["error_rate"] == pytest.approx(1 / DEVICE_COUNT, abs=1e-6)

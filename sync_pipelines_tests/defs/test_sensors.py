@@ -19,34 +19,58 @@ from sync_pipelines.store.integrations import Integration, ensure_organization, 
 PARTITIONS = "golioth_integrations"
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
+@pytest.fixture(scope="module")
+def module_instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
         yield instance
 
 
-def _save(store, integration_id: str, *, organization_id: str = "org-a", provider: str = "golioth",
-          enabled: bool = True) -> None:
+@pytest.fixture
+def instance(module_instance) -> dg.DagsterInstance:
+    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
+    module_instance.wipe()
+    return module_instance
+
+
+def _save(
+    store,
+    integration_id: str,
+    *,
+    organization_id: str = "org-a",
+    provider: str = "golioth",
+    enabled: bool = True,
+) -> None:
     with store.transaction() as conn:
         ensure_organization(conn, organization_id)
-        save_integration(conn, Integration(
-            integration_id=integration_id, organization_id=organization_id, provider=provider,
-            name=integration_id, settings={"base_url": "http://127.0.0.1:9", "project_id": "p"},
-            secret_refs={"api_key": "UNUSED_KEY_ENV"}, enabled=enabled,
-        ))
+        save_integration(
+            conn,
+            Integration(
+                integration_id=integration_id,
+                organization_id=organization_id,
+                provider=provider,
+                name=integration_id,
+                settings={"base_url": "http://127.0.0.1:9", "project_id": "p"},
+                secret_refs={"api_key": "UNUSED_KEY_ENV"},
+                enabled=enabled,
+            ),
+        )
 
 
 def _evaluate(store, instance) -> dg.SensorResult:
-    context = dg.build_sensor_context(
+    # As a context manager: whatever the context opens (resources, instance) is closed again.
+    with dg.build_sensor_context(
         instance=instance, resources={"store": SyncStoreResource(database_url=store.url)}
-    )
-    return integration_partitions_sensor(context)
+    ) as context:
+        return integration_partitions_sensor(context)
 
 
 def _requests(result: dg.SensorResult) -> list[tuple[str, str, list[str]]]:
     return [
-        ("add" if isinstance(r, dg.AddDynamicPartitionsRequest) else "delete", r.partitions_def_name,
-         list(r.partition_keys))
+        (
+            "add" if isinstance(r, dg.AddDynamicPartitionsRequest) else "delete",
+            r.partitions_def_name,
+            list(r.partition_keys),
+        )
         for r in result.dynamic_partitions_requests
     ]
 
@@ -55,7 +79,9 @@ def _apply(result: dg.SensorResult, instance) -> None:
     """What the sensor daemon does with the requests."""
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
@@ -95,7 +121,9 @@ def test_a_disabled_integration_is_removed(sqlite_store, instance):
     assert _partitions(instance) == {"golioth-a"}
 
 
-def test_a_partition_whose_integration_was_deleted_from_the_store_is_removed(sqlite_store, instance):
+def test_a_partition_whose_integration_was_deleted_from_the_store_is_removed(
+    sqlite_store, instance
+):
     _save(sqlite_store, "golioth-a")
     _save(sqlite_store, "golioth-gone")
     _apply(_evaluate(sqlite_store, instance), instance)
@@ -111,7 +139,10 @@ def test_new_and_removed_integrations_are_requested_together(sqlite_store, insta
     _save(sqlite_store, "golioth-a")
     instance.add_dynamic_partitions(PARTITIONS, ["golioth-stale"])
     result = _evaluate(sqlite_store, instance)
-    assert _requests(result) == [("add", PARTITIONS, ["golioth-a"]), ("delete", PARTITIONS, ["golioth-stale"])]
+    assert _requests(result) == [
+        ("add", PARTITIONS, ["golioth-a"]),
+        ("delete", PARTITIONS, ["golioth-stale"]),
+    ]
     _apply(result, instance)
     assert _partitions(instance) == {"golioth-a"}
 
