@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, resolve_database_url
 from sync_pipelines.store.migrations import ensure_migrated
 
-_stores: dict[str | None, Store] = {}
+_stores: dict[str, Store] = {}
 
 
 class SyncStoreResource(dg.ConfigurableResource):
@@ -15,8 +15,9 @@ class SyncStoreResource(dg.ConfigurableResource):
     database_url: str | None = None
 
     def get_store(self) -> Store:
-        store = _stores.get(self.database_url)
+        url = resolve_database_url(self.database_url)  # so a changed $SYNC_DATABASE_URL is honoured
+        store = _stores.get(url)
         if store is None:
-            store = _stores[self.database_url] = Store(self.database_url)
+            store = _stores[url] = Store(url)
         ensure_migrated(store)
         return store

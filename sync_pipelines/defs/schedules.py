@@ -1,7 +1,7 @@
 """Schedules: poll each enabled integration when its poll interval has elapsed."""
 
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -37,5 +37,16 @@ def golioth_poll_schedule(context: dg.ScheduleEvaluationContext, store: SyncStor
     due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
     if not due:
         return dg.SkipReason("no Golioth integration is due")
-    tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "manual"
+    tick = _tick_time(context).strftime("%Y%m%dT%H%M")
     return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
+
+
+def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
+    """The tick's time; for a direct evaluation (tests, notebooks) the current minute, so
+    run keys stay unique per minute instead of colliding on a fixed fallback."""
+    try:
+        return context.scheduled_execution_time
+    except Exception as exc:  # dagster raises its (private) CheckError when no time was set
+        if type(exc).__name__ == "CheckError":
+            return utc_now()
+        raise

@@ -175,13 +175,6 @@ def test_the_schedule_leaves_out_integrations_without_a_partition(sqlite_store, 
     assert [r.partition_key for r in requests] == ["golioth-a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "schedules.py: the 'manual' run_key fallback is unreachable — Dagster's "
-        "context.scheduled_execution_time raises CheckError when no time is set (see report)"
-    ),
-)
 def test_the_schedule_evaluated_without_a_tick_time_still_requests_runs(sqlite_store, instance):
     _save(sqlite_store, "golioth-a")
     instance.add_dynamic_partitions(PARTITIONS, ["golioth-a"])
