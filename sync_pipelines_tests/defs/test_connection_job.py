@@ -3,8 +3,6 @@ credentials, recorded as a `test_connection` activity row whatever the outcome."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
 import pytest
 
@@ -13,19 +11,6 @@ from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
 from sync_pipelines_tests.conftest import GOLIOTH_KEY_ENV
-
-
-@pytest.fixture(scope="module")
-def module_instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def instance(module_instance) -> dg.DagsterInstance:
-    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
-    module_instance.wipe()
-    return module_instance
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ the real emulator, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
 import pytest
 import sqlalchemy as sa
@@ -26,19 +24,6 @@ FIGURES = (
     "duration_s",
     "p95_latency_ms",
 )
-
-
-@pytest.fixture(scope="module")
-def module_instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def instance(module_instance) -> dg.DagsterInstance:
-    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
-    module_instance.wipe()
-    return module_instance
 
 
 @pytest.fixture

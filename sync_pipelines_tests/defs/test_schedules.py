@@ -3,11 +3,9 @@ interval has elapsed since its last inventory sync started, once its partition e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.clock import utc_now
@@ -18,19 +16,6 @@ from sync_pipelines.store.sync_state import start_sync_log
 
 PARTITIONS = "golioth_integrations"
 TICK = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def module_instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def instance(module_instance) -> dg.DagsterInstance:
-    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
-    module_instance.wipe()
-    return module_instance
 
 
 def _save(

@@ -6,10 +6,7 @@ requests it returns, then applies them and asserts the partitions the instance e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -17,19 +14,6 @@ from sync_pipelines.defs.sensors import integration_partitions_sensor
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
 
 PARTITIONS = "golioth_integrations"
-
-
-@pytest.fixture(scope="module")
-def module_instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def instance(module_instance) -> dg.DagsterInstance:
-    """A test instance shared by the module, wiped (runs, events, partitions) before each test."""
-    module_instance.wipe()
-    return module_instance
 
 
 def _save(
