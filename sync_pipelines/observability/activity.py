@@ -29,6 +29,12 @@ IMPORT = "import"
 STATE_IMPORT = "state_import"
 HTTP_REQUEST = "http_request"
 RECORD_REJECTED = "record_rejected"
+EXPORT = "export"
+DESIRED_PUSH = "desired_push"
+CONFLICT = "conflict"
+TELEMETRY_IMPORT = "telemetry_import"
+MQTT_MESSAGE = "mqtt_message"
+TELEMETRY_GAP = "telemetry_gap"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import httpx
@@ -106,9 +106,61 @@ class IntegrationConfig:
     secrets: Mapping[str, str]
 
 
-#: Builds the HTTP client a provider must use: `(base_url, headers) -> httpx.Client`. The client
-#: it returns records every call (observability.http_recording); providers never record.
-HttpClientFactory = Callable[[str, Mapping[str, str]], "httpx.Client"]
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The provider's answer to a desired-state write (export)."""
+
+    external_id: str
+    #: the provider's version/etag after the write (what the next write must expect)
+    version: str | None
+    #: the provider's whole desired document after the write, when it says
+    desired: JsonDict | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryMessage:
+    """One message received from a telemetry stream (MQTT), not yet acknowledged."""
+
+    external_id: str
+    topic: str
+    payload: JsonDict
+    received_at: datetime
+    #: the per-device sequence number the device put in the payload (gap detection)
+    sequence: int | None = None
+    #: the broker redelivered it (MQTT DUP flag): the store's dedupe absorbs it
+    duplicate: bool = False
+    #: the device's own timestamp for the reading, when it sends one
+    device_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    """Messages received in one bounded drain window.
+
+    The engine commits them, then calls `acknowledge()`: until then the broker still holds
+    them, so a sync killed between receive and commit loses nothing (they are redelivered).
+    """
+
+    messages: Sequence[TelemetryMessage]
+    rejected: Sequence[RejectedRecord]
+    acknowledge: Callable[[], None]
+
+
+class ProviderClients(Protocol):
+    """What a provider builds its clients with. Every client it returns records each call in
+    the activity log (observability.http_recording, observability.boto_recording): wrapping is
+    structural, so providers never record activity themselves."""
+
+    def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
+        """An httpx client for `base_url` sending `headers` on every request."""
+
+    def boto(self, service_name: str, **client_kwargs: Any) -> Any:
+        """A boto3 client whose every attempt is an activity row."""
+
+    @property
+    def request_timeout_s(self) -> float:
+        """The per-call timeout providers should use for their own network waits."""
 
 
 class Provider(abc.ABC):
@@ -134,6 +186,20 @@ class Provider(abc.ABC):
         self, external_ids: Sequence[str]
     ) -> tuple[list[DeviceState], list[StateFailure]]:
         """Fetch state for a batch of devices, with bounded concurrency."""
+
+    #: the provider keeps a desired state that `push_desired` can write (export)
+    supports_desired: bool = False
+    #: the provider streams telemetry that `drain_telemetry` receives
+    supports_telemetry: bool = False
+
+    def push_desired(self, external_id: str, patch: JsonDict, *, expected_version: str | None) -> PushResult:
+        """Merge `patch` into the device's desired state, only if the provider's state version is
+        still `expected_version` (None: unconditionally). Raises ConflictError when it is not."""
+        raise NotImplementedError(f"provider {self.name} has no desired state to export to")
+
+    def drain_telemetry(self, *, max_messages: int, window_s: float) -> Iterator[TelemetryBatch]:
+        """Receive telemetry for at most `window_s` seconds, in batches of at most `max_messages`."""
+        raise NotImplementedError(f"provider {self.name} has no telemetry stream")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -32,10 +32,10 @@ from sync_pipelines.providers.contract import (
     DevicePage,
     DeviceRecord,
     DeviceState,
-    HttpClientFactory,
     IntegrationConfig,
     JsonDict,
     Provider,
+    ProviderClients,
     RejectedRecord,
     StateFailure,
 )
@@ -49,14 +49,14 @@ class GoliothProvider(Provider):
     required_settings = ("base_url", "project_id")
     required_secrets = ("api_key",)
 
-    def __init__(self, config: IntegrationConfig, http_client_factory: HttpClientFactory) -> None:
+    def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
         settings = config.settings
         self.project_id = str(settings["project_id"])
         self.per_page = min(int(settings.get("per_page", MAX_PER_PAGE)), MAX_PER_PAGE)
         self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
         self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
-        self.http = http_client_factory(
+        self.http = clients.http(
             str(settings["base_url"]).rstrip("/"), {"x-api-key": config.secrets["api_key"]}
         )
         self._prefix = f"/v1/projects/{self.project_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -72,8 +73,26 @@ def resolve_config(integration: Integration, environ: Mapping[str, str] | None =
     )
 
 
-def open_provider(config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> Provider:
-    def http_client(base_url: str, headers: Mapping[str, str]) -> httpx.Client:
-        return build_http_client(recorder, base_url=base_url, headers=headers, timeout_s=timeout_s)
+class RecordingClients:
+    """The `ProviderClients` of a sync: every client records its calls into `recorder`."""
 
-    return provider_class(config.provider, config.integration_id)(config, http_client)
+    def __init__(self, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> None:
+        self.recorder = recorder
+        self._timeout_s = timeout_s
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self._timeout_s
+
+    def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
+        return build_http_client(self.recorder, base_url=base_url, headers=headers, timeout_s=self._timeout_s)
+
+    def boto(self, service_name: str, **client_kwargs: Any) -> Any:
+        from sync_pipelines.observability.boto_recording import build_boto_client  # boto3 is slow to import
+
+        return build_boto_client(self.recorder, service_name, timeout_s=self._timeout_s, **client_kwargs)
+
+
+def open_provider(config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> Provider:
+    clients = RecordingClients(recorder, timeout_s=timeout_s)
+    return provider_class(config.provider, config.integration_id)(config, clients)
