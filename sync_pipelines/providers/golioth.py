@@ -22,6 +22,7 @@ import httpx
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
+    ConflictError,
     MalformedResponseError,
     ProviderError,
     TransientError,
@@ -36,6 +37,7 @@ from sync_pipelines.providers.contract import (
     JsonDict,
     Provider,
     ProviderClients,
+    PushResult,
     RejectedRecord,
     StateFailure,
 )
@@ -48,12 +50,13 @@ class GoliothProvider(Provider):
     name = "golioth"
     required_settings = ("base_url", "project_id")
     required_secrets = ("api_key",)
+    supports_desired = True
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
         settings = config.settings
         self.project_id = str(settings["project_id"])
-        self.per_page = min(int(settings.get("per_page", MAX_PER_PAGE)), MAX_PER_PAGE)
+        self.per_page = min(int(settings.get("page_size", settings.get("per_page", MAX_PER_PAGE))), MAX_PER_PAGE)
         self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
         self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
         self.http = clients.http(
@@ -125,6 +128,33 @@ class GoliothProvider(Provider):
                 else:
                     failures.append(StateFailure(external_id, outcome.category, str(outcome)))
         return states, failures
+
+    def push_desired(self, external_id: str, patch: JsonDict, *, expected_version: str | None) -> PushResult:
+        """Deep-merge `patch` into LightDB `desired`.
+
+        LightDB State has no version or conditional write, so the check is ours: read the tree,
+        compare its digest with `expected_version`, then write. A writer that lands between our
+        read and our write is not detected; that window is one round trip.
+        """
+        if expected_version is not None:
+            current = self._fetch_state(external_id)
+            if isinstance(current, ProviderError):
+                raise current
+            if current.version != expected_version:
+                raise ConflictError(
+                    f"device {external_id}: LightDB state changed since version {expected_version} "
+                    f"(now {current.version})",
+                    provider=self.name, endpoint=f"devices/{external_id}/data",
+                    request_id=current.request_id,
+                )
+        response = self.http.post(f"{self._prefix}/devices/{external_id}/data/desired", json=patch)
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        after = self._fetch_state(external_id)
+        if isinstance(after, ProviderError):
+            raise after
+        return PushResult(external_id, after.version, after.desired,
+                          request_id=response.request.headers.get(_REQUEST_ID))
 
     # -- wire -----------------------------------------------------------------------------
 
