@@ -87,7 +87,9 @@ def integrations_list(organization_id: str) -> None:
 
 @main.command()
 @click.argument("integration_id")
-@click.option("--stream", type=click.Choice(["devices", "device_states", "all"]), default="all", show_default=True)
+@click.option("--stream", type=click.Choice(["devices", "device_states", "telemetry", "desired_exports", "all"]),
+              default="all", show_default=True,
+              help="all = devices, then states (and telemetry where the provider streams it).")
 @click.option("--batch-size", type=int, default=None)
 def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
     """Run one sync outside Dagster (for operators and benchmarks); prints the figures as JSON."""
@@ -105,6 +107,14 @@ def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
             results.append(sync_devices(session, **({"batch_size": batch_size} if batch_size else {})))
         if stream in ("device_states", "all"):
             results.append(sync_device_states(session))
+        if stream == "telemetry" or (stream == "all" and session.integration.provider == "mqtt"):
+            from sync_pipelines.sync.telemetry import sync_telemetry
+
+            results.append(sync_telemetry(session))
+        if stream == "desired_exports":
+            from sync_pipelines.sync.export import export_desired_states
+
+            results.append(export_desired_states(session))
     for r in results:
         click.echo(json.dumps({"run_id": run.run_id, "stream": r.stream, "status": r.status, **r.metadata()}))
 
@@ -126,35 +136,87 @@ def test_connection(integration_id: str) -> None:
 
 
 @main.command()
-@click.option("--devices", "device_count", type=int, default=500, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
-def demo(device_count: int, seed: int) -> None:
-    """Full demo sync against the local Golioth emulator on the embedded default."""
-    from sync_pipelines.demo import run_demo
+@click.option("--devices", "device_count", type=int, default=200, show_default=True,
+              help="Devices seeded into each provider's local peer.")
+@click.option("--provider", "providers", multiple=True,
+              help="Only these providers (repeatable; default: all four).")
+def demo(device_count: int, providers: tuple[str, ...]) -> None:
+    """Full demo sync of every provider against its local peer, on the embedded default."""
+    from sync_pipelines.demo import DEMO_ORG, run_demo
+    from sync_pipelines.store.database import Store
 
-    outcome = run_demo(device_count=device_count, seed=seed)
-    a = outcome.activity
-    ok = outcome.success and outcome.stored_devices == outcome.emulator_devices
-    lines = [
+    outcomes = run_demo(device_count=device_count, providers=providers or None)
+    header = f"{'provider':<10} {'peer':>6} {'devices':>8} {'states':>7} {'telemetry':>9} {'exported':>8} " \
+             f"{'conflicts':>9} {'HTTP calls':>10} {'p95 ms':>7} {'time s':>7}  result"
+    lines = ["", "== sync_pipelines demo ==", f"store: {Store()!r}", "", header, "-" * len(header)]
+    for o in outcomes:
+        a = o.activity
+        lines.append(
+            f"{o.provider:<10} {o.peer_devices:>6} {o.stored_devices:>8} {o.stored_states:>7} "
+            f"{'-' if o.telemetry_messages is None else o.telemetry_messages:>9} {o.exported:>8} "
+            f"{o.conflicts:>9} {a.http_requests if a else 0:>10} "
+            f"{(a.p95_latency_ms or 0) if a else 0:>7.1f} {o.duration_s:>7.1f}  "
+            + ("ok" if o.ok else f"FAILED {o.error or 'devices missing'}")
+        )
+    lines += ["", "Dagster runs:"]
+    lines += [f"  {o.provider:<10} {' '.join(o.run_ids)}" for o in outcomes]
+    lines += [
         "",
-        "== sync_pipelines demo ==",
-        f"store:            {outcome.store_url}",
-        f"emulator:         Golioth at {outcome.emulator_url} ({outcome.emulator_devices} devices)",
-        f"dagster run:      {outcome.run_id} ({'success' if outcome.success else 'FAILED'})",
-        f"devices stored:   {outcome.stored_devices} / {outcome.emulator_devices} in the emulator",
-        f"states stored:    {outcome.stored_states}",
-        f"activity rows:    {a.rows} ({a.http_requests} HTTP requests, {a.http_failed} failed, "
-        f"{a.request_ids} distinct request ids)",
-        f"HTTP latency:     avg {a.avg_latency_ms or 0:.1f} ms, p95 {a.p95_latency_ms or 0:.1f} ms",
-        f"operations:       {', '.join(f'{k}={v}' for k, v in sorted(a.operations.items()))}",
-        "",
-        "Open the UI:      make ui   (then http://127.0.0.1:3000, asset group 'golioth')",
-        f"Follow the run:   .venv/bin/sync-pipelines activity --organization demo-org --run-id {outcome.run_id}",
+        "Open the UI:      make ui   (then http://127.0.0.1:3000, one asset group per provider)",
+        f"Follow a run:     .venv/bin/sync-pipelines activity --organization {DEMO_ORG} --run-id <run id>",
         "",
     ]
     click.echo("\n".join(lines))
-    if not ok:
-        raise click.ClickException("demo sync did not store every emulator device")
+    failed = [o.provider for o in outcomes if not o.ok]
+    if failed:
+        raise click.ClickException(f"demo sync failed for: {', '.join(failed)}")
+
+
+@main.group()
+def desired() -> None:
+    """Desired-state changes to export to providers (pushed by the export job)."""
+
+
+@desired.command("set")
+@click.option("--organization", "organization_id", required=True)
+@click.option("--integration", "integration_id", required=True)
+@click.option("--device", "external_id", required=True)
+@click.argument("patch")
+def desired_set(organization_id: str, integration_id: str, external_id: str, patch: str) -> None:
+    """Queue a desired-state PATCH (a JSON object; null deletes a key) for one device."""
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.desired import request_desired_change
+    from sync_pipelines.store.integrations import get_integration
+    from sync_pipelines.store.migrations import ensure_migrated
+
+    try:
+        parsed = json.loads(patch)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="PATCH") from None
+    store = Store()
+    ensure_migrated(store)
+    with store.transaction() as conn:
+        if get_integration(conn, organization_id, integration_id) is None:
+            raise click.ClickException(f"organization {organization_id!r} has no integration {integration_id!r}")
+        try:
+            change_id = request_desired_change(conn, organization_id, integration_id, external_id, parsed,
+                                               requested_by="cli")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="PATCH") from None
+    click.echo(json.dumps({"change_id": change_id, "status": "pending"}))
+
+
+@desired.command("conflicts")
+@click.option("--organization", "organization_id", required=True)
+@click.option("--integration", "integration_id", required=True)
+def desired_conflicts(organization_id: str, integration_id: str) -> None:
+    """Print the recorded export conflicts of an integration (JSON lines)."""
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.desired import sync_conflicts
+
+    with Store().connect() as conn:
+        for row in sync_conflicts(conn, organization_id, integration_id):
+            click.echo(json.dumps(row, default=str))
 
 
 @main.command()

@@ -1,17 +1,25 @@
-"""The demo sync: a seeded Golioth emulator, a demo organization and integration, one real
-Dagster run on the embedded default (SQLite store + SQLite instance), and what it did."""
+"""The demo sync: every registered provider against its local peer, through real Dagster runs
+on the embedded default (SQLite store + SQLite instance), and what each run did.
+
+Per provider: start the peer, seed it, register a demo integration, materialize the sync
+assets (devices → states, plus telemetry where the provider streams it), then export two
+desired-state changes of which one is contested on the provider's side, so the run shows a
+push and a recorded conflict.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import dagster as dg
 
-from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
-from sync_pipelines.emulators.server import EmulatorServer
+from sync_pipelines.peers.contract import ProviderPeer
+from sync_pipelines.peers.registry import PEERS, new_peer
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.desired import request_desired_change
 from sync_pipelines.store.devices import count_device_states, count_devices
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
@@ -19,74 +27,110 @@ from sync_pipelines.store.reports import RunActivitySummary, run_activity_summar
 from sync_pipelines.sync.integration_config import register_integration
 
 DEMO_ORG = "demo-org"
-DEMO_INTEGRATION = "golioth-demo"
-DEMO_KEY_ENV = "GOLIOTH_DEMO_API_KEY"
-DEMO_PORT = 8787
-# The emulator's key, not a real credential; override with $GOLIOTH_DEMO_API_KEY.
-DEFAULT_DEMO_KEY = "demo-emulator-key-0c5e"
 
 
-@dataclass(frozen=True, slots=True)
-class DemoOutcome:
-    run_id: str
-    success: bool
-    emulator_devices: int
-    stored_devices: int
-    stored_states: int
-    activity: RunActivitySummary
-    emulator_url: str
-    store_url: str
+@dataclass(slots=True)
+class ProviderOutcome:
+    provider: str
+    integration_id: str
+    peer_devices: int = 0
+    stored_devices: int = 0
+    stored_states: int = 0
+    telemetry_messages: int | None = None
+    exported: int = 0
+    conflicts: int = 0
+    run_ids: list[str] = field(default_factory=list)
+    success: bool = False
+    error: str | None = None
+    duration_s: float = 0.0
+    activity: RunActivitySummary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.success and self.stored_devices == self.peer_devices
 
 
-def _free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return 0
+def demo_integration_id(provider: str) -> str:
+    return f"{provider.replace('_', '-')}-demo"
 
 
-def register_demo_integration(store: Store, base_url: str, project_id: str) -> Integration:
+def run_demo(device_count: int = 200, providers: Iterable[str] | None = None) -> list[ProviderOutcome]:
+    store = Store()
+    migrate(store)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    return [_demo_provider(store, instance, provider, device_count) for provider in (providers or PEERS)]
+
+
+def _demo_provider(store: Store, instance: dg.DagsterInstance, provider: str, device_count: int) -> ProviderOutcome:
+    outcome = ProviderOutcome(provider, demo_integration_id(provider))
+    started = time.perf_counter()
+    peer: ProviderPeer | None = None
+    try:
+        peer = new_peer(provider)
+        peer.start()
+        ids = sorted(peer.seed(device_count))
+        outcome.peer_devices = len(ids)
+        integration = _register(store, peer, outcome.integration_id)
+        _run_all(store, instance, peer, integration, ids, outcome)
+    except Exception as exc:  # the demo goes on to the next provider and reports this one failed
+        outcome.success = False
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if peer is not None:
+            peer.stop()
+    outcome.duration_s = time.perf_counter() - started
+    return outcome
+
+
+def _register(store: Store, peer: ProviderPeer, integration_id: str) -> Integration:
+    secret_refs, env = peer.secret_env(f"DEMO_{peer.provider.upper()}")
+    os.environ.update(env)  # secrets live in the environment; the store keeps only their names
     integration = Integration(
-        integration_id=DEMO_INTEGRATION,
-        organization_id=DEMO_ORG,
-        provider="golioth",
-        name="Golioth (local emulator)",
-        settings={"base_url": base_url, "project_id": project_id},
-        secret_refs={"api_key": DEMO_KEY_ENV},
-        poll_interval_s=300,
+        integration_id=integration_id, organization_id=DEMO_ORG, provider=peer.provider,
+        name=f"{peer.provider} (local peer)", settings=peer.integration_settings(),
+        secret_refs=secret_refs, poll_interval_s=300,
     )
     register_integration(store, integration)
     return integration
 
 
-def run_demo(device_count: int = 500, seed: int = 7) -> DemoOutcome:
-    from sync_pipelines.defs.golioth import golioth_device_states, golioth_devices
-    from sync_pipelines.defs.partitions import golioth_integrations
+def _run_all(store: Store, instance: dg.DagsterInstance, peer: ProviderPeer, integration: Integration,
+             ids: list[str], outcome: ProviderOutcome) -> None:
+    from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
     from sync_pipelines.defs.resources import SyncStoreResource
 
-    api_key = os.environ.setdefault(DEMO_KEY_ENV, DEFAULT_DEMO_KEY)
-    emulator = GoliothEmulator(GoliothEmulatorConfig(api_key=api_key, device_count=device_count, seed=seed))
-    store = Store()
-    migrate(store)
-    with EmulatorServer(emulator.app, port=_free_port(DEMO_PORT)) as server:
-        register_demo_integration(store, server.url, emulator.config.project_id)
-        instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-        instance.add_dynamic_partitions(golioth_integrations.name, [DEMO_INTEGRATION])
-        result = dg.materialize(
-            [golioth_devices, golioth_device_states],
-            partition_key=DEMO_INTEGRATION,
-            instance=instance,
-            resources={"store": SyncStoreResource(database_url=store.url)},
-            raise_on_error=False,
-        )
-        with store.connect() as conn:
-            stored = count_devices(conn, DEMO_ORG, DEMO_INTEGRATION)
-            states = count_device_states(conn, DEMO_ORG, DEMO_INTEGRATION)
-            summary = run_activity_summary(conn, DEMO_ORG, result.run_id)
-        return DemoOutcome(
-            run_id=result.run_id, success=result.success, emulator_devices=emulator.device_count,
-            stored_devices=stored, stored_states=states, activity=summary,
-            emulator_url=server.url, store_url=repr(store),
-        )
+    defs = PROVIDER_DEFS[peer.provider]
+    iid = integration.integration_id
+    instance.add_dynamic_partitions(f"{peer.provider}_integrations", [iid])
+    resources = {"store": SyncStoreResource(database_url=store.url)}
+
+    def materialize(assets: list[dg.AssetsDefinition]) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(assets, partition_key=iid, instance=instance, resources=resources,
+                                raise_on_error=False, selection=[a.key for a in assets])
+        outcome.run_ids.append(result.run_id)
+        return result
+
+    runs = [materialize(defs.sync_assets)]
+    if defs.telemetry is not None:
+        # The first run opened the persistent session; what devices send now waits in the broker.
+        outcome.telemetry_messages = peer.emit_telemetry(3, ids[:20])
+        runs.append(materialize([defs.telemetry]))
+
+    if len(ids) >= 2:
+        quiet, contested = ids[0], ids[1]
+        with store.transaction() as conn:
+            request_desired_change(conn, DEMO_ORG, iid, quiet, {"demo_interval_s": 120}, requested_by="demo")
+            request_desired_change(conn, DEMO_ORG, iid, contested, {"demo_interval_s": 120}, requested_by="demo")
+        peer.write_desired_remotely(contested, {"demo_interval_s": 600})  # someone else, meanwhile
+        export = materialize([defs.desired_exports])
+        runs.append(export)
+        if export.success:
+            figures = export.asset_materializations_for_node(defs.desired_exports.op.name)[0].metadata
+            outcome.exported = int(figures["updated"].value)
+            outcome.conflicts = int(figures["conflicts"].value)
+
+    outcome.success = all(r.success for r in runs)
+    with store.connect() as conn:
+        outcome.stored_devices = count_devices(conn, DEMO_ORG, iid)
+        outcome.stored_states = count_device_states(conn, DEMO_ORG, iid)
+        outcome.activity = run_activity_summary(conn, DEMO_ORG, runs[0].run_id)

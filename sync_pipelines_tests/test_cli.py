@@ -4,17 +4,19 @@ home and (where it calls out) a Golioth emulator, all under the test's temporary
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
 import pytest
 from click.testing import CliRunner, Result
 
 from sync_pipelines.cli import main
-from sync_pipelines.demo import DEFAULT_DEMO_KEY, DEMO_KEY_ENV
+from sync_pipelines.peers.registry import PEERS
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import get_integration
@@ -166,12 +168,18 @@ def test_test_connection_exits_1_when_the_provider_refuses_the_key(
     assert printed["ok"] is False and "authentication failed" in printed["reason"]
 
 
-def test_demo_syncs_every_emulator_device_through_a_dagster_run(cli_store, monkeypatch):
-    monkeypatch.setenv(DEMO_KEY_ENV, DEFAULT_DEMO_KEY)  # run_demo sets it otherwise, for good
-    result = _invoke("demo --devices 120")
+def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
+    with patch.dict(os.environ):  # the demo puts its peers' secrets in the environment
+        result = _invoke("demo --devices 30")
     assert result.exit_code == 0, result.output
-    assert "devices stored:   120 / 120" in result.output
-    (run_line,) = [line for line in result.output.splitlines() if line.startswith("dagster run:")]
-    run_id = run_line.split()[2]
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()
+            if line.split() and line.split()[0] in PEERS}
+    assert set(rows) == set(PEERS)
+    for provider, cells in rows.items():
+        assert cells[1:4] == ["30", "30", "30"], f"{provider}: {cells}"  # peer, devices, states
+        assert cells[5:7] == ["1", "1"], f"{provider}: one change pushed, one conflict (provider wins)"
+        assert cells[-1] == "ok", result.output
+    run_ids = [run_id for line in result.output.split("Dagster runs:")[1].splitlines()
+               if line.strip() and line.split()[0] in PEERS for run_id in line.split()[1:]]
     with dg.DagsterInstance.get() as instance:  # the one under the test's DAGSTER_HOME
-        assert instance.get_run_by_id(run_id).is_success
+        assert run_ids and all(instance.get_run_by_id(r).is_success for r in run_ids)

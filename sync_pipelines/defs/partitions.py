@@ -1,10 +1,13 @@
-"""Each integration is a dynamic partition of its provider's assets."""
+"""Each integration is a dynamic partition of its provider's assets: one partitions
+definition per registered provider, named `{provider}_integrations`."""
 
 import dagster as dg
 
-golioth_integrations = dg.DynamicPartitionsDefinition(name="golioth_integrations")
+from sync_pipelines.providers.registry import PROVIDERS
 
 #: provider name -> the partitions definition of that provider's assets
 PROVIDER_PARTITIONS: dict[str, dg.DynamicPartitionsDefinition] = {
-    "golioth": golioth_integrations,
+    provider: dg.DynamicPartitionsDefinition(name=f"{provider}_integrations") for provider in PROVIDERS
 }
+
+golioth_integrations = PROVIDER_PARTITIONS["golioth"]

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.defs.golioth import sync_golioth_integration
+from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, PROVIDER_LABELS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.integrations import list_enabled_integrations
 from sync_pipelines.store.sync_state import last_sync_started_at
@@ -25,20 +26,32 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
     return due
 
 
-@dg.schedule(
-    job=sync_golioth_integration,
-    cron_schedule="* * * * *",
-    description="Every minute, start a sync for each enabled Golioth integration whose poll interval has elapsed.",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-)
-def golioth_poll_schedule(context: dg.ScheduleEvaluationContext, store: SyncStoreResource) -> list[dg.RunRequest] | dg.SkipReason:
-    due = due_integration_ids(store, "golioth")
-    known = set(context.instance.get_dynamic_partitions("golioth_integrations"))
-    due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
-    if not due:
-        return dg.SkipReason("no Golioth integration is due")
-    tick = _tick_time(context).strftime("%Y%m%dT%H%M")
-    return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
+def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
+    label = PROVIDER_LABELS.get(provider, (provider,))[0]
+    partitions_name = PROVIDER_PARTITIONS[provider].name
+
+    @dg.schedule(
+        name=f"{provider}_poll_schedule",
+        job=PROVIDER_DEFS[provider].sync_job,
+        cron_schedule="* * * * *",
+        description=f"Every minute, start a sync for each enabled {label} integration whose poll interval has elapsed.",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def poll(context: dg.ScheduleEvaluationContext, store: SyncStoreResource) -> list[dg.RunRequest] | dg.SkipReason:
+        due = due_integration_ids(store, provider)
+        known = set(context.instance.get_dynamic_partitions(partitions_name))
+        due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
+        if not due:
+            return dg.SkipReason(f"no {label} integration is due")
+        tick = _tick_time(context).strftime("%Y%m%dT%H%M")
+        return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
+
+    return poll
+
+
+#: provider name -> its poll schedule
+POLL_SCHEDULES: dict[str, dg.ScheduleDefinition] = {p: build_poll_schedule(p) for p in PROVIDER_DEFS}
+golioth_poll_schedule = POLL_SCHEDULES["golioth"]
 
 
 def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:

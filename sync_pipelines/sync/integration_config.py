@@ -88,7 +88,9 @@ class RecordingClients:
         return build_http_client(self.recorder, base_url=base_url, headers=headers, timeout_s=self._timeout_s)
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
-        from sync_pipelines.observability.boto_recording import build_boto_client  # boto3 is slow to import
+        from sync_pipelines.observability.boto_recording import (
+            build_boto_client,  # boto3 is slow to import
+        )
 
         return build_boto_client(self.recorder, service_name, timeout_s=self._timeout_s, **client_kwargs)
 

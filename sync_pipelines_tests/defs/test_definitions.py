@@ -18,28 +18,43 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSET_SPECS = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
 
 
-def test_definitions_load_both_golioth_assets():
-    assert set(ASSET_SPECS) == {"golioth_devices", "golioth_device_states"}
+PROVIDERS = ("golioth", "aws_iot", "azure_iot", "mqtt")
+
+
+def test_definitions_load_the_assets_of_every_provider():
+    expected = {f"{p}_{a}" for p in PROVIDERS for a in ("devices", "device_states", "desired_exports")}
+    assert set(ASSET_SPECS) == expected | {"mqtt_telemetry"}
 
 
 @pytest.mark.parametrize("asset", sorted(ASSET_SPECS))
 def test_every_asset_has_a_description_group_owners_and_kinds(asset):
     spec = ASSET_SPECS[asset]
     assert spec.description and spec.description.strip()
-    assert spec.group_name == "golioth"
+    provider = next(p for p in PROVIDERS if asset.startswith(f"{p}_"))
+    assert spec.group_name == provider
+    assert spec.tags.get("provider") == provider
     assert spec.owners
     assert spec.kinds
 
 
-def test_device_states_depend_on_devices():
-    deps = {dep.asset_key for dep in ASSET_SPECS["golioth_device_states"].deps}
-    assert deps == {dg.AssetKey("golioth_devices")}
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_states_depend_on_devices_and_exports_on_states(provider):
+    deps = {dep.asset_key for dep in ASSET_SPECS[f"{provider}_device_states"].deps}
+    assert deps == {dg.AssetKey(f"{provider}_devices")}
+    deps = {dep.asset_key for dep in ASSET_SPECS[f"{provider}_desired_exports"].deps}
+    assert deps == {dg.AssetKey(f"{provider}_device_states")}
 
 
-def test_the_jobs_schedule_and_sensor_exist_by_name():
-    assert defs.resolve_job_def("sync_golioth_integration").name == "sync_golioth_integration"
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_provider_has_its_jobs_and_poll_schedule(provider):
+    sync_job = defs.resolve_job_def(f"sync_{provider}_integration")
+    assert sync_job.tags["provider"] == provider
+    assert defs.resolve_job_def(f"export_{provider}_desired_states").tags["provider"] == provider
+    assert defs.resolve_schedule_def(f"{provider}_poll_schedule").job_name == f"sync_{provider}_integration"
+
+
+def test_the_connection_job_and_partitions_sensor_exist_by_name():
     assert defs.resolve_job_def("test_integration_connection").name == "test_integration_connection"
-    assert defs.resolve_schedule_def("golioth_poll_schedule").job_name == "sync_golioth_integration"
     assert (
         defs.resolve_sensor_def("integration_partitions_sensor").name
         == "integration_partitions_sensor"

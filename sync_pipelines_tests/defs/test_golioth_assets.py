@@ -7,11 +7,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sync_pipelines.defs.golioth import golioth_device_states, golioth_devices
 from sync_pipelines.defs.partitions import golioth_integrations
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_device_states, get_device
+
+golioth_devices = PROVIDER_DEFS["golioth"].devices
+golioth_device_states = PROVIDER_DEFS["golioth"].device_states
 
 DEVICE_COUNT = 30
 FIGURES = (

@@ -11,9 +11,12 @@ import pytest
 import sqlalchemy as sa
 from dagster._serdes import serialize_value
 
-from sync_pipelines.defs.golioth import golioth_device_states, golioth_devices
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.errors import ConfigError
+
+golioth_devices = PROVIDER_DEFS["golioth"].devices
+golioth_device_states = PROVIDER_DEFS["golioth"].device_states
 
 TABLES = ("integrations", "devices", "device_states", "integration_activity_log",
           "integration_sync_log", "integration_sync_state")

@@ -7,8 +7,10 @@ import json
 
 import dagster as dg
 
-from sync_pipelines.defs.golioth import golioth_devices
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
+
+golioth_devices = PROVIDER_DEFS["golioth"].devices
 
 
 def _json_lines(text: str) -> list[dict]:
