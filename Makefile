@@ -39,10 +39,13 @@ dagster-home:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-## services: start the local PostgreSQL the tests use, if it is down
+## services: start the local PostgreSQL and Mosquitto the tests use, if they are down
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start" >&2; exit 1
+	@$(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 1883), 2)" 2>/dev/null \
+		|| mosquitto -d -c /etc/mosquitto/mosquitto.conf
+	@for i in $$(seq 1 30); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 1883), 2)" 2>/dev/null && exit 0; sleep 1; done; echo "Mosquitto did not start" >&2; exit 1
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) .pytest_cache
