@@ -4,6 +4,7 @@ and the emulators."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -262,6 +263,40 @@ def emulator_golioth(host: str, port: int, device_count: int, seed: int, api_key
         project_id=project_id, api_key=api_key, device_count=device_count, seed=seed,
         int64_as_string=int64_as_string, latency_ms=latency_ms,
     ))
+
+
+@main.command("peer")
+@click.argument("provider")
+@click.option("--devices", "device_count", type=int, default=200, show_default=True)
+def peer(provider: str, device_count: int) -> None:
+    """Start PROVIDER's local peer (any registered provider), seed it, print how to register an
+    integration against it, and serve until interrupted."""
+    import time
+
+    from sync_pipelines.peers.registry import PEERS, new_peer
+
+    if provider not in PEERS:
+        raise click.BadParameter(f"unknown provider {provider!r} (known: {', '.join(sorted(PEERS))})",
+                                 param_hint="PROVIDER")
+    local = new_peer(provider)
+    local.start()
+    try:
+        local.seed(device_count)
+        secret_refs, env = local.secret_env(f"PEER_{provider.upper()}")
+        settings = " ".join(f"--setting {k}={v}" for k, v in local.integration_settings().items()
+                            if not isinstance(v, dict | list))
+        secrets = " ".join(f"--secret-env {k}={v}" for k, v in secret_refs.items())
+        click.echo(f"{provider} peer serving {device_count} devices. In another shell:\n")
+        for name, value in env.items():  # the peer's own test credentials, not real ones
+            click.echo(f"  export {name}={shlex.quote(value)}")
+        click.echo(f"  sync-pipelines integrations add --organization demo --id {provider}-local "
+                   f"--provider {provider} {settings} {secrets}\n\nCtrl-C stops it.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        local.stop()
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:

@@ -183,3 +183,29 @@ def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
                if line.strip() and line.split()[0] in PEERS for run_id in line.split()[1:]]
     with dg.DagsterInstance.get() as instance:  # the one under the test's DAGSTER_HOME
         assert run_ids and all(instance.get_run_by_id(r).is_success for r in run_ids)
+
+
+def test_peer_serves_a_seeded_peer_and_prints_how_to_register_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("sync-pipelines")
+    proc = subprocess.Popen([str(cli), "--log-format", "json", "peer", "golioth", "--devices", "7"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SYNC_HOME": str(tmp_path)})
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"peer exited early: {proc.stderr.read()}"
+            lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    text = "".join(lines)
+    assert "golioth peer serving 7 devices" in text
+    (add,) = [line for line in lines if "integrations add" in line]
+    assert "--provider golioth" in add and "--setting base_url=http://127.0.0.1:" in add
+    assert "--secret-env api_key=PEER_GOLIOTH_GOLIOTH_API_KEY" in add
+    assert proc.returncode == 0
