@@ -265,6 +265,24 @@ def emulator_golioth(host: str, port: int, device_count: int, seed: int, api_key
     ))
 
 
+@emulator.command("azure")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8788, show_default=True)
+@click.option("--devices", "device_count", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--hub", "host_name", default="emulated-hub.azure-devices.net", show_default=True,
+              help="HostName the clients sign (the connection string's).")
+@click.option("--latency-ms", type=int, default=0, show_default=True)
+def emulator_azure(host: str, port: int, device_count: int, seed: int, host_name: str, latency_ms: int) -> None:
+    """Serve the Azure IoT Hub service API emulator (faults: POST /_emulator/faults)."""
+    from sync_pipelines.emulators.azure_iot import AzureIotEmulatorConfig, run_azure_emulator
+
+    config = AzureIotEmulatorConfig(host_name=host_name, device_count=device_count, seed=seed, latency_ms=latency_ms)
+    click.echo(f"Azure IoT Hub emulator on http://{host}:{port} with {device_count} devices")
+    click.echo(f"connection string: {config.connection_string()}")
+    run_azure_emulator(host, port, device_count, seed, host_name=host_name, latency_ms=latency_ms)
+
+
 @main.command("peer")
 @click.argument("provider")
 @click.option("--devices", "device_count", type=int, default=200, show_default=True)

@@ -23,7 +23,7 @@ _SENSITIVE_KEY = re.compile(
     re.IGNORECASE,
 )
 # Keys that look sensitive by name but carry no secret (ids, counts, metadata about tokens).
-_SAFE_KEYS = frozenset({"request_id", "x-request-id", "token_count", "secret_refs", "secret_ref"})
+_SAFE_KEYS = frozenset({"request_id", "x-request-id", "token_count", "secret_refs", "secret_ref", "sas_ttl_s"})
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {REDACTED}"),

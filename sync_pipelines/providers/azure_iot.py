@@ -1,0 +1,546 @@
+"""Azure IoT Hub provider (PROVIDERS.md §3): device twins over the service REST API, with httpx.
+
+- Inventory: `POST /devices/query` (`SELECT * FROM devices` by default, the `query` setting
+  narrows it), paged with `x-ms-max-item-count` and the `x-ms-continuation` token the previous
+  page returned. The cursor after a page is `{"continuation": <token>}`; a token the hub no
+  longer accepts (expired, or issued for another query) restarts the scan from the beginning
+  with a warning — the idempotent upsert absorbs the re-read devices.
+- A twin becomes a DeviceRecord: `deviceId` is both id and name (twins have no display
+  name); `status` is the connection state, lower-cased (`connected`/`disconnected`);
+  `enabled` is the twin's `status == "enabled"`; `lastActivityTime` is `last_seen_at`
+  (`0001-01-01T00:00:00Z` = never → None); the twin's `statusUpdateTime` (not the device
+  identity's `statusUpdatedTime`) is `provider_updated_at`. The twin `tags` object goes whole
+  into `attributes["tags"]`, and `DeviceRecord.tags` holds it flattened to sorted
+  `path=value` strings (`location.region=US`) so tag filters work across providers.
+- State: `GET /twins/{id}` with bounded concurrency; reported/desired without `$metadata` and
+  `$version`; the version is the twin etag. Export: `PATCH /twins/{id}` with `If-Match`.
+- Auth: a SAS token per request from the connection string (`azure_sas`), renewed before it
+  expires. Errors carry the hub's own error code and message (JSON-in-a-string `Message`,
+  the legacy `ErrorCode:...;` text, or the `iothub-errorcode` header).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import (
+    AuthError,
+    ConfigError,
+    MalformedResponseError,
+    ProviderError,
+    TransientError,
+    error_class_for_status,
+)
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.redaction import redact_text
+from sync_pipelines.providers.azure_sas import (
+    DEFAULT_TTL_S,
+    SasTokenSource,
+    parse_connection_string,
+)
+from sync_pipelines.providers.contract import (
+    ConnectionResult,
+    DevicePage,
+    DeviceRecord,
+    DeviceState,
+    IntegrationConfig,
+    JsonDict,
+    Provider,
+    ProviderClients,
+    PushResult,
+    RejectedRecord,
+    StateFailure,
+)
+
+API_VERSION = "2021-04-12"
+MAX_PAGE_SIZE = 100
+DEFAULT_QUERY = "SELECT * FROM devices"
+DEFAULT_STATE_CONCURRENCY = 8
+NEVER = "0001-01-01T00:00:00Z"
+_REQUEST_ID = "X-Request-ID"
+_JSON = "application/json; charset=utf-8"
+
+_log = get_logger("providers.azure_iot")
+
+
+class SasAuth(httpx.Auth):
+    """Puts the current SAS token on every request, so a renewed token is used as soon as it
+    exists (the recording transport masks the header in activity rows)."""
+
+    def __init__(self, tokens: SasTokenSource) -> None:
+        self.tokens = tokens
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self.tokens.token()
+        yield request
+
+
+class AzureIotProvider(Provider):
+    name = "azure_iot"
+    required_settings = ()
+    required_secrets = ("connection_string",)
+    supports_desired = True
+
+    def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
+        self.config = config
+        settings = config.settings
+        integration_id = config.integration_id
+        self.connection = parse_connection_string(
+            config.secrets["connection_string"], integration_id
+        )
+        self.page_size = min(
+            _int_setting(settings, "page_size", MAX_PAGE_SIZE, integration_id), MAX_PAGE_SIZE
+        )
+        self.state_concurrency = _int_setting(
+            settings, "state_concurrency", DEFAULT_STATE_CONCURRENCY, integration_id
+        )
+        self.query = str(settings.get("query") or DEFAULT_QUERY)
+        self.api_version = str(settings.get("api_version") or API_VERSION)
+        self.tokens = SasTokenSource(
+            self.connection, _int_setting(settings, "sas_ttl_s", DEFAULT_TTL_S, integration_id)
+        )
+        self.base_url = str(
+            settings.get("base_url") or f"https://{self.connection.host_name}"
+        ).rstrip("/")
+        self.http = clients.http(self.base_url, {"Accept": "application/json"})
+        self.http.auth = SasAuth(self.tokens)
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- contract -------------------------------------------------------------------------
+
+    def test_connection(self) -> ConnectionResult:
+        started = time.perf_counter()
+        try:
+            response = self._query_page(None, 1)
+            body = self._decode(response)
+            if not isinstance(body, list):
+                raise self._malformed(response, "query response is not a JSON array")
+        except ProviderError as exc:
+            reason = f"authentication failed: {exc}" if isinstance(exc, AuthError) else str(exc)
+            return ConnectionResult(
+                False,
+                _ms_since(started),
+                reason,
+                {
+                    "status_code": exc.status_code,
+                    "category": exc.category,
+                    "hub": self.connection.host_name,
+                },
+            )
+        return ConnectionResult(
+            True,
+            _ms_since(started),
+            None,
+            {
+                "hub": self.connection.host_name,
+                "policy": self.connection.key_name,
+                "api_version": self.api_version,
+                "sas_expires_at": self.tokens.expiry,
+            },
+        )
+
+    def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        continuation = since.get("continuation") if isinstance(since, dict) else None
+        continuation = continuation if isinstance(continuation, str) and continuation else None
+        restarted = False
+        page_number = 0
+        while True:
+            try:
+                response = self._query_page(continuation, self.page_size)
+            except ProviderError as exc:
+                if continuation is None or restarted or exc.status_code != 400:
+                    raise
+                # The hub refused the token (expired, or from another query): start over once.
+                _log.warning(
+                    "continuation_rejected_scan_restarted",
+                    integration_id=self.config.integration_id,
+                    error={"type": type(exc).__name__, "message": str(exc)},
+                )
+                restarted, continuation = True, None
+                continue
+            items = self._decode(response)
+            if not isinstance(items, list):
+                raise self._malformed(response, "query response is not a JSON array of twins")
+            next_token = response.headers.get("x-ms-continuation") or None
+            if next_token is not None and next_token == continuation:
+                raise self._malformed(
+                    response, "the hub returned the same continuation token again"
+                )
+            devices, rejected = _normalise(items)
+            yield DevicePage(
+                devices=devices,
+                rejected=rejected,
+                cursor_after={"continuation": next_token} if next_token else None,
+                page_number=page_number,
+                total=None,  # a query does not say how many twins match
+                request_id=response.request.headers.get(_REQUEST_ID),
+            )
+            if next_token is None:
+                return
+            continuation = next_token
+            page_number += 1
+
+    def get_states(
+        self, external_ids: Sequence[str]
+    ) -> tuple[list[DeviceState], list[StateFailure]]:
+        states: list[DeviceState] = []
+        failures: list[StateFailure] = []
+        with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="azure-twin") as pool:
+            for external_id, outcome in zip(
+                external_ids, pool.map(self._fetch_state, external_ids), strict=True
+            ):
+                if isinstance(outcome, DeviceState):
+                    states.append(outcome)
+                elif isinstance(outcome, AuthError):
+                    raise outcome  # no point carrying on with credentials the hub refuses
+                else:
+                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
+        return states, failures
+
+    def push_desired(
+        self, external_id: str, patch: JsonDict, *, expected_version: str | None
+    ) -> PushResult:
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"desired patch for device {external_id!r} must be a JSON object")
+        # The SDK quotes the etag; `*` writes whatever the twin's version.
+        if_match = "*" if expected_version is None else f'"{expected_version.strip(chr(34))}"'
+        response = self._request(
+            "PATCH",
+            _twin_path(external_id),
+            device_id=external_id,
+            content=json.dumps({"properties": {"desired": dict(patch)}}).encode(),
+            headers={"If-Match": if_match, "Content-Type": _JSON},
+        )
+        twin = self._decode(response, device_id=external_id)
+        if not isinstance(twin, dict):
+            raise self._malformed(response, f"twin of device {external_id!r} is not a JSON object")
+        properties = twin.get("properties") if isinstance(twin.get("properties"), dict) else {}
+        return PushResult(
+            external_id=external_id,
+            version=_etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
+            desired=_without_bookkeeping(properties.get("desired")),
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+    # -- wire -----------------------------------------------------------------------------
+
+    def _query_page(self, continuation: str | None, max_items: int) -> httpx.Response:
+        headers = {"x-ms-max-item-count": str(max_items), "Content-Type": _JSON}
+        if continuation:
+            headers["x-ms-continuation"] = continuation
+        return self._request(
+            "POST",
+            "/devices/query",
+            headers=headers,
+            content=json.dumps({"query": self.query}).encode(),
+        )
+
+    def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
+        try:
+            response = self._request("GET", _twin_path(external_id), device_id=external_id)
+            twin = self._decode(response, device_id=external_id)
+        except ProviderError as exc:
+            return exc
+        properties = twin.get("properties") if isinstance(twin, dict) else None
+        if not isinstance(properties, dict):
+            return self._malformed(
+                response, f"twin of device {external_id!r} has no `properties` object"
+            )
+        return DeviceState(
+            external_id=external_id,
+            reported=_without_bookkeeping(properties.get("reported")),
+            desired=_without_bookkeeping(properties.get("desired")),
+            version=_etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
+            observed_at=utc_now(),
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+    def _request(
+        self, method: str, path: str, *, device_id: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self.http.request(
+                method, path, params={"api-version": self.api_version}, **kwargs
+            )
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"{self._subject(device_id)}: cannot reach the hub at {self.base_url}: "
+                f"{type(exc).__name__}: {exc}",
+                provider=self.name,
+                endpoint=f"{method} {path}",
+                request_id=exc.request.headers.get(_REQUEST_ID) if _has_request(exc) else None,
+            ) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response, device_id)
+        return response
+
+    def _decode(self, response: httpx.Response, device_id: str | None = None) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise self._malformed(
+                response, f"{self._subject(device_id)}: response is not valid JSON ({exc})"
+            ) from exc
+
+    def _subject(self, device_id: str | None) -> str:
+        integration = f"integration {self.config.integration_id!r}"
+        return f"{integration}, device {device_id!r}" if device_id else integration
+
+    def _status_error(self, response: httpx.Response, device_id: str | None) -> ProviderError:
+        status = response.status_code
+        detail = hub_error_detail(response)
+        subject = self._subject(device_id)
+        if status == 401:
+            message = (
+                f"{subject}: the hub rejected the SAS token (it expired, or was signed with a "
+                f"policy/key the hub does not accept: check the connection string and the "
+                f"clock): {detail}"
+            )
+        elif status == 412:
+            message = f"{subject}: the twin changed since the expected etag (precondition failed): {detail}"
+        elif status == 404 and device_id:
+            message = f"{subject}: no such device in hub {self.connection.host_name}: {detail}"
+        else:
+            message = f"{subject}: {detail}"
+        return error_class_for_status(status)(
+            message,
+            provider=self.name,
+            endpoint=f"{response.request.method} {response.request.url.path}",
+            status_code=status,
+            request_id=response.request.headers.get(_REQUEST_ID),
+            retry_after_s=_retry_after_s(response.headers.get("Retry-After")),
+        )
+
+    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
+        return MalformedResponseError(
+            problem,
+            provider=self.name,
+            endpoint=f"{response.request.method} {response.request.url.path}",
+            status_code=response.status_code,
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Error bodies
+# ---------------------------------------------------------------------------------------------
+
+
+def hub_error_detail(response: httpx.Response) -> str:
+    """The hub's own words for an error: `<Name> (<code>): <message> [trackingId ...]`.
+
+    Handles `{"Message": "<JSON string>"}`, the legacy `{"Message": "ErrorCode:<Name>;..."}`
+    and bodies that are neither, plus the `iothub-errorcode` header. Redacted, since a body
+    is text we did not write.
+    """
+    name = response.headers.get("iothub-errorcode")
+    code: Any = None
+    message: str | None = None
+    tracking: str | None = None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("Message") if "Message" in body else body.get("message")
+        if isinstance(raw, str) and raw.startswith("ErrorCode:"):
+            legacy_name, _, message = raw[len("ErrorCode:") :].partition(";")
+            name = name or legacy_name
+        elif isinstance(raw, str):
+            try:
+                inner = json.loads(raw)
+            except ValueError:
+                inner = None
+            if isinstance(inner, dict):
+                code, message, tracking = (
+                    inner.get("errorCode"),
+                    inner.get("message"),
+                    inner.get("trackingId"),
+                )
+            else:
+                message = raw
+        exception_message = body.get("ExceptionMessage")
+        if (
+            tracking is None
+            and isinstance(exception_message, str)
+            and exception_message.startswith("Tracking ID:")
+        ):
+            tracking = exception_message[len("Tracking ID:") :]
+    label = (
+        " ".join(p for p in (name, f"({code})" if code is not None else None) if p)
+        or f"HTTP {response.status_code}"
+    )
+    text = message if message else response.text[:300] or response.reason_phrase
+    suffix = f" [trackingId {tracking}]" if tracking else ""
+    return redact_text(f"{label}: {text}{suffix}")
+
+
+def _retry_after_s(raw: str | None) -> float | None:
+    """`Retry-After` as seconds: a number, or an HTTP date."""
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# ---------------------------------------------------------------------------------------------
+# Twins -> records
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalise(items: list[Any]) -> tuple[list[DeviceRecord], list[RejectedRecord]]:
+    devices: list[DeviceRecord] = []
+    rejected: list[RejectedRecord] = []
+    for raw in items:
+        try:
+            devices.append(twin_to_device(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            device_id = raw.get("deviceId") if isinstance(raw, dict) else None
+            rejected.append(
+                RejectedRecord(
+                    external_id=device_id if isinstance(device_id, str) and device_id else None,
+                    payload=raw,
+                    error_type="validation",
+                    error_message=f"{type(exc).__name__}: {exc}",
+                )
+            )
+    return devices, rejected
+
+
+def twin_to_device(raw: Any) -> DeviceRecord:
+    """A query item (a twin) → record; see the module docstring for the mapping."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"twin is a {type(raw).__name__}, not an object")
+    device_id = raw.get("deviceId")
+    if not isinstance(device_id, str) or not device_id:
+        raise ValueError("twin has no `deviceId`")
+    status = raw.get("status")
+    if status not in (None, "enabled", "disabled"):
+        raise ValueError(
+            f"device {device_id}: `status` must be enabled or disabled, got {status!r:.40}"
+        )
+    connection_state = raw.get("connectionState")
+    if connection_state is not None and not isinstance(connection_state, str):
+        raise TypeError(f"device {device_id}: `connectionState` is not a string")
+    tags = raw.get("tags")
+    if tags is not None and not isinstance(tags, dict):
+        raise TypeError(f"device {device_id}: `tags` must be an object, got {type(tags).__name__}")
+    attributes: JsonDict = {}
+    for key in ("authenticationType", "statusReason", "modelId", "deviceScope", "moduleId"):
+        if raw.get(key) not in (None, ""):
+            attributes[key] = raw[key]
+    capabilities = raw.get("capabilities")
+    if isinstance(capabilities, dict) and capabilities:
+        attributes["capabilities"] = capabilities
+    if raw.get("parentScopes"):
+        attributes["parentScopes"] = raw["parentScopes"]
+    if tags:
+        attributes["tags"] = tags
+    return DeviceRecord(
+        external_id=device_id,
+        name=device_id,
+        tags=flatten_tags(tags or {}),
+        status=connection_state.lower() if connection_state else None,
+        enabled=None if status is None else status == "enabled",
+        last_seen_at=_hub_time(raw.get("lastActivityTime"), "lastActivityTime", device_id),
+        provider_updated_at=_hub_time(raw.get("statusUpdateTime"), "statusUpdateTime", device_id),
+        attributes=attributes,
+    )
+
+
+def flatten_tags(tags: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:
+    """`{"location": {"region": "US"}, "env": "prod"}` → ("env=prod", "location.region=US")."""
+    flat: list[str] = []
+    for key, value in tags.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.extend(flatten_tags(value, f"{path}."))
+        else:
+            flat.append(f"{path}={value if isinstance(value, str) else json.dumps(value)}")
+    return tuple(sorted(flat))
+
+
+def _hub_time(value: Any, field: str, device_id: str) -> datetime | None:
+    if (
+        value in (None, "")
+        or value == NEVER
+        or (isinstance(value, str) and value.startswith("0001-01-01"))
+    ):
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"device {device_id}: `{field}` is not a time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"device {device_id}: `{field}` {value!r:.40} is not an ISO 8601 time"
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _without_bookkeeping(document: Any) -> JsonDict | None:
+    """A property document without the hub's `$metadata` / `$version`."""
+    if not isinstance(document, dict):
+        return None
+    return {k: v for k, v in document.items() if not k.startswith("$")}
+
+
+def _etag(header: str | None) -> str | None:
+    if not header:
+        return None
+    value = header.strip()
+    return (value[2:] if value.startswith("W/") else value).strip('"') or None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _twin_path(device_id: str) -> str:
+    return f"/twins/{quote(device_id, safe='')}"
+
+
+def _has_request(exc: httpx.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises RuntimeError when the error has no request
+    except RuntimeError:
+        return False
+    return True
+
+
+def _int_setting(settings: Mapping[str, Any], name: str, default: int, integration_id: str) -> int:
+    raw = settings.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            integration_id, f"setting {name} must be an integer, got {raw!r}"
+        ) from None
+    if value < 1:
+        raise ConfigError(integration_id, f"setting {name} must be >= 1, got {value}")
+    return value
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
