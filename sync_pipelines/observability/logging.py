@@ -68,6 +68,8 @@ def configure_logging(fmt: str | None = None, level: str | None = None, *, force
     renderer = structlog.dev.ConsoleRenderer(colors=True) if fmt == "console" else _json_renderer()
     structlog.configure(
         processors=[
+            # first, so a debug call below the level costs a level check, not the whole chain
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
