@@ -283,6 +283,17 @@ def emulator_azure(host: str, port: int, device_count: int, seed: int, host_name
     run_azure_emulator(host, port, device_count, seed, host_name=host_name, latency_ms=latency_ms)
 
 
+@emulator.command("aws")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--devices", type=int, default=100, show_default=True)
+def emulator_aws(host: str, port: int, devices: int) -> None:
+    """Serve moto server behind the AWS-shaped fault proxy, seeded with things and shadows."""
+    from sync_pipelines.peers.aws_iot import run_aws_peer
+
+    run_aws_peer(port=port, devices=devices, host=host)
+
+
 @main.command("peer")
 @click.argument("provider")
 @click.option("--devices", "device_count", type=int, default=200, show_default=True)

@@ -172,6 +172,8 @@ class Provider(abc.ABC):
     required_settings: tuple[str, ...] = ()
     #: secret references an integration of this provider must have
     required_secrets: tuple[str, ...] = ()
+    #: secret references it may have (resolved and redacted when set)
+    optional_secrets: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def test_connection(self) -> ConnectionResult:

@@ -64,6 +64,12 @@ def resolve_config(integration: Integration, environ: Mapping[str, str] | None =
             )
         register_secret(value)
         secrets[secret] = value
+    for secret in cls.optional_secrets:  # e.g. an AWS session token
+        env_name = integration.secret_refs.get(secret)
+        value = environ.get(env_name) if env_name else None
+        if value:
+            register_secret(value)
+            secrets[secret] = value
     return IntegrationConfig(
         integration_id=integration.integration_id,
         organization_id=integration.organization_id,
