@@ -32,10 +32,9 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
+from sync_pipelines.emulators.control_routes import fault_and_request_routes
 from sync_pipelines.emulators.faults import (
     ASGIApp,
     FaultInjectionMiddleware,
@@ -290,40 +289,10 @@ class AwsIotProxy:
     def clear_requests(self) -> None:
         self.request_log.clear()
 
-    # -- control routes -------------------------------------------------------------------
-
-    async def _control_faults(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.clear_faults()
-            return JSONResponse({"faults": []})
-        if request.method == "POST":
-            try:
-                body = await request.json()
-                added = self.add_faults(*(body if isinstance(body, list) else [body]))
-            except ValueError as exc:
-                return JSONResponse({"message": str(exc)}, status_code=400)
-            return JSONResponse({"faults": added}, status_code=201)
-        return JSONResponse({"faults": self.injector.active()})
-
-    async def _control_requests(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.clear_requests()
-            return JSONResponse({"requests": []})
-        return JSONResponse(
-            {"total": self.request_log.total, "requests": [r.to_json() for r in self.requests()]}
-        )
-
     def _build_app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route(
-                    f"{CONTROL_PREFIX}/faults",
-                    self._control_faults,
-                    methods=["GET", "POST", "DELETE"],
-                ),
-                Route(
-                    f"{CONTROL_PREFIX}/requests", self._control_requests, methods=["GET", "DELETE"]
-                ),
+                Mount(CONTROL_PREFIX, routes=fault_and_request_routes(self.injector, self.request_log)),
                 Mount("", app=MotoForwarder(self.upstream_url)),
             ],
             middleware=[

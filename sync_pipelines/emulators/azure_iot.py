@@ -60,6 +60,7 @@ from sync_pipelines.emulators.azure_iot_twins import (
     TwinGenerator,
     TwinStore,
 )
+from sync_pipelines.emulators.control_routes import fault_and_request_routes
 from sync_pipelines.emulators.faults import (
     ASGIApp,
     FaultInjectionMiddleware,
@@ -506,30 +507,6 @@ class AzureIotEmulator:
 
     # -- /_emulator handlers ---------------------------------------------------------------------
 
-    async def _control_faults(self, request: Request) -> Response:
-        if request.method == "GET":
-            return _json_response({"faults": self.faults.active()})
-        if request.method == "DELETE":
-            self.faults.clear()
-            return _json_response({"faults": []})
-        body = await _json_body(request)
-        try:
-            added = self.faults.add(body if isinstance(body, list) else [body])
-        except ValueError as exc:
-            raise IotHubError(400, f"invalid fault spec: {exc}") from exc
-        return _json_response({"faults": added}, status=201)
-
-    async def _control_requests(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.request_log.clear()
-            return _json_response({"requests": []})
-        entries = self.request_log.entries()
-        limit_text = request.query_params.get("limit", "")
-        limit = int(limit_text) if limit_text.isdigit() else len(entries)
-        return _json_response(
-            {"requests": [r.to_json() for r in entries[-limit:]] if limit else []}
-        )
-
     async def _control_add_devices(self, request: Request) -> Response:
         body = await _json_body(request)
         count = body.get("count") if isinstance(body, dict) else None
@@ -607,8 +584,7 @@ class AzureIotEmulator:
             Route("/twins/{device_id}", self._update_twin, methods=["PATCH", "PUT"]),
         ]
         control_routes = [
-            Route("/faults", self._control_faults, methods=["GET", "POST", "DELETE"]),
-            Route("/requests", self._control_requests, methods=["GET", "DELETE"]),
+            *fault_and_request_routes(self.faults, self.request_log),
             Route("/devices", self._control_add_devices, methods=["POST"]),
             Route("/devices/{device_id}", self._control_device, methods=["GET", "PATCH", "DELETE"]),
             Route("/devices/{device_id}/{part:str}", self._control_device, methods=["PATCH"]),

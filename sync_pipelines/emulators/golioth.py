@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from sync_pipelines.emulators.control_routes import fault_and_request_routes
 from sync_pipelines.emulators.faults import (
     ASGIApp,
     FaultInjectionMiddleware,
@@ -584,30 +585,6 @@ class GoliothEmulator:
 
     # -- /_emulator handlers ---------------------------------------------------------------------
 
-    async def _control_faults(self, request: Request) -> Response:
-        if request.method == "GET":
-            return _json_response({"faults": self.faults.active()})
-        if request.method == "DELETE":
-            self.faults.clear()
-            return _json_response({"faults": []})
-        body = await _json_body(request)
-        specs = body if isinstance(body, list) else [body]
-        try:
-            added = self.faults.add(specs)
-        except ValueError as exc:
-            raise RpcError(400, f"invalid fault spec: {exc}") from exc
-        return _json_response({"faults": added}, status=201)
-
-    async def _control_requests(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.request_log.clear()
-            return _json_response({"requests": []})
-        entries = self.request_log.entries()
-        # `?limit=N`: only the most recent N, so a poll of a busy log stays small.
-        limit = _int_param(request.query_params, "limit", len(entries))
-        recent = entries[-limit:] if limit > 0 else []
-        return _json_response({"requests": [r.to_json() for r in recent]})
-
     async def _control_add_devices(self, request: Request) -> Response:
         body = await _json_body(request)
         count = body.get("count") if isinstance(body, dict) else None
@@ -656,8 +633,7 @@ class GoliothEmulator:
             Route(f"{device}/data/{{state_path:path}}", self._device_state, methods=state_methods),
         ]
         control_routes = [
-            Route("/faults", self._control_faults, methods=["GET", "POST", "DELETE"]),
-            Route("/requests", self._control_requests, methods=["GET", "DELETE"]),
+            *fault_and_request_routes(self.faults, self.request_log),
             Route("/devices", self._control_add_devices, methods=["POST"]),
             Route("/devices/{device_id}", self._control_device, methods=["GET", "PATCH", "DELETE"]),
             Route("/stats", self._control_stats, methods=["GET"]),
