@@ -24,6 +24,7 @@ from sync_pipelines.store.devices import count_device_states, count_devices
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.reports import RunActivitySummary, run_activity_summary
+from sync_pipelines.store.telemetry import count_telemetry
 from sync_pipelines.sync.integration_config import register_integration
 
 DEMO_ORG = "demo-org"
@@ -113,7 +114,7 @@ def _run_all(store: Store, instance: dg.DagsterInstance, peer: ProviderPeer, int
     runs = [materialize(defs.sync_assets)]
     if defs.telemetry is not None:
         # The first run opened the persistent session; what devices send now waits in the broker.
-        outcome.telemetry_messages = peer.emit_telemetry(3, ids[:20])
+        peer.emit_telemetry(3, ids[:20])
         runs.append(materialize([defs.telemetry]))
 
     if len(ids) >= 2:
@@ -133,4 +134,6 @@ def _run_all(store: Store, instance: dg.DagsterInstance, peer: ProviderPeer, int
     with store.connect() as conn:
         outcome.stored_devices = count_devices(conn, DEMO_ORG, iid)
         outcome.stored_states = count_device_states(conn, DEMO_ORG, iid)
+        if defs.telemetry is not None:
+            outcome.telemetry_messages = count_telemetry(conn, DEMO_ORG, iid)
         outcome.activity = run_activity_summary(conn, DEMO_ORG, runs[0].run_id)

@@ -172,7 +172,8 @@ def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
     with patch.dict(os.environ):  # the demo puts its peers' secrets in the environment
         result = _invoke("demo --devices 30")
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line.split() for line in result.output.splitlines()
+    table = result.output.split("Dagster runs:")[0]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()
             if line.split() and line.split()[0] in PEERS}
     assert set(rows) == set(PEERS)
     for provider, cells in rows.items():

@@ -50,6 +50,8 @@ class SyncCounts:
     failed: int = 0
     conflicts: int = 0
     pages: int = 0
+    #: telemetry sequence gaps detected (ranges of messages that never arrived)
+    gaps: int = 0
 
 
 def start_sync_log(
@@ -91,7 +93,7 @@ def finish_sync_log(
             "UPDATE integration_sync_log SET status = :status, completed_at = :done, "
             "duration_ms = :ms, cursor_after = :cursor, fetched = :fetched, created = :created, "
             "updated = :updated, unchanged = :unchanged, failed = :failed, conflicts = :conflicts, "
-            "pages = :pages, error_type = :etype, error_message = :emsg "
+            "pages = :pages, gaps = :gaps, error_type = :etype, error_message = :emsg "
             "WHERE organization_id = :o AND id = :id"
         ),
         {
@@ -99,7 +101,7 @@ def finish_sync_log(
             "ms": (completed - started_at).total_seconds() * 1000, "cursor": dump_json(cursor_after),
             "fetched": counts.fetched, "created": counts.created, "updated": counts.updated,
             "unchanged": counts.unchanged, "failed": counts.failed, "conflicts": counts.conflicts,
-            "pages": counts.pages, "etype": error_type, "emsg": error_message,
+            "pages": counts.pages, "gaps": counts.gaps, "etype": error_type, "emsg": error_message,
             "o": organization_id, "id": sync_id,
         },
     )

@@ -34,8 +34,9 @@ class SyncRun:
                 "unchanged": c.unchanged, "failed": c.failed, "pages": c.pages}
 
     def finish(self, exc: BaseException | None = None) -> SyncResult:
-        """Close the sync log row: failed if `exc`, partial if records failed, else success."""
-        status = "failed" if exc else ("partial" if self.counts.failed else "success")
+        """Close the sync log row: failed if `exc`, partial if records failed or telemetry had
+        gaps, else success."""
+        status = "failed" if exc else ("partial" if self.counts.failed or self.counts.gaps else "success")
         integ, rec = self.session.integration, self.session.recorder
         with self.session.store.transaction() as conn:
             finish_sync_log(

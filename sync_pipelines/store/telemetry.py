@@ -1,0 +1,163 @@
+"""Telemetry rows, per-device sequence baselines and detected gaps (sql/002_telemetry.sql).
+
+Messages are appended at most once: the primary key (integration, device, message_key) absorbs
+redeliveries. On Postgres rows go through COPY into a staging table and then one
+`INSERT … ON CONFLICT DO NOTHING`; on SQLite through `executemany` with the same clause.
+Every query is scoped by organization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.bulk import insert_rows
+
+TELEMETRY_COLUMNS = (
+    "organization_id",
+    "integration_id",
+    "external_id",
+    "message_key",
+    "sequence",
+    "topic",
+    "payload",
+    "device_time",
+    "received_at",
+    "run_id",
+    "request_id",
+)
+GAP_COLUMNS = (
+    "id",
+    "organization_id",
+    "integration_id",
+    "external_id",
+    "first_missing",
+    "last_missing",
+    "missing_count",
+    "detected_at",
+    "run_id",
+)
+_KEY = "integration_id, external_id, message_key"
+
+
+def insert_telemetry(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Append messages, skipping any already stored; returns how many were new."""
+    if not rows:
+        return 0
+    cols = ", ".join(TELEMETRY_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        staging = "device_telemetry_staging"
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE device_telemetry INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        )
+        conn.exec_driver_sql(f"TRUNCATE {staging}")
+        insert_rows(conn, staging, TELEMETRY_COLUMNS, rows)  # COPY
+        result = conn.exec_driver_sql(
+            f"INSERT INTO device_telemetry ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({_KEY}) DO NOTHING"
+        )
+        return result.rowcount
+    values = ", ".join(f":{c}" for c in TELEMETRY_COLUMNS)
+    result = conn.execute(
+        sa.text(
+            f"INSERT INTO device_telemetry ({cols}) VALUES ({values}) ON CONFLICT ({_KEY}) DO NOTHING"
+        ),
+        list(rows),
+    )
+    return result.rowcount
+
+
+def last_sequences(
+    conn: Connection, organization_id: str, integration_id: str, external_ids: Sequence[str]
+) -> dict[str, int]:
+    """The stored sequence baseline of each of these devices that has one."""
+    if not external_ids:
+        return {}
+    stmt = sa.text(
+        "SELECT external_id, last_sequence FROM telemetry_sequences "
+        "WHERE organization_id = :o AND integration_id = :i AND external_id IN :ids"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    rows = conn.execute(
+        stmt, {"o": organization_id, "i": integration_id, "ids": list(external_ids)}
+    )
+    return {external_id: int(seq) for external_id, seq in rows}
+
+
+def advance_sequences(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    baselines: Mapping[str, int],
+    *,
+    run_id: str | None,
+    now: datetime,
+) -> None:
+    """Raise each device's baseline to the given sequence (never lowers it)."""
+    if not baselines:
+        return
+    conn.execute(
+        sa.text(
+            "INSERT INTO telemetry_sequences "
+            "(organization_id, integration_id, external_id, last_sequence, last_run_id, updated_at) "
+            "VALUES (:o, :i, :e, :s, :r, :t) ON CONFLICT (integration_id, external_id) DO UPDATE SET "
+            "last_sequence = excluded.last_sequence, last_run_id = excluded.last_run_id, "
+            "updated_at = excluded.updated_at "
+            "WHERE telemetry_sequences.organization_id = excluded.organization_id "
+            "AND excluded.last_sequence > telemetry_sequences.last_sequence"
+        ),
+        [
+            {
+                "o": organization_id,
+                "i": integration_id,
+                "e": external_id,
+                "s": seq,
+                "r": run_id,
+                "t": now,
+            }
+            for external_id, seq in baselines.items()
+        ],
+    )
+
+
+def insert_gaps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, rows)
+
+
+def telemetry_rows(
+    conn: Connection, organization_id: str, integration_id: str
+) -> list[dict[str, Any]]:
+    """Every stored message of an integration, by device and sequence (operators, tests)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT * FROM device_telemetry WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY external_id, sequence, received_at"
+        ),
+        {"o": organization_id, "i": integration_id},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def count_telemetry(conn: Connection, organization_id: str, integration_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM device_telemetry WHERE organization_id = :o AND integration_id = :i"
+            ),
+            {"o": organization_id, "i": integration_id},
+        ).scalar_one()
+    )
+
+
+def gap_rows(conn: Connection, organization_id: str, integration_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT * FROM telemetry_gaps WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY external_id, first_missing"
+        ),
+        {"o": organization_id, "i": integration_id},
+    ).mappings()
+    return [dict(r) for r in rows]
