@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.bulk import insert_rows
+from sync_pipelines.store.database import load_json
 
 ACTIVITY_COLUMNS = (
     "id", "organization_id", "integration_id", "run_id", "step_key", "request_id", "parent_id",
@@ -66,4 +67,8 @@ def activity_rows(
     if limit:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+    rows = [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+    for row in rows:  # JSONB comes back decoded from Postgres, as text from SQLite: same shape for both
+        row["metadata"] = load_json(row.get("metadata"))
+        row["request_headers"] = load_json(row.get("request_headers"))
+    return rows

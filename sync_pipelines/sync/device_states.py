@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
-from sync_pipelines.observability.activity import STATE_IMPORT
+from sync_pipelines.observability.activity import RECORD_REJECTED, STATE_IMPORT
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.contract import StateFailure
 from sync_pipelines.store.devices import device_ids_after, upsert_device_states
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
@@ -47,9 +48,7 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
                     c.updated += written.updated
                     c.unchanged += written.unchanged
                     c.failed += len(failures)
-                    for failure in failures:
-                        _log.warning("device_state_failed", external_id=failure.external_id,
-                                     error={"type": failure.error_type, "message": failure.error_message})
+                    _record_failures(session, failures)
                     session.recorder.flush()
             op.annotate(**run.figures())
             if run.counts.failed:
@@ -62,3 +61,22 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
     _log.info("sync_completed", stream=STREAM, status=result.status,
               duration_ms=round(result.duration_s * 1000, 1), **run.figures())
     return result
+
+
+def _record_failures(session: IntegrationSession, failures: list[StateFailure]) -> None:
+    """Each device whose state could not be read is an activity row naming it (the call's own
+    row may well be a 200: an invalid shadow, a document that is not JSON)."""
+    recorder, integration_id = session.recorder, session.integration.integration_id
+    for failure in failures:
+        message = failure.error_message
+        if failure.external_id not in message:
+            message = f"device {failure.external_id}: {message}"
+        row = recorder.new_row(
+            RECORD_REJECTED, status="failed", error_type=failure.error_type,
+            error_message=f"integration {integration_id}: {message}",
+            metadata={"stream": STREAM, "external_id": failure.external_id},
+        )
+        row.completed_at = row.created_at
+        recorder.record(row)
+        _log.warning("device_state_failed", external_id=failure.external_id,
+                     error={"type": failure.error_type, "message": failure.error_message})

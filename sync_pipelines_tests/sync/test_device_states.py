@@ -6,6 +6,7 @@ import json
 
 import sqlalchemy as sa
 
+from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_device_states
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
@@ -51,3 +52,23 @@ def test_failed_state_reads_are_counted_and_the_rest_stored(store, golioth_facto
         running.emulator.add_faults({"kind": "server_error", "status": 500, "path": "/data$", "times": 2})
         result = sync_device_states(session)
     assert result.status == "partial" and (result.counts.failed, result.counts.created) == (2, 18)
+
+
+def test_each_unreadable_state_is_an_activity_row_naming_integration_and_device(
+    store, golioth_factory, register_golioth, open_session
+):
+    running = golioth_factory(device_count=12)
+    integ = register_golioth(store, running)
+    with open_session(store, integ.integration_id) as session:
+        sync_devices(session)
+        # a 200 whose body is not JSON: the call itself succeeded, the document is bad
+        running.emulator.add_faults({"kind": "malformed_json", "path": "/data$", "times": 1})
+        result = sync_device_states(session)
+    assert (result.status, result.counts.failed) == ("partial", 1)
+    with store.connect() as conn:
+        (row,) = activity_rows(conn, integ.organization_id, integration_id=integ.integration_id,
+                               activity_type="record_rejected")
+    device = row["metadata"]["external_id"]
+    assert row["status"] == "failed" and row["error_type"] == "validation"
+    assert integ.integration_id in row["error_message"] and device in row["error_message"]
+    assert row["metadata"]["stream"] == "device_states" and row["run_id"]
