@@ -148,14 +148,14 @@ def demo(device_count: int, providers: tuple[str, ...]) -> None:
 
     outcomes = run_demo(device_count=device_count, providers=providers or None)
     header = f"{'provider':<10} {'peer':>6} {'devices':>8} {'states':>7} {'telemetry':>9} {'exported':>8} " \
-             f"{'conflicts':>9} {'HTTP calls':>10} {'p95 ms':>7} {'time s':>7}  result"
+             f"{'conflicts':>9} {'calls':>6} {'p95 ms':>7} {'time s':>7}  result"
     lines = ["", "== sync_pipelines demo ==", f"store: {Store()!r}", "", header, "-" * len(header)]
     for o in outcomes:
         a = o.activity
         lines.append(
             f"{o.provider:<10} {o.peer_devices:>6} {o.stored_devices:>8} {o.stored_states:>7} "
             f"{'-' if o.telemetry_messages is None else o.telemetry_messages:>9} {o.exported:>8} "
-            f"{o.conflicts:>9} {a.http_requests if a else 0:>10} "
+            f"{o.conflicts:>9} {a.calls if a else 0:>6} "
             f"{(a.p95_latency_ms or 0) if a else 0:>7.1f} {o.duration_s:>7.1f}  "
             + ("ok" if o.ok else f"FAILED {o.error or 'devices missing'}")
         )
@@ -307,6 +307,10 @@ def peer(provider: str, device_count: int) -> None:
     if provider not in PEERS:
         raise click.BadParameter(f"unknown provider {provider!r} (known: {', '.join(sorted(PEERS))})",
                                  param_hint="PROVIDER")
+    import signal
+
+    # SIGTERM (a benchmark or a supervisor stopping us) must stop the peer's own processes too
+    signal.signal(signal.SIGTERM, _interrupt)
     local = new_peer(provider)
     local.start()
     try:
@@ -326,6 +330,10 @@ def peer(provider: str, device_count: int) -> None:
         pass
     finally:
         local.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import patch
@@ -179,6 +180,7 @@ def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
     for provider, cells in rows.items():
         assert cells[1:4] == ["30", "30", "30"], f"{provider}: {cells}"  # peer, devices, states
         assert cells[5:7] == ["1", "1"], f"{provider}: one change pushed, one conflict (provider wins)"
+        assert int(cells[7]) > 0, f"{provider}: its provider calls are in the activity log"
         assert cells[-1] == "ok", result.output
     run_ids = [run_id for line in result.output.split("Dagster runs:")[1].splitlines()
                if line.strip() and line.split()[0] in PEERS for run_id in line.split()[1:]]
@@ -210,3 +212,25 @@ def test_peer_serves_a_seeded_peer_and_prints_how_to_register_it(tmp_path):
     assert "--provider golioth" in add and "--setting base_url=http://127.0.0.1:" in add
     assert "--secret-env api_key=PEER_GOLIOTH_GOLIOTH_API_KEY" in add
     assert proc.returncode == 0
+
+
+def test_peer_stopped_with_sigterm_stops_what_it_started(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("sync-pipelines")
+    proc = subprocess.Popen([str(cli), "--log-format", "json", "peer", "mqtt", "--devices", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SYNC_HOME": str(tmp_path)})
+    lines = []
+    while not any("Ctrl-C" in line for line in lines):
+        line = proc.stdout.readline()
+        assert line, f"peer exited early: {proc.stderr.read()}"
+        lines.append(line)
+    (add,) = [line for line in lines if "integrations add" in line]
+    port = int(add.split("--setting port=")[1].split()[0])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    with pytest.raises(OSError):  # its broker is gone with it
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -1,10 +1,10 @@
 """The activity recorder: one row per operation and per call, written in batches.
 
 Operations (`recorder.operation("import")`) get a `started` row at once — so a killed run still
-shows what it was doing — and have it completed when they end. Calls (HTTP requests) are
-recorded by the HTTP client's transport, not by provider code, and buffered: rows go to the
-store every `flush_every` rows, when an operation ends and on `flush()`, so logging never
-dominates a sync. Every row is redacted before it is buffered.
+shows what it was doing — and have it completed when they end. Calls (HTTP requests, MQTT broker
+operations) are recorded by the clients providers are handed, not by provider code, and
+buffered: rows go to the store every `flush_every` rows, when an operation ends and on
+`flush()`, so logging never dominates a sync. Every row is redacted before it is buffered.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ TEST_CONNECTION = "test_connection"
 IMPORT = "import"
 STATE_IMPORT = "state_import"
 HTTP_REQUEST = "http_request"
+MQTT_REQUEST = "mqtt_request"
 RECORD_REJECTED = "record_rejected"
 EXPORT = "export"
 DESIRED_PUSH = "desired_push"
@@ -35,6 +36,9 @@ CONFLICT = "conflict"
 TELEMETRY_IMPORT = "telemetry_import"
 MQTT_MESSAGE = "mqtt_message"
 TELEMETRY_GAP = "telemetry_gap"
+
+#: the row types that are calls to a provider: one per HTTP request or MQTT broker operation
+PROVIDER_CALLS = frozenset({HTTP_REQUEST, MQTT_REQUEST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +136,18 @@ class ActivityRecorder:
         self._lock = threading.Lock()
         self._operations: list[Operation] = []
         self._log = get_logger("activity")
-        self.counts = {"rows": 0, "failed": 0, "http_requests": 0, "http_failed": 0}
-        # per-call latencies of this recorder's HTTP rows, for p95 figures on the run
-        self.http_latencies_ms: list[float] = []
+        self.counts = {
+            "rows": 0, "failed": 0, "http_requests": 0, "http_failed": 0,
+            "mqtt_requests": 0, "mqtt_failed": 0,
+        }
+        # per-call latencies of this recorder's provider calls (HTTP and MQTT rows), for p95
+        # figures on the run
+        self.call_latencies_ms: list[float] = []
+
+    @property
+    def http_latencies_ms(self) -> list[float]:
+        """The former name of `call_latencies_ms` (which has MQTT operations' latencies too)."""
+        return self.call_latencies_ms
 
     # -- rows -----------------------------------------------------------------------------
 
@@ -164,11 +177,12 @@ class ActivityRecorder:
             self.counts["rows"] += 1
             if row.status == "failed":
                 self.counts["failed"] += 1
-            if row.activity_type == HTTP_REQUEST:
-                self.counts["http_requests"] += 1
-                self.counts["http_failed"] += row.status == "failed"
+            if row.activity_type in PROVIDER_CALLS:
+                kind = "http" if row.activity_type == HTTP_REQUEST else "mqtt"
+                self.counts[f"{kind}_requests"] += 1
+                self.counts[f"{kind}_failed"] += row.status == "failed"
                 if row.response_time_ms is not None:
-                    self.http_latencies_ms.append(row.response_time_ms)
+                    self.call_latencies_ms.append(row.response_time_ms)
             full = len(self._buffer) >= self.flush_every
         if full:
             self.flush()

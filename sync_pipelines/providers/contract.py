@@ -1,8 +1,7 @@
 """The one contract every provider implements, and the typed records it speaks in.
 
 Providers turn a provider's wire format into these records. They never touch the store and
-never record activity themselves: the HTTP client they are handed does that (see
-`observability.http_recording`).
+never record activity themselves: the clients they are handed do that (see `ProviderClients`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import httpx
+
+    from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
 JsonDict = dict[str, Any]
 
@@ -149,14 +150,20 @@ class TelemetryBatch:
 
 class ProviderClients(Protocol):
     """What a provider builds its clients with. Every client it returns records each call in
-    the activity log (observability.http_recording, observability.boto_recording): wrapping is
-    structural, so providers never record activity themselves."""
+    the activity log (observability.http_recording, observability.boto_recording,
+    observability.mqtt_recording): wrapping is structural, so providers never record activity
+    themselves."""
 
     def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
         """An httpx client for `base_url` sending `headers` on every request."""
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
         """A boto3 client whose every attempt is an activity row."""
+
+    def mqtt(self, endpoint: BrokerEndpoint, client_id: str, **options: Any) -> MqttConnection:
+        """An unopened MQTT connection (`options` as `MqttConnection`'s) whose every broker
+        operation — CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH at QoS >= 1, each until the
+        broker's answer — is an activity row. Received messages are not."""
 
     @property
     def request_timeout_s(self) -> float:

@@ -17,6 +17,10 @@ exact topics (get_states' batches) use QoS 0, which saves a PUBACK per message. 
 (`read_protocol: "3.1.1"`, e.g. amqtt) reads use QoS 0 and the broker must allow a burst as
 large as the inventory.
 
+Connections come from `clients.mqtt`, so each broker operation (CONNECT, SUBSCRIBE,
+UNSUBSCRIBE, QoS 1 PUBLISH, each until the broker's answer) is an activity row without this
+module recording anything (observability.mqtt_recording); received messages are not rows.
+
 Listing: MQTT has no server-side filter or paging, so every listing receives every retained
 meta, sorts by device id and pages client-side; a scan resumed from a page's cursor
 (`{"after_id": ...}`) skips the ids already yielded, and the last page's cursor is None. The
@@ -124,6 +128,7 @@ class MqttProvider(Provider):
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
+        self.clients = clients  # its MQTT connections record each broker operation
         setting = _Settings(config)
         self.layout = TopicLayout(setting.text("topic_prefix", DEFAULT_PREFIX))
         self.endpoint = BrokerEndpoint(
@@ -267,7 +272,7 @@ class MqttProvider(Provider):
         # the broker stops sending at its in-flight window until we ack: cut the batch there
         window = receive_maximum or self.broker_max_inflight
         batch_cap = min(max_messages, window) if window > 0 else max_messages
-        conn = MqttConnection(
+        conn = self.clients.mqtt(
             self.endpoint,
             self.client_id,
             protocol=self.protocol,
@@ -321,7 +326,7 @@ class MqttProvider(Provider):
 
     def _connection(self, purpose: str) -> MqttConnection:
         # a random suffix: two reads of one integration must not take over each other's connection
-        return MqttConnection(
+        return self.clients.mqtt(
             self.endpoint,
             f"{self.client_id}-{purpose}-{secrets.token_hex(3)}",
             protocol=self.read_protocol,

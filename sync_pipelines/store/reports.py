@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
+from sync_pipelines.observability.activity import PROVIDER_CALLS
 
 
 @dataclass(frozen=True, slots=True)
 class RunActivitySummary:
     rows: int
-    http_requests: int
-    http_failed: int
+    #: provider calls: HTTP requests and MQTT broker operations (one activity row each)
+    calls: int
+    calls_failed: int
     operations: dict[str, str]  # activity_type -> status
+    #: latency figures over the provider calls
     avg_latency_ms: float | None
     p95_latency_ms: float | None
     request_ids: int
+    #: the calls by row type (`http_request`, `mqtt_request`)
+    calls_by_type: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def http_requests(self) -> int:
+        """The former name of `calls`: counts MQTT broker operations too (tables that still read
+        it, like the CLI's and the demo's "HTTP calls" column, show every provider's calls)."""
+        return self.calls
+
+    @property
+    def http_failed(self) -> int:
+        """The former name of `calls_failed`."""
+        return self.calls_failed
 
 
 def run_activity_summary(conn: Connection, organization_id: str, run_id: str) -> RunActivitySummary:
@@ -29,14 +46,17 @@ def run_activity_summary(conn: Connection, organization_id: str, run_id: str) ->
         ),
         {"o": organization_id, "r": run_id},
     ).all()
-    http = [r for r in rows if r.activity_type == "http_request"]
-    latencies = sorted(r.response_time_ms for r in http if r.response_time_ms is not None)
+    calls = [r for r in rows if r.activity_type in PROVIDER_CALLS]
+    latencies = sorted(r.response_time_ms for r in calls if r.response_time_ms is not None)
     return RunActivitySummary(
         rows=len(rows),
-        http_requests=len(http),
-        http_failed=sum(1 for r in http if r.status == "failed"),
-        operations={r.activity_type: r.status for r in rows if r.activity_type != "http_request"},
+        calls=len(calls),
+        calls_failed=sum(1 for r in calls if r.status == "failed"),
+        operations={
+            r.activity_type: r.status for r in rows if r.activity_type not in PROVIDER_CALLS
+        },
         avg_latency_ms=sum(latencies) / len(latencies) if latencies else None,
         p95_latency_ms=percentile(latencies, 95),
-        request_ids=len({r.request_id for r in http if r.request_id}),
+        request_ids=len({r.request_id for r in calls if r.request_id}),
+        calls_by_type=dict(Counter(r.activity_type for r in calls)),
     )

@@ -1,11 +1,11 @@
 """Turns a stored integration into a provider ready to call: validated settings, secrets
-resolved from the environment (and registered for redaction), the recording HTTP client."""
+resolved from the environment (and registered for redaction), the recording clients."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,6 +17,9 @@ from sync_pipelines.providers.contract import IntegrationConfig, Provider
 from sync_pipelines.providers.registry import provider_class
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+
+if TYPE_CHECKING:
+    from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
 
 def register_integration(store: Store, integration: Integration) -> None:
@@ -99,6 +102,13 @@ class RecordingClients:
         )
 
         return build_boto_client(self.recorder, service_name, timeout_s=self._timeout_s, **client_kwargs)
+
+    def mqtt(self, endpoint: BrokerEndpoint, client_id: str, **options: Any) -> MqttConnection:
+        from sync_pipelines.observability.mqtt_recording import (
+            build_mqtt_connection,  # paho is only needed by MQTT syncs
+        )
+
+        return build_mqtt_connection(self.recorder, endpoint, client_id, **options)
 
 
 def open_provider(config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> Provider:

@@ -22,7 +22,11 @@ class SyncResult:
     sync_id: str | None = None
     http_requests: int = 0
     http_failed: int = 0
-    http_latencies_ms: list[float] = field(default_factory=list, repr=False)
+    #: MQTT broker operations (CONNECT, SUBSCRIBE, ... each an `mqtt_request` row)
+    mqtt_requests: int = 0
+    mqtt_failed: int = 0
+    #: latencies of every provider call (HTTP requests and MQTT operations)
+    call_latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def error_rate(self) -> float:
@@ -31,7 +35,7 @@ class SyncResult:
 
     @property
     def p95_latency_ms(self) -> float | None:
-        return percentile(self.http_latencies_ms, 95)
+        return percentile(self.call_latencies_ms, 95)
 
     def metadata(self) -> dict[str, float | int | str]:
         """Numbers for Dagster materialization metadata (plotted over time by the UI)."""
@@ -43,6 +47,8 @@ class SyncResult:
             "http_requests": self.http_requests, "http_failed": self.http_failed,
             "devices_per_s": round(c.fetched / self.duration_s, 1) if self.duration_s else 0.0,
         }
+        if self.mqtt_requests:
+            figures.update(mqtt_requests=self.mqtt_requests, mqtt_failed=self.mqtt_failed)
         p95 = self.p95_latency_ms
         if p95 is not None:
             figures["p95_latency_ms"] = round(p95, 3)

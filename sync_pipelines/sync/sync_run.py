@@ -51,5 +51,6 @@ class SyncRun:
             duration_s=time.perf_counter() - self._started,
             cursor_before=self.cursor_before, cursor_after=self.cursor_after, sync_id=self.sync_id,
             http_requests=rec.counts["http_requests"], http_failed=rec.counts["http_failed"],
-            http_latencies_ms=list(rec.http_latencies_ms),
+            mqtt_requests=rec.counts["mqtt_requests"], mqtt_failed=rec.counts["mqtt_failed"],
+            call_latencies_ms=list(rec.call_latencies_ms),
         )

@@ -1,0 +1,145 @@
+"""MQTT broker operations as activity rows: the MQTT counterpart of `http_recording`.
+
+Provider code gets its `MqttConnection` from `ProviderClients.mqtt`, which builds it with the
+observer below, so every broker operation is recorded without the provider asking:
+
+- one `mqtt_request` row per operation, `method` the packet type: CONNECT (until its CONNACK;
+  `status_code` is the CONNACK reason code, `session_present` in metadata), SUBSCRIBE and
+  UNSUBSCRIBE (until SUBACK/UNSUBACK, one row per packet; a multi-filter packet's status code is
+  its highest reason code), PUBLISH at QoS >= 1 (until its PUBACK; topic, qos, retained flag and
+  payload size — never the payload). A retained read is the SUBSCRIBE and UNSUBSCRIBE that make
+  it, marked `purpose: retained_read`: it is not an operation of its own on the wire, and a row
+  for it too would count each read three times among the run's provider calls;
+- `endpoint` is `mqtt://host:port/<topic>` (the first filter of a packet, and how many more):
+  no credentials; `request_id` a fresh uuid per operation (MQTT has no header to carry it);
+- failures carry the taxonomy category the connection raises: a CONNACK "bad user name or
+  password" / "not authorized" is `auth`, an unreachable broker or a missing answer
+  `transient`, a refused SUBSCRIBE `auth` (an ACL);
+- received messages are not rows (the telemetry engine records batch summaries).
+
+Rows are created in the calling thread (so they hang under the current operation) and finished
+where the answer arrives, often paho's network thread: `ActivityRecorder.record` is thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import category_of
+from sync_pipelines.observability.activity import MQTT_REQUEST, ActivityRecorder, ActivityRow
+from sync_pipelines.observability.http_recording import new_request_id
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
+
+_log = get_logger("mqtt")
+
+
+def mqtt_endpoint(host: str, port: int, topics: Sequence[str] = ()) -> str:
+    """`mqtt://host:port/<first topic>`, `(+N more)` for a multi-filter packet."""
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not topics:
+        return f"mqtt://{netloc}"
+    more = f" (+{len(topics) - 1} more)" if len(topics) > 1 else ""
+    return f"mqtt://{netloc}/{topics[0]}{more}"
+
+
+class MqttActivityObserver:
+    """The `MqttObserver` that turns each broker operation of a connection into a row."""
+
+    def __init__(self, recorder: ActivityRecorder) -> None:
+        self._recorder = recorder
+
+    def begin(
+        self, connection: MqttConnection, packet: str, topics: Sequence[str], **details: Any
+    ) -> RecordedOperation:
+        ep = connection.endpoint
+        metadata: dict[str, Any] = {
+            "client_id": connection.client_id,
+            "protocol": connection.protocol,
+        }
+        if len(topics) > 1:
+            metadata["topics"] = len(topics)
+        metadata.update(details)
+        row = self._recorder.new_row(
+            MQTT_REQUEST,
+            direction="outgoing",
+            request_id=new_request_id(),
+            method=packet,
+            endpoint=mqtt_endpoint(ep.host, ep.port, topics),
+        )
+        return RecordedOperation(self._recorder, row, metadata)
+
+
+class RecordedOperation:
+    """One operation's row, recorded when `finish` is first called (from any thread)."""
+
+    def __init__(
+        self, recorder: ActivityRecorder, row: ActivityRow, metadata: dict[str, Any]
+    ) -> None:
+        self.row = row
+        self._recorder = recorder
+        self._metadata = metadata
+        self._started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def finish(
+        self,
+        *,
+        error: BaseException | None = None,
+        code: int | None = None,
+        at: float | None = None,
+        **details: Any,
+    ) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        now = time.perf_counter()
+        ended = now if at is None else min(max(at, self._started), now)
+        row = self.row
+        row.response_time_ms = round((ended - self._started) * 1000, 3)
+        row.completed_at = utc_now() - timedelta(seconds=now - ended)
+        row.status_code = code
+        row.metadata = {**self._metadata, **details}
+        if error is None:
+            row.status = "success"
+        else:
+            row.status = "failed"
+            row.error_type = category_of(error)
+            row.error_message = (
+                f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            )
+        self._recorder.record(row)  # redacts the row
+        if row.status == "failed":
+            _log.warning(
+                "mqtt_request_failed",
+                request_id=row.request_id,
+                method=row.method,
+                endpoint=row.endpoint,
+                status_code=code,
+                duration_ms=row.response_time_ms,
+                error={"type": row.error_type, "message": row.error_message},
+            )
+        else:
+            _log.debug(
+                "mqtt_request_completed",
+                request_id=row.request_id,
+                method=row.method,
+                endpoint=row.endpoint,
+                status_code=code,
+                duration_ms=row.response_time_ms,
+            )
+
+
+def build_mqtt_connection(
+    recorder: ActivityRecorder, endpoint: BrokerEndpoint, client_id: str, **options: Any
+) -> MqttConnection:
+    """The only way provider code gets an MQTT connection (unopened; options as
+    `MqttConnection`'s)."""
+    return MqttConnection(endpoint, client_id, observer=MqttActivityObserver(recorder), **options)
