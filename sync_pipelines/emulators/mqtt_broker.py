@@ -222,6 +222,8 @@ class MosquittoBroker(_BrokerProcess):
             f"persistence_location {data}/",
             f"max_queued_messages {self.max_queued_messages}",
             f"max_inflight_messages {self.max_inflight_messages}",
+            # as production brokers are usually tuned: acks are not held back by Nagle's algorithm
+            "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             *(f"log_type {t}" for t in ("error", "warning", "notice", "information")),
         ]

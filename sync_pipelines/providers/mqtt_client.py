@@ -26,6 +26,7 @@ are not operations. Without an observer nothing is tracked (the simulator, the e
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -194,6 +195,11 @@ class MqttConnection:
             raise self._error(
                 TransientError, f"cannot reach the broker: {type(exc).__name__}: {exc}"
             ) from exc
+        # Small request/ack exchanges (SUBSCRIBE, UNSUBSCRIBE) otherwise wait out Nagle's
+        # algorithm against the broker's delayed ACK: ~40 ms each on loopback.
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client.loop_start()
         if not self._connack.wait(ep.timeout_s):
             self._shutdown()
