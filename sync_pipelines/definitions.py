@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from sync_pipelines.defs.failure_sensors import run_failure_recorder
 from sync_pipelines.defs.jobs import test_integration_connection
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -16,6 +17,6 @@ defs = dg.Definitions(
     jobs=[job for p in PROVIDER_DEFS.values() for job in (p.sync_job, p.export_job)]
     + [test_integration_connection],
     schedules=list(POLL_SCHEDULES.values()),
-    sensors=[integration_partitions_sensor],
+    sensors=[integration_partitions_sensor, run_failure_recorder],
     resources={"store": SyncStoreResource()},
 )
