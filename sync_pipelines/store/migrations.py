@@ -94,8 +94,9 @@ def _migrate_postgres(store: Store) -> list[str]:
             ).first()
             if done:
                 continue
-            # No parameters: psycopg sends the whole file in one simple-protocol round trip.
-            conn.exec_driver_sql(migration.sql())
+            # Straight to the driver without parameters: psycopg sends the whole file in one
+            # simple-protocol round trip, and `%` (format('%I', ...) in PL/pgSQL) stays literal.
+            conn.connection.driver_connection.execute(migration.sql())
             _record(conn, migration)
             applied.append(migration.version)
     return applied
