@@ -23,9 +23,11 @@ from sync_pipelines.emulators.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from sync_pipelines.emulators.server import EmulatorServer, serve_forever
 from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
+    DROP_CONNECTION,
     MALFORMED,
     RATE_LIMIT,
     SERVER_ERROR,
+    TIMEOUT,
     JsonDict,
     ProviderPeer,
 )
@@ -210,6 +212,9 @@ class AwsIotPeer(ProviderPeer):
             ),
             SERVER_ERROR: FaultSpec("server_error", times=times, status=503),
             MALFORMED: FaultSpec("malformed_json", times=times),
+            TIMEOUT: FaultSpec("timeout", times=times,
+                               latency_ms=int(self.timeout_hang_s * 1000)),
+            DROP_CONNECTION: FaultSpec("drop_connection", times=times),
         }[fault]
         self._proxy().add_faults(spec)
 

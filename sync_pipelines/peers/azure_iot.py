@@ -16,9 +16,11 @@ from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
+    DROP_CONNECTION,
     MALFORMED,
     RATE_LIMIT,
     SERVER_ERROR,
+    TIMEOUT,
     JsonDict,
     ProviderPeer,
 )
@@ -109,6 +111,9 @@ class AzureIotPeer(ProviderPeer):
             ),
             SERVER_ERROR: FaultSpec("server_error", path=_SERVICE_PATHS, times=times, status=503),
             MALFORMED: FaultSpec("malformed_json", path=_SERVICE_PATHS, times=times),
+            TIMEOUT: FaultSpec("timeout", path=_SERVICE_PATHS, times=times,
+                               latency_ms=int(self.timeout_hang_s * 1000)),
+            DROP_CONNECTION: FaultSpec("drop_connection", path=_SERVICE_PATHS, times=times),
         }[fault]
         self.emulator.add_faults(spec)
 

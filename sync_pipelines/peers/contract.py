@@ -22,6 +22,11 @@ RATE_LIMIT = "rate_limit"  # the provider throttles, saying how long to wait →
 SERVER_ERROR = "server_error"  # a 5xx / unreachable broker → TransientError
 MALFORMED = "malformed"  # a response (or message) that is not valid JSON → MalformedResponseError / rejected
 ALL_FAULTS = (AUTH_FAILURE, RATE_LIMIT, SERVER_ERROR, MALFORMED)
+#: transport faults for the fault matrix: a call that hangs past the client's timeout, and a
+#: connection dropped before the response is complete
+TIMEOUT = "timeout"
+DROP_CONNECTION = "drop_connection"
+MATRIX_FAULTS = (*ALL_FAULTS, TIMEOUT, DROP_CONNECTION)
 
 
 class ProviderPeer(abc.ABC):
@@ -30,11 +35,13 @@ class ProviderPeer(abc.ABC):
     #: the provider name this peer stands in for (the key in providers.registry.PROVIDERS)
     provider: str = ""
     #: which of ALL_FAULTS this peer can inject; the conformance suite states the others
-    supported_faults: frozenset[str] = frozenset(ALL_FAULTS)
+    supported_faults: frozenset[str] = frozenset(MATRIX_FAULTS)
     #: why a fault is not supported (shown in the conformance report), fault -> reason
     unsupported_reasons: Mapping[str, str] = {}
     #: the peer retry-after the rate_limit fault announces, in seconds
     rate_limit_retry_after_s: float = 2.0
+    #: how long the timeout fault hangs: set the integration's `request_timeout_s` below it
+    timeout_hang_s: float = 5.0
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -11,9 +11,11 @@ from sync_pipelines.emulators.golioth_inventory import Inventory
 from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
+    DROP_CONNECTION,
     MALFORMED,
     RATE_LIMIT,
     SERVER_ERROR,
+    TIMEOUT,
     JsonDict,
     ProviderPeer,
 )
@@ -84,6 +86,9 @@ class GoliothPeer(ProviderPeer):
                                   retry_after_s=int(self.rate_limit_retry_after_s)),
             SERVER_ERROR: FaultSpec("server_error", path=_V1, times=times, status=503),
             MALFORMED: FaultSpec("malformed_json", path=_V1, times=times),
+            TIMEOUT: FaultSpec("timeout", path=_V1, times=times,
+                               latency_ms=int(self.timeout_hang_s * 1000)),
+            DROP_CONNECTION: FaultSpec("drop_connection", path=_V1, times=times),
         }[fault]
         self.emulator.add_faults(spec)
 

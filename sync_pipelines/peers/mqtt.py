@@ -22,9 +22,11 @@ from sync_pipelines.emulators.mqtt_broker import AmqttBroker, Broker, start_brok
 from sync_pipelines.emulators.mqtt_devices import DeviceSimulator, device_ids
 from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
+    DROP_CONNECTION,
     MALFORMED,
     RATE_LIMIT,
     SERVER_ERROR,
+    TIMEOUT,
     JsonDict,
     ProviderPeer,
 )
@@ -41,6 +43,11 @@ class MqttPeer(ProviderPeer):
         RATE_LIMIT: "MQTT brokers (Mosquitto 2.0) have no throttle reply a client can observe: an overloaded "
         "broker delays or drops messages (and MQTT 3.1.1 has no reason codes to say so), so there "
         "is no RateLimitedError with a retry-after to produce",
+        TIMEOUT: "a broker that stops answering is injected as server_error (the broker is stopped: "
+        "connects are refused, an open session is lost); a half-open socket that hangs is not "
+        "something a Mosquitto config can produce on demand",
+        DROP_CONNECTION: "covered by server_error: stopping the broker drops every open connection, and "
+        "the telemetry tests kill the broker and the client mid-batch for real",
     }
 
     def __init__(

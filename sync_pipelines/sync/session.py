@@ -23,6 +23,11 @@ from sync_pipelines.sync.activity_sink import StoreActivitySink
 from sync_pipelines.sync.integration_config import open_provider, resolve_config
 
 
+#: how long one provider call may take before it counts as a (transient) timeout; per
+#: integration with the `request_timeout_s` setting
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """Where the work is running (Dagster run and step, or a CLI invocation)."""
@@ -41,7 +46,8 @@ class IntegrationSession:
 
     def open_provider(self) -> Provider:
         """Validate config, resolve secrets, build the provider (raises ConfigError)."""
-        return open_provider(resolve_config(self.integration), self.recorder)
+        timeout_s = float(self.integration.settings.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
+        return open_provider(resolve_config(self.integration), self.recorder, timeout_s=timeout_s)
 
 
 @contextmanager
