@@ -33,7 +33,7 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
     error = step_failures[0].event_specific_data.error if step_failures else None
     if error is None and context.failure_event.event_specific_data is not None:
         error = getattr(context.failure_event.event_specific_data, "error", None)
-    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+    while error is not None and error.cause is not None and _wraps_the_real_error(error.cls_name):
         error = error.cause  # Dagster's "error occurred while executing op" wraps the real one
     message = error.message.strip() if error else (context.failure_event.message or "run failed")
     stack = "".join(error.stack) if error else None
@@ -57,6 +57,11 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
     if new:
         _log.error("run_failed", run_id=run.run_id, job=run.job_name, step=step_key,
                    integration_id=integration_id, error={"type": error_type, "message": redact_text(message)})
+
+
+def _wraps_the_real_error(cls_name: str) -> bool:
+    # Dagster's own wrappers, and the dg.Failure that defs.retry raises from a taxonomy error
+    return cls_name.startswith("Dagster") or cls_name == "Failure"
 
 
 def _integration_of(run: dg.DagsterRun) -> str | None:

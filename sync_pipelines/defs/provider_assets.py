@@ -14,6 +14,7 @@ import dagster as dg
 
 from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states
@@ -62,6 +63,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         kinds={kind, "python"},
         owners=["team:data-platform"],
         tags={"provider": provider},
+        retry_policy=SYNC_RETRY_POLICY,
     )
 
     @dg.asset(
@@ -74,7 +76,10 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def devices(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session:
+        with (
+            fail_fast_unless_retryable(),
+            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+        ):
             result = sync_devices(session)
         return dg.MaterializeResult(metadata=result.metadata())
 
@@ -88,7 +93,10 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def device_states(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session:
+        with (
+            fail_fast_unless_retryable(),
+            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+        ):
             result = sync_device_states(session)
         return dg.MaterializeResult(metadata=result.metadata())
 
@@ -103,7 +111,10 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def desired_exports(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session:
+        with (
+            fail_fast_unless_retryable(),
+            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+        ):
             result = export_desired_states(session)
         return dg.MaterializeResult(metadata=result.metadata())
 
@@ -142,7 +153,10 @@ def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefini
     def telemetry(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
         from sync_pipelines.sync.telemetry import sync_telemetry
 
-        with integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session:
+        with (
+            fail_fast_unless_retryable(),
+            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+        ):
             result = sync_telemetry(session)
         return dg.MaterializeResult(metadata=result.metadata())
 

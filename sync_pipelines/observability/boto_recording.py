@@ -8,16 +8,27 @@ only makes calls. The seam is botocore's event system (botocore 1.44.5 `endpoint
   the rows of a retried call share it and differ by `attempt`;
 - `before-send` — the final, signed request: start the clock, keep method/URL/headers;
 - `response-received` — a parsed response *or* a transport error (connection refused, read
-  timeout): finish the row;
-- `after-call-error` — an exception that skipped `response-received` (a body that could not
-  be read or parsed): finish the row if it is still open.
+  timeout): finish the row, held until it is known whether another attempt follows;
+- `needs-retry` — whether botocore may try again (see below);
+- `after-call` / `after-call-error` — the call is over; `after-call-error` also finishes an
+  attempt that skipped `response-received` (a body that could not be read or parsed).
 
-Retries are deliberate. `Config(retries={"max_attempts": N})` counts *retries* (N + 1 attempts;
-PROVIDERS.md §2.4), so the client is built with `total_max_attempts`, which counts attempts,
-in `standard` mode, default **1**: no hidden retries, the sync's own retry layer decides. With
-`total_max_attempts=3` a throttled call makes three attempts and leaves three rows, attempts
-1, 2, 3 — the activity log and botocore agree. Timings stop when the response is parsed; for
-streaming outputs (GetThingShadow's payload) the body is read afterwards by the caller.
+Retries follow the integration's `RetryPolicy` (observability.retrying). botocore keeps
+doing them — `standard` mode, its backoff with jitter, honouring `x-amz-retry-after` — with
+`total_max_attempts` = the policy's `max_attempts` (`max_attempts` in that dict would count
+*retries*, PROVIDERS.md §2.4). A `needs-retry` handler registered ahead of botocore's adds
+the policy's other two rules: the error taxonomy (aws_errors) must call the failure
+retryable (`rate_limited`/`transient`; botocore alone would also retry e.g. a 400
+`LimitExceededException`, which IoT uses for hard quotas), and a retry must fit in
+`max_total_s` from the first attempt (a server wait past it stops the call at once). Each
+attempt's row is held until the next event tells whether another attempt follows: the next
+attempt's `before-send` marks it `retrying`; `after-call` / `after-call-error` record the
+last one as `success` / `failed`. Without a policy a client makes exactly one attempt.
+botocore repeats POSTs too; the one write we make, UpdateThingShadow, is safe to repeat: with
+a `version` a repeat of a write that did land answers 409 (a conflict, never a second write),
+without one it merges the same document again.
+Timings stop when the response is parsed; for streaming outputs (GetThingShadow's payload)
+the body is read afterwards by the caller.
 
 boto3 is imported inside `build_boto_client` only: it is slow to import and only AWS syncs
 need it.
@@ -31,13 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sync_pipelines.aws_errors import error_class, exception_class
+from sync_pipelines.aws_errors import error_class, exception_class, retry_after_s
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import PERMANENT
-from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder
+from sync_pipelines.errors import PERMANENT, RETRYABLE_CATEGORIES
+from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import REQUEST_ID_HEADER, new_request_id
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_headers, redact_url
+from sync_pipelines.observability.retrying import RetryPolicy
 
 #: where our X-Request-ID of a call is left in the parsed response's ResponseMetadata
 REQUEST_ID_METADATA_KEY = "XRequestId"
@@ -46,6 +58,10 @@ REQUEST_ID_ATTRIBUTE = "sync_request_id"
 
 _CONTEXT_REQUEST_ID = "sync_request_id"
 _CONTEXT_ATTEMPT = "sync_attempt"
+#: the finished row of the latest attempt, until it is known whether another follows
+_CONTEXT_PENDING = "sync_pending_row"
+#: time.monotonic() when the call's first attempt was created (the policy's time budget)
+_CONTEXT_STARTED = "sync_call_started"
 
 _log = get_logger("http")
 
@@ -76,25 +92,37 @@ def request_id_of(outcome: Any) -> str | None:
 class BotoActivityHooks:
     """The botocore event handlers that turn each attempt of one client into an activity row."""
 
-    def __init__(self, recorder: ActivityRecorder, service_name: str) -> None:
+    def __init__(
+        self,
+        recorder: ActivityRecorder,
+        service_name: str,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self._recorder = recorder
         self._service = service_name
+        self._policy = policy
 
-    def register(self, events: Any) -> None:
+    def register(self, events: Any, service_event_name: str | None = None) -> None:
         events.register("request-created", self.on_request_created)
         events.register("before-send", self.on_before_send)
         events.register("response-received", self.on_response_received)
+        events.register("after-call", self.on_after_call)
         events.register("after-call-error", self.on_after_call_error)
+        if service_event_name and self._policy is not None:
+            # first among the service's handlers: a False here wins over botocore's delay
+            events.register_first(f"needs-retry.{service_event_name}", self.on_needs_retry)
 
     # -- handlers (botocore passes everything as keywords) ---------------------------------
 
     def on_request_created(self, request: Any, **_: Any) -> None:
         context = request.context
         request_id = context.setdefault(_CONTEXT_REQUEST_ID, new_request_id())
+        context.setdefault(_CONTEXT_STARTED, time.monotonic())
         request.headers[REQUEST_ID_HEADER] = request_id
 
     def on_before_send(self, request: Any, **_: Any) -> None:
         context = request.context
+        self._flush(context, retrying=True)  # another attempt follows the held one
         context[_CONTEXT_ATTEMPT] = _Attempt(
             request_id=context.get(_CONTEXT_REQUEST_ID) or new_request_id(),
             attempt=int(context.get("retries", {}).get("attempt", 1)),
@@ -123,9 +151,45 @@ class BotoActivityHooks:
             )
         if exception is not None:
             setattr(exception, REQUEST_ID_ATTRIBUTE, attempt.request_id)
-            self._finish(attempt, operation, exception=exception)
+            row = self._row(attempt, operation, exception=exception)
         else:
-            self._finish(attempt, operation, response=response_dict, parsed=parsed_response)
+            row = self._row(attempt, operation, response=response_dict, parsed=parsed_response)
+        context[_CONTEXT_PENDING] = row
+
+    def on_needs_retry(
+        self,
+        request_dict: Mapping[str, Any],
+        attempts: int,
+        response: Any = None,
+        caught_exception: BaseException | None = None,
+        **_: Any,
+    ) -> bool | None:
+        """False (no retry) when the taxonomy or the time budget forbid one; None lets botocore
+        decide (attempt count, its retry quota, its backoff)."""
+        policy = self._policy
+        if policy is None:
+            return None
+        http_response = response[0] if response else None
+        if caught_exception is not None:
+            cls = exception_class(caught_exception)
+            category = cls.category if cls else PERMANENT
+        elif http_response is None or http_response.status_code < 400:
+            return None
+        else:
+            error = (response[1] or {}).get("Error") or {}
+            category = error_class(http_response.status_code, error.get("Code")).category
+        if category not in RETRYABLE_CATEGORIES:
+            return False
+        context = request_dict.get("context") or {}
+        started = context.get(_CONTEXT_STARTED)
+        elapsed = time.monotonic() - started if started is not None else 0.0
+        asked = retry_after_s(http_response.headers) if http_response is not None else None
+        if elapsed + (asked or 0.0) >= policy.max_total_s:
+            return False
+        return None
+
+    def on_after_call(self, context: dict[str, Any], **_: Any) -> None:
+        self._flush(context, retrying=False)
 
     def on_after_call_error(
         self, context: dict[str, Any], exception: BaseException, event_name: str = "", **_: Any
@@ -135,12 +199,15 @@ class BotoActivityHooks:
             request_id = attempt.request_id if attempt else context.get(_CONTEXT_REQUEST_ID)
             if request_id:
                 setattr(exception, REQUEST_ID_ATTRIBUTE, request_id)
-        if attempt is not None:
-            self._finish(attempt, event_name.rsplit(".", 1)[-1], exception=exception)
+        if attempt is not None:  # the last attempt never reached `response-received`
+            context[_CONTEXT_PENDING] = self._row(
+                attempt, event_name.rsplit(".", 1)[-1], exception=exception
+            )
+        self._flush(context, retrying=False)
 
     # -- rows -----------------------------------------------------------------------------
 
-    def _finish(
+    def _row(
         self,
         attempt: _Attempt,
         operation: str,
@@ -148,7 +215,8 @@ class BotoActivityHooks:
         response: Mapping[str, Any] | None = None,
         parsed: Mapping[str, Any] | None = None,
         exception: BaseException | None = None,
-    ) -> None:
+    ) -> ActivityRow:
+        """The finished row of one attempt, not yet recorded (see `_flush`)."""
         elapsed_ms = round((time.perf_counter() - attempt.started) * 1000, 3)
         parts = urlsplit(attempt.url)
         endpoint = redact_url(parts.path + (f"?{parts.query}" if parts.query else ""))
@@ -194,30 +262,34 @@ class BotoActivityHooks:
             else:
                 row.status = "success"
         row.metadata = metadata
+        return row
+
+    def _flush(self, context: dict[str, Any], *, retrying: bool) -> None:
+        """Record the held row of the latest attempt: `retrying` when another attempt follows."""
+        row = context.pop(_CONTEXT_PENDING, None)
+        if row is None:
+            return
+        if retrying:
+            row.status = "retrying"
         self._recorder.record(row)
-        if row.status == "failed":
-            _log.warning(
-                "http_request_failed",
-                request_id=attempt.request_id,
-                method=attempt.method,
-                endpoint=endpoint,
-                operation=operation,
-                attempt=attempt.attempt,
-                status_code=row.status_code,
-                duration_ms=elapsed_ms,
-                error={"type": row.error_type, "message": row.error_message},
-            )
+        meta = row.metadata
+        fields = dict(
+            request_id=row.request_id,
+            method=row.method,
+            endpoint=row.endpoint,
+            operation=meta.get("operation"),
+            attempt=row.attempt,
+            status_code=row.status_code,
+            duration_ms=row.response_time_ms,
+        )
+        if row.status == "success":
+            _log.debug("http_request_completed", **fields)
+            return
+        error = {"type": row.error_type, "message": row.error_message}
+        if retrying:
+            _log.info("http_request_retrying", **fields, error=error)
         else:
-            _log.debug(
-                "http_request_completed",
-                request_id=attempt.request_id,
-                method=attempt.method,
-                endpoint=endpoint,
-                operation=operation,
-                status_code=row.status_code,
-                attempt=attempt.attempt,
-                duration_ms=elapsed_ms,
-            )
+            _log.warning("http_request_failed", **fields, error=error)
 
 
 def _text(value: Any) -> str:
@@ -230,7 +302,8 @@ def build_boto_client(
     service_name: str,
     *,
     timeout_s: float,
-    total_max_attempts: int = 1,
+    retry_policy: RetryPolicy | None = None,
+    total_max_attempts: int | None = None,
     max_pool_connections: int = 10,
     region_name: str | None = None,
     endpoint_url: str | None = None,
@@ -239,7 +312,10 @@ def build_boto_client(
     aws_session_token: str | None = None,
     **client_kwargs: Any,
 ) -> Any:
-    """The only way provider code gets a boto3 client (see the module docstring)."""
+    """The only way provider code gets a boto3 client (see the module docstring).
+
+    Attempts per call: `total_max_attempts` when given, else the policy's `max_attempts`,
+    else 1 (a bare client makes no hidden retries; `ProviderClients` passes the policy)."""
     import boto3
     from botocore.config import Config
 
@@ -251,12 +327,18 @@ def build_boto_client(
         aws_session_token=aws_session_token,
         region_name=region_name,
     )
+    if total_max_attempts is not None:
+        attempts = total_max_attempts
+    else:
+        attempts = retry_policy.max_attempts if retry_policy is not None else 1
     config = Config(
-        retries={"total_max_attempts": max(1, total_max_attempts), "mode": "standard"},
+        retries={"total_max_attempts": max(1, attempts), "mode": "standard"},
         connect_timeout=timeout_s,
         read_timeout=timeout_s,
         max_pool_connections=max_pool_connections,
     )
     client = session.client(service_name, endpoint_url=endpoint_url, config=config, **client_kwargs)
-    BotoActivityHooks(recorder, service_name).register(client.meta.events)
+    BotoActivityHooks(recorder, service_name, retry_policy).register(
+        client.meta.events, client.meta.service_model.service_id.hyphenize()
+    )
     return client

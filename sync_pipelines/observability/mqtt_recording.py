@@ -11,7 +11,11 @@ observer below, so every broker operation is recorded without the provider askin
   it, marked `purpose: retained_read`: it is not an operation of its own on the wire, and a row
   for it too would count each read three times among the run's provider calls;
 - `endpoint` is `mqtt://host:port/<topic>` (the first filter of a packet, and how many more):
-  no credentials; `request_id` a fresh uuid per operation (MQTT has no header to carry it);
+  no credentials; `request_id` a fresh uuid per operation (MQTT has no header to carry it),
+  shared by the CONNECT attempts of one open;
+- a CONNECT is retried per the integration's `RetryPolicy` (transient failures only): one row
+  per attempt, `attempt` 1..N, `retrying` for an attempt another one follows (with
+  `retry_in_s` in metadata), the last `success` or `failed`;
 - failures carry the taxonomy category the connection raises: a CONNACK "bad user name or
   password" / "not authorized" is `auth`, an unreachable broker or a missing answer
   `transient`, a refused SUBSCRIBE `auth` (an ACL);
@@ -34,6 +38,7 @@ from sync_pipelines.errors import category_of
 from sync_pipelines.observability.activity import MQTT_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import new_request_id
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
 _log = get_logger("mqtt")
@@ -53,6 +58,7 @@ class MqttActivityObserver:
 
     def __init__(self, recorder: ActivityRecorder) -> None:
         self._recorder = recorder
+        self._connect_request_id: str | None = None
 
     def begin(
         self, connection: MqttConnection, packet: str, topics: Sequence[str], **details: Any
@@ -64,11 +70,18 @@ class MqttActivityObserver:
         }
         if len(topics) > 1:
             metadata["topics"] = len(topics)
+        attempt = int(details.pop("attempt", 1))
         metadata.update(details)
+        request_id = new_request_id()
+        if packet == "CONNECT":  # the attempts of one open share a request id, as HTTP's do
+            if attempt > 1 and self._connect_request_id:
+                request_id = self._connect_request_id
+            self._connect_request_id = request_id
         row = self._recorder.new_row(
             MQTT_REQUEST,
             direction="outgoing",
-            request_id=new_request_id(),
+            request_id=request_id,
+            attempt=attempt,
             method=packet,
             endpoint=mqtt_endpoint(ep.host, ep.port, topics),
         )
@@ -94,6 +107,7 @@ class RecordedOperation:
         error: BaseException | None = None,
         code: int | None = None,
         at: float | None = None,
+        retrying: bool = False,
         **details: Any,
     ) -> None:
         with self._lock:
@@ -110,15 +124,16 @@ class RecordedOperation:
         if error is None:
             row.status = "success"
         else:
-            row.status = "failed"
+            row.status = "retrying" if retrying else "failed"
             row.error_type = category_of(error)
             row.error_message = (
                 f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             )
         self._recorder.record(row)  # redacts the row
-        if row.status == "failed":
+        if row.status != "success":
             _log.warning(
-                "mqtt_request_failed",
+                "mqtt_request_failed" if row.status == "failed" else "mqtt_request_retrying",
+                attempt=row.attempt,
                 request_id=row.request_id,
                 method=row.method,
                 endpoint=row.endpoint,
@@ -138,8 +153,19 @@ class RecordedOperation:
 
 
 def build_mqtt_connection(
-    recorder: ActivityRecorder, endpoint: BrokerEndpoint, client_id: str, **options: Any
+    recorder: ActivityRecorder,
+    endpoint: BrokerEndpoint,
+    client_id: str,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    **options: Any,
 ) -> MqttConnection:
     """The only way provider code gets an MQTT connection (unopened; options as
-    `MqttConnection`'s)."""
-    return MqttConnection(endpoint, client_id, observer=MqttActivityObserver(recorder), **options)
+    `MqttConnection`'s). `retry_policy` governs CONNECT attempts (None: one attempt)."""
+    return MqttConnection(
+        endpoint,
+        client_id,
+        observer=MqttActivityObserver(recorder),
+        retry_policy=retry_policy,
+        **options,
+    )

@@ -11,7 +11,10 @@ Rules this module enforces so callers cannot get them wrong:
   acknowledging by packet id across connections could ack the wrong message; a lost
   connection surfaces as TransientError instead;
 - CONNACK "bad user name or password" / "not authorized" → AuthError; refused, unreachable,
-  timed out or dropped → TransientError.
+  timed out or dropped → TransientError;
+- opening is retried per the connection's `RetryPolicy` (observability.retrying): transient
+  failures only, each attempt a fresh paho client and its own observed CONNECT; auth and other
+  refusals never (a wrong password tried again only locks accounts).
 
 The network loop runs in paho's background thread; received messages are handed over through a
 queue, and SUBACK/UNSUBACK waits are keyed by packet id.
@@ -25,6 +28,7 @@ are not operations. Without an observer nothing is tracked (the simulator, the e
 
 from __future__ import annotations
 
+import functools
 import queue
 import socket
 import threading
@@ -40,6 +44,7 @@ from paho.mqtt.properties import Properties
 
 from sync_pipelines.errors import AuthError, PermanentError, ProviderError, TransientError
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.retrying import SINGLE_ATTEMPT, RetryPolicy
 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 #: the largest Receive Maximum MQTT v5 allows
@@ -86,11 +91,13 @@ class MqttOperation(Protocol):
         error: BaseException | None = None,
         code: int | None = None,
         at: float | None = None,
+        retrying: bool = False,
         **details: Any,
     ) -> None:
         """`error`: what the operation ended with (None: it succeeded); `code`: the broker's
         reason code; `at`: the `time.perf_counter()` of the broker's answer (default: now);
-        `details`: figures about the operation (never a payload or a credential)."""
+        `retrying`: it failed and another attempt follows; `details`: figures about the
+        operation (never a payload or a credential)."""
 
 
 class MqttObserver(Protocol):
@@ -98,7 +105,8 @@ class MqttObserver(Protocol):
 
     def begin(
         self, connection: MqttConnection, packet: str, topics: Sequence[str], **details: Any
-    ) -> MqttOperation: ...
+    ) -> MqttOperation:
+        """`details` may carry `attempt` (1-based, CONNECT retries) besides figures."""
 
 
 class MqttConnection:
@@ -116,6 +124,7 @@ class MqttConnection:
         receive_maximum: int | None = None,
         max_inflight_out: int = 20,
         observer: MqttObserver | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(
@@ -130,18 +139,29 @@ class MqttConnection:
         self.session_present = False
         self._observer = observer
         self._awaiting: _Awaiting | _NotAwaiting = _Awaiting() if observer else _NOT_AWAITING
+        self._retry = retry_policy or SINGLE_ATTEMPT
+        self._manual_ack = manual_ack
+        self._max_inflight_out = max_inflight_out
+        self._cond = threading.Condition()
+        self._open = False
+        self._fresh_client()
+
+    def _fresh_client(self) -> None:
+        """A new paho client and connection state: each CONNECT attempt starts from scratch
+        (a paho client that failed to connect is not reused)."""
+        endpoint = self.endpoint
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=self.client_id,
             # 3.1.1: the session flag lives on the client; v5 takes clean_start at connect time
-            clean_session=None if protocol == "5" else not persistent,
-            protocol=PROTOCOLS[protocol],
+            clean_session=None if self.protocol == "5" else not self.persistent,
+            protocol=PROTOCOLS[self.protocol],
             reconnect_on_failure=False,
-            manual_ack=manual_ack,
+            manual_ack=self._manual_ack,
         )
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
-        self._client.max_inflight_messages_set(max_inflight_out)
+        self._client.max_inflight_messages_set(self._max_inflight_out)
         self._client.connect_timeout = endpoint.timeout_s
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -149,34 +169,61 @@ class MqttConnection:
         self._client.on_subscribe = self._on_ack
         self._client.on_unsubscribe = self._on_ack
         self._client.on_publish = self._on_publish
+        self.session_present = False
         self._messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._connack = threading.Event()
         self._connack_reason: Any = None
         self._connack_at: float | None = None
         self._acks: dict[int, list[Any]] = {}
         self._publish_failures: dict[int, str] = {}
-        self._cond = threading.Condition()
         self._lost_reason: str | None = None
         self._closing = False
-        self._open = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> MqttConnection:
+        """CONNECT, retried per the connection's `RetryPolicy` (refused, unreachable, no
+        CONNACK, "server unavailable"); auth and other refusals are final. Each attempt is
+        one observed CONNECT; one that another attempt follows finishes as `retrying`."""
         clean = "clean_start" if self.protocol == "5" else "clean_session"
-        operation = self._begin(
-            "CONNECT", (), **{clean: not self.persistent}, keepalive_s=self.endpoint.keepalive_s
-        )
+        held: list[Callable[..., None]] = []  # how to finish the last failed attempt
+
+        def attempt(number: int) -> None:
+            if number > 1:
+                self._fresh_client()
+            operation = self._begin(
+                "CONNECT",
+                (),
+                attempt=number,
+                **{clean: not self.persistent},
+                keepalive_s=self.endpoint.keepalive_s,
+            )
+            try:
+                self._connect()
+            except BaseException as exc:
+                held.append(
+                    functools.partial(
+                        operation.finish,
+                        error=exc,
+                        code=_code(self._connack_reason),
+                        at=self._connack_at,
+                    )
+                )
+                raise
+            operation.finish(
+                code=_code(self._connack_reason),
+                at=self._connack_at,
+                session_present=self.session_present,
+            )
+
+        def before_retry(state: Any) -> None:
+            held.pop()(retrying=True, retry_in_s=round(state.upcoming_sleep, 3))
+
         try:
-            self._connect()
-        except BaseException as exc:
-            operation.finish(error=exc, code=_code(self._connack_reason), at=self._connack_at)
-            raise
-        operation.finish(
-            code=_code(self._connack_reason),
-            at=self._connack_at,
-            session_present=self.session_present,
-        )
+            self._retry.call(attempt, before_sleep=before_retry)
+        finally:
+            if held:  # the last attempt failed
+                held.pop()()
         self._open = True
         return self
 

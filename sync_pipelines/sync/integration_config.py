@@ -13,6 +13,7 @@ from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import ActivityRecorder
 from sync_pipelines.observability.http_recording import build_http_client
 from sync_pipelines.observability.redaction import redact, register_secret
+from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.contract import IntegrationConfig, Provider
 from sync_pipelines.providers.registry import provider_class
 from sync_pipelines.store.database import Store
@@ -36,12 +37,16 @@ def register_integration(store: Store, integration: Integration) -> None:
             f"setting(s) {', '.join(leaked)} contain a credential; store it in an environment variable "
             "and name that variable in secret_refs instead",
         )
+    # bad retry_* settings are refused here, not at the first sync
+    RetryPolicy.from_settings(integration.settings, integration.integration_id)
     with store.transaction() as conn:
         ensure_organization(conn, integration.organization_id)
         save_integration(conn, integration)
 
 
-def resolve_config(integration: Integration, environ: Mapping[str, str] | None = None) -> IntegrationConfig:
+def resolve_config(
+    integration: Integration, environ: Mapping[str, str] | None = None
+) -> IntegrationConfig:
     """Check the integration has what its provider needs; read its secrets from the environment.
 
     Errors name the integration and the missing piece, so the activity row says what to fix.
@@ -50,7 +55,10 @@ def resolve_config(integration: Integration, environ: Mapping[str, str] | None =
     cls = provider_class(integration.provider, integration.integration_id)
     missing = [s for s in cls.required_settings if integration.settings.get(s) in (None, "")]
     if missing:
-        raise ConfigError(integration.integration_id, f"missing setting(s) {', '.join(missing)} for provider {cls.name}")
+        raise ConfigError(
+            integration.integration_id,
+            f"missing setting(s) {', '.join(missing)} for provider {cls.name}",
+        )
     secrets: dict[str, str] = {}
     for secret in cls.required_secrets:
         env_name = integration.secret_refs.get(secret)
@@ -83,34 +91,60 @@ def resolve_config(integration: Integration, environ: Mapping[str, str] | None =
 
 
 class RecordingClients:
-    """The `ProviderClients` of a sync: every client records its calls into `recorder`."""
+    """The `ProviderClients` of a sync: every client records its calls into `recorder` and
+    retries them per `retry_policy` (the integration's `retry_*` settings; see
+    observability.retrying)."""
 
-    def __init__(self, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        recorder: ActivityRecorder,
+        *,
+        timeout_s: float = 30.0,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
         self.recorder = recorder
         self._timeout_s = timeout_s
+        self.retry_policy = retry_policy or RetryPolicy()
 
     @property
     def request_timeout_s(self) -> float:
         return self._timeout_s
 
     def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
-        return build_http_client(self.recorder, base_url=base_url, headers=headers, timeout_s=self._timeout_s)
+        return build_http_client(
+            self.recorder,
+            base_url=base_url,
+            headers=headers,
+            timeout_s=self._timeout_s,
+            retry_policy=self.retry_policy,
+        )
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
         from sync_pipelines.observability.boto_recording import (
             build_boto_client,  # boto3 is slow to import
         )
 
-        return build_boto_client(self.recorder, service_name, timeout_s=self._timeout_s, **client_kwargs)
+        return build_boto_client(
+            self.recorder,
+            service_name,
+            timeout_s=self._timeout_s,
+            retry_policy=self.retry_policy,
+            **client_kwargs,
+        )
 
     def mqtt(self, endpoint: BrokerEndpoint, client_id: str, **options: Any) -> MqttConnection:
         from sync_pipelines.observability.mqtt_recording import (
             build_mqtt_connection,  # paho is only needed by MQTT syncs
         )
 
-        return build_mqtt_connection(self.recorder, endpoint, client_id, **options)
+        return build_mqtt_connection(
+            self.recorder, endpoint, client_id, retry_policy=self.retry_policy, **options
+        )
 
 
-def open_provider(config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0) -> Provider:
-    clients = RecordingClients(recorder, timeout_s=timeout_s)
+def open_provider(
+    config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0
+) -> Provider:
+    policy = RetryPolicy.from_settings(config.settings, config.integration_id)
+    clients = RecordingClients(recorder, timeout_s=timeout_s, retry_policy=policy)
     return provider_class(config.provider, config.integration_id)(config, clients)

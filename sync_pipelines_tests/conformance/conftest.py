@@ -25,6 +25,8 @@ from sync_pipelines.sync.integration_config import (
 INVENTORY_SIZE = 60
 PAGE_SIZE = 15
 ORG = "org-conformance"
+#: the clients' retries with short backoffs (a server's Retry-After is still honoured)
+FAST_RETRIES = {"retry_base_backoff_s": 0.01, "retry_max_backoff_s": 0.05, "retry_jitter_s": 0.01}
 
 
 @pytest.fixture(scope="module", params=sorted(PEERS))
@@ -54,7 +56,7 @@ def integration_for(peer: ProviderPeer, integration_id: str, *, wrong_secret: bo
     integration = Integration(
         integration_id=integration_id, organization_id=ORG, provider=peer.provider,
         name=f"{peer.provider} conformance",
-        settings={**peer.integration_settings(), "page_size": PAGE_SIZE, **settings},
+        settings={**peer.integration_settings(), "page_size": PAGE_SIZE, **FAST_RETRIES, **settings},
         secret_refs=secret_refs,
     )
     return integration, env

@@ -159,7 +159,7 @@ def test_an_unreachable_broker_is_a_failed_connect_row_of_category_transient(pee
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = {**peer.integration_settings(), "host": "127.0.0.1", "port": port}
+    settings = {**peer.integration_settings(), "host": "127.0.0.1", "port": port, "retry_max_attempts": 1}
     with _provider(recorder, settings, peer.password, peer.username) as provider:
         result = provider.test_connection()
     (row,) = _rows(recorder)

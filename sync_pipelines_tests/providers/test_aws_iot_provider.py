@@ -214,7 +214,7 @@ def test_push_desired_on_a_stale_version_is_a_conflict_naming_the_thing(peer, re
 
 def test_control_plane_throttling_is_rate_limited_with_the_retry_after(peer, recorder):
     peer.inject_fault("rate_limit")
-    with _provider(peer, recorder) as provider, pytest.raises(RateLimitedError) as err:
+    with _provider(peer, recorder, retry_max_attempts=1) as provider, pytest.raises(RateLimitedError) as err:
         list(provider.list_devices())
     assert err.value.status_code == 400 and err.value.retry_after_s == peer.rate_limit_retry_after_s
     assert "aws-p" in str(err.value)
@@ -222,7 +222,7 @@ def test_control_plane_throttling_is_rate_limited_with_the_retry_after(peer, rec
 
 def test_data_plane_throttling_is_a_rate_limited_state_failure(peer, recorder):
     peer.inject_fault("rate_limit")
-    with _provider(peer, recorder) as provider:
+    with _provider(peer, recorder, retry_max_attempts=1) as provider:
         provider._data_client()  # the data client exists: the throttle hits the shadow read
         _, (failure,) = provider.get_states(["thing-00001"])
     assert failure.error_type == "rate_limited" and "429" in failure.error_message
@@ -231,7 +231,7 @@ def test_data_plane_throttling_is_a_rate_limited_state_failure(peer, recorder):
 def test_a_503_is_transient(peer, recorder):
     peer.inject_fault("server_error")
     with (
-        _provider(peer, recorder) as provider,
+        _provider(peer, recorder, retry_max_attempts=1) as provider,
         pytest.raises(TransientError, match="ServiceUnavailable"),
     ):
         list(provider.list_devices())
@@ -240,7 +240,7 @@ def test_a_503_is_transient(peer, recorder):
 def test_a_timeout_is_transient(peer, recorder):
     peer.proxy.add_faults(FaultSpec("timeout", times=1, latency_ms=5000))
     with (
-        _provider(peer, recorder, timeout_s=0.3) as provider,
+        _provider(peer, recorder, timeout_s=0.3, retry_max_attempts=1) as provider,
         pytest.raises(TransientError, match="ReadTimeout"),
     ):
         list(provider.list_devices())

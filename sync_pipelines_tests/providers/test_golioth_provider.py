@@ -9,6 +9,9 @@ from sync_pipelines.observability.activity import ActivityRecorder, ActivityScop
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 
+#: the clients' retries with short backoffs (a server's Retry-After is still honoured)
+FAST_RETRIES = {"retry_base_backoff_s": 0.01, "retry_max_backoff_s": 0.05, "retry_jitter_s": 0.01}
+
 
 @pytest.fixture
 def recorder() -> ActivityRecorder:
@@ -18,7 +21,8 @@ def recorder() -> ActivityRecorder:
 def _provider(running, recorder, api_key=None, **settings):
     config = IntegrationConfig(
         integration_id="g-p", organization_id="org-p", provider="golioth",
-        settings={"base_url": running.url, "project_id": running.emulator.config.project_id, **settings},
+        settings={"base_url": running.url, "project_id": running.emulator.config.project_id,
+                  **FAST_RETRIES, **settings},
         secrets={"api_key": api_key or running.api_key},
     )
     return open_provider(config, recorder)

@@ -15,6 +15,9 @@ from sync_pipelines.peers.mqtt import MALFORMED_DEVICE, MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 
+#: the client's CONNECT retries with short backoffs
+FAST_RETRIES = {"retry_base_backoff_s": 0.01, "retry_max_backoff_s": 0.05, "retry_jitter_s": 0.01}
+
 
 @pytest.fixture(scope="module")
 def peer():
@@ -37,7 +40,7 @@ def _config(peer: MqttPeer, password: str | None = None, **settings) -> Integrat
         integration_id="m-p",
         organization_id="org-p",
         provider="mqtt",
-        settings={**peer.integration_settings(), **settings},
+        settings={**peer.integration_settings(), **FAST_RETRIES, **settings},
         secrets={"username": peer.username, "password": password or peer.password},
     )
 
@@ -178,7 +181,9 @@ def test_nothing_listening_is_transient(peer, recorder):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    config = replace(_config(peer), settings={**peer.integration_settings(), "port": closed_port})
+    config = replace(
+        _config(peer), settings={**peer.integration_settings(), **FAST_RETRIES, "port": closed_port}
+    )
     with open_provider(config, recorder, timeout_s=2) as provider:
         assert not provider.test_connection().ok
         with pytest.raises(TransientError, match="cannot reach the broker"):

@@ -46,7 +46,7 @@ def test_a_desired_change_is_written_as_an_update(store, golioth_factory, regist
 
 def test_failed_state_reads_are_counted_and_the_rest_stored(store, golioth_factory, register_golioth, open_session):
     running = golioth_factory(device_count=20)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, retry_max_attempts=1)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
         running.emulator.add_faults({"kind": "server_error", "status": 500, "path": "/data$", "times": 2})
