@@ -36,6 +36,9 @@ CONFLICT = "conflict"
 TELEMETRY_IMPORT = "telemetry_import"
 MQTT_MESSAGE = "mqtt_message"
 TELEMETRY_GAP = "telemetry_gap"
+WEBHOOK_PROCESSING = "webhook_processing"
+#: a dead-letter replay (the operation) and each letter's outcome (resolved, retrying, quarantined)
+REPLAY = "replay"
 
 #: the row types that are calls to a provider: one per HTTP request or MQTT broker operation
 PROVIDER_CALLS = frozenset({HTTP_REQUEST, MQTT_REQUEST})

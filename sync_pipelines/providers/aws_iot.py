@@ -176,6 +176,9 @@ class AwsIotProvider(Provider):
                     failures.append(StateFailure(external_id, outcome.category, str(outcome)))
         return states, failures
 
+    def parse_device(self, payload: Any) -> DeviceRecord:
+        return _to_device(payload, self.tags_attribute)
+
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
     ) -> PushResult:

@@ -41,6 +41,7 @@ from sync_pipelines.errors import (
     TransientError,
     error_class_for_status,
 )
+from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
 from sync_pipelines.providers.azure_sas import (
@@ -222,6 +223,8 @@ class AzureIotProvider(Provider):
             device_id=external_id,
             content=json.dumps({"properties": {"desired": dict(patch)}}).encode(),
             headers={"If-Match": if_match, "Content-Type": _JSON},
+            # a JSON merge patch, conditional on the etag: a repeat never writes twice
+            extensions={IDEMPOTENT_EXTENSION: True},
         )
         twin = self._decode(response, device_id=external_id)
         if not isinstance(twin, dict):
@@ -234,6 +237,9 @@ class AzureIotProvider(Provider):
             request_id=response.request.headers.get(_REQUEST_ID),
         )
 
+    def parse_device(self, payload: Any) -> DeviceRecord:
+        return twin_to_device(payload)
+
     # -- wire -----------------------------------------------------------------------------
 
     def _query_page(self, continuation: str | None, max_items: int) -> httpx.Response:
@@ -245,6 +251,7 @@ class AzureIotProvider(Provider):
             "/devices/query",
             headers=headers,
             content=json.dumps({"query": self.query}).encode(),
+            extensions={IDEMPOTENT_EXTENSION: True},  # a read sent as POST
         )
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:

@@ -210,6 +210,18 @@ class Provider(abc.ABC):
         """Receive telemetry for at most `window_s` seconds, in batches of at most `max_messages`."""
         raise NotImplementedError(f"provider {self.name} has no telemetry stream")
 
+    def parse_device(self, payload: Any) -> DeviceRecord:
+        """Normalise one inventory record as `list_devices` received it (a dead letter's stored
+        payload) exactly as the listing does; raises ValueError/TypeError when it still cannot.
+        Dead-letter replay calls it, so a record rejected by a parser since fixed (or under a
+        setting since changed) is stored without listing the whole inventory again."""
+        raise NotImplementedError(f"provider {self.name} cannot re-normalise a stored device record")
+
+    def parse_telemetry(self, payload: Any) -> TelemetryMessage:
+        """Parse one rejected telemetry message as `drain_telemetry` stored it in its
+        RejectedRecord, as the drain does; raises ValueError when it still cannot."""
+        raise NotImplementedError(f"provider {self.name} cannot re-parse a stored telemetry message")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

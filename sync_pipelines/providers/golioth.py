@@ -28,6 +28,7 @@ from sync_pipelines.errors import (
     TransientError,
     error_class_for_status,
 )
+from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
 from sync_pipelines.providers.contract import (
     ConnectionResult,
     DevicePage,
@@ -147,7 +148,12 @@ class GoliothProvider(Provider):
                     provider=self.name, endpoint=f"devices/{external_id}/data",
                     request_id=current.request_id,
                 )
-        response = self.http.post(f"{self._prefix}/devices/{external_id}/data/desired", json=patch)
+        # a deep merge of the same patch lands the same tree twice: safe for the transport to repeat
+        response = self.http.post(
+            f"{self._prefix}/devices/{external_id}/data/desired",
+            json=patch,
+            extensions={IDEMPOTENT_EXTENSION: True},
+        )
         if response.status_code >= 400:
             raise self._status_error(response)
         after = self._fetch_state(external_id)
@@ -155,6 +161,9 @@ class GoliothProvider(Provider):
             raise after
         return PushResult(external_id, after.version, after.desired,
                           request_id=response.request.headers.get(_REQUEST_ID))
+
+    def parse_device(self, payload: Any) -> DeviceRecord:
+        return _to_device(payload)
 
     # -- wire -----------------------------------------------------------------------------
 

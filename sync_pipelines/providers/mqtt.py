@@ -322,6 +322,33 @@ class MqttProvider(Provider):
         finally:
             conn.close()  # unacknowledged messages stay with the broker and come back with DUP
 
+    def parse_device(self, payload: Any) -> DeviceRecord:
+        external_id, raw = self._stored_message(payload, META)
+        return meta_to_device(external_id, self._decode(raw))
+
+    def parse_telemetry(self, payload: Any) -> TelemetryMessage:
+        external_id, raw = self._stored_message(payload, TELEMETRY)
+        return telemetry_message(
+            external_id, payload["topic"], self._decode(raw), received_at=utc_now(), duplicate=False
+        )
+
+    def _stored_message(self, payload: Any, kind: str) -> tuple[str, bytes]:
+        """(device, bytes) of a message as `_rejected` stored it (its topic and a preview that
+        is the whole payload up to the preview limit, UTF-8)."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("topic"), str):
+            raise DocumentError("a stored MQTT message needs its `topic`")
+        parsed = self.layout.parse(payload["topic"])
+        if parsed is None or parsed[1] != kind:
+            raise DocumentError(
+                f"topic {payload['topic']!r} is not a {kind} topic under this prefix"
+            )
+        text = payload.get("payload")
+        if not isinstance(text, str) or len(text.encode()) != payload.get("bytes"):
+            raise DocumentError(
+                "the stored payload is a truncated or lossy preview; it cannot be replayed"
+            )
+        return parsed[0], text.encode()
+
     # -- reading retained documents -------------------------------------------------------
 
     def _connection(self, purpose: str) -> MqttConnection:

@@ -1,5 +1,6 @@
 """The device state sync: reported/desired documents for every device the store knows,
-read from the provider in batches (bounded concurrency is the provider's job)."""
+read from the provider in batches (bounded concurrency is the provider's job). A device whose
+state cannot be read is dead-lettered; reading it fine later resolves its letter."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from sync_pipelines.errors import category_of
 from sync_pipelines.observability.activity import RECORD_REJECTED, STATE_IMPORT
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import StateFailure
+from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import device_ids_after, upsert_device_states
+from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
@@ -41,6 +44,7 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
                             for s in states]
                     with store.transaction() as conn:
                         written = upsert_device_states(conn, rows)
+                        resolve_synced(session, conn, STREAM, [s.external_id for s in states])
                     c = run.counts
                     c.pages += 1
                     c.fetched += len(ids)
@@ -65,8 +69,10 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
 
 def _record_failures(session: IntegrationSession, failures: list[StateFailure]) -> None:
     """Each device whose state could not be read is an activity row naming it (the call's own
-    row may well be a 200: an invalid shadow, a document that is not JSON)."""
+    row may well be a 200: an invalid shadow, a document that is not JSON) and a dead letter
+    (replayed by reading the device's state again)."""
     recorder, integration_id = session.recorder, session.integration.integration_id
+    letters = []
     for failure in failures:
         message = failure.error_message
         if failure.external_id not in message:
@@ -80,3 +86,7 @@ def _record_failures(session: IntegrationSession, failures: list[StateFailure]) 
         recorder.record(row)
         _log.warning("device_state_failed", external_id=failure.external_id,
                      error={"type": failure.error_type, "message": failure.error_message})
+        letters.append(FailedRecord(stream=STREAM, dedupe_key=failure.external_id, error_type=failure.error_type,
+                                    error_message=message, payload={"external_id": failure.external_id},
+                                    external_id=failure.external_id))
+    dead_letter(session, letters)

@@ -10,6 +10,9 @@ conditional on the version too (shadow version, twin etag), so a writer racing u
 read and the write is a conflict as well, never a silent overwrite.
 
 Several pending changes for one device are merged (JSON merge patch, oldest first) into one push.
+Changes that fail (the device's state unreadable, the push refused) are dead-lettered — payload:
+their ids and merged patch — and replayed by setting them back to pending; a change that is
+later pushed (or settled as a conflict) resolves its letter.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sync_pipelines.observability.activity import DESIRED_PUSH, EXPORT
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
 from sync_pipelines.providers.contract import DeviceState, Provider
+from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.desired import (
     CONFLICT,
     FAILED,
@@ -36,6 +40,7 @@ from sync_pipelines.store.desired import (
     record_conflict,
 )
 from sync_pipelines.store.devices import upsert_device_states
+from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
@@ -123,9 +128,7 @@ class _Exporter:
             self.session.recorder.flush()
 
     def _export_device(self, external_id: str, changes: list[dict[str, Any]], state: DeviceState) -> None:
-        patch: dict[str, Any] = {}
-        for change in changes:
-            patch = merge_patch(patch, change["patch"]) if patch else dict(change["patch"])
+        patch = _merged_patch(changes)
         base_version = changes[0]["base_version"]
         change_ids = [c["id"] for c in changes]
         with self.session.recorder.operation(DESIRED_PUSH, external_id=external_id, change_ids=change_ids,
@@ -198,6 +201,13 @@ class _Exporter:
     def _fail(self, changes: list[dict[str, Any]], error_type: str, message: str) -> None:
         self._finish(changes, FAILED, error_type=error_type, error_message=message)
         self.run.counts.failed += len(changes)
+        first = changes[0]
+        dead_letter(self.session, [FailedRecord(
+            stream=STREAM, dedupe_key=first["id"], source_id=first["id"], external_id=first["external_id"],
+            error_type=error_type, error_message=message,
+            payload={"external_id": first["external_id"], "change_ids": [c["id"] for c in changes],
+                     "patch": _merged_patch(changes)},
+        )])
         _log.warning("desired_push_failed", external_id=changes[0]["external_id"],
                      error={"type": error_type, "message": message})
 
@@ -207,6 +217,8 @@ class _Exporter:
         with self.session.store.transaction() as conn:
             for change in changes:
                 finish_change(conn, self.org, change["id"], status=status, run_id=self.run_id, **fields)
+            if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
+                resolve_synced(self.session, conn, STREAM, [c["id"] for c in changes])
 
     def _store_state(self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None) -> None:
         pushed = DeviceState(external_id=state.external_id, reported=state.reported, desired=desired,
@@ -215,6 +227,14 @@ class _Exporter:
             upsert_device_states(conn, [state_row(pushed, organization_id=self.org,
                                                   integration_id=self.integration_id, run_id=self.run_id,
                                                   now=utc_now())])
+
+
+def _merged_patch(changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The changes' patches merged oldest first: what one push sends."""
+    patch: dict[str, Any] = {}
+    for change in changes:
+        patch = merge_patch(patch, change["patch"]) if patch else dict(change["patch"])
+    return patch
 
 
 __all__ = ["LOCAL_WINS", "PROVIDER_WINS", "export_desired_states", "merge_patch"]

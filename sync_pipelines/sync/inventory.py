@@ -3,7 +3,8 @@
 Pages stream in from the provider and are gathered into batches of whole pages; each batch
 is written with the cursor after its last page in one transaction, so a killed sync resumes
 from the last committed batch and never loses or doubles a record. Records a provider could
-not normalise are counted as failed and recorded; they do not take the batch down.
+not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
+down, and a device that later syncs fine resolves its dead letter.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from sync_pipelines.errors import category_of
 from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DevicePage
+from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import upsert_devices
 from sync_pipelines.store.sync_state import set_cursor
+from sync_pipelines.sync.failed_records import dead_letter, payload_key, resolve_synced
 from sync_pipelines.sync.records import device_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
@@ -94,6 +97,7 @@ class _Batch:
         self.commit_failed = True
         with self.session.store.transaction() as conn:
             written = upsert_devices(conn, list(self.rows.values()))
+            resolve_synced(self.session, conn, STREAM, list(self.rows))
             set_cursor(conn, integ.organization_id, integ.integration_id, STREAM, self.cursor_after,
                        self.session.run.run_id)
         self.commit_failed = False
@@ -108,6 +112,9 @@ class _Batch:
 
 
 def _record_rejected(session: IntegrationSession, page: DevicePage) -> None:
+    """Each rejected record: an activity row and a dead letter holding its whole payload."""
+    if not page.rejected:
+        return
     recorder = session.recorder
     for rejected in page.rejected:
         row = recorder.new_row(
@@ -121,6 +128,12 @@ def _record_rejected(session: IntegrationSession, page: DevicePage) -> None:
         _log.warning("record_rejected", external_id=rejected.external_id, page=page.page_number,
                      request_id=page.request_id,
                      error={"type": rejected.error_type, "message": rejected.error_message})
+    dead_letter(session, [
+        FailedRecord(stream=STREAM, dedupe_key=r.external_id or payload_key(r.payload),
+                     error_type=r.error_type, error_message=r.error_message, payload=r.payload,
+                     external_id=r.external_id, request_id=page.request_id)
+        for r in page.rejected
+    ])
 
 
 def _bounded(payload: Any, limit: int = 4000) -> Any:

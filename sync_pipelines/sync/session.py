@@ -22,7 +22,6 @@ from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.sync.activity_sink import StoreActivitySink
 from sync_pipelines.sync.integration_config import open_provider, resolve_config
 
-
 #: how long one provider call may take before it counts as a (transient) timeout; per
 #: integration with the `request_timeout_s` setting
 DEFAULT_REQUEST_TIMEOUT_S = 30.0

@@ -7,7 +7,9 @@ and only after that commit is the batch acknowledged to the broker. A sync kille
 commit gets the batch redelivered next time; one killed between commit and acknowledgement gets
 it redelivered too, and the store absorbs it. Gaps (readings that never arrived, e.g. dropped
 by a broker whose queue overflowed) are stored, logged, recorded as activity and counted in the
-sync log; the sync is then "partial", as it is when messages are rejected.
+sync log; the sync is then "partial", as it is when messages are rejected. A rejected message is
+acknowledged (it would only come back) and dead-lettered, so a replay can parse it again once
+what rejected it is fixed (e.g. a raised `max_message_bytes`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from sync_pipelines.observability.activity import MQTT_MESSAGE, TELEMETRY_GAP, T
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
 from sync_pipelines.store.database import dump_json
+from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
     advance_sequences,
     insert_gaps,
     insert_telemetry,
     last_sequences,
 )
+from sync_pipelines.sync.failed_records import dead_letter, payload_key
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.sync_run import SyncRun
@@ -124,7 +128,7 @@ class _BatchOutcome:
 def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome:
     integ, run_id = session.integration, session.run.run_id
     outcome = _BatchOutcome(batch, batch_id=f"mqtt-batch-{uuid.uuid4()}")
-    rows = _rows(session, batch.messages, outcome.batch_id)
+    rows = message_rows(session, batch.messages, request_id=outcome.batch_id)
     sequences: dict[str, list[int]] = {}
     for message in batch.messages:
         if message.sequence is not None:
@@ -162,8 +166,11 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
     return outcome
 
 
-def _rows(session: IntegrationSession, messages: Any, batch_id: str) -> list[dict[str, Any]]:
-    """Store rows, one per message key (a key twice in one batch is one row)."""
+def message_rows(
+    session: IntegrationSession, messages: Any, *, request_id: str
+) -> list[dict[str, Any]]:
+    """`device_telemetry` rows of messages, one per message key (a key twice is one row);
+    `request_id` is the batch (or replay) they were stored by."""
     integ = session.integration
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for message in messages:
@@ -181,7 +188,7 @@ def _rows(session: IntegrationSession, messages: Any, batch_id: str) -> list[dic
                 "device_time": message.device_time,
                 "received_at": message.received_at,
                 "run_id": session.run.run_id,
-                "request_id": batch_id,
+                "request_id": request_id,
             },
         )
     return list(rows.values())
@@ -235,6 +242,7 @@ def _record(session: IntegrationSession, outcome: _BatchOutcome) -> None:
     )
     summary.completed_at = summary.created_at
     recorder.record(summary)
+    letters = []
     for rejected in batch.rejected:
         topic = rejected.payload.get("topic") if isinstance(rejected.payload, dict) else None
         row = recorder.new_row(
@@ -257,6 +265,25 @@ def _record(session: IntegrationSession, outcome: _BatchOutcome) -> None:
             request_id=outcome.batch_id,
             error={"type": rejected.error_type, "message": rejected.error_message},
         )
+        # keyed by what arrived (topic + bytes), not the delivery (its DUP flag)
+        key = payload_key(
+            {"topic": topic, "payload": rejected.payload.get("payload")}
+            if isinstance(rejected.payload, dict)
+            else rejected.payload
+        )
+        letters.append(
+            FailedRecord(
+                stream=STREAM,
+                dedupe_key=key,
+                source_id=key,
+                external_id=rejected.external_id,
+                error_type=rejected.error_type,
+                error_message=rejected.error_message,
+                payload=rejected.payload,
+                request_id=outcome.batch_id,
+            )
+        )
+    dead_letter(session, letters)
     for gap in outcome.gaps:
         message = (
             f"device {gap.external_id}: telemetry seq {gap.first_missing}..{gap.last_missing} never arrived "
