@@ -294,6 +294,18 @@ def emulator_aws(host: str, port: int, devices: int) -> None:
     run_aws_peer(port=port, devices=devices, host=host)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--database-url", envvar="SYNC_DATABASE_URL", default=None,
+              help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).")
+def receiver(host: str, port: int, database_url: str | None) -> None:
+    """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health."""
+    from sync_pipelines.webhooks.app import run_receiver  # starlette/uvicorn only for this command
+
+    run_receiver(host, port, database_url=database_url)
+
+
 @main.command("peer")
 @click.argument("provider")
 @click.option("--devices", "device_count", type=int, default=200, show_default=True)
@@ -344,6 +356,12 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
         pairs[key] = value
     return pairs
+
+
+from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
+
+for _command in (replay, quarantine, dead_letters):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -105,8 +105,9 @@ def _migrate_postgres(store: Store) -> list[str]:
 def _migrate_sqlite(store: Store) -> list[str]:
     applied: list[str] = []
     raw = store.engine.raw_connection()
+    db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+    previous_isolation = db.isolation_level
     try:
-        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         db.isolation_level = None  # we issue BEGIN/COMMIT ourselves
         for migration in migrations_for(store.dialect):
             db.execute("BEGIN IMMEDIATE")  # the write lock serialises concurrent migrators
@@ -127,6 +128,9 @@ def _migrate_sqlite(store: Store) -> list[str]:
                 db.execute("ROLLBACK")
                 raise
     finally:
+        # The connection goes back to the pool: left in autocommit, every later
+        # store.transaction() on it would commit statement by statement and never roll back.
+        db.isolation_level = previous_isolation
         raw.close()
     return applied
 

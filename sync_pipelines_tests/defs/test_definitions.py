@@ -55,6 +55,11 @@ def test_each_provider_has_its_jobs_and_poll_schedule(provider):
 
 def test_the_connection_job_and_partitions_sensor_exist_by_name():
     assert defs.resolve_job_def("test_integration_connection").name == "test_integration_connection"
+    assert defs.resolve_job_def("replay_dead_letters").name == "replay_dead_letters"
+    assert defs.resolve_sensor_def("dead_letter_replay_sensor").name == "dead_letter_replay_sensor"
+    assert defs.resolve_sensor_def("run_failure_recorder").name == "run_failure_recorder"
+    assert defs.resolve_job_def("process_webhook_inbox").name == "process_webhook_inbox"
+    assert defs.resolve_sensor_def("webhook_inbox_sensor").name == "webhook_inbox_sensor"
     assert (
         defs.resolve_sensor_def("integration_partitions_sensor").name
         == "integration_partitions_sensor"

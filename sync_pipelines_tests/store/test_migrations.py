@@ -73,3 +73,23 @@ def test_sqlite_scripts_split_into_whole_statements_ignoring_comments():
         "-- heading\nCREATE TABLE a (x TEXT); -- trailing",
         "CREATE TABLE b (y TEXT DEFAULT ';');",
     ]
+
+
+def test_a_transaction_after_migrating_sqlite_still_rolls_back(tmp_path):
+    import sqlalchemy as sa
+
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.migrations import migrate
+
+    store = Store(f"sqlite:///{tmp_path}/rollback.db", pool_size=1)
+    migrate(store)
+    try:
+        with store.transaction() as conn:
+            conn.execute(sa.text("INSERT INTO organizations (organization_id, name, created_at) "
+                                 "VALUES ('org-x', 'x', '2026-01-01T00:00:00.000000Z')"))
+            raise RuntimeError("abort")
+    except RuntimeError:
+        pass
+    with store.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM organizations")).scalar_one() == 0
+    store.dispose()

@@ -1,0 +1,413 @@
+"""The webhook inbox (sql/005_webhook_events.sql): events stored once, claimed, processed.
+
+The receiver inserts with ON CONFLICT DO NOTHING on (integration_id, event_id), so a sender's
+retry is answered as a duplicate and never becomes a second row. A processing run *claims* a
+batch (status `processing`, with a lease: a run killed mid-batch leaves rows another run may
+reclaim once `claimed_at` is older than the lease), then marks each event processed — in the
+transaction that applies it, conditional on still holding the claim — or failed. Every query
+is scoped by organization, except the inbox sensor's two scans (`pending_events_after`,
+`overdue_events`), which span tenants like integrations.py's system reads.
+
+`touch_device` lives here because only webhook processing writes devices field by field (the
+syncs upsert whole rows through store/devices.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.figures import percentile
+from sync_pipelines.store.activity import ACTIVITY_COLUMNS
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+
+PENDING = "pending"
+PROCESSING = "processing"
+PROCESSED = "processed"
+FAILED = "failed"
+STATUSES = (PENDING, PROCESSING, PROCESSED, FAILED)
+
+_COLUMNS = (
+    "id",
+    "organization_id",
+    "integration_id",
+    "provider",
+    "event_id",
+    "event_type",
+    "external_id",
+    "payload",
+    "headers",
+    "delivery_id",
+    "status",
+    "received_at",
+    "claimed_at",
+    "processed_at",
+    "attempts",
+    "run_id",
+    "error_type",
+    "error_message",
+)
+_SELECT = ", ".join(_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    id: str
+    organization_id: str
+    integration_id: str
+    provider: str
+    event_id: str
+    event_type: str
+    external_id: str | None
+    payload: Any
+    headers: dict[str, str]
+    delivery_id: str
+    status: str = PENDING
+    received_at: datetime | None = None
+    claimed_at: datetime | None = None
+    processed_at: datetime | None = None
+    attempts: int = 0
+    run_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPosition:
+    """Where an event sits in the inbox's order (received_at, id): the sensor's cursor unit."""
+
+    id: str
+    organization_id: str
+    integration_id: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingDelay:
+    """processed_at − received_at over recently processed events, in seconds."""
+
+    count: int
+    p50_s: float | None
+    p95_s: float | None
+    max_s: float | None
+
+
+# -- the receiver ---------------------------------------------------------------------------------
+
+
+def insert_event(conn: Connection, event: WebhookEvent) -> bool:
+    """Store a received event unless its (integration, event id) is already there; True if new."""
+    params = {c: getattr(event, c) for c in _COLUMNS}
+    params["payload"] = dump_json(event.payload)
+    params["headers"] = dump_json(event.headers)
+    values = ", ".join(f":{c}" for c in _COLUMNS)
+    result = conn.execute(
+        sa.text(
+            f"INSERT INTO webhook_events ({_SELECT}) VALUES ({values}) "
+            "ON CONFLICT (integration_id, event_id) DO NOTHING"
+        ),
+        params,
+    )
+    return result.rowcount == 1
+
+
+_ACTIVITY_INSERT = sa.text(
+    f"INSERT INTO integration_activity_log ({', '.join(ACTIVITY_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in ACTIVITY_COLUMNS)})"
+)
+
+
+def insert_delivery_activity(conn: Connection, row: Mapping[str, Any]) -> None:
+    """A delivery's `webhook_received` activity row (already shaped and redacted), written in the
+    delivery's transaction: one INSERT, where the batch path's COPY would cost extra round trips."""
+    conn.execute(_ACTIVITY_INSERT, dict(row))
+
+
+# -- processing -----------------------------------------------------------------------------------
+
+
+def claim_events(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    *,
+    limit: int,
+    run_id: str | None,
+    now: datetime,
+    lease_s: float,
+) -> list[WebhookEvent]:
+    """Claim the oldest `limit` pending events (and expired claims) of an integration for a run."""
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    rows = conn.execute(
+        sa.text(
+            "UPDATE webhook_events SET status = 'processing', claimed_at = :now, run_id = :run, "
+            "attempts = attempts + 1 WHERE id IN (SELECT id FROM webhook_events "
+            "WHERE organization_id = :o AND integration_id = :i AND (status = 'pending' "
+            "OR (status = 'processing' AND claimed_at < :expired)) "
+            f"ORDER BY received_at, id LIMIT :n{lock}) RETURNING {_SELECT}"
+        ),
+        {
+            "now": now,
+            "run": run_id,
+            "o": organization_id,
+            "i": integration_id,
+            "expired": now - timedelta(seconds=lease_s),
+            "n": limit,
+        },
+    ).mappings()
+    events = [_to_event(r) for r in rows]
+    return sorted(events, key=lambda e: (e.received_at, e.id))  # RETURNING has no order
+
+
+def mark_processed(
+    conn: Connection, organization_id: str, row_id: str, *, run_id: str | None, now: datetime
+) -> bool:
+    """Mark a claimed event processed; False if the claim was lost (another run holds it)."""
+    return (
+        conn.execute(
+            sa.text(
+                "UPDATE webhook_events SET status = 'processed', processed_at = :t, error_type = NULL, "
+                "error_message = NULL WHERE organization_id = :o AND id = :id AND status = 'processing' "
+                "AND run_id IS NOT DISTINCT FROM :run"
+            ),
+            {"t": now, "o": organization_id, "id": row_id, "run": run_id},
+        ).rowcount
+        == 1
+    )
+
+
+def mark_failed(
+    conn: Connection,
+    organization_id: str,
+    row_id: str,
+    *,
+    run_id: str | None,
+    error_type: str,
+    error_message: str,
+    now: datetime,
+) -> bool:
+    return (
+        conn.execute(
+            sa.text(
+                "UPDATE webhook_events SET status = 'failed', processed_at = NULL, error_type = :et, "
+                "error_message = :em WHERE organization_id = :o AND id = :id AND status = 'processing' "
+                "AND run_id IS NOT DISTINCT FROM :run"
+            ),
+            {
+                "et": error_type,
+                "em": error_message,
+                "o": organization_id,
+                "id": row_id,
+                "run": run_id,
+            },
+        ).rowcount
+        == 1
+    )
+
+
+def requeue_events(conn: Connection, organization_id: str, row_ids: Sequence[str]) -> int:
+    """Put failed events back to pending (a dead-letter replay); processed ones stay processed."""
+    if not row_ids:
+        return 0
+    return conn.execute(
+        sa.text(
+            "UPDATE webhook_events SET status = 'pending', claimed_at = NULL, run_id = NULL "
+            "WHERE organization_id = :o AND status = 'failed' AND id IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {"o": organization_id, "ids": list(row_ids)},
+    ).rowcount
+
+
+def touch_device(
+    conn: Connection,
+    *,
+    organization_id: str,
+    integration_id: str,
+    external_id: str,
+    run_id: str | None,
+    request_id: str,
+    now: datetime,
+    status: str | None = None,
+    seen_at: datetime | None = None,
+) -> str:
+    """Apply an event's news to a device row, with the event as provenance; 'created' or 'updated'.
+
+    A device the inventory has not stored yet gets a placeholder row (name = id, empty content
+    hash, so the next inventory sync rewrites it whole). `last_seen_at` only moves forward. The
+    content hash is left alone: an inventory that still reports the old state does not undo the
+    event, one that reports a change rewrites the row."""
+    key = {"o": organization_id, "i": integration_id, "e": external_id}
+    created = (
+        conn.execute(
+            sa.text(
+                "INSERT INTO devices (organization_id, integration_id, external_id, name, hardware_ids, "
+                "tags, attributes, content_hash, last_run_id, last_request_id, created_at, updated_at) "
+                "VALUES (:o, :i, :e, :e, '[]', '[]', '{}', '', :r, :q, :t, :t) "
+                "ON CONFLICT (integration_id, external_id) DO NOTHING"
+            ),
+            {**key, "r": run_id, "q": request_id, "t": now},
+        ).rowcount
+        == 1
+    )
+    sets = ["last_run_id = :r", "last_request_id = :q", "updated_at = :t"]
+    params: dict[str, Any] = {**key, "r": run_id, "q": request_id, "t": now}
+    if status is not None:
+        sets.append("status = :s")
+        params["s"] = status
+    if seen_at is not None:
+        sets.append(
+            "last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < :seen "
+            "THEN :seen ELSE last_seen_at END"
+        )
+        params["seen"] = seen_at
+    conn.execute(
+        sa.text(
+            f"UPDATE devices SET {', '.join(sets)} WHERE organization_id = :o "
+            "AND integration_id = :i AND external_id = :e"
+        ),
+        params,
+    )
+    return "created" if created else "updated"
+
+
+# -- the inbox sensor (system-level: spans tenants) -------------------------------------------------
+
+# events of deleted or disabled integrations wait: no run could process them
+_POSITIONS = (
+    "SELECT e.id, e.organization_id, e.integration_id, e.received_at FROM webhook_events e "
+    "JOIN integrations i ON i.integration_id = e.integration_id "
+    "AND i.organization_id = e.organization_id AND i.enabled = :true"
+)
+
+
+def pending_events_after(
+    conn: Connection, after: tuple[datetime, str] | None, *, limit: int
+) -> list[InboxPosition]:
+    """Pending events of enabled integrations past the sensor's cursor (received_at, id), in
+    inbox order."""
+    sql = f"{_POSITIONS} WHERE e.status = 'pending'"
+    params: dict[str, Any] = {"n": limit, "true": True}
+    if after is not None:
+        sql += " AND (e.received_at > :t OR (e.received_at = :t AND e.id > :id))"
+        params.update(t=after[0], id=after[1])
+    rows = conn.execute(sa.text(sql + " ORDER BY e.received_at, e.id LIMIT :n"), params).mappings()
+    return [_to_position(r) for r in rows]
+
+
+def overdue_events(
+    conn: Connection, *, received_before: datetime, claimed_before: datetime, limit: int
+) -> list[InboxPosition]:
+    """Events that should have been processed by now: pending since before `received_before`
+    (their run never ran, or they committed behind the cursor), or claimed by a run whose lease
+    ran out."""
+    rows = conn.execute(
+        sa.text(
+            f"{_POSITIONS} WHERE ((e.status = 'pending' AND e.received_at < :r) "
+            "OR (e.status = 'processing' AND e.claimed_at < :c)) ORDER BY e.received_at, e.id LIMIT :n"
+        ),
+        {"r": received_before, "c": claimed_before, "n": limit, "true": True},
+    ).mappings()
+    return [_to_position(r) for r in rows]
+
+
+# -- reads: operators, figures, tests ---------------------------------------------------------------
+
+
+def list_events(
+    conn: Connection, organization_id: str, integration_id: str, status: str | None = None
+) -> list[WebhookEvent]:
+    sql = f"SELECT {_SELECT} FROM webhook_events WHERE organization_id = :o AND integration_id = :i"
+    params: dict[str, Any] = {"o": organization_id, "i": integration_id}
+    if status:
+        sql += " AND status = :s"
+        params["s"] = status
+    return [
+        _to_event(r)
+        for r in conn.execute(sa.text(sql + " ORDER BY received_at, id"), params).mappings()
+    ]
+
+
+def event_counts(
+    conn: Connection, organization_id: str, integration_id: str | None = None
+) -> dict[str, int]:
+    """Events per status (the backlog is pending + processing)."""
+    sql = "SELECT status, count(*) AS n FROM webhook_events WHERE organization_id = :o"
+    params: dict[str, Any] = {"o": organization_id}
+    if integration_id:
+        sql += " AND integration_id = :i"
+        params["i"] = integration_id
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(
+        {
+            r["status"]: int(r["n"])
+            for r in conn.execute(sa.text(sql + " GROUP BY status"), params).mappings()
+        }
+    )
+    return counts
+
+
+def oldest_pending_age_s(
+    conn: Connection, organization_id: str, integration_id: str | None, *, now: datetime
+) -> float | None:
+    """How long the oldest unprocessed event has waited (None: nothing waiting)."""
+    sql = (
+        "SELECT min(received_at) FROM webhook_events WHERE organization_id = :o "
+        "AND status IN ('pending', 'processing')"
+    )
+    params: dict[str, Any] = {"o": organization_id}
+    if integration_id:
+        sql += " AND integration_id = :i"
+        params["i"] = integration_id
+    oldest = parse_timestamp(conn.execute(sa.text(sql), params).scalar())
+    return None if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+def processing_delay(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str | None = None,
+    *,
+    since: datetime | None = None,
+    limit: int = 10_000,
+) -> ProcessingDelay:
+    """Receipt-to-processed delay of the most recently processed events."""
+    sql = (
+        "SELECT received_at, processed_at FROM webhook_events WHERE organization_id = :o "
+        "AND status = 'processed'"
+    )
+    params: dict[str, Any] = {"o": organization_id, "n": limit}
+    if integration_id:
+        sql += " AND integration_id = :i"
+        params["i"] = integration_id
+    if since:
+        sql += " AND processed_at >= :since"
+        params["since"] = since
+    rows = conn.execute(sa.text(sql + " ORDER BY processed_at DESC LIMIT :n"), params).all()
+    delays = [(parse_timestamp(done) - parse_timestamp(got)).total_seconds() for got, done in rows]
+    if not delays:
+        return ProcessingDelay(0, None, None, None)
+    return ProcessingDelay(len(delays), percentile(delays, 50), percentile(delays, 95), max(delays))
+
+
+def _to_event(row: Mapping[str, Any]) -> WebhookEvent:
+    values = dict(row)
+    values["payload"] = load_json(values["payload"])
+    values["headers"] = load_json(values["headers"]) or {}
+    for column in ("received_at", "claimed_at", "processed_at"):
+        values[column] = parse_timestamp(values[column])
+    values["attempts"] = int(values["attempts"])
+    return WebhookEvent(**values)
+
+
+def _to_position(row: Mapping[str, Any]) -> InboxPosition:
+    return InboxPosition(
+        row["id"],
+        row["organization_id"],
+        row["integration_id"],
+        parse_timestamp(row["received_at"]),
+    )  # type: ignore[arg-type]

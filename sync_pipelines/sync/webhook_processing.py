@@ -1,0 +1,406 @@
+"""Webhook inbox → devices and telemetry: the work a `process_webhook_inbox` run does.
+
+A run claims the integration's oldest pending events (at most `limit`), then applies each in a
+transaction of its own that first marks it processed — conditional on the run still holding
+the claim — so an event is applied at most once however often it was delivered, claimed or
+processed; `processed_at − received_at` is the processing delay. Device rows written carry the
+event id as `last_request_id` and the run as `last_run_id`; telemetry rows are keyed
+`webhook:<event id>`.
+
+What is applied, per provider:
+- Azure (Event Grid): DeviceCreated → the twin, upserted like an inventory row;
+  DeviceConnected / DeviceDisconnected → status connected / disconnected (+ last_seen_at);
+  DeviceDeleted → status deleted; DeviceTelemetry → a telemetry row (+ last_seen_at).
+- Golioth (pipeline webhook): the body (or the `data` of an inject-metadata envelope) is a
+  telemetry reading of the `Ce-Source` device (+ last_seen_at).
+- AWS (rule HTTPS action): presence events (`eventType` connected / disconnected with a
+  `clientId`) → status; any other payload with a `thingName` → a telemetry reading.
+Other event types are marked processed and counted as ignored. An event that cannot be applied
+(no device named, malformed data, a store constraint) is marked failed and dead-lettered, and
+the run ends `partial`; a store outage fails the run instead, and the claim's lease hands the
+events to a later run.
+
+Counts in the sync log: fetched = events claimed, created / updated = device rows,
+unchanged = events that changed no device row, failed = events dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import category_of
+from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.azure_iot import twin_to_device
+from sync_pipelines.store.database import dump_json
+from sync_pipelines.store.dead_letters import FailedRecord
+from sync_pipelines.store.devices import upsert_devices
+from sync_pipelines.store.telemetry import insert_telemetry
+from sync_pipelines.store.webhook_events import (
+    WebhookEvent,
+    claim_events,
+    event_counts,
+    mark_failed,
+    mark_processed,
+    processing_delay,
+    touch_device,
+)
+from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
+from sync_pipelines.sync.records import device_row
+from sync_pipelines.sync.results import SyncResult
+from sync_pipelines.sync.session import IntegrationSession
+from sync_pipelines.sync.sync_run import SyncRun
+
+STREAM = "webhook_events"
+DEFAULT_LIMIT = 200
+#: a claim older than this is presumed abandoned (its run died) and may be claimed again
+DEFAULT_LEASE_S = 900.0
+
+_log = get_logger("sync.webhook_processing")
+
+
+class UnapplicableEvent(ValueError):
+    """The event is well-formed JSON but does not say enough to apply it."""
+
+
+@dataclass(slots=True)
+class _Effect:
+    created: int = 0
+    updated: int = 0
+    telemetry: int = 0
+    ignored: str | None = None  # the event type, when nothing applies to it
+    lost: bool = False  # another run holds the claim now: nothing done here
+
+
+def process_webhook_events(
+    session: IntegrationSession, *, limit: int = DEFAULT_LIMIT, lease_s: float = DEFAULT_LEASE_S
+) -> SyncResult:
+    """Apply up to `limit` pending inbox events of the session's integration."""
+    run = SyncRun(session, STREAM)
+    integ = session.integration
+    telemetry, lost = 0, 0
+    ignored: Counter[str] = Counter()  # event types nothing applies to
+    _log.info("webhook_processing_started", sync_id=run.sync_id, limit=limit)
+    try:
+        with session.recorder.operation(
+            WEBHOOK_PROCESSING, stream=STREAM, sync_id=run.sync_id, limit=limit
+        ) as op:
+            with session.store.transaction() as conn:
+                events = claim_events(
+                    conn,
+                    integ.organization_id,
+                    integ.integration_id,
+                    limit=limit,
+                    run_id=session.run.run_id,
+                    now=utc_now(),
+                    lease_s=lease_s,
+                )
+            run.counts.fetched, run.counts.pages = len(events), int(bool(events))
+            for event in events:
+                effect = _process(session, event)
+                if effect is None:
+                    run.counts.failed += 1
+                elif effect.lost:
+                    lost += 1
+                else:
+                    run.counts.created += effect.created
+                    run.counts.updated += effect.updated
+                    run.counts.unchanged += int(not (effect.created or effect.updated))
+                    telemetry += effect.telemetry
+                    if effect.ignored:
+                        ignored[effect.ignored] += 1
+            session.recorder.flush()
+            with session.store.connect() as conn:
+                delay = processing_delay(
+                    conn, integ.organization_id, integ.integration_id, since=run.started_at
+                )
+                backlog = event_counts(conn, integ.organization_id, integ.integration_id)
+            op.annotate(
+                **run.figures(),
+                telemetry_stored=telemetry,
+                ignored_types=dict(ignored),
+                claims_lost=lost,
+                pending_after=backlog["pending"],
+                delay_p50_s=delay.p50_s,
+                delay_p95_s=delay.p95_s,
+                delay_max_s=delay.max_s,
+            )
+            if run.counts.failed:
+                op.annotate(_status="partial")
+    except Exception as exc:
+        run.finish(exc)
+        _log.error(
+            "webhook_processing_failed", error_type=category_of(exc), exc_info=exc, **run.figures()
+        )
+        raise
+    result = run.finish()
+    _log.info(
+        "webhook_processing_completed",
+        status=result.status,
+        telemetry_stored=telemetry,
+        duration_ms=round(result.duration_s * 1000, 1),
+        **run.figures(),
+    )
+    return result
+
+
+def _process(session: IntegrationSession, event: WebhookEvent) -> _Effect | None:
+    """Apply one event: its effect, or None when it failed (and was dead-lettered)."""
+    integ, run_id = session.integration, session.run.run_id
+    try:
+        with session.store.transaction() as conn:
+            # the mark comes first: it takes the row (Postgres) and proves the claim is still ours
+            if not mark_processed(
+                conn, integ.organization_id, event.id, run_id=run_id, now=utc_now()
+            ):
+                return _Effect(lost=True)
+            effect = _apply(conn, session, event)
+            resolve_synced(session, conn, STREAM, [event.event_id])  # keys: dedupe keys
+        return effect
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            raise  # the store is unreachable: not this event's fault
+        failure: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - every other failure is this event's
+        failure = exc
+    _fail(session, event, failure)
+    return None
+
+
+def _fail(session: IntegrationSession, event: WebhookEvent, exc: Exception) -> None:
+    integ, run_id = session.integration, session.run.run_id
+    error_type = category_of(exc)
+    message = f"event {event.event_id} ({event.event_type}"
+    message += f", device {event.external_id}): " if event.external_id else "): "
+    message += f"{type(exc).__name__}: {exc}"[:1000]
+    # the letter first: if we die before marking the event, the lease re-runs it and the letter
+    # is updated in place (one letter per event id)
+    dead_letter(
+        session,
+        [
+            FailedRecord(
+                stream=STREAM,
+                dedupe_key=event.event_id,
+                error_type=error_type,
+                error_message=message,
+                payload={
+                    "event_type": event.event_type,
+                    "payload": event.payload,
+                    "headers": event.headers,
+                },
+                external_id=event.external_id,
+                source_id=event.id,
+                request_id=event.delivery_id,
+            )
+        ],
+    )
+    with session.store.transaction() as conn:
+        mark_failed(
+            conn,
+            integ.organization_id,
+            event.id,
+            run_id=run_id,
+            error_type=error_type,
+            error_message=message,
+            now=utc_now(),
+        )
+    row = session.recorder.new_row(
+        WEBHOOK_PROCESSING,
+        status="failed",
+        request_id=event.event_id,
+        error_type=error_type,
+        error_message=message,
+        metadata={
+            "webhook_event": event.id,
+            "event_type": event.event_type,
+            "external_id": event.external_id,
+        },
+    )
+    row.completed_at = row.created_at
+    session.recorder.record(row)
+    _log.warning(
+        "webhook_event_failed",
+        request_id=event.event_id,
+        event_type=event.event_type,
+        external_id=event.external_id,
+        error={"type": error_type, "message": message},
+    )
+
+
+# -- applying one event ---------------------------------------------------------------------------
+
+
+def _apply(conn: Connection, session: IntegrationSession, event: WebhookEvent) -> _Effect:
+    apply = _APPLIERS.get(event.provider)
+    if apply is None:
+        raise UnapplicableEvent(f"provider {event.provider} has no webhook events")
+    return apply(_Writer(conn, session, event))
+
+
+class _Writer:
+    """Writes one event's effects with its provenance."""
+
+    def __init__(self, conn: Connection, session: IntegrationSession, event: WebhookEvent) -> None:
+        self.conn, self.session, self.event = conn, session, event
+        self.integ = session.integration
+        self.effect = _Effect()
+
+    def device_id(self) -> str:
+        if not self.event.external_id:
+            raise UnapplicableEvent("the event names no device")
+        return self.event.external_id
+
+    def touch(self, *, status: str | None = None, seen_at: datetime | None = None) -> _Effect:
+        outcome = touch_device(
+            self.conn,
+            organization_id=self.integ.organization_id,
+            integration_id=self.integ.integration_id,
+            external_id=self.device_id(),
+            run_id=self.session.run.run_id,
+            request_id=self.event.event_id,
+            now=utc_now(),
+            status=status,
+            seen_at=seen_at,
+        )
+        if outcome == "created":
+            self.effect.created += 1
+        else:
+            self.effect.updated += 1
+        return self.effect
+
+    def reading(self, topic: str, payload: Any, device_time: datetime | None) -> _Effect:
+        if payload is None:
+            raise UnapplicableEvent("the reading is empty (null)")
+        self.effect.telemetry += insert_telemetry(
+            self.conn,
+            [
+                {
+                    "organization_id": self.integ.organization_id,
+                    "integration_id": self.integ.integration_id,
+                    "external_id": self.device_id(),
+                    "message_key": f"webhook:{self.event.event_id}",
+                    "sequence": None,
+                    "topic": topic,
+                    "payload": dump_json(payload),
+                    "device_time": device_time,
+                    "received_at": self.event.received_at,
+                    "run_id": self.session.run.run_id,
+                    "request_id": self.event.event_id,
+                }
+            ],
+        )
+        return self.touch(seen_at=device_time or self.event.received_at)
+
+    def upsert_device(self, row: dict[str, Any]) -> _Effect:
+        counts = upsert_devices(self.conn, [row])
+        self.effect.created += counts.created
+        self.effect.updated += counts.updated
+        return self.effect
+
+    def ignore(self) -> _Effect:
+        self.effect.ignored = self.event.event_type
+        return self.effect
+
+
+def _apply_azure(w: _Writer) -> _Effect:
+    event = w.event.payload
+    kind = w.event.event_type.removeprefix("Microsoft.Devices.")
+    data = event.get("data") if isinstance(event, dict) else None
+    data = data if isinstance(data, dict) else {}
+    when = _iso_time(event.get("eventTime")) if isinstance(event, dict) else None
+    if kind == "DeviceCreated":
+        twin = data.get("twin")
+        if not isinstance(twin, dict):
+            raise UnapplicableEvent("DeviceCreated event has no data.twin object")
+        record = twin_to_device({"deviceId": w.device_id(), **twin})
+        integ = w.integ
+        return w.upsert_device(
+            device_row(
+                record,
+                organization_id=integ.organization_id,
+                integration_id=integ.integration_id,
+                run_id=w.session.run.run_id,
+                request_id=w.event.event_id,
+                now=utc_now(),
+            )
+        )
+    if kind == "DeviceConnected":
+        return w.touch(status="connected", seen_at=when)
+    if kind == "DeviceDisconnected":
+        return w.touch(status="disconnected")
+    if kind == "DeviceDeleted":
+        return w.touch(status="deleted")
+    if kind == "DeviceTelemetry":
+        return w.reading("azure/telemetry", data.get("body"), when)
+    return w.ignore()
+
+
+def _apply_golioth(w: _Writer) -> _Effect:
+    payload, device_time = w.event.payload, None
+    if (
+        isinstance(payload, dict) and "device_id" in payload and "data" in payload
+    ):  # inject-metadata
+        payload, device_time = payload["data"], _proto_time(w.event.payload.get("timestamp"))
+    return w.reading(w.event.event_type, payload, device_time)
+
+
+def _apply_aws(w: _Writer) -> _Effect:
+    payload = w.event.payload
+    if w.event.event_type == "DestinationConfirmation":
+        return w.ignore()  # recorded for an operator to confirm; nothing to apply
+    when = _epoch_ms_time(payload.get("timestamp")) if isinstance(payload, dict) else None
+    if (
+        w.event.event_type in ("connected", "disconnected")
+        and isinstance(payload, dict)
+        and "clientId" in payload
+    ):
+        return w.touch(
+            status=w.event.event_type, seen_at=when if w.event.event_type == "connected" else None
+        )
+    topic = payload.get("topic") if isinstance(payload, dict) else None
+    return w.reading(topic if isinstance(topic, str) and topic else "aws/rule", payload, when)
+
+
+_APPLIERS = {"azure_iot": _apply_azure, "golioth": _apply_golioth, "aws_iot": _apply_aws}
+
+
+# -- times as each sender writes them ---------------------------------------------------------------
+
+
+def _iso_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UnapplicableEvent(f"eventTime {value!r:.40} is not an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _proto_time(value: Any) -> datetime | None:
+    """inject-metadata's `{"seconds": …, "nanos": …}` (int64 seconds may arrive as a string)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        seconds = int(value.get("seconds", 0))
+        nanos = int(value.get("nanos", 0))
+        return datetime.fromtimestamp(seconds + nanos / 1e9, UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise UnapplicableEvent(f"timestamp {value!r:.60} is not a protobuf Timestamp") from exc
+
+
+def _epoch_ms_time(value: Any) -> datetime | None:
+    """AWS rule `timestamp()` and presence events: Unix milliseconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise UnapplicableEvent(f"timestamp {value!r} is not Unix milliseconds") from exc

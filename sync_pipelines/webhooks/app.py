@@ -1,0 +1,574 @@
+"""The webhook receiver: `POST /webhooks/{provider}/{integration_id}` → verified, stored once, 2xx.
+
+Per delivery, in this order: the integration must exist, be enabled and be of that provider
+(else 404, the same answer whichever it is); the body is read up to the size limit while it
+streams (413 — Content-Length is only trusted to refuse early); the signature or shared secret
+is checked on the raw bytes (401; see verification.py); only then is the body parsed (400
+naming the problem; see events.py). Accepted events are inserted into the `webhook_events`
+inbox with ON CONFLICT DO NOTHING in one transaction with the delivery's activity row, and the
+sender gets 202 (new) or 200 `duplicate: true` once that commit is durable. Handshakes: Event
+Grid validation → 200 `{"validationResponse": code}` (authenticated like any delivery); AWS
+destination confirmation → stored with its enableUrl, 200 (never confirmed from here).
+
+Every delivery that names a known integration — accepted, duplicate or rejected — is an
+activity row: direction `incoming`, type `webhook_received`, the status code answered,
+redacted headers, error type/message for rejections. (An unknown integration id has no
+organization to file a row under: it is logged instead.)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import ConfigError
+from sync_pipelines.observability.activity import (
+    ActivityRecorder,
+    ActivityRow,
+    ActivityScope,
+    MemorySink,
+)
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
+from sync_pipelines.store.database import Store, dump_json
+from sync_pipelines.store.integrations import (
+    Integration,
+    find_integration_owner,
+    list_enabled_integrations,
+)
+from sync_pipelines.store.webhook_events import WebhookEvent, insert_delivery_activity, insert_event
+from sync_pipelines.webhooks.events import (
+    Delivery,
+    Handshake,
+    InboxEvent,
+    PayloadError,
+    is_unauthenticated_handshake,
+    read_delivery,
+    supported_providers,
+)
+from sync_pipelines.webhooks.verification import (
+    SECRET_REF,
+    STANDARD_WEBHOOKS,
+    WebhookAuth,
+    WebhookRejected,
+    verify_shared_secret,
+    verify_standard_webhook,
+    webhook_auth_for,
+)
+
+WEBHOOK_RECEIVED = "webhook_received"  # activity type of every delivery
+MAX_BODY_ENV = "SYNC_WEBHOOK_MAX_BODY_BYTES"
+MAX_BODY_SETTING = "webhook_max_body_bytes"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: an oversized body is read and dropped up to this much, so the sender reads our 413 instead of
+#: a connection reset; beyond it the connection is simply closed
+DRAIN_LIMIT_BYTES = 8 << 20
+_EVENT_IDS_LISTED = 50
+
+_log = get_logger("webhooks.receiver")
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """An integration as the receiver needs it, resolved once per cache period."""
+
+    integration: Integration
+    auth: WebhookAuth | None
+    config_error: str | None
+    max_body_bytes: int
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: int
+    body: dict[str, Any]
+    request_id: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            self.body,
+            status_code=self.status,
+            headers={"x-request-id": self.request_id, **self.headers},
+        )
+
+
+class WebhookReceiver:
+    """The receiver's state: the store, the integration cache, the limits."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_body_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
+        cache_ttl_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.default_max_body = max_body_bytes or int(
+            os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES
+        )
+        self.clock = clock
+        self.environ = environ
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[float, _Target]] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- the endpoint ---------------------------------------------------------------------------
+
+    async def receive(self, request: Request) -> Response:
+        started = time.perf_counter()
+        provider = request.path_params["provider"]
+        integration_id = request.path_params["integration_id"]
+        try:
+            target = self._cached(integration_id) or await run_in_threadpool(
+                self._resolve, integration_id
+            )
+        except SQLAlchemyError as exc:
+            return _store_unavailable(integration_id, exc).response()
+        if target is None or not self._serves(target, provider):
+            return (
+                await run_in_threadpool(self._not_found, target, provider, request, started)
+            ).response()
+        try:
+            body = await _read_body(request, target.max_body_bytes)
+        except WebhookRejected as rejected:
+            reply = await run_in_threadpool(self._reject, target, request, rejected, started, None)
+            return reply.response()
+        except ClientDisconnect:
+            _log.info("webhook_sender_disconnected", integration_id=integration_id)
+            return Response(status_code=400)
+        reply = await run_in_threadpool(self._handle, target, request, body, started)
+        return reply.response()
+
+    def _handle(self, target: _Target, request: Request, body: bytes, started: float) -> _Reply:
+        provider = target.integration.provider
+        headers = _lower_headers(request)
+        try:
+            if target.config_error is not None:
+                # 503: the sender keeps the delivery and retries once the operator fixes the config
+                raise WebhookRejected(503, "config", target.config_error)
+            signed_id = self._authenticate(target, headers, request, body)
+            try:
+                read = read_delivery(Delivery(provider, body, headers, signed_id))
+            except PayloadError as exc:
+                raise WebhookRejected(400, "malformed_payload", str(exc)) from None
+            if isinstance(read, Handshake):
+                return self._handshake(target, request, read, body, started)
+            return self._store(target, request, read, body, started)
+        except WebhookRejected as rejected:
+            return self._reject(target, request, rejected, started, body)
+        except SQLAlchemyError as exc:
+            return _store_unavailable(target.integration.integration_id, exc)
+
+    def _authenticate(
+        self, target: _Target, headers: Mapping[str, str], request: Request, body: bytes
+    ) -> str | None:
+        """Verify the delivery; returns the signed message id (Standard Webhooks) or None."""
+        assert target.auth is not None
+        if is_unauthenticated_handshake(target.integration.provider, headers):
+            expected_arn = target.integration.settings.get("aws_destination_arn")
+            if expected_arn and headers.get("x-amz-rules-engine-destination-arn") != expected_arn:
+                raise WebhookRejected(
+                    401, "unexpected_destination", "confirmation for another destination ARN"
+                )
+            return None
+        if target.auth.scheme == STANDARD_WEBHOOKS:
+            return verify_standard_webhook(target.auth.keys, headers, body, now=self.clock())
+        verify_shared_secret(target.auth, headers, request.query_params)
+        return None
+
+    # -- outcomes ---------------------------------------------------------------------------------
+
+    def _store(
+        self,
+        target: _Target,
+        request: Request,
+        events: list[InboxEvent],
+        body: bytes,
+        started: float,
+    ) -> _Reply:
+        integ = target.integration
+        request_id = events[0].event_id if len(events) == 1 else str(uuid.uuid4())
+        # redacted once, for the event rows and the activity row
+        headers = self._redacted_headers(target, request)
+        now = utc_now()
+        with self.store.transaction() as conn:
+            fresh = [
+                e
+                for e in events
+                if insert_event(conn, _inbox_row(integ, e, headers, request_id, now))
+            ]
+            duplicate = not fresh
+            status = 200 if duplicate else 202
+            row = self._row(
+                target,
+                request,
+                status,
+                request_id,
+                started,
+                body,
+                headers,
+                metadata={
+                    "event_ids": [e.event_id for e in events][:_EVENT_IDS_LISTED],
+                    "events": len(events),
+                    "new": len(fresh),
+                    "duplicates": len(events) - len(fresh),
+                    "duplicate": duplicate,
+                    "event_types": sorted({e.event_type for e in events})[:10],
+                },
+            )
+            insert_delivery_activity(conn, _row_params(row))
+        _log.debug(
+            "webhook_received",
+            integration_id=integ.integration_id,
+            request_id=request_id,
+            events=len(events),
+            new=len(fresh),
+        )
+        answer = {
+            "status": "duplicate" if duplicate else "accepted",
+            "duplicate": duplicate,
+            "events": len(events),
+            "new": len(fresh),
+            "request_id": request_id,
+        }
+        return _Reply(status, answer, request_id)
+
+    def _handshake(
+        self, target: _Target, request: Request, handshake: Handshake, body: bytes, started: float
+    ) -> _Reply:
+        integ = target.integration
+        request_id = handshake.event.event_id if handshake.event else str(uuid.uuid4())
+        metadata = {"handshake": handshake.kind, **handshake.metadata}
+        headers = self._redacted_headers(target, request)
+        with self.store.transaction() as conn:
+            if handshake.event is not None:
+                metadata["new"] = insert_event(
+                    conn, _inbox_row(integ, handshake.event, headers, request_id, utc_now())
+                )
+            row = self._row(
+                target, request, 200, request_id, started, body, headers, metadata=metadata
+            )
+            insert_delivery_activity(conn, _row_params(row))
+        _log.info(
+            "webhook_handshake",
+            integration_id=integ.integration_id,
+            handshake=handshake.kind,
+            request_id=request_id,
+        )
+        return _Reply(200, handshake.response, request_id)
+
+    def _reject(
+        self,
+        target: _Target,
+        request: Request,
+        rejected: WebhookRejected,
+        started: float,
+        body: bytes | None,
+    ) -> _Reply:
+        request_id = str(uuid.uuid4())
+        metadata: dict[str, Any] = {"reason": rejected.reason}
+        claimed = request.headers.get("webhook-id")
+        if claimed:  # unauthenticated: a clue for the operator, never a key
+            metadata["claimed_webhook_id"] = claimed[:200]
+        row = self._row(
+            target,
+            request,
+            rejected.status,
+            request_id,
+            started,
+            body,
+            self._redacted_headers(target, request),
+            metadata=metadata,
+            error=(rejected.reason, str(rejected)),
+        )
+        try:
+            with self.store.transaction() as conn:
+                insert_delivery_activity(conn, _row_params(row))
+        except SQLAlchemyError as exc:  # the rejection stands; only its record is lost
+            _log.error("webhook_rejection_not_recorded", exc_info=exc)
+        _log.warning(
+            "webhook_rejected",
+            integration_id=target.integration.integration_id,
+            status_code=rejected.status,
+            reason=rejected.reason,
+            request_id=request_id,
+            error={"type": rejected.reason, "message": row.error_message},
+        )
+        return _Reply(
+            rejected.status, {"error": rejected.reason, "detail": row.error_message}, request_id
+        )
+
+    def _not_found(
+        self, target: _Target | None, provider: str, request: Request, started: float
+    ) -> _Reply:
+        """Unknown integration, another provider's, disabled, or a provider without webhooks:
+        one answer for all, so the endpoint does not reveal which integrations exist."""
+        if target is None:
+            _log.warning(
+                "webhook_unknown_integration",
+                integration_id=request.path_params["integration_id"],
+                provider=provider,
+            )
+            return _Reply(
+                404,
+                {"error": "not_found", "detail": "no webhook endpoint at this path"},
+                str(uuid.uuid4()),
+            )
+        integ = target.integration
+        why = (
+            "integration is disabled"
+            if not integ.enabled
+            else f"integration is a {integ.provider} integration, not {provider}"
+            if integ.provider != provider
+            else f"provider {provider} has no webhook receiver"
+        )
+        reply = self._reject(target, request, WebhookRejected(404, "not_found", why), started, None)
+        reply.body["detail"] = "no webhook endpoint at this path"
+        return reply
+
+    # -- rows ---------------------------------------------------------------------------------------
+
+    def _row(
+        self,
+        target: _Target,
+        request: Request,
+        status: int,
+        request_id: str,
+        started: float,
+        body: bytes | None,
+        headers: dict[str, str],
+        *,
+        metadata: dict[str, Any],
+        error: tuple[str, str] | None = None,
+    ) -> ActivityRow:
+        """The delivery's activity row, shaped and redacted by the activity recorder."""
+        integ = target.integration
+        recorder = ActivityRecorder(
+            MemorySink(), ActivityScope(integ.organization_id, integ.integration_id)
+        )
+        row = recorder.new_row(
+            WEBHOOK_RECEIVED,
+            direction="incoming",
+            status="failed" if error else "success",
+            request_id=request_id,
+            method=request.method,
+            endpoint=self._endpoint(target, request),
+            status_code=status,
+            response_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            request_headers=headers,
+            metadata={
+                "provider": integ.provider,
+                "body_bytes": None if body is None else len(body),
+                **metadata,
+            },
+        )
+        if error:
+            row.error_type, row.error_message = error
+        row.completed_at = row.created_at
+        recorder.record(row)  # redacts in place
+        return row
+
+    def _redacted_headers(self, target: _Target, request: Request) -> dict[str, str]:
+        headers = redact_headers(_lower_headers(request))
+        if target.auth and target.auth.header in headers:
+            headers[target.auth.header] = REDACTED  # a custom secret header name may look harmless
+        return {k: v.replace("\x00", "") for k, v in headers.items()}
+
+    def _endpoint(self, target: _Target, request: Request) -> str:
+        url = request.url.path
+        if request.url.query:
+            secret_param = target.auth.query_param if target.auth else None
+            pairs = [
+                (k, REDACTED if k == secret_param else v)
+                for k, v in request.query_params.multi_items()
+            ]
+            url += "?" + "&".join(f"{k}={v}" for k, v in pairs)
+        return redact_url(url)
+
+    # -- integrations -------------------------------------------------------------------------------
+
+    def _cached(self, integration_id: str) -> _Target | None:
+        entry = self._cache.get(integration_id)
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
+    def _resolve(self, integration_id: str) -> _Target | None:
+        with self.store.connect() as conn:
+            integration = find_integration_owner(conn, integration_id)
+        if integration is None:
+            return None  # not cached: random ids must not grow the cache
+        target = self._target_for(integration)
+        with self._cache_lock:
+            self._cache[integration_id] = (time.monotonic() + self.cache_ttl_s, target)
+        return target
+
+    def _target_for(self, integration: Integration) -> _Target:
+        auth, problem = None, None
+        try:
+            auth = webhook_auth_for(integration, self.environ)
+        except ConfigError as exc:
+            problem = str(exc)
+            _log.error(
+                "webhook_config_invalid", integration_id=integration.integration_id, error=problem
+            )
+        limit = integration.settings.get(MAX_BODY_SETTING) or self.default_max_body
+        if not str(limit).isdigit() or int(limit) <= 0:
+            problem = f"integration {integration.integration_id!r}: setting {MAX_BODY_SETTING} must be a positive integer"
+            limit = self.default_max_body
+        return _Target(integration, auth, problem, int(limit))
+
+    def _serves(self, target: _Target, provider: str) -> bool:
+        integ = target.integration
+        return integ.enabled and integ.provider == provider and provider in supported_providers()
+
+
+def _inbox_row(
+    integ: Integration, event: InboxEvent, headers: dict[str, str], delivery_id: str, now: datetime
+) -> WebhookEvent:
+    return WebhookEvent(
+        id=str(uuid.uuid4()),
+        organization_id=integ.organization_id,
+        integration_id=integ.integration_id,
+        provider=integ.provider,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        external_id=event.external_id,
+        payload=event.payload,
+        headers=headers,
+        delivery_id=delivery_id,
+        received_at=now,
+    )
+
+
+def _store_unavailable(integration_id: str, exc: Exception) -> _Reply:
+    """The store failed: 503, so the sender keeps the delivery and retries."""
+    _log.error("webhook_store_failed", integration_id=integration_id, exc_info=exc)
+    detail = "could not store the delivery; retry later"
+    return _Reply(
+        503,
+        {"error": "store_unavailable", "detail": detail},
+        str(uuid.uuid4()),
+        {"retry-after": "5"},
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (whatever Content-Length says)."""
+    declared = request.headers.get("content-length", "")
+    stream = request.stream()
+    if declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_LIMIT_BYTES:
+            await _drain(stream, DRAIN_LIMIT_BYTES)
+        raise WebhookRejected(
+            413, "body_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes"
+        )
+    chunks, size = [], 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            await _drain(stream, DRAIN_LIMIT_BYTES - size)
+            raise WebhookRejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _drain(stream: Any, budget: int) -> None:
+    async for chunk in stream:
+        budget -= len(chunk)
+        if budget <= 0:
+            return
+
+
+def _lower_headers(request: Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in request.headers.items():
+        headers.setdefault(key.lower(), value)  # the first of repeated headers
+    return headers
+
+
+def _row_params(row: ActivityRow) -> dict[str, Any]:
+    params = {f.name: getattr(row, f.name) for f in fields(row)}  # shallow: asdict deep-copies
+    params["request_headers"] = dump_json(row.request_headers)
+    params["metadata"] = dump_json(row.metadata)
+    return params
+
+
+async def _health(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_receiver_app(store: Store, **options: Any) -> Starlette:
+    """The receiver as an ASGI app (options: max_body_bytes, clock, environ, cache_ttl_s)."""
+    receiver = WebhookReceiver(store, **options)
+    app = Starlette(
+        routes=[
+            Route("/webhooks/{provider}/{integration_id}", receiver.receive, methods=["POST"]),
+            Route("/health", _health, methods=["GET"]),
+        ]
+    )
+    app.state.receiver = receiver
+    return app
+
+
+def check_webhook_integrations(
+    store: Store, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Config errors of every enabled integration that has a webhook secret (checked at start-up)."""
+    problems: dict[str, str] = {}
+    with store.connect() as conn:
+        integrations = list_enabled_integrations(conn)
+    for integration in integrations:
+        if SECRET_REF in integration.secret_refs and integration.provider in supported_providers():
+            try:
+                webhook_auth_for(integration, environ)
+            except ConfigError as exc:
+                problems[integration.integration_id] = str(exc)
+    return problems
+
+
+def run_receiver(
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    *,
+    database_url: str | None = None,
+    log_level: str = "info",
+    pool_size: int = 20,
+) -> None:
+    """Serve the receiver in the foreground with uvicorn (the `sync-pipelines receiver` command)."""
+    import uvicorn
+
+    from sync_pipelines.observability.logging import configure_logging
+    from sync_pipelines.store.migrations import ensure_migrated
+
+    configure_logging()
+    store = Store(database_url, pool_size=pool_size)
+    ensure_migrated(store)
+    for integration_id, problem in check_webhook_integrations(store).items():
+        _log.error("webhook_config_invalid", integration_id=integration_id, error=problem)
+    _log.info("webhook_receiver_starting", host=host, port=port, store=repr(store))
+    uvicorn.run(
+        create_receiver_app(store),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
