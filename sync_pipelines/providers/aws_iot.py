@@ -6,7 +6,7 @@ Inventory is ListThings (`maxResults` ≤ 250, opaque `nextToken`); the cursor a
 idempotent, so that costs time, not correctness. State is GetThingShadow: the classic shadow,
 one named shadow (`shadow_name`), or several (`named_shadows`: a list, or "*" for all the
 thing has), read with bounded concurrency. Every call goes through the recording boto3
-client (observability.boto_recording), built with no retries of its own.
+client (observability.boto_recording), retried per the integration's RetryPolicy.
 
 Settings: `region` (required); `endpoint_url` (control plane) and `data_endpoint_url` (else
 DescribeEndpoint `iot:Data-ATS`); `page_size`; `thing_type`, `attribute_name` +
