@@ -42,6 +42,9 @@ class ProviderPeer(abc.ABC):
     rate_limit_retry_after_s: float = 2.0
     #: how long the timeout fault hangs: set the integration's `request_timeout_s` below it
     timeout_hang_s: float = 5.0
+    #: `inject_fault(times=N)` fails exactly N calls; False when a fault lasts until
+    #: `clear_faults` (a stopped broker has no per-call hook)
+    faults_count_calls: bool = True
 
     # -- lifecycle ------------------------------------------------------------------------
 

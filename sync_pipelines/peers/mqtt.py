@@ -39,6 +39,7 @@ MALFORMED_DEVICE = "mqtt-malformed-0001"
 class MqttPeer(ProviderPeer):
     provider = "mqtt"
     supported_faults = frozenset({AUTH_FAILURE, SERVER_ERROR, MALFORMED})
+    faults_count_calls = False  # a stopped broker / rotated password lasts until clear_faults
     unsupported_reasons = {
         RATE_LIMIT: "MQTT brokers (Mosquitto 2.0) have no throttle reply a client can observe: an overloaded "
         "broker delays or drops messages (and MQTT 3.1.1 has no reason codes to say so), so there "

@@ -31,6 +31,8 @@ CATEGORIES = {
     "timeout": {"transient"},
     "drop_connection": {"transient", "validation"},
 }
+#: retryable faults every provider's client must get past within its retry budget
+RETRIED_PAST = {"rate_limit", "server_error", "timeout"}
 _EXCEPTION_OF = {"auth": "AuthError", "rate_limited": "RateLimitedError", "transient": "TransientError",
                  "validation": "MalformedResponseError"}
 
@@ -84,6 +86,13 @@ def test_a_fault_during_a_sync_loses_nothing_doubles_nothing_and_is_visible(
         assert logs[0]["status"] == "failed" and logs[0]["error_type"] in categories
     if fault == AUTH_FAILURE:
         assert first_error is not None, "bad credentials must fail the sync, not be retried past"
+    retried = [r for r in rows if r["status"] == "retrying"]
+    if fault in RETRIED_PAST and peer.faults_count_calls:
+        # FAULTS_PER_SYNC < retry_max_attempts: the retry layer gets past them in the first sync
+        assert first_error is None, f"{fault} was not retried past: {first_error}"
+        assert retried, f"{fault}: no attempt was recorded as retrying"
+    elif fault == "drop_connection" and first_error is None:
+        assert retried, "a dropped connection that did not fail the sync was retried"
     if fault == TIMEOUT:
         assert any((r["response_time_ms"] or 0) >= 900 for r in visible), "the timeout row shows the wait"
 
