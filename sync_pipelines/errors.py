@@ -107,6 +107,16 @@ def category_of(exc: BaseException) -> str:
         return exc.category
     if isinstance(exc, httpx.TransportError):  # timeouts, refused or dropped connections
         return TRANSIENT
+    if _is_store_connection_loss(exc):  # the database went away: trying again can help
+        return TRANSIENT
     if isinstance(exc, ValueError | KeyError | TypeError):
         return VALIDATION
     return PERMANENT
+
+
+def _is_store_connection_loss(exc: BaseException) -> bool:
+    import sqlalchemy.exc  # late: errors.py is imported by code that never touches the store
+
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    )
