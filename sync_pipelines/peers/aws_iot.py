@@ -25,6 +25,8 @@ from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
     DROP_CONNECTION,
     MALFORMED,
+    MATRIX_FAULTS,
+    POISON_RECORD,
     RATE_LIMIT,
     SERVER_ERROR,
     TIMEOUT,
@@ -65,6 +67,13 @@ def _access_key_id() -> str:
 
 
 class AwsIotPeer(ProviderPeer):
+    supported_faults = frozenset(MATRIX_FAULTS) - {POISON_RECORD}
+    unsupported_reasons = {
+        POISON_RECORD: "moto validates things as it creates them and serves them as it stored "
+        "them, and the proxy does not rewrite bodies: a single unparseable thing cannot be "
+        "produced on the wire here (the AWS parser is covered by the property tests instead)",
+    }
+
     provider = "aws_iot"
 
     def __init__(self) -> None:

@@ -18,6 +18,7 @@ from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
     DROP_CONNECTION,
     MALFORMED,
+    POISON_RECORD,
     RATE_LIMIT,
     SERVER_ERROR,
     TIMEOUT,
@@ -114,6 +115,7 @@ class AzureIotPeer(ProviderPeer):
             TIMEOUT: FaultSpec("timeout", path=_SERVICE_PATHS, times=times,
                                latency_ms=int(self.timeout_hang_s * 1000)),
             DROP_CONNECTION: FaultSpec("drop_connection", path=_SERVICE_PATHS, times=times),
+            POISON_RECORD: FaultSpec("poison_record", path=_SERVICE_PATHS, device_index=self.poison_index),
         }[fault]
         self.emulator.add_faults(spec)
 

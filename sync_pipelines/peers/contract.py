@@ -26,7 +26,9 @@ ALL_FAULTS = (AUTH_FAILURE, RATE_LIMIT, SERVER_ERROR, MALFORMED)
 #: connection dropped before the response is complete
 TIMEOUT = "timeout"
 DROP_CONNECTION = "drop_connection"
-MATRIX_FAULTS = (*ALL_FAULTS, TIMEOUT, DROP_CONNECTION)
+#: one record of the inventory the provider's parser must reject (the rest of the page is fine)
+POISON_RECORD = "poison_record"
+MATRIX_FAULTS = (*ALL_FAULTS, TIMEOUT, DROP_CONNECTION, POISON_RECORD)
 
 
 class ProviderPeer(abc.ABC):
@@ -42,6 +44,8 @@ class ProviderPeer(abc.ABC):
     rate_limit_retry_after_s: float = 2.0
     #: how long the timeout fault hangs: set the integration's `request_timeout_s` below it
     timeout_hang_s: float = 5.0
+    #: the inventory index POISON_RECORD breaks
+    poison_index: int = 3
     #: `inject_fault(times=N)` fails exactly N calls; False when a fault lasts until
     #: `clear_faults` (a stopped broker has no per-call hook)
     faults_count_calls: bool = True

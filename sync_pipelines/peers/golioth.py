@@ -13,6 +13,7 @@ from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
     DROP_CONNECTION,
     MALFORMED,
+    POISON_RECORD,
     RATE_LIMIT,
     SERVER_ERROR,
     TIMEOUT,
@@ -89,6 +90,7 @@ class GoliothPeer(ProviderPeer):
             TIMEOUT: FaultSpec("timeout", path=_V1, times=times,
                                latency_ms=int(self.timeout_hang_s * 1000)),
             DROP_CONNECTION: FaultSpec("drop_connection", path=_V1, times=times),
+            POISON_RECORD: FaultSpec("poison_record", path=_V1, device_index=self.poison_index),
         }[fault]
         self.emulator.add_faults(spec)
 

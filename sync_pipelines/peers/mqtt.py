@@ -24,6 +24,7 @@ from sync_pipelines.peers.contract import (
     AUTH_FAILURE,
     DROP_CONNECTION,
     MALFORMED,
+    POISON_RECORD,
     RATE_LIMIT,
     SERVER_ERROR,
     TIMEOUT,
@@ -47,6 +48,8 @@ class MqttPeer(ProviderPeer):
         TIMEOUT: "a broker that stops answering is injected as server_error (the broker is stopped: "
         "connects are refused, an open session is lost); a half-open socket that hangs is not "
         "something a Mosquitto config can produce on demand",
+        POISON_RECORD: "is what `malformed` injects for MQTT: one retained registry entry that is "
+        "not JSON, rejected while the rest of the listing is stored",
         DROP_CONNECTION: "covered by server_error: stopping the broker drops every open connection, and "
         "the telemetry tests kill the broker and the client mid-batch for real",
     }

@@ -12,8 +12,15 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from sync_pipelines.peers.contract import AUTH_FAILURE, MALFORMED, MATRIX_FAULTS, TIMEOUT
+from sync_pipelines.peers.contract import (
+    AUTH_FAILURE,
+    MALFORMED,
+    MATRIX_FAULTS,
+    POISON_RECORD,
+    TIMEOUT,
+)
 from sync_pipelines.store.activity import activity_rows
+from sync_pipelines.store.dead_letters import DeadLetterSelection, list_dead_letters
 from sync_pipelines.store.sync_state import sync_log_rows
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines_tests.conformance.conftest import ORG
@@ -30,6 +37,7 @@ CATEGORIES = {
     "malformed": {"validation"},
     "timeout": {"transient"},
     "drop_connection": {"transient", "validation"},
+    "poison_record": {"validation"},
 }
 #: retryable faults every provider's client must get past within its retry budget
 RETRIED_PAST = {"rate_limit", "server_error", "timeout"}
@@ -79,13 +87,20 @@ def test_a_fault_during_a_sync_loses_nothing_doubles_nothing_and_is_visible(
     categories = CATEGORIES[fault]
     names = categories | {_EXCEPTION_OF[c] for c in categories}
     visible = [r for r in rows if r["status"] in ("failed", "retrying") and r["error_type"] in names]
-    if fault == MALFORMED and not visible:  # a provider that rejects the item, not the page
+    if fault in (MALFORMED, POISON_RECORD) and not visible:  # a provider that rejects the item, not the page
         visible = [r for r in rows if r["activity_type"] == "record_rejected"]
     assert visible, f"{fault} left no trace in the activity log: {[(r['activity_type'], r['status'], r['error_type']) for r in rows]}"
     if first_error is not None:
         assert logs[0]["status"] == "failed" and logs[0]["error_type"] in categories
     if fault == AUTH_FAILURE:
         assert first_error is not None, "bad credentials must fail the sync, not be retried past"
+    if fault == POISON_RECORD:
+        # one record held back, the rest stored; the record waits as a dead letter, and is
+        # resolved by the sync that finds it healthy again: lost 0
+        assert first_error is None and logs[0]["status"] == "partial" and logs[0]["failed"] == 1
+        with store.connect() as conn:
+            (letter,) = list_dead_letters(conn, ORG, DeadLetterSelection(integration_id=iid))
+        assert letter.stream == "devices" and letter.payload and letter.status == "resolved"
     retried = [r for r in rows if r["status"] == "retrying"]
     if fault in RETRIED_PAST and peer.faults_count_calls:
         # FAULTS_PER_SYNC < retry_max_attempts: the retry layer gets past them in the first sync
