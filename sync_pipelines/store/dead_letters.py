@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.status_counts import count_by_status
 
 PENDING = "pending"
 RETRYING = "retrying"
@@ -511,19 +512,7 @@ def dead_letter_counts(
     conn: Connection, organization_id: str, integration_id: str | None = None
 ) -> dict[str, int]:
     """Letters per status (the dead-letter depth is pending + retrying + quarantined)."""
-    sql = "SELECT status, count(*) AS n FROM dead_letters WHERE organization_id = :o"
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update(
-        {
-            r["status"]: int(r["n"])
-            for r in conn.execute(sa.text(sql + " GROUP BY status"), params).mappings()
-        }
-    )
-    return counts
+    return count_by_status(conn, "dead_letters", STATUSES, organization_id, integration_id)
 
 
 def due_dead_letter_sets(

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.figures import percentile
 from sync_pipelines.store.activity import ACTIVITY_COLUMNS
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.status_counts import count_by_status
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -336,19 +337,7 @@ def event_counts(
     conn: Connection, organization_id: str, integration_id: str | None = None
 ) -> dict[str, int]:
     """Events per status (the backlog is pending + processing)."""
-    sql = "SELECT status, count(*) AS n FROM webhook_events WHERE organization_id = :o"
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update(
-        {
-            r["status"]: int(r["n"])
-            for r in conn.execute(sa.text(sql + " GROUP BY status"), params).mappings()
-        }
-    )
-    return counts
+    return count_by_status(conn, "webhook_events", STATUSES, organization_id, integration_id)
 
 
 def oldest_pending_age_s(
