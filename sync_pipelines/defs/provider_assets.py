@@ -7,6 +7,7 @@ group `p`, with a sync job (`sync_p_integration`) and an export job
 (`export_p_desired_states`). Adding a provider adds its assets here without a code change.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states
 from sync_pipelines.sync.inventory import sync_devices
-from sync_pipelines.sync.session import integration_session
+from sync_pipelines.sync.results import SyncResult
+from sync_pipelines.sync.session import IntegrationSession, integration_session
 
 #: how each provider is named and badged in the UI; an unlisted provider gets its own name
 PROVIDER_LABELS = {
@@ -76,12 +78,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def devices(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with (
-            fail_fast_unless_retryable(),
-            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
-        ):
-            result = sync_devices(session)
-        return dg.MaterializeResult(metadata=result.metadata())
+        return _run_stream(context, store, sync_devices)
 
     @dg.asset(
         name=f"{provider}_device_states",
@@ -93,12 +90,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def device_states(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with (
-            fail_fast_unless_retryable(),
-            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
-        ):
-            result = sync_device_states(session)
-        return dg.MaterializeResult(metadata=result.metadata())
+        return _run_stream(context, store, sync_device_states)
 
     @dg.asset(
         name=f"{provider}_desired_exports",
@@ -111,12 +103,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         **common,
     )
     def desired_exports(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
-        with (
-            fail_fast_unless_retryable(),
-            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
-        ):
-            result = export_desired_states(session)
-        return dg.MaterializeResult(metadata=result.metadata())
+        return _run_stream(context, store, export_desired_states)
 
     telemetry = _telemetry_asset(provider, label, common) if provider in TELEMETRY_PROVIDERS else None
     sync_selection = [devices, device_states] + ([telemetry] if telemetry is not None else [])
@@ -153,14 +140,22 @@ def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefini
     def telemetry(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
         from sync_pipelines.sync.telemetry import sync_telemetry
 
-        with (
-            fail_fast_unless_retryable(),
-            integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
-        ):
-            result = sync_telemetry(session)
-        return dg.MaterializeResult(metadata=result.metadata())
+        return _run_stream(context, store, sync_telemetry)
 
     return telemetry
+
+
+def _run_stream(
+    context: dg.AssetExecutionContext, store: SyncStoreResource, stream: Callable[[IntegrationSession], SyncResult]
+) -> dg.MaterializeResult:
+    """One stream for the partition's integration; its figures become the materialization's
+    metadata. A non-retryable failure skips Dagster's retry policy."""
+    with (
+        fail_fast_unless_retryable(),
+        integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+    ):
+        result = stream(session)
+    return dg.MaterializeResult(metadata=result.metadata())
 
 
 #: provider name -> its Dagster objects, for every registered provider

@@ -18,21 +18,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from sync_pipelines.emulators.aws_iot_proxy import AwsIotProxy
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.emulators.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from sync_pipelines.emulators.server import EmulatorServer, serve_forever
 from sync_pipelines.peers.contract import (
-    AUTH_FAILURE,
-    DROP_CONNECTION,
-    MALFORMED,
     MATRIX_FAULTS,
     POISON_RECORD,
-    RATE_LIMIT,
-    SERVER_ERROR,
-    TIMEOUT,
     JsonDict,
     ProviderPeer,
 )
+from sync_pipelines.peers.emulator_peer import fault_spec
 
 THING_TYPE = "sensor"
 _REGIONS = (
@@ -214,18 +208,7 @@ class AwsIotPeer(ProviderPeer):
         self.write_shadow(external_id, {"state": {"desired": patch}})
 
     def inject_fault(self, fault: str, *, times: int = 1) -> None:
-        spec = {
-            AUTH_FAILURE: FaultSpec("auth_failure", times=times),
-            RATE_LIMIT: FaultSpec(
-                "rate_limit", times=times, retry_after_s=int(self.rate_limit_retry_after_s)
-            ),
-            SERVER_ERROR: FaultSpec("server_error", times=times, status=503),
-            MALFORMED: FaultSpec("malformed_json", times=times),
-            TIMEOUT: FaultSpec("timeout", times=times,
-                               latency_ms=int(self.timeout_hang_s * 1000)),
-            DROP_CONNECTION: FaultSpec("drop_connection", times=times),
-        }[fault]
-        self._proxy().add_faults(spec)
+        self._proxy().add_faults(fault_spec(self, fault, times=times))
 
     def clear_faults(self) -> None:
         self._proxy().clear_faults()

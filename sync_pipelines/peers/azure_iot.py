@@ -12,19 +12,10 @@ import secrets
 from collections.abc import Iterable
 
 from sync_pipelines.emulators.azure_iot import AzureIotEmulator, AzureIotEmulatorConfig
-from sync_pipelines.emulators.faults import FaultSpec
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.peers.contract import (
-    AUTH_FAILURE,
-    DROP_CONNECTION,
-    MALFORMED,
-    POISON_RECORD,
-    RATE_LIMIT,
-    SERVER_ERROR,
-    TIMEOUT,
     JsonDict,
-    ProviderPeer,
 )
+from sync_pipelines.peers.emulator_peer import EmulatorPeer
 
 POLICY = "iothubowner"
 # The service routes (not /_emulator): faults hit the provider's calls only.
@@ -35,7 +26,8 @@ def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-class AzureIotPeer(ProviderPeer):
+class AzureIotPeer(EmulatorPeer):
+    fault_path = _SERVICE_PATHS
     provider = "azure_iot"
 
     def __init__(self, device_count: int = 0, **config: object) -> None:
@@ -44,22 +36,6 @@ class AzureIotPeer(ProviderPeer):
         self.emulator = AzureIotEmulator(
             AzureIotEmulatorConfig(device_count=device_count, **config)
         )
-        self.server: EmulatorServer | None = None
-
-    @property
-    def url(self) -> str:
-        if self.server is None:
-            raise RuntimeError("the Azure IoT Hub peer is not started")
-        return self.server.url
-
-    def start(self) -> None:
-        if self.server is None:
-            self.server = EmulatorServer(self.emulator.app).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
 
     def integration_settings(self) -> JsonDict:
         return {"base_url": self.url}
@@ -101,26 +77,6 @@ class AzureIotPeer(ProviderPeer):
     def write_desired_remotely(self, external_id: str, patch: JsonDict) -> None:
         self.emulator.patch_desired(external_id, patch)
 
-    def inject_fault(self, fault: str, *, times: int = 1) -> None:
-        spec = {
-            AUTH_FAILURE: FaultSpec("auth_failure", path=_SERVICE_PATHS, times=times),
-            RATE_LIMIT: FaultSpec(
-                "rate_limit",
-                path=_SERVICE_PATHS,
-                times=times,
-                retry_after_s=int(self.rate_limit_retry_after_s),
-            ),
-            SERVER_ERROR: FaultSpec("server_error", path=_SERVICE_PATHS, times=times, status=503),
-            MALFORMED: FaultSpec("malformed_json", path=_SERVICE_PATHS, times=times),
-            TIMEOUT: FaultSpec("timeout", path=_SERVICE_PATHS, times=times,
-                               latency_ms=int(self.timeout_hang_s * 1000)),
-            DROP_CONNECTION: FaultSpec("drop_connection", path=_SERVICE_PATHS, times=times),
-            POISON_RECORD: FaultSpec("poison_record", path=_SERVICE_PATHS, device_index=self.poison_index),
-        }[fault]
-        self.emulator.add_faults(spec)
-
-    def clear_faults(self) -> None:
-        self.emulator.clear_faults()
 
 
 def _without_bookkeeping(document: JsonDict) -> JsonDict:

@@ -5,47 +5,23 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
 from sync_pipelines.emulators.golioth_inventory import Inventory
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.peers.contract import (
-    AUTH_FAILURE,
-    DROP_CONNECTION,
-    MALFORMED,
-    POISON_RECORD,
-    RATE_LIMIT,
-    SERVER_ERROR,
-    TIMEOUT,
     JsonDict,
-    ProviderPeer,
 )
+from sync_pipelines.peers.emulator_peer import EmulatorPeer
 
 _V1 = r"^/v1/"
 
 
-class GoliothPeer(ProviderPeer):
+class GoliothPeer(EmulatorPeer):
+    fault_path = _V1
     provider = "golioth"
 
     def __init__(self, device_count: int = 0, **config: object) -> None:
         config.setdefault("api_key", f"gk-{secrets.token_hex(16)}")
         self.emulator = GoliothEmulator(GoliothEmulatorConfig(device_count=device_count, **config))
-        self.server: EmulatorServer | None = None
-
-    @property
-    def url(self) -> str:
-        if self.server is None:
-            raise RuntimeError("the Golioth peer is not started")
-        return self.server.url
-
-    def start(self) -> None:
-        if self.server is None:
-            self.server = EmulatorServer(self.emulator.app).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
 
     def integration_settings(self) -> JsonDict:
         return {"base_url": self.url, "project_id": self.emulator.config.project_id}
@@ -79,20 +55,3 @@ class GoliothPeer(ProviderPeer):
 
     def write_desired_remotely(self, external_id: str, patch: JsonDict) -> None:
         self.emulator.write_state(external_id, "desired", patch)
-
-    def inject_fault(self, fault: str, *, times: int = 1) -> None:
-        spec = {
-            AUTH_FAILURE: FaultSpec("auth_failure", path=_V1, times=times),
-            RATE_LIMIT: FaultSpec("rate_limit", path=_V1, times=times,
-                                  retry_after_s=int(self.rate_limit_retry_after_s)),
-            SERVER_ERROR: FaultSpec("server_error", path=_V1, times=times, status=503),
-            MALFORMED: FaultSpec("malformed_json", path=_V1, times=times),
-            TIMEOUT: FaultSpec("timeout", path=_V1, times=times,
-                               latency_ms=int(self.timeout_hang_s * 1000)),
-            DROP_CONNECTION: FaultSpec("drop_connection", path=_V1, times=times),
-            POISON_RECORD: FaultSpec("poison_record", path=_V1, device_index=self.poison_index),
-        }[fault]
-        self.emulator.add_faults(spec)
-
-    def clear_faults(self) -> None:
-        self.emulator.clear_faults()
