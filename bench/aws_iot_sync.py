@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
+from bench_support import free_port, fresh_store_url
 
 from sync_pipelines.observability.logging import configure_logging
 from sync_pipelines.store.database import Store
@@ -35,16 +34,18 @@ from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.sync.session import RunContext, integration_session
 
-ADMIN_URL = os.environ.get(
-    "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
+def fresh_store(backend: str) -> tuple[Store, Callable[[], None]]:
+    """A migrated, empty store and how to get rid of it."""
+    url, drop_database = fresh_store_url(backend)
+    store = Store(url)
+    migrate(store)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def drop() -> None:
+        store.dispose()
+        drop_database()
 
+    return store, drop
 
 def start_peer(things: int) -> tuple[subprocess.Popen, dict]:
     code = f"from sync_pipelines.peers.aws_iot import run_aws_peer; run_aws_peer(port={free_port()}, devices={things})"
@@ -66,25 +67,6 @@ def start_peer(things: int) -> tuple[subprocess.Popen, dict]:
     return proc, wiring
 
 
-def fresh_store(backend: str) -> tuple[Store, callable]:
-    if backend == "sqlite":
-        store = Store(
-            f"sqlite:///{os.path.join(tempfile.mkdtemp(prefix='aws-bench-'), 'store.db')}"
-        )
-        migrate(store)
-        return store, store.dispose
-    name = f"aws_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    store = Store(f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}")
-    migrate(store)
-
-    def drop() -> None:
-        store.dispose()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return store, drop
 
 
 def run_syncs(store: Store, wiring: dict, concurrency: int) -> tuple[float, float, int, int]:

@@ -14,28 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
 import httpx
-import psycopg
+from bench_support import free_port, fresh_store_url
 
-ADMIN_URL = os.environ.get(
-    "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BIN = os.path.dirname(sys.executable)
 CONNECTION_ENV = "BENCH_AZURE_IOT_CONNECTION_STRING"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_emulator(devices: int) -> tuple[subprocess.Popen, str, str]:
@@ -73,19 +64,6 @@ def start_emulator(devices: int) -> tuple[subprocess.Popen, str, str]:
     raise RuntimeError("emulator did not start")
 
 
-def fresh_store(backend: str) -> tuple[str, callable]:
-    if backend == "sqlite":
-        path = os.path.join(tempfile.mkdtemp(prefix="sync-bench-"), "store.db")
-        return f"sqlite:///{path}", lambda: None
-    name = f"sync_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
 
 
 def run_sync(
@@ -160,7 +138,7 @@ def main() -> None:
         try:
             walls, rss, inventory, states = [], [], [], []
             for _ in range(args.repeat):
-                store_url, drop = fresh_store(args.backend)
+                store_url, drop = fresh_store_url(args.backend)
                 try:
                     wall, peak, figures = run_sync(
                         store_url, url, connection_string, args.state_concurrency

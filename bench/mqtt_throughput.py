@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
-import psycopg
+from bench_support import fresh_store_url
 
 from sync_pipelines.observability.logging import configure_logging
 from sync_pipelines.peers.mqtt import MqttPeer
@@ -30,29 +30,18 @@ from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.sync.session import RunContext, integration_session
 from sync_pipelines.sync.telemetry import sync_telemetry
 
-ADMIN_URL = os.environ.get(
-    "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
-
-def fresh_store(backend: str) -> tuple[Store, callable]:
-    if backend == "sqlite":
-        store = Store(f"sqlite:///{tempfile.mkdtemp(prefix='mqtt-bench-')}/store.db")
-        migrate(store)
-        return store, store.dispose
-    name = f"mqtt_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    store = Store(f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}")
+def fresh_store(backend: str) -> tuple[Store, Callable[[], None]]:
+    """A migrated, empty store and how to get rid of it."""
+    url, drop_database = fresh_store_url(backend)
+    store = Store(url)
     migrate(store)
 
     def drop() -> None:
         store.dispose()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database()
 
     return store, drop
-
 
 def register(store: Store, peer: MqttPeer, **settings: object) -> str:
     refs, env = peer.secret_env("BENCH")

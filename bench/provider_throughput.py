@@ -16,13 +16,11 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-import psycopg
+from bench_support import fresh_store_url
 
-ADMIN_URL = os.environ.get("SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BIN = os.path.dirname(sys.executable)
 
 
@@ -49,18 +47,6 @@ def start_peer(provider: str, devices: int) -> tuple[subprocess.Popen, dict[str,
     raise RuntimeError(f"the {provider} peer exited before it was ready")
 
 
-def fresh_store_url(backend: str) -> tuple[str, callable]:
-    if backend == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp(prefix='sync-bench-')}/store.db", lambda: None
-    name = f"sync_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
 
 
 def bench_provider(provider: str, devices: int, backend: str) -> dict[str, float]:

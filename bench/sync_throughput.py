@@ -11,26 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
 import httpx
-import psycopg
+from bench_support import free_port, fresh_store_url
 
-ADMIN_URL = os.environ.get("SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEY = "bench-emulator-key"
 BIN = os.path.dirname(sys.executable)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_emulator(devices: int) -> tuple[subprocess.Popen, str]:
@@ -51,19 +44,6 @@ def start_emulator(devices: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("emulator did not start")
 
 
-def fresh_store(backend: str) -> tuple[str, callable]:
-    if backend == "sqlite":
-        path = os.path.join(tempfile.mkdtemp(prefix="sync-bench-"), "store.db")
-        return f"sqlite:///{path}", lambda: None
-    name = f"sync_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
 
 
 def run_sync(store_url: str, emulator_url: str, env_extra: dict[str, str]) -> tuple[float, float, str]:
@@ -101,7 +81,7 @@ def main() -> None:
         try:
             walls, rss = [], []
             for _ in range(args.repeat):
-                store_url, drop = fresh_store(args.backend)
+                store_url, drop = fresh_store_url(args.backend)
                 try:
                     wall, peak, _last = run_sync(store_url, url, {})
                 finally:

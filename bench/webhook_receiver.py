@@ -17,14 +17,13 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 
 import httpx
-import psycopg
+from bench_support import free_port, fresh_store_url
 
 from sync_pipelines.figures import percentile
 from sync_pipelines.store.database import Store
@@ -33,29 +32,10 @@ from sync_pipelines.store.migrations import migrate
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.webhooks.verification import standard_webhook_headers
 
-ADMIN_URL = os.environ.get(
-    "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"
 INTEGRATION = "bench-golioth"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fresh_database() -> tuple[str, callable]:
-    name = f"sync_bench_wh_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
 
 
 def start_receiver(url: str, secret: str, port: int) -> subprocess.Popen:
@@ -163,7 +143,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url, drop = fresh_database()
+    url, drop = fresh_store_url("postgres", "sync_bench_wh")
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     os.environ[SECRET_ENV] = secret
     store = Store(url)
