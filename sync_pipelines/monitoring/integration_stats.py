@@ -139,10 +139,9 @@ class SyncHistory:
     failure_streak: int
     #: syncs still `running` past the stale limit
     stale_running: int
-    #: devices fetched by the newest finished inventory sync, and by the good one before it
+    #: devices fetched by the newest good inventory sync, and by the good one before it
     last_inventory_fetched: int | None
     previous_inventory_fetched: int | None
-    last_inventory_status: str | None
 
 
 def sync_history(
@@ -190,9 +189,10 @@ def sync_history(
         {"o": organization_id, "i": integration_id},
     ).scalar()
     last_error = next((r for r in rows if outcome(r) == "failed"), None)
-    finished = [r for r in rows if outcome(r) != "running"]
-    inventory = [r for r in finished if r["stream"] == "devices"]
-    previous_good = next((r for r in inventory[1:] if r["status"] in GOOD_SYNC_STATUSES), None)
+    # good inventories, newest first: the expected-volume check compares the newest with the one before
+    good_inventory = [
+        r for r in rows if r["stream"] == "devices" and r["status"] in GOOD_SYNC_STATUSES
+    ]
     return SyncHistory(
         syncs=len(rows),
         last_attempt_at=parse_timestamp(rows[0]["started_at"]) if rows else None,
@@ -209,9 +209,10 @@ def sync_history(
         ),
         failure_streak=streak,
         stale_running=sum(1 for r in rows if r["status"] == "running" and outcome(r) == "failed"),
-        last_inventory_fetched=int(inventory[0]["fetched"]) if inventory else None,
-        previous_inventory_fetched=int(previous_good["fetched"]) if previous_good else None,
-        last_inventory_status=inventory[0]["status"] if inventory else None,
+        last_inventory_fetched=int(good_inventory[0]["fetched"]) if good_inventory else None,
+        previous_inventory_fetched=(
+            int(good_inventory[1]["fetched"]) if len(good_inventory) > 1 else None
+        ),
     )
 
 
