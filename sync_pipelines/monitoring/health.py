@@ -1,6 +1,7 @@
 """One integration's health, from its figures and thresholds: healthy / degraded / unhealthy /
-unknown, with the reasons. The health command and endpoint, the reports and the alert rules
-all classify through here."""
+unknown, with the reasons. Unhealthy means data is not flowing (syncs failing, none ever
+succeeded, inbox overflowing); degraded means it flows with trouble (errors, staleness, latency). The health command and
+endpoint, the reports and the alert rules all classify through here."""
 
 from __future__ import annotations
 
@@ -95,16 +96,14 @@ def classify(
         reasons.append((UNHEALTHY, "no successful sync yet"))
     elif (age := (now - history.last_success_at).total_seconds()) > sla:
         reasons.append((DEGRADED, f"last successful sync {age:.0f} s ago (SLA {sla:.0f} s)"))
+    # Provider errors alone make an integration degraded, not unhealthy: while its syncs still
+    # succeed (retries absorb the errors) data is flowing. Alerts and checks rate them critical.
     rate = window.error_rate
-    if rate is not None and window.calls >= t.min_calls:
-        if rate > t.error_rate_critical:
-            reasons.append(
-                (UNHEALTHY, f"provider error rate {rate:.1%} over the last {t.window_s} s")
-            )
-        elif rate > t.error_rate_warn:
-            reasons.append(
-                (DEGRADED, f"provider error rate {rate:.1%} over the last {t.window_s} s")
-            )
+    if rate is not None and window.calls >= t.min_calls and rate > t.error_rate_warn:
+        level = "critical" if rate > t.error_rate_critical else "warning"
+        reasons.append(
+            (DEGRADED, f"provider error rate {rate:.1%} over the last {t.window_s} s ({level})")
+        )
     p95 = window.p95_latency_ms
     if p95 is not None and p95 > t.p95_latency_critical_ms:
         reasons.append((DEGRADED, f"p95 latency {p95:.0f} ms"))

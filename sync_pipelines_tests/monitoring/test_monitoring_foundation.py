@@ -142,7 +142,10 @@ def test_health_states_from_real_rows(store, integration):
         insert_activity_rows(conn, [_call(NOW - timedelta(seconds=20), "failed") for _ in range(3)])
     with store.connect() as conn:
         health = integration_health(conn, integration, now=NOW)  # 3 / 33 = 9 %: warn, not critical
-    assert health.state == DEGRADED and "error rate 9.1%" in health.reasons[0]
+    assert (
+        health.state == DEGRADED
+        and "error rate 9.1% over the last 300 s (warning)" in health.reasons[0]
+    )
     with store.transaction() as conn:
         for minutes in (3, 2, 1):
             _sync(conn, NOW - timedelta(seconds=minutes), "failed")
