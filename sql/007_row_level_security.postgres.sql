@@ -10,11 +10,13 @@
 -- restrict: it works across organizations by design (partition sensor, schedules) and scopes
 -- each query itself. Tables added by later migrations call sync_enable_tenant_rls(name).
 
+-- Roles are cluster-wide while the migration lock is per database: two databases migrating at
+-- once (parallel test workers, two deployments on one server) race to create it.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_tenant') THEN
-        CREATE ROLE sync_tenant NOLOGIN;
-    END IF;
+    CREATE ROLE sync_tenant NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
 END
 $$;
 
