@@ -43,7 +43,7 @@ def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
         due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
         if not due:
             return dg.SkipReason(f"no {label} integration is due")
-        tick = _tick_time(context).strftime("%Y%m%dT%H%M")
+        tick = tick_time(context).strftime("%Y%m%dT%H%M")
         return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
 
     return poll
@@ -54,7 +54,7 @@ POLL_SCHEDULES: dict[str, dg.ScheduleDefinition] = {p: build_poll_schedule(p) fo
 golioth_poll_schedule = POLL_SCHEDULES["golioth"]
 
 
-def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
+def tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
     """The tick's time; for a direct evaluation (tests, notebooks) the current minute, so
     run keys stay unique per minute instead of colliding on a fixed fallback."""
     try:

@@ -39,6 +39,8 @@ TELEMETRY_GAP = "telemetry_gap"
 WEBHOOK_PROCESSING = "webhook_processing"
 #: a dead-letter replay (the operation) and each letter's outcome (resolved, retrying, quarantined)
 REPLAY = "replay"
+#: a retention purge (system-level: organization `_system`)
+RETENTION = "retention"
 
 #: the row types that are calls to a provider: one per HTTP request or MQTT broker operation
 PROVIDER_CALLS = frozenset({HTTP_REQUEST, MQTT_REQUEST})
