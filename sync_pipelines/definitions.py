@@ -4,9 +4,11 @@ import dagster as dg
 
 from sync_pipelines.defs.dead_letters import dead_letter_replay_sensor, replay_dead_letters
 from sync_pipelines.defs.failure_sensors import run_failure_recorder
+from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
 from sync_pipelines.defs.jobs import test_integration_connection
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.defs.retention import RETENTION_JOBS, RETENTION_SCHEDULES
 from sync_pipelines.defs.schedules import POLL_SCHEDULES
 from sync_pipelines.defs.sensors import integration_partitions_sensor
 from sync_pipelines.defs.webhook_inbox import process_webhook_inbox, webhook_inbox_sensor
@@ -17,13 +19,16 @@ configure_logging()
 defs = dg.Definitions(
     assets=[asset for p in PROVIDER_DEFS.values() for asset in p.assets],
     jobs=[job for p in PROVIDER_DEFS.values() for job in (p.sync_job, p.export_job)]
-    + [test_integration_connection, replay_dead_letters, process_webhook_inbox],
-    schedules=list(POLL_SCHEDULES.values()),
+    + [test_integration_connection, replay_dead_letters, process_webhook_inbox]
+    + RETENTION_JOBS,
+    asset_checks=INTEGRATION_CHECKS,
+    schedules=list(POLL_SCHEDULES.values()) + RETENTION_SCHEDULES,
     sensors=[
         integration_partitions_sensor,
         run_failure_recorder,
         dead_letter_replay_sensor,
         webhook_inbox_sensor,
+        failed_or_stale_syncs_sensor,
     ],
     resources={"store": SyncStoreResource()},
 )

@@ -1,0 +1,56 @@
+"""When an integration's checks must be evaluated outside a sync run.
+
+In a sync run the checks follow the devices step, so a sync that fails never reaches them, and an
+integration that stops syncing is never judged at all: exactly the failure streak and staleness
+the checks exist to catch. This says which integrations need an evaluation now, for the sensor
+that evaluates them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.monitoring.thresholds import Thresholds
+from sync_pipelines.store.check_results import latest_check_at
+from sync_pipelines.store.database import parse_timestamp
+from sync_pipelines.store.integrations import Integration
+
+SYNC_FAILED = "a sync failed after the last check"
+NOT_CHECKED_WITHIN_SLA = "no check within the freshness SLA"
+#: recent finished syncs looked at for a failure newer than the last check
+_RECENT_SYNCS = 10
+
+
+def _newest_failure_at(conn: Connection, integration: Integration) -> datetime | None:
+    rows = conn.execute(
+        sa.text(
+            "SELECT status, completed_at FROM integration_sync_log "
+            "WHERE organization_id = :o AND integration_id = :i AND status <> 'running' "
+            "ORDER BY started_at DESC LIMIT :n"
+        ),
+        {"o": integration.organization_id, "i": integration.integration_id, "n": _RECENT_SYNCS},
+    ).mappings()
+    failures = [
+        parse_timestamp(r["completed_at"])
+        for r in rows
+        if r["status"] == "failed" and r["completed_at"]
+    ]
+    return max(failures, default=None)
+
+
+def check_due_reason(conn: Connection, integration: Integration, *, now: datetime) -> str | None:
+    """Why the integration's checks are due now, or None. A ValueError names a bad `monitoring`
+    setting."""
+    last_check = latest_check_at(conn, integration.organization_id, integration.integration_id)
+    failure = _newest_failure_at(conn, integration)
+    if failure is not None and (last_check is None or failure > last_check):
+        return SYNC_FAILED
+    sla = Thresholds.from_settings(integration.settings).freshness_sla_for(
+        integration.poll_interval_s
+    )
+    since = last_check or integration.created_at or now
+    if (now - since).total_seconds() > sla:
+        return NOT_CHECKED_WITHIN_SLA
+    return None

@@ -1,0 +1,166 @@
+"""Asset checks of every integration, on its provider's `{provider}_devices` asset.
+
+One `@multi_asset_check` per provider (`{provider}_integration_checks`), one spec per check of
+`checks/integration_checks.py`, partitioned like the asset (partition = integration id). A sync
+job selects the devices asset, and Dagster adds the checks targeting a selected asset to the
+job, so they run after the devices step of every sync, evaluate that run's integration, and
+report each evaluation under its partition. No check is blocking: a failed check is a signal,
+not a stop. Every evaluation is also written to `integration_check_results` with the run id,
+since a failed check does not fail its run and the alert sensor reads failures there.
+
+A sync that fails never reaches its checks, and an integration that stops syncing has none:
+`failed_or_stale_syncs_sensor` evaluates those integrations outside any run and reports the
+evaluations to the event log (runless, under the integration's partition).
+"""
+
+import warnings
+from collections.abc import Iterator
+
+import dagster as dg
+
+from sync_pipelines.checks.due import check_due_reason
+from sync_pipelines.checks.integration_checks import CHECKS, check_integration
+from sync_pipelines.checks.outcome import CheckOutcome
+from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, ProviderDefs
+from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import (
+    Integration,
+    find_integration_owner,
+    list_enabled_integrations,
+)
+
+#: integrations the sensor evaluates per tick; the rest are still due at the next tick
+MAX_INTEGRATIONS_PER_TICK = 50
+
+
+def _metadata(outcome: CheckOutcome) -> dict[str, int | float]:
+    """The figures Dagster plots; a figure with nothing to measure (None) is left out."""
+    return {k: v for k, v in outcome.metadata.items() if v is not None}
+
+
+def check_result_of(asset_key: dg.AssetKey, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity(outcome.severity),
+        description=outcome.description,
+        metadata=_metadata(outcome),
+    )
+
+
+def check_evaluation_of(
+    asset_key: dg.AssetKey, outcome: CheckOutcome, partition: str
+) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity(outcome.severity),
+        description=outcome.description,
+        metadata=_metadata(outcome),
+        blocking=False,
+        partition=partition,
+    )
+
+
+def build_integration_checks(provider_defs: ProviderDefs) -> dg.AssetChecksDefinition:
+    devices = provider_defs.devices
+    with warnings.catch_warnings():
+        # partitioned check specs are "preview" in dagster 1.13; without them every integration's
+        # evaluation would overwrite the others' as the asset's one check status
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        specs = [
+            dg.AssetCheckSpec(
+                check.name,
+                asset=devices,
+                description=check.description,
+                partitions_def=devices.partitions_def,
+                blocking=False,
+            )
+            for check in CHECKS
+        ]
+
+    @dg.multi_asset_check(
+        name=f"{provider_defs.provider}_integration_checks",
+        specs=specs,
+        description=f"Health and data quality of one {provider_defs.provider} integration "
+        "(partition = integration id), after its inventory sync.",
+    )
+    def integration_checks(
+        context: dg.AssetCheckExecutionContext, store: SyncStoreResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        sync_store = store.get_store()
+        integration = _integration_of(sync_store, context.partition_key)
+        try:
+            outcomes = check_integration(
+                sync_store, integration, now=utc_now(), run_id=context.run.run_id
+            )
+        except ValueError as exc:  # an unusable `monitoring` setting: time will not fix it
+            raise dg.Failure(str(exc), allow_retries=False) from exc
+        for outcome in outcomes:
+            yield check_result_of(devices.key, outcome)
+
+    return integration_checks
+
+
+def _integration_of(store: Store, integration_id: str) -> Integration:
+    with store.connect() as conn:
+        integration = find_integration_owner(conn, integration_id)
+    if integration is None:
+        raise dg.Failure(
+            f"no integration {integration_id!r} to check (deleted? see `sync-pipelines integrations list`)",
+            allow_retries=False,
+        )
+    return integration
+
+
+#: provider name -> the checks on its devices asset
+CHECKS_BY_PROVIDER: dict[str, dg.AssetChecksDefinition] = {
+    provider: build_integration_checks(defs) for provider, defs in PROVIDER_DEFS.items()
+}
+INTEGRATION_CHECKS: list[dg.AssetChecksDefinition] = list(CHECKS_BY_PROVIDER.values())
+
+
+@dg.sensor(
+    description="Evaluates an integration's checks where no sync run does: after a sync that failed "
+    "(a run's checks follow the devices step, which a failure skips) and when no check has run "
+    "for a freshness SLA (an integration that stopped syncing). Evaluations go to the event log "
+    "(runless, under the integration's partition) and to integration_check_results.",
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def failed_or_stale_syncs_sensor(
+    context: dg.SensorEvaluationContext, store: SyncStoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    now, sync_store = utc_now(), store.get_store()
+    due: list[tuple[Integration, str]] = []
+    with sync_store.connect() as conn:
+        # system-level scan across tenants: each integration is then handled with its own org
+        for integration in list_enabled_integrations(conn):
+            if len(due) >= MAX_INTEGRATIONS_PER_TICK:
+                break
+            if integration.provider not in PROVIDER_DEFS:
+                continue
+            try:
+                reason = check_due_reason(conn, integration, now=now)
+            except ValueError as exc:
+                context.log.error(f"integration {integration.integration_id!r}: {exc}")
+                continue
+            if reason:
+                due.append((integration, reason))
+    events: list[dg.AssetCheckEvaluation] = []
+    for integration, reason in due:
+        outcomes = check_integration(sync_store, integration, now=now, run_id=None)
+        asset_key = PROVIDER_DEFS[integration.provider].devices.key
+        events += [check_evaluation_of(asset_key, o, integration.integration_id) for o in outcomes]
+        failing = [o.name for o in outcomes if not o.passed]
+        context.log.info(
+            f"checked {integration.integration_id} ({reason}): "
+            + (f"failing {', '.join(failing)}" if failing else "all passed")
+        )
+    if not events:
+        return dg.SkipReason("no integration has a failed sync or a stale check to evaluate")
+    return dg.SensorResult(asset_events=events)
