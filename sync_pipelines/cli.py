@@ -359,9 +359,10 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
+from sync_pipelines.cli_alerts import alerts  # noqa: E402
 from sync_pipelines.cli_retention import retention  # noqa: E402
 
-for _command in (replay, quarantine, dead_letters, retention):
+for _command in (replay, quarantine, dead_letters, retention, alerts):
     main.add_command(_command)
 
 

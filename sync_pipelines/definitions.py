@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from sync_pipelines.defs.alert_sensors import ALERT_SENSORS
 from sync_pipelines.defs.dead_letters import dead_letter_replay_sensor, replay_dead_letters
 from sync_pipelines.defs.failure_sensors import run_failure_recorder
 from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
@@ -29,6 +30,7 @@ defs = dg.Definitions(
         dead_letter_replay_sensor,
         webhook_inbox_sensor,
         failed_or_stale_syncs_sensor,
-    ],
+    ]
+    + ALERT_SENSORS,
     resources={"store": SyncStoreResource()},
 )

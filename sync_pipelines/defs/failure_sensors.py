@@ -1,7 +1,12 @@
-"""Sensors on failure: every failed run is recorded in `event_failures`, exactly once."""
+"""Sensors on failure: every failed run is recorded in `event_failures`, exactly once, and raises
+its alert incident (`run_failed:<job>:<partition>`) in the same transaction."""
 
 import dagster as dg
 
+from sync_pipelines.alerts.incidents import send_owed, sight
+from sync_pipelines.alerts.run_failures import run_failure_condition
+from sync_pipelines.alerts.settings import AlertSettings
+from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
@@ -16,7 +21,8 @@ _WILL_RETRY = "dagster/will_retry"
 @dg.run_failure_sensor(
     description=(
         "Records every failed run (job, partition, failed step, error and stack) in "
-        "`event_failures`, once per run; runs Dagster is about to retry are skipped."
+        "`event_failures`, once per run, and raises its alert; runs Dagster is about to retry "
+        "are skipped."
     ),
     monitor_all_code_locations=False,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -25,9 +31,11 @@ _WILL_RETRY = "dagster/will_retry"
 def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreResource) -> None:
     run = context.dagster_run
     if run.tags.get(_WILL_RETRY) == "true":
-        context.log.info(f"run {run.run_id} will be retried by Dagster; not recorded as a failure yet")
+        context.log.info(
+            f"run {run.run_id} will be retried by Dagster; not recorded as a failure yet"
+        )
         return
-    integration_id = _integration_of(run)
+    integration_id = integration_of(run)
     step_failures = context.get_step_failure_events()
     step_key = step_failures[0].step_key if step_failures else None
     error = step_failures[0].event_specific_data.error if step_failures else None
@@ -40,10 +48,10 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
     error_type = error.cls_name if error else None
     sync_store = store.get_store()
     ensure_migrated(sync_store)
+    alert_settings, now, owed = _alert_settings(), utc_now(), None
     with sync_store.transaction() as conn:
         owner = find_integration_owner(conn, integration_id) if integration_id else None
-        new = record_event_failure(
-            conn,
+        failure = dict(
             organization_id=owner.organization_id if owner else SYSTEM_ORGANIZATION,
             integration_id=owner.integration_id if owner else integration_id,
             run_id=run.run_id,
@@ -52,11 +60,35 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
             step_key=step_key,
             error_type=error_type,
             error_message=redact_text(message)[:4000],
-            error_stack=redact_text(stack) if stack else None,
         )
+        new = record_event_failure(
+            conn, **failure, error_stack=redact_text(stack) if stack else None
+        )
+        if new:  # a re-evaluated tick must not count the same run twice
+            _incident, owed = sight(
+                conn, run_failure_condition(**failure), now=now, settings=alert_settings
+            )
     if new:
-        _log.error("run_failed", run_id=run.run_id, job=run.job_name, step=step_key,
-                   integration_id=integration_id, error={"type": error_type, "message": redact_text(message)})
+        _log.error(
+            "run_failed",
+            run_id=run.run_id,
+            job=run.job_name,
+            step=step_key,
+            integration_id=integration_id,
+            error={"type": error_type, "message": redact_text(message)},
+        )
+    if owed is not None:  # a channel failure is recorded in the alert history, never raised
+        send_owed(sync_store, owed, alert_settings, now=now)
+
+
+def _alert_settings() -> AlertSettings:
+    """The alert channels; a misconfigured one must not stop failures being recorded (the
+    incident is still raised in the store, and the health command reports the settings)."""
+    try:
+        return AlertSettings.from_env()
+    except ValueError as exc:
+        _log.error("alert_settings_invalid", error={"type": "ValueError", "message": str(exc)})
+        return AlertSettings()
 
 
 def _wraps_the_real_error(cls_name: str) -> bool:
@@ -64,7 +96,7 @@ def _wraps_the_real_error(cls_name: str) -> bool:
     return cls_name.startswith("Dagster") or cls_name == "Failure"
 
 
-def _integration_of(run: dg.DagsterRun) -> str | None:
+def integration_of(run: dg.DagsterRun) -> str | None:
     """The integration a run worked on: its partition, or the `integration_id` in its config."""
     partition = run.tags.get("dagster/partition")
     if partition:

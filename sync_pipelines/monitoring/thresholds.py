@@ -21,6 +21,8 @@ class Thresholds:
     window_s: int = 300
     error_rate_warn: float = 0.05
     error_rate_critical: float = 0.10
+    #: provider-side failures (5xx, 429, timeouts, connection errors) among the window's calls
+    provider_failure_rate: float = 0.10
     #: calls a window needs before its error rate counts (1 failure in 3 calls is not an incident)
     min_calls: int = 20
     #: consecutive failed syncs

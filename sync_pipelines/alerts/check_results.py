@@ -1,0 +1,132 @@
+"""Failed asset checks as alerts. A failed check does not fail its run, so nothing else would
+tell anyone: each row of `integration_check_results` (sql/009, written by `store.check_results`)
+is read once, in (created_at, id) order, and a failed one raises the incident
+`check_failed:<integration>:<check>` while a passing one resolves it.
+
+The scan's cursor is the last row read: a row committed later with an earlier created_at (a
+check transaction slower than a sensor tick) is not read. Results are written in short
+transactions as checks are evaluated, so that window is small; `alerts list` and the check
+results themselves still show it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.alerts.incidents import AlertOutcome, clear_alert, raise_alert
+from sync_pipelines.alerts.rules import CHECK_FAILED, CRITICAL, WARNING, Condition, dedupe_key
+from sync_pipelines.alerts.settings import AlertSettings
+from sync_pipelines.store.check_results import CheckResult
+from sync_pipelines.store.database import Store, load_json, parse_timestamp
+
+#: Dagster's AssetCheckSeverity names → alert severities
+_SEVERITIES = {"ERROR": CRITICAL, "WARN": WARNING}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPosition:
+    """Where the scan is: the last row read, by (created_at, id). The sensor's cursor."""
+
+    created_at: datetime
+    id: str
+
+    def to_cursor(self) -> str:
+        return json.dumps({"created_at": self.created_at.isoformat(), "id": self.id})
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> CheckPosition | None:
+        if not cursor:
+            return None
+        try:
+            value = json.loads(cursor)
+            return cls(datetime.fromisoformat(value["created_at"]), str(value["id"]))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                f'check-result cursor {cursor!r} is not {{"created_at": ISO-8601, "id": ...}}; '
+                "reset the sensor's cursor"
+            ) from None
+
+
+def position_of(result: CheckResult) -> CheckPosition:
+    return CheckPosition(result.created_at, result.id)
+
+
+def check_failure_key(result: CheckResult) -> str:
+    return dedupe_key(CHECK_FAILED, f"{result.integration_id}:{result.check_name}")
+
+
+def check_results_after(
+    conn: Connection, after: CheckPosition | None, *, since: datetime, limit: int
+) -> list[CheckResult]:
+    """System-level scan across tenants: the sensor watches every organization's checks. Rows
+    after `after`, or — with no position yet — created at or after `since`."""
+    if after is None:
+        where, params = "created_at >= :since", {"since": since}
+    else:
+        where = "(created_at > :t OR (created_at = :t AND id > :id))"
+        params = {"t": after.created_at, "id": after.id}
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, organization_id, integration_id, provider, check_name, passed, severity, "
+            f"description, metadata, run_id, created_at FROM integration_check_results WHERE {where} "
+            "ORDER BY created_at, id LIMIT :n"
+        ),
+        {**params, "n": limit},
+    ).mappings()
+    return [
+        CheckResult(
+            **{
+                **r,
+                "passed": bool(r["passed"]),
+                "metadata": load_json(r["metadata"]) or {},
+                "created_at": parse_timestamp(r["created_at"]),
+            }
+        )
+        for r in rows
+    ]
+
+
+def condition_of(result: CheckResult) -> Condition:
+    return Condition(
+        organization_id=result.organization_id,
+        integration_id=result.integration_id,
+        rule=CHECK_FAILED,
+        subject=f"{result.integration_id}:{result.check_name}",
+        severity=_SEVERITIES.get(result.severity.upper(), WARNING),
+        summary=f"asset check {result.check_name} failed: {result.description}",
+        details={
+            "check_name": result.check_name,
+            "provider": result.provider,
+            "check_severity": result.severity,
+            "check_result_id": result.id,
+            "metadata": result.metadata,
+        },
+        run_id=result.run_id,
+    )
+
+
+def alert_on_check_result(
+    store: Store,
+    result: CheckResult,
+    settings: AlertSettings,
+    *,
+    now: datetime,
+    failed_channels: set[str] | None = None,
+) -> AlertOutcome:
+    if result.passed:
+        return clear_alert(
+            store,
+            result.organization_id,
+            check_failure_key(result),
+            settings,
+            now=now,
+            reason=f"asset check {result.check_name} passed again",
+            failed_channels=failed_channels,
+        )
+    return raise_alert(
+        store, condition_of(result), settings, now=now, failed_channels=failed_channels
+    )
