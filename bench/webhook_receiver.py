@@ -47,7 +47,7 @@ def start_receiver(url: str, secret: str, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
     for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.05)

@@ -300,7 +300,8 @@ def emulator_aws(host: str, port: int, devices: int) -> None:
 @click.option("--database-url", envvar="SYNC_DATABASE_URL", default=None,
               help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).")
 def receiver(host: str, port: int, database_url: str | None) -> None:
-    """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health."""
+    """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health,
+    GET /metrics."""
     from sync_pipelines.webhooks.app import run_receiver  # starlette/uvicorn only for this command
 
     run_receiver(host, port, database_url=database_url)
@@ -358,11 +359,12 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     return pairs
 
 
-from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
 from sync_pipelines.cli_alerts import alerts  # noqa: E402
+from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
+from sync_pipelines.cli_health import health  # noqa: E402
 from sync_pipelines.cli_retention import retention  # noqa: E402
 
-for _command in (replay, quarantine, dead_letters, retention, alerts):
+for _command in (replay, quarantine, dead_letters, retention, alerts, health):
     main.add_command(_command)
 
 

@@ -4,10 +4,17 @@ loopback socket, and a registered integration pointing at it.
 PostgreSQL is required: a test that cannot reach it fails, it never skips (CI must prove both
 backends). Point SYNC_TEST_POSTGRES_URL elsewhere if the server is not on 127.0.0.1:5432.
 """
+# ruff: noqa: E402
 
 from __future__ import annotations
 
 import os
+import tempfile
+
+# Before anything imports prometheus_client (it picks its mode at import): this session's
+# metric files go to a throwaway directory, not $SYNC_HOME.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sync-prom-"))
+
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

@@ -48,6 +48,7 @@ from sync_pipelines.errors import PERMANENT, RETRYABLE_CATEGORIES
 from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import REQUEST_ID_HEADER, new_request_id
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.metrics import ProviderCallMetrics, http_status_class
 from sync_pipelines.observability.redaction import redact_headers, redact_url
 from sync_pipelines.observability.retrying import RetryPolicy
 
@@ -90,17 +91,21 @@ def request_id_of(outcome: Any) -> str | None:
 
 
 class BotoActivityHooks:
-    """The botocore event handlers that turn each attempt of one client into an activity row."""
+    """The botocore event handlers that turn each attempt of one client into an activity row
+    (and the provider-call metrics, labelled `provider`)."""
 
     def __init__(
         self,
         recorder: ActivityRecorder,
         service_name: str,
         policy: RetryPolicy | None = None,
+        *,
+        provider: str | None = None,
     ) -> None:
         self._recorder = recorder
         self._service = service_name
         self._policy = policy
+        self._metrics = ProviderCallMetrics(provider)
 
     def register(self, events: Any, service_event_name: str | None = None) -> None:
         events.register("request-created", self.on_request_created)
@@ -262,6 +267,8 @@ class BotoActivityHooks:
             else:
                 row.status = "success"
         row.metadata = metadata
+        status_class = "error" if exception is not None else http_status_class(row.status_code)
+        self._metrics.attempt(operation, status_class, elapsed_ms / 1000, row.error_type)
         return row
 
     def _flush(self, context: dict[str, Any], *, retrying: bool) -> None:
@@ -305,6 +312,7 @@ def build_boto_client(
     retry_policy: RetryPolicy | None = None,
     total_max_attempts: int | None = None,
     max_pool_connections: int = 10,
+    provider: str | None = None,
     region_name: str | None = None,
     endpoint_url: str | None = None,
     aws_access_key_id: str | None = None,
@@ -315,7 +323,8 @@ def build_boto_client(
     """The only way provider code gets a boto3 client (see the module docstring).
 
     Attempts per call: `total_max_attempts` when given, else the policy's `max_attempts`,
-    else 1 (a bare client makes no hidden retries; `ProviderClients` passes the policy)."""
+    else 1 (a bare client makes no hidden retries; `ProviderClients` passes the policy).
+    `provider`: the metrics' provider label."""
     import boto3
     from botocore.config import Config
 
@@ -338,7 +347,7 @@ def build_boto_client(
         max_pool_connections=max_pool_connections,
     )
     client = session.client(service_name, endpoint_url=endpoint_url, config=config, **client_kwargs)
-    BotoActivityHooks(recorder, service_name, retry_policy).register(
+    BotoActivityHooks(recorder, service_name, retry_policy, provider=provider).register(
         client.meta.events, client.meta.service_model.service_id.hyphenize()
     )
     return client

@@ -31,6 +31,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import RETRYABLE_CATEGORIES, category_of, error_class_for_status
 from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.metrics import ProviderCallMetrics, http_status_class
 from sync_pipelines.observability.redaction import redact_headers, redact_url
 from sync_pipelines.observability.retrying import (
     SINGLE_ATTEMPT,
@@ -68,16 +69,20 @@ class _Call:
 
 
 class RecordingTransport(httpx.BaseTransport):
-    """Records every attempt and retries per `policy` (one attempt when None)."""
+    """Records every attempt (an activity row and the provider-call metrics, labelled
+    `provider`) and retries per `policy` (one attempt when None)."""
 
     def __init__(
         self,
         inner: httpx.BaseTransport,
         recorder: ActivityRecorder,
         policy: RetryPolicy | None = None,
+        *,
+        provider: str | None = None,
     ) -> None:
         self._inner = inner
         self._recorder = recorder
+        self._metrics = ProviderCallMetrics(provider)
         self.policy = policy or SINGLE_ATTEMPT
         self._retrying = self.policy.retrying(
             _should_retry, retry_after=_retry_after, before_sleep=self._before_retry
@@ -118,6 +123,7 @@ class RecordingTransport(httpx.BaseTransport):
             row.error_type = category_of(exc)
             row.error_message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             row.completed_at = utc_now()
+            self._metrics.attempt(request.method, "error", elapsed / 1000, row.error_type)
             _log_attempt(call, row, exc)
             raise
         elapsed = (time.perf_counter() - started) * 1000
@@ -130,6 +136,9 @@ class RecordingTransport(httpx.BaseTransport):
             row.error_message = _error_summary(response)
         else:
             row.status = "success"
+        self._metrics.attempt(
+            request.method, http_status_class(response.status_code), elapsed / 1000, row.error_type
+        )
         call.response = response
         _log_attempt(call, row)
         return response
@@ -247,9 +256,11 @@ def build_http_client(
     timeout_s: float = 30.0,
     max_connections: int = 16,
     retry_policy: RetryPolicy | None = None,
+    provider: str | None = None,
 ) -> httpx.Client:
     """The only way provider code gets an HTTP client. `retry_policy`: how each call is
-    retried (None: one attempt; `ProviderClients` always passes the integration's)."""
+    retried (None: one attempt; `ProviderClients` always passes the integration's);
+    `provider`: the metrics' provider label."""
     inner = httpx.HTTPTransport(
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -259,5 +270,5 @@ def build_http_client(
         base_url=base_url,
         headers=dict(headers or {}),
         timeout=httpx.Timeout(timeout_s),
-        transport=RecordingTransport(inner, recorder, retry_policy),
+        transport=RecordingTransport(inner, recorder, retry_policy, provider=provider),
     )

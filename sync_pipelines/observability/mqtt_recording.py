@@ -38,6 +38,7 @@ from sync_pipelines.errors import category_of
 from sync_pipelines.observability.activity import MQTT_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import new_request_id
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.metrics import ProviderCallMetrics
 from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
@@ -54,16 +55,20 @@ def mqtt_endpoint(host: str, port: int, topics: Sequence[str] = ()) -> str:
 
 
 class MqttActivityObserver:
-    """The `MqttObserver` that turns each broker operation of a connection into a row."""
+    """The `MqttObserver` that turns each broker operation of a connection into a row (and
+    the provider-call metrics, labelled with the endpoint's provider)."""
 
     def __init__(self, recorder: ActivityRecorder) -> None:
         self._recorder = recorder
         self._connect_request_id: str | None = None
+        self._metrics: ProviderCallMetrics | None = None
 
     def begin(
         self, connection: MqttConnection, packet: str, topics: Sequence[str], **details: Any
     ) -> RecordedOperation:
         ep = connection.endpoint
+        if self._metrics is None:
+            self._metrics = ProviderCallMetrics(ep.provider)
         metadata: dict[str, Any] = {
             "client_id": connection.client_id,
             "protocol": connection.protocol,
@@ -85,18 +90,23 @@ class MqttActivityObserver:
             method=packet,
             endpoint=mqtt_endpoint(ep.host, ep.port, topics),
         )
-        return RecordedOperation(self._recorder, row, metadata)
+        return RecordedOperation(self._recorder, row, metadata, self._metrics)
 
 
 class RecordedOperation:
     """One operation's row, recorded when `finish` is first called (from any thread)."""
 
     def __init__(
-        self, recorder: ActivityRecorder, row: ActivityRow, metadata: dict[str, Any]
+        self,
+        recorder: ActivityRecorder,
+        row: ActivityRow,
+        metadata: dict[str, Any],
+        metrics: ProviderCallMetrics | None = None,
     ) -> None:
         self.row = row
         self._recorder = recorder
         self._metadata = metadata
+        self._metrics = metrics or ProviderCallMetrics(None)
         self._started = time.perf_counter()
         self._lock = threading.Lock()
         self._finished = False
@@ -130,6 +140,12 @@ class RecordedOperation:
                 f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             )
         self._recorder.record(row)  # redacts the row
+        self._metrics.attempt(
+            row.method or "",
+            _status_class(error, code),
+            row.response_time_ms / 1000,
+            row.error_type,
+        )
         if row.status != "success":
             _log.warning(
                 "mqtt_request_failed" if row.status == "failed" else "mqtt_request_retrying",
@@ -150,6 +166,14 @@ class RecordedOperation:
                 status_code=code,
                 duration_ms=row.response_time_ms,
             )
+
+
+def _status_class(error: BaseException | None, code: int | None) -> str:
+    """`ok`; `refused` when the broker answered with a failure code; `error` when it did not
+    answer (MQTT has no HTTP classes)."""
+    if error is None:
+        return "ok"
+    return "refused" if code is not None else "error"
 
 
 def build_mqtt_connection(

@@ -101,10 +101,12 @@ class RecordingClients:
         *,
         timeout_s: float = 30.0,
         retry_policy: RetryPolicy | None = None,
+        provider: str | None = None,
     ) -> None:
         self.recorder = recorder
         self._timeout_s = timeout_s
         self.retry_policy = retry_policy or RetryPolicy()
+        self.provider = provider  # the metrics' provider label
 
     @property
     def request_timeout_s(self) -> float:
@@ -117,6 +119,7 @@ class RecordingClients:
             headers=headers,
             timeout_s=self._timeout_s,
             retry_policy=self.retry_policy,
+            provider=self.provider,
         )
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
@@ -129,6 +132,7 @@ class RecordingClients:
             service_name,
             timeout_s=self._timeout_s,
             retry_policy=self.retry_policy,
+            provider=self.provider,
             **client_kwargs,
         )
 
@@ -146,5 +150,7 @@ def open_provider(
     config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0
 ) -> Provider:
     policy = RetryPolicy.from_settings(config.settings, config.integration_id)
-    clients = RecordingClients(recorder, timeout_s=timeout_s, retry_policy=policy)
+    clients = RecordingClients(
+        recorder, timeout_s=timeout_s, retry_policy=policy, provider=config.provider
+    )
     return provider_class(config.provider, config.integration_id)(config, clients)

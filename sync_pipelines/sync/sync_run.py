@@ -8,6 +8,7 @@ from typing import Any
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
+from sync_pipelines.observability import metrics
 from sync_pipelines.observability.redaction import redact_text
 from sync_pipelines.store.sync_state import SyncCounts, finish_sync_log, get_cursor, start_sync_log
 from sync_pipelines.sync.results import SyncResult
@@ -38,13 +39,18 @@ class SyncRun:
         gaps, else success."""
         status = "failed" if exc else ("partial" if self.counts.failed or self.counts.gaps else "success")
         integ, rec = self.session.integration, self.session.recorder
-        with self.session.store.transaction() as conn:
-            finish_sync_log(
-                conn, integ.organization_id, self.sync_id, status=status, started_at=self.started_at,
-                counts=self.counts, cursor_after=self.cursor_after,
-                error_type=category_of(exc) if exc else None,
-                error_message=redact_text(str(exc)) if exc else None,
-            )
+        try:
+            with self.session.store.transaction() as conn:
+                finish_sync_log(
+                    conn, integ.organization_id, self.sync_id, status=status, started_at=self.started_at,
+                    counts=self.counts, cursor_after=self.cursor_after,
+                    error_type=category_of(exc) if exc else None,
+                    error_message=redact_text(str(exc)) if exc else None,
+                )
+        except Exception:  # the sync ends failed without its log row: counted all the same
+            metrics.sync_finished(integ.provider, self.stream, "failed", time.perf_counter() - self._started)
+            raise
+        metrics.sync_finished(integ.provider, self.stream, status, time.perf_counter() - self._started)
         return SyncResult(
             integration_id=integ.integration_id, organization_id=integ.organization_id,
             stream=self.stream, status=status, counts=self.counts,

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
+from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.azure_iot import twin_to_device
@@ -105,6 +106,7 @@ def process_webhook_events(
             run.counts.fetched, run.counts.pages = len(events), int(bool(events))
             for event in events:
                 effect = _process(session, event)
+                _count_processed(integ.provider, event, effect)
                 if effect is None:
                     run.counts.failed += 1
                 elif effect.lost:
@@ -172,6 +174,14 @@ def _process(session: IntegrationSession, event: WebhookEvent) -> _Effect | None
         failure = exc
     _fail(session, event, failure)
     return None
+
+
+def _count_processed(provider: str, event: WebhookEvent, effect: _Effect | None) -> None:
+    if effect is not None and effect.lost:
+        return  # another run holds the claim: that run counts it
+    status = "failed" if effect is None else "ignored" if effect.ignored else "applied"
+    delay_s = (utc_now() - event.received_at).total_seconds() if event.received_at else None
+    metrics.webhook_processed(provider, status, delay_s)
 
 
 def _fail(session: IntegrationSession, event: WebhookEvent, exc: Exception) -> None:

@@ -13,11 +13,20 @@ destination confirmation → stored with its enableUrl, 200 (never confirmed fro
 Every delivery that names a known integration — accepted, duplicate or rejected — is an
 activity row: direction `incoming`, type `webhook_received`, the status code answered,
 redacted headers, error type/message for rejections. (An unknown integration id has no
-organization to file a row under: it is logged instead.)
+organization to file a row under: it is logged instead.) Every delivery is also counted in
+`sync_pipelines_webhook_events_received_total` (provider, outcome).
+
+`GET /health` is the service's health (monitoring/service_health.py): 200 while healthy or
+degraded, 503 when unhealthy; the per-integration list (tenant ids, errors) only for a
+`Authorization: Bearer $SYNC_HEALTH_TOKEN`, the counts for anyone. `GET /metrics` is the
+Prometheus exposition of every process on this host (observability/metrics.py) plus queue
+depths counted in the store at scrape time.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import os
 import threading
 import time
@@ -36,6 +45,10 @@ from starlette.routing import Route
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConfigError
+from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
+from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health, warm_up
+from sync_pipelines.monitoring.store_probe import probe_for
+from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import (
     ActivityRecorder,
     ActivityRow,
@@ -77,6 +90,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 #: an oversized body is read and dropped up to this much, so the sender reads our 413 instead of
 #: a connection reset; beyond it the connection is simply closed
 DRAIN_LIMIT_BYTES = 8 << 20
+HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
 _EVENT_IDS_LISTED = 50
 
 _log = get_logger("webhooks.receiver")
@@ -140,7 +154,7 @@ class WebhookReceiver:
                 self._resolve, integration_id
             )
         except SQLAlchemyError as exc:
-            return _store_unavailable(integration_id, exc).response()
+            return _store_unavailable(integration_id, _metric_provider(provider), exc).response()
         if target is None or not self._serves(target, provider):
             return (
                 await run_in_threadpool(self._not_found, target, provider, request, started)
@@ -151,6 +165,7 @@ class WebhookReceiver:
             reply = await run_in_threadpool(self._reject, target, request, rejected, started, None)
             return reply.response()
         except ClientDisconnect:
+            metrics.webhook_received(target.integration.provider, "client_disconnected")
             _log.info("webhook_sender_disconnected", integration_id=integration_id)
             return Response(status_code=400)
         reply = await run_in_threadpool(self._handle, target, request, body, started)
@@ -174,7 +189,7 @@ class WebhookReceiver:
         except WebhookRejected as rejected:
             return self._reject(target, request, rejected, started, body)
         except SQLAlchemyError as exc:
-            return _store_unavailable(target.integration.integration_id, exc)
+            return _store_unavailable(target.integration.integration_id, provider, exc)
 
     def _authenticate(
         self, target: _Target, headers: Mapping[str, str], request: Request, body: bytes
@@ -234,6 +249,8 @@ class WebhookReceiver:
                 },
             )
             insert_delivery_activity(conn, _row_params(row))
+        metrics.webhook_received(integ.provider, "accepted", len(fresh))
+        metrics.webhook_received(integ.provider, "duplicate", len(events) - len(fresh))
         _log.debug(
             "webhook_received",
             integration_id=integ.integration_id,
@@ -266,6 +283,7 @@ class WebhookReceiver:
                 target, request, 200, request_id, started, body, headers, metadata=metadata
             )
             insert_delivery_activity(conn, _row_params(row))
+        metrics.webhook_received(integ.provider, "handshake")
         _log.info(
             "webhook_handshake",
             integration_id=integ.integration_id,
@@ -303,6 +321,7 @@ class WebhookReceiver:
                 insert_delivery_activity(conn, _row_params(row))
         except SQLAlchemyError as exc:  # the rejection stands; only its record is lost
             _log.error("webhook_rejection_not_recorded", exc_info=exc)
+        metrics.webhook_received(target.integration.provider, rejected.reason)
         _log.warning(
             "webhook_rejected",
             integration_id=target.integration.integration_id,
@@ -321,6 +340,7 @@ class WebhookReceiver:
         """Unknown integration, another provider's, disabled, or a provider without webhooks:
         one answer for all, so the endpoint does not reveal which integrations exist."""
         if target is None:
+            metrics.webhook_received(_metric_provider(provider), "not_found")
             _log.warning(
                 "webhook_unknown_integration",
                 integration_id=request.path_params["integration_id"],
@@ -456,8 +476,15 @@ def _inbox_row(
     )
 
 
-def _store_unavailable(integration_id: str, exc: Exception) -> _Reply:
+def _metric_provider(provider: str) -> str:
+    """The provider label for a path segment anyone can send: only known providers, so junk
+    paths cannot grow the metric's label set."""
+    return provider if provider in supported_providers() else metrics.UNKNOWN
+
+
+def _store_unavailable(integration_id: str, provider: str, exc: Exception) -> _Reply:
     """The store failed: 503, so the sender keeps the delivery and retries."""
+    metrics.webhook_received(provider, "store_unavailable")
     _log.error("webhook_store_failed", integration_id=integration_id, exc_info=exc)
     detail = "could not store the delivery; retry later"
     return _Reply(
@@ -509,20 +536,69 @@ def _row_params(row: ActivityRow) -> dict[str, Any]:
     return params
 
 
-async def _health(_request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+class ServiceEndpoints:
+    """`GET /health` and `GET /metrics` of the receiver's process."""
+
+    def __init__(
+        self, store: Store, health: HealthOptions | None, environ: Mapping[str, str] | None
+    ) -> None:
+        self.store = store
+        self.health_options = health or HealthOptions.from_env(environ)
+        self._token = (os.environ if environ is None else environ).get(HEALTH_TOKEN_ENV) or None
+        self._gauges = metrics.StoreGaugeCollector(self._queue_depths)
+
+    async def serve_health(self, request: Request) -> Response:
+        report = await run_in_threadpool(check_service_health, self.store, self.health_options)
+        body = report.as_json(with_integrations=self._may_see_integrations(request))
+        return Response(
+            json.dumps(body, default=str),
+            status_code=report.http_status,
+            media_type="application/json",
+            headers={"cache-control": "no-store"},
+        )
+
+    async def serve_metrics(self, request: Request) -> Response:
+        registry = metrics.scrape_registry(self._gauges)
+        body, headers = await run_in_threadpool(
+            metrics.render,
+            registry,
+            request.headers.get("accept"),
+            request.headers.get("accept-encoding"),
+        )
+        return Response(body, headers=headers)
+
+    def _may_see_integrations(self, request: Request) -> bool:
+        """The receiver faces the internet: tenants' integration ids and errors only for a
+        caller holding the health token (none configured: nobody)."""
+        if self._token is None:
+            return False
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credential.strip().encode(), self._token.encode()
+        )
+
+    def _queue_depths(self) -> list[ProviderQueueDepth]:
+        # a system-level count across tenants, labelled by provider only
+        probe = probe_for(self.store, self.health_options.store_timeout_s)
+        return probe.run(lambda conn: queue_depths(conn, now=utc_now()))
 
 
-def create_receiver_app(store: Store, **options: Any) -> Starlette:
-    """The receiver as an ASGI app (options: max_body_bytes, clock, environ, cache_ttl_s)."""
+def create_receiver_app(
+    store: Store, *, health: HealthOptions | None = None, **options: Any
+) -> Starlette:
+    """The receiver as an ASGI app (options: max_body_bytes, clock, environ, cache_ttl_s;
+    `health`: what /health checks, default from the environment)."""
     receiver = WebhookReceiver(store, **options)
+    service = ServiceEndpoints(store, health, options.get("environ"))
     app = Starlette(
         routes=[
             Route("/webhooks/{provider}/{integration_id}", receiver.receive, methods=["POST"]),
-            Route("/health", _health, methods=["GET"]),
+            Route("/health", service.serve_health, methods=["GET"]),
+            Route("/metrics", service.serve_metrics, methods=["GET"]),
         ]
     )
     app.state.receiver = receiver
+    app.state.service = service
     return app
 
 
@@ -561,9 +637,17 @@ def run_receiver(
     ensure_migrated(store)
     for integration_id, problem in check_webhook_integrations(store).items():
         _log.error("webhook_config_invalid", integration_id=integration_id, error=problem)
-    _log.info("webhook_receiver_starting", host=host, port=port, store=repr(store))
+    _log.info(
+        "webhook_receiver_starting",
+        host=host,
+        port=port,
+        store=repr(store),
+        metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
+    )
+    app = create_receiver_app(store)
+    warm_up(app.state.service.health_options)
     uvicorn.run(
-        create_receiver_app(store),
+        app,
         host=host,
         port=port,
         log_config=None,

@@ -443,7 +443,9 @@ def test_aws_rule_deliveries_dedupe_on_the_newuuid_id(store, receiver, monkeypat
 
 
 def test_health_answers_ok(receiver):
-    assert receiver.get("/health").json() == {"status": "ok"}
+    # the store part only: under `make test` DAGSTER_HOME may name no instance (that part is
+    # judged in sync_pipelines_tests/health/)
+    assert receiver.get("/health").json()["checks"]["store"]["status"] == "healthy"
 
 
 def test_the_inbox_keeps_one_row_per_event_id_under_concurrent_retries(store, receiver, signing):

@@ -1,0 +1,303 @@
+"""Prometheus metrics: the instruments every layer records into, and the `/metrics` exposition.
+
+Syncs run in Dagster run-worker processes, webhooks arrive in the receiver's: a counter must
+add up across processes on one host. That is prometheus-client's multiprocess mode: each
+process writes its values to mmap files in `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` merges
+every file there (`MultiProcessCollector`). The library picks the mode when it is first
+imported, so this module sets the directory before importing it: `$PROMETHEUS_MULTIPROC_DIR`
+when set, else `<SYNC_HOME>/prometheus_multiproc` (created). One directory per host, on local
+disk; wipe it when the host's services start together (the library's rule: files of processes
+gone keep counting until then). Beyond one host each receiver exposes its own host's processes
+and Prometheus aggregates; nothing here merges hosts.
+
+Labels are bounded sets (provider, stream, operation, status class, outcome), never tenant or
+device ids: per-integration figures are the health report's and the alert rules' job. Every
+recording function swallows its own failures: a metric must never fail a sync.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.store.database import default_sqlite_path
+
+if TYPE_CHECKING:
+    from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_SUBDIR = "prometheus_multiproc"
+
+_log = get_logger("metrics")
+
+
+def default_multiproc_dir() -> Path:
+    """`<SYNC_HOME>/prometheus_multiproc`: next to the embedded store, one per host."""
+    return default_sqlite_path().parent / MULTIPROC_SUBDIR
+
+
+def _prepare_multiproc_dir() -> Path | None:
+    """Point prometheus-client at the shared directory before it is imported (it decides
+    single- or multi-process mode once, at import). None: single-process mode."""
+    configured = os.environ.get(MULTIPROC_DIR_ENV)
+    path = Path(configured) if configured else default_multiproc_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if configured:  # the operator asked for it: the library would fail on every write
+            raise OSError(
+                f"{MULTIPROC_DIR_ENV}={configured!r} is not a usable directory: {exc}"
+            ) from exc
+        _log.warning("metrics_multiprocess_dir_unusable", path=str(path), error=str(exc))
+        return None
+    os.environ[MULTIPROC_DIR_ENV] = str(path)
+    return path
+
+
+MULTIPROC_DIR = _prepare_multiproc_dir()
+
+# Imported only now: see `_prepare_multiproc_dir`.
+from prometheus_client import (  # noqa: E402
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+)
+from prometheus_client import values as _values  # noqa: E402
+from prometheus_client.exposition import choose_encoder, gzip_accepted  # noqa: E402
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric  # noqa: E402
+
+#: False when something imported prometheus_client before this module could set the directory
+#: (then `/metrics` shows this process's own values only)
+MULTIPROCESS = bool(getattr(_values.ValueClass, "_multiprocess", False))
+
+UNKNOWN = "unknown"
+
+# -- instruments (prometheus-client adds `_total` to counter names) -----------------------------
+
+SYNCS = Counter(
+    "sync_pipelines_syncs",
+    "Syncs finished (one per sync-log row), by provider, stream and status (success, partial, failed).",
+    ["provider", "stream", "status"],
+)
+SYNC_DURATION = Histogram(
+    "sync_pipelines_sync_duration_seconds",
+    "Duration of finished syncs, whatever their status.",
+    ["provider", "stream"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+LAST_SUCCESSFUL_SYNC = Gauge(
+    "sync_pipelines_last_successful_sync_timestamp_seconds",
+    "Unix time of the latest sync that stored its data (success or partial).",
+    ["provider", "stream"],
+    multiprocess_mode="max",  # the newest across processes; survives the process that set it
+)
+PROVIDER_REQUESTS = Counter(
+    "sync_pipelines_provider_requests",
+    "Provider call attempts (each retry counts). operation: HTTP method, AWS API operation or "
+    "MQTT packet; status_class: 2xx/3xx/4xx/5xx, or for MQTT ok/refused; error = no answer.",
+    ["provider", "operation", "status_class"],
+)
+PROVIDER_REQUEST_DURATION = Histogram(
+    "sync_pipelines_provider_request_duration_seconds",
+    "Duration of provider call attempts, until the whole answer was read.",
+    ["provider", "operation", "status_class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+PROVIDER_ERRORS = Counter(
+    "sync_pipelines_provider_errors",
+    "Failed provider call attempts (retried or final), by error type (the error taxonomy's category).",
+    ["provider", "error_type"],
+)
+WEBHOOK_EVENTS_RECEIVED = Counter(
+    "sync_pipelines_webhook_events_received",
+    "Webhook deliveries: events accepted or duplicate (one per event of a batch); handshakes and "
+    "rejections (outcome = the reason, e.g. bad_secret, not_found) one per delivery.",
+    ["provider", "outcome"],
+)
+WEBHOOK_EVENTS_PROCESSED = Counter(
+    "sync_pipelines_webhook_events_processed",
+    "Inbox events handled by processing runs: applied, ignored (nothing to apply) or failed (dead-lettered).",
+    ["provider", "status"],
+)
+WEBHOOK_PROCESSING_DELAY = Histogram(
+    "sync_pipelines_webhook_processing_delay_seconds",
+    "From an event's receipt to its processing.",
+    ["provider"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600),
+)
+
+# Computed at scrape time from the store (see StoreGaugeCollector), not recorded by processes.
+STORE_UP = "sync_pipelines_store_up"
+INBOX_BACKLOG = "sync_pipelines_webhook_inbox_backlog"
+INBOX_OLDEST_AGE = "sync_pipelines_webhook_inbox_oldest_pending_age_seconds"
+DEAD_LETTERS = "sync_pipelines_dead_letters"
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+_failing: set[str] = set()  # metrics whose failure was logged already (once per process)
+
+
+def _safely(what: str, record: Callable[[], None]) -> None:
+    try:
+        record()
+    except Exception as exc:  # noqa: BLE001 - metrics are best effort, the work is not
+        if what not in _failing:
+            _failing.add(what)
+            _log.warning("metric_not_recorded", metric=what, error=f"{type(exc).__name__}: {exc}")
+
+
+def http_status_class(status_code: int | None) -> str:
+    """`2xx`…`5xx`; `error` when there was no answer (timeout, refused, dropped)."""
+    return f"{status_code // 100}xx" if status_code else "error"
+
+
+class ProviderCallMetrics:
+    """One client's call metrics, its provider fixed: label children are bound once per
+    (operation, status class) and reused, so an attempt costs a dict lookup and three writes."""
+
+    def __init__(self, provider: str | None) -> None:
+        self.provider = provider or UNKNOWN
+        self._calls: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._errors: dict[str, Any] = {}
+
+    def attempt(
+        self, operation: str, status_class: str, duration_s: float | None, error_type: str | None
+    ) -> None:
+        """One finished attempt; `error_type` when it failed (the taxonomy category)."""
+
+        def record() -> None:
+            key = (operation or UNKNOWN, status_class)
+            children = self._calls.get(key)
+            if children is None:
+                labels = (self.provider, *key)
+                children = self._calls[key] = (
+                    PROVIDER_REQUESTS.labels(*labels),
+                    PROVIDER_REQUEST_DURATION.labels(*labels),
+                )
+            children[0].inc()
+            if duration_s is not None:
+                children[1].observe(duration_s)
+            if error_type:
+                error = self._errors.get(error_type)
+                if error is None:
+                    error = self._errors[error_type] = PROVIDER_ERRORS.labels(
+                        self.provider, error_type
+                    )
+                error.inc()
+
+        _safely("provider_requests", record)
+
+
+def sync_finished(provider: str, stream: str, status: str, duration_s: float) -> None:
+    def record() -> None:
+        SYNCS.labels(provider, stream, status).inc()
+        SYNC_DURATION.labels(provider, stream).observe(duration_s)
+        if status in ("success", "partial"):
+            LAST_SUCCESSFUL_SYNC.labels(provider, stream).set(time.time())
+
+    _safely("syncs", record)
+
+
+def webhook_received(provider: str, outcome: str, events: int = 1) -> None:
+    if events > 0:
+        _safely(
+            "webhook_events_received",
+            lambda: WEBHOOK_EVENTS_RECEIVED.labels(provider, outcome).inc(events),
+        )
+
+
+def webhook_processed(provider: str, status: str, delay_s: float | None) -> None:
+    def record() -> None:
+        WEBHOOK_EVENTS_PROCESSED.labels(provider, status).inc()
+        if delay_s is not None:
+            WEBHOOK_PROCESSING_DELAY.labels(provider).observe(max(0.0, delay_s))
+
+    _safely("webhook_events_processed", record)
+
+
+# -- exposition -----------------------------------------------------------------------------------
+
+
+class StoreGaugeCollector:
+    """Queue depths read from the store at scrape time (cheap grouped counts), so they are right
+    whichever process changed the rows. `read` returns one row per provider and is expected to
+    bound its own time; when it fails, `sync_pipelines_store_up` is 0 and the depths are absent."""
+
+    def __init__(self, read: Callable[[], Sequence[ProviderQueueDepth]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(STORE_UP, "1 when the store answered this scrape's count queries.")
+        try:
+            depths = self._read()
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer while the store is down
+            _log.warning("metrics_store_unavailable", error=type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        backlog = GaugeMetricFamily(
+            INBOX_BACKLOG,
+            "Webhook inbox events not yet processed (pending + processing).",
+            labels=["provider"],
+        )
+        oldest = GaugeMetricFamily(
+            INBOX_OLDEST_AGE, "Age of the oldest unprocessed webhook event.", labels=["provider"]
+        )
+        letters = GaugeMetricFamily(
+            DEAD_LETTERS,
+            "Dead letters by status (pending and retrying are open; quarantined wait for an operator).",
+            labels=["provider", "status"],
+        )
+        for depth in depths:
+            backlog.add_metric([depth.provider], depth.inbox_pending)
+            if depth.inbox_oldest_age_s is not None:
+                oldest.add_metric([depth.provider], depth.inbox_oldest_age_s)
+            for status, count in sorted(depth.dead_letters.items()):
+                letters.add_metric([depth.provider, status], count)
+        yield from (backlog, oldest, letters)
+
+
+class _ProcessLocal:
+    """This process's own instruments, for when multiprocess mode is off."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def scrape_registry(*collectors: Any) -> CollectorRegistry:
+    """A registry for one scrape: every process's files merged (the library's multiprocess
+    collector), plus `collectors`."""
+    registry = CollectorRegistry()
+    if MULTIPROCESS:
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessLocal())
+    for collector in collectors:
+        registry.register(collector)
+    return registry
+
+
+def render(
+    registry: CollectorRegistry, accept: str | None, accept_encoding: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The exposition in the format the scraper asked for (Prometheus text or OpenMetrics),
+    gzipped when accepted; returns the body and the response headers."""
+    encoder, content_type = choose_encoder(accept or "")
+    body = encoder(registry)
+    headers = {"content-type": content_type}
+    if gzip_accepted(accept_encoding or ""):
+        body = gzip.compress(body)
+        headers["content-encoding"] = "gzip"
+    return body, headers
