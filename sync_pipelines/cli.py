@@ -136,43 +136,6 @@ def test_connection(integration_id: str) -> None:
     sys.exit(0 if result.ok else 1)
 
 
-@main.command()
-@click.option("--devices", "device_count", type=int, default=200, show_default=True,
-              help="Devices seeded into each provider's local peer.")
-@click.option("--provider", "providers", multiple=True,
-              help="Only these providers (repeatable; default: all four).")
-def demo(device_count: int, providers: tuple[str, ...]) -> None:
-    """Full demo sync of every provider against its local peer, on the embedded default."""
-    from sync_pipelines.demo import DEMO_ORG, run_demo
-    from sync_pipelines.store.database import Store
-
-    outcomes = run_demo(device_count=device_count, providers=providers or None)
-    header = f"{'provider':<10} {'peer':>6} {'devices':>8} {'states':>7} {'telemetry':>9} {'exported':>8} " \
-             f"{'conflicts':>9} {'calls':>6} {'p95 ms':>7} {'time s':>7}  result"
-    lines = ["", "== sync_pipelines demo ==", f"store: {Store()!r}", "", header, "-" * len(header)]
-    for o in outcomes:
-        a = o.activity
-        lines.append(
-            f"{o.provider:<10} {o.peer_devices:>6} {o.stored_devices:>8} {o.stored_states:>7} "
-            f"{'-' if o.telemetry_messages is None else o.telemetry_messages:>9} {o.exported:>8} "
-            f"{o.conflicts:>9} {a.calls if a else 0:>6} "
-            f"{(a.p95_latency_ms or 0) if a else 0:>7.1f} {o.duration_s:>7.1f}  "
-            + ("ok" if o.ok else f"FAILED {o.error or 'devices missing'}")
-        )
-    lines += ["", "Dagster runs:"]
-    lines += [f"  {o.provider:<10} {' '.join(o.run_ids)}" for o in outcomes]
-    lines += [
-        "",
-        "Open the UI:      make ui   (then http://127.0.0.1:3000, one asset group per provider)",
-        f"Follow a run:     .venv/bin/sync-pipelines activity --organization {DEMO_ORG} --run-id <run id>",
-        "",
-    ]
-    click.echo("\n".join(lines))
-    failed = [o.provider for o in outcomes if not o.ok]
-    if failed:
-        raise click.ClickException(f"demo sync failed for: {', '.join(failed)}")
-
-
 @main.group()
 def desired() -> None:
     """Desired-state changes to export to providers (pushed by the export job)."""
@@ -361,10 +324,14 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 
 from sync_pipelines.cli_alerts import alerts  # noqa: E402
 from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
+from sync_pipelines.cli_demo import demo  # noqa: E402
 from sync_pipelines.cli_health import health  # noqa: E402
+from sync_pipelines.cli_reports import export, report, trace  # noqa: E402
 from sync_pipelines.cli_retention import retention  # noqa: E402
 
-for _command in (replay, quarantine, dead_letters, retention, alerts, health):
+for _command in (
+    demo, replay, quarantine, dead_letters, retention, alerts, health, report, trace, export
+):
     main.add_command(_command)
 
 

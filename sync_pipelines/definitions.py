@@ -8,6 +8,7 @@ from sync_pipelines.defs.failure_sensors import run_failure_recorder
 from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
 from sync_pipelines.defs.jobs import test_integration_connection
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
+from sync_pipelines.defs.reports import REPORT_ASSETS, REPORT_JOBS, REPORT_SCHEDULES
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.retention import RETENTION_JOBS, RETENTION_SCHEDULES
 from sync_pipelines.defs.schedules import POLL_SCHEDULES
@@ -18,12 +19,13 @@ from sync_pipelines.observability.logging import configure_logging
 configure_logging()
 
 defs = dg.Definitions(
-    assets=[asset for p in PROVIDER_DEFS.values() for asset in p.assets],
+    assets=[asset for p in PROVIDER_DEFS.values() for asset in p.assets] + REPORT_ASSETS,
     jobs=[job for p in PROVIDER_DEFS.values() for job in (p.sync_job, p.export_job)]
     + [test_integration_connection, replay_dead_letters, process_webhook_inbox]
-    + RETENTION_JOBS,
+    + RETENTION_JOBS
+    + REPORT_JOBS,
     asset_checks=INTEGRATION_CHECKS,
-    schedules=list(POLL_SCHEDULES.values()) + RETENTION_SCHEDULES,
+    schedules=list(POLL_SCHEDULES.values()) + RETENTION_SCHEDULES + REPORT_SCHEDULES,
     sensors=[
         integration_partitions_sensor,
         run_failure_recorder,

@@ -1,4 +1,5 @@
-"""Read-side figures over the activity log (the demo's summary; richer reports come later)."""
+"""One run's figures over the activity log (the demo's summary); the integration-health report
+is `sync_pipelines/reports/`."""
 
 from __future__ import annotations
 

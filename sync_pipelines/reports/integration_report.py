@@ -1,0 +1,305 @@
+"""The integration-health report as data: per integration its state (`monitoring.health`), sync
+and provider-call success over the period, latency, the error-rate trend and the top errors, and
+on top how many integrations are failed (unhealthy) or degraded. Renderers (markdown.py,
+terminal.py, chart.py) and the Dagster asset only read these records.
+
+Scope: one organization's enabled integrations, or — when an operator asks for every
+organization — all enabled integrations (the system-level scan `list_enabled_integrations`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.monitoring.health import (
+    DEGRADED,
+    HEALTHY,
+    UNHEALTHY,
+    UNKNOWN,
+    IntegrationHealth,
+    integration_health,
+)
+from sync_pipelines.monitoring.integration_stats import CallWindow, call_window, call_windows
+from sync_pipelines.monitoring.trend import Trend, error_rate_trend
+from sync_pipelines.reports.period_stats import (
+    ErrorCount,
+    SeriesPoint,
+    SyncOutcomes,
+    call_series,
+    call_totals,
+    sync_outcomes,
+    top_errors,
+)
+from sync_pipelines.store.integrations import (
+    Integration,
+    list_enabled_integrations,
+    list_integrations,
+)
+
+#: the arrow a report shows for a trend direction (`up`: the error rate is worsening)
+TREND_ARROWS = {"up": "↑", "down": "↓", "flat": "→", "unknown": "?"}
+#: worst first, for ordering the table
+_STATE_ORDER = {UNHEALTHY: 0, DEGRADED: 1, UNKNOWN: 2, HEALTHY: 3}
+DEFAULT_PERIOD = timedelta(hours=24)
+WEEKLY_PERIOD = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationReportRow:
+    integration: Integration
+    health: IntegrationHealth
+    syncs: SyncOutcomes
+    #: provider calls over the whole period
+    calls: CallWindow
+    #: the period's last window against the ones before it
+    trend: Trend
+    top_errors: tuple[ErrorCount, ...]
+    #: provider calls per time bucket, for the chart
+    series: tuple[SeriesPoint, ...]
+
+    @property
+    def organization_id(self) -> str:
+        return self.integration.organization_id
+
+    @property
+    def integration_id(self) -> str:
+        return self.integration.integration_id
+
+    @property
+    def state(self) -> str:
+        return self.health.state
+
+    @property
+    def call_success_rate(self) -> float | None:
+        rate = self.calls.error_rate
+        return None if rate is None else 1.0 - rate
+
+    @property
+    def trend_arrow(self) -> str:
+        return TREND_ARROWS.get(self.trend.direction, "?")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "organization_id": self.organization_id,
+            "integration_id": self.integration_id,
+            "provider": self.integration.provider,
+            "name": self.integration.name,
+            "state": self.state,
+            "reasons": list(self.health.reasons),
+            "last_success_at": _iso(self.health.last_success_at),
+            "last_error": self.health.last_error,
+            "syncs": self.syncs.syncs,
+            "syncs_succeeded": self.syncs.succeeded,
+            "syncs_failed": self.syncs.failed,
+            "sync_success_rate": self.syncs.success_rate,
+            "calls": self.calls.calls,
+            "calls_failed": self.calls.failed,
+            "call_success_rate": self.call_success_rate,
+            "avg_latency_ms": self.calls.avg_latency_ms,
+            "p95_latency_ms": self.calls.p95_latency_ms,
+            "trend": {
+                "direction": self.trend.direction,
+                "arrow": self.trend_arrow,
+                "current_rate": self.trend.current_rate,
+                "baseline_rate": self.trend.baseline_rate,
+                "z": self.trend.z,
+                "worsening": self.trend.worsening,
+            },
+            "top_errors": [
+                {
+                    "error_type": e.error_type,
+                    "message": e.message,
+                    "count": e.count,
+                    "last_seen_at": _iso(e.last_seen_at),
+                }
+                for e in self.top_errors
+            ],
+            "series": [
+                {
+                    "start": p.start.isoformat(),
+                    "calls": p.calls,
+                    "failed": p.failed,
+                    "error_rate": p.error_rate,
+                    "p95_latency_ms": p.p95_latency_ms,
+                }
+                for p in self.series
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationHealthReport:
+    #: None: every organization (a system-level report)
+    organization_id: str | None
+    generated_at: datetime
+    period_start: datetime
+    period_end: datetime
+    bucket: timedelta
+    #: worst first
+    integrations: tuple[IntegrationReportRow, ...]
+    #: provider calls of every integration in the report, over the period
+    totals: CallWindow
+
+    @property
+    def period(self) -> timedelta:
+        return self.period_end - self.period_start
+
+    @property
+    def title(self) -> str:
+        scope = (
+            f"organization {self.organization_id}" if self.organization_id else "all organizations"
+        )
+        return f"Integration health — {scope} — last {period_label(self.period)}"
+
+    def count(self, state: str) -> int:
+        return sum(1 for row in self.integrations if row.state == state)
+
+    @property
+    def failed_integrations(self) -> int:
+        """Integrations whose state is unhealthy."""
+        return self.count(UNHEALTHY)
+
+    @property
+    def degraded_integrations(self) -> int:
+        return self.count(DEGRADED)
+
+    @property
+    def sync_success_rate(self) -> float | None:
+        succeeded = sum(r.syncs.succeeded for r in self.integrations)
+        finished = succeeded + sum(r.syncs.failed for r in self.integrations)
+        return succeeded / finished if finished else None
+
+    @property
+    def call_success_rate(self) -> float | None:
+        rate = self.totals.error_rate
+        return None if rate is None else 1.0 - rate
+
+    def figures(self) -> dict[str, int | float | None]:
+        """The headline numbers (Dagster metadata, JSON output)."""
+        return {
+            "integrations": len(self.integrations),
+            "failed_integrations": self.failed_integrations,
+            "degraded_integrations": self.degraded_integrations,
+            "healthy_integrations": self.count(HEALTHY),
+            "unknown_integrations": self.count(UNKNOWN),
+            "syncs": sum(r.syncs.syncs for r in self.integrations),
+            "syncs_failed": sum(r.syncs.failed for r in self.integrations),
+            # "success rate" without qualifier is the syncs': the share that stored their data
+            "success_rate": self.sync_success_rate,
+            "calls": self.totals.calls,
+            "calls_failed": self.totals.failed,
+            "call_success_rate": self.call_success_rate,
+            "avg_latency_ms": self.totals.avg_latency_ms,
+            "p95_ms": self.totals.p95_latency_ms,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "organization_id": self.organization_id,
+            "generated_at": self.generated_at.isoformat(),
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "bucket_s": self.bucket.total_seconds(),
+            **self.figures(),
+            "integrations": [row.as_json() for row in self.integrations],
+        }
+
+
+def build_integration_report(
+    conn: Connection,
+    *,
+    organization_id: str | None,
+    now: datetime,
+    period: timedelta = DEFAULT_PERIOD,
+    top_error_limit: int = 3,
+) -> IntegrationHealthReport:
+    """The report for the period ending `now`: one organization's enabled integrations, or every
+    organization's when `organization_id` is None (the operator asked for all of them)."""
+    if period <= timedelta(0):
+        raise ValueError(f"the report period must be positive, got {period}")
+    if organization_id is not None:
+        integrations = [i for i in list_integrations(conn, organization_id) if i.enabled]
+    else:
+        # system-level scan across tenants: a report over every organization, on request only
+        integrations = list_enabled_integrations(conn)
+    start, bucket = now - period, chart_bucket(period)
+    rows = [_report_row(conn, integ, start, now, bucket, top_error_limit) for integ in integrations]
+    rows.sort(
+        key=lambda r: (
+            _STATE_ORDER.get(r.state, 9),
+            -(r.calls.error_rate or 0.0),
+            r.organization_id,
+            r.integration_id,
+        )
+    )
+    scopes: dict[str, list[str]] = {}
+    for integ in integrations:
+        scopes.setdefault(integ.organization_id, []).append(integ.integration_id)
+    return IntegrationHealthReport(
+        organization_id=organization_id,
+        generated_at=now,
+        period_start=start,
+        period_end=now,
+        bucket=bucket,
+        integrations=tuple(rows),
+        totals=call_totals(conn, scopes, start, now),
+    )
+
+
+def _report_row(
+    conn: Connection,
+    integ: Integration,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    top_error_limit: int,
+) -> IntegrationReportRow:
+    org, iid = integ.organization_id, integ.integration_id
+    health = integration_health(conn, integ, now=end)
+    t = health.thresholds
+    # the trend over the report's period: its last 1/(n+1) against the n windows before
+    # (a weekly summary compares the last day with the six before), never finer than the
+    # monitoring window
+    windows = t.trend_windows + 1
+    window_s = max(t.window_s, int((end - start).total_seconds() // windows))
+    trend = error_rate_trend(
+        call_windows(conn, org, iid, end=end, window_s=window_s, count=windows),
+        min_calls=t.min_calls,
+        z_threshold=t.trend_z,
+        min_increase=t.trend_min_increase,
+    )
+    return IntegrationReportRow(
+        integration=integ,
+        health=health,
+        syncs=sync_outcomes(conn, org, iid, start, end),
+        calls=call_window(conn, org, iid, start, end),
+        trend=trend,
+        top_errors=tuple(top_errors(conn, org, iid, start, end, limit=top_error_limit)),
+        series=tuple(call_series(conn, org, iid, start, end, bucket=bucket)),
+    )
+
+
+def chart_bucket(period: timedelta) -> timedelta:
+    """Time buckets of the chart: 5 min up to 6 h, hourly up to a week, then ~168 buckets."""
+    hours = period.total_seconds() / 3600
+    if hours <= 6:
+        return timedelta(minutes=5)
+    if hours <= 168:
+        return timedelta(hours=1)
+    return timedelta(hours=-(-hours // 168))
+
+
+def period_label(period: timedelta) -> str:
+    hours = period.total_seconds() / 3600
+    if hours < 48 or hours % 24:
+        return f"{hours:g} h"
+    return f"{hours / 24:g} days"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

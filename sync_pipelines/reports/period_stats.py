@@ -1,0 +1,228 @@
+"""The figures a report reads over a period, beyond the monitoring windows: sync outcomes, the most
+frequent errors, provider calls in time buckets (the chart) and call totals across integrations.
+
+Organization-scoped reads over the activity and sync logs' (organization, integration, time)
+indexes; `call_totals` takes the (organization → integrations) scopes it may read, so a system-
+level report stays one scoped branch per organization. Percentiles are computed by Postgres
+(`percentile_disc`) and in Python on SQLite, like `monitoring.integration_stats`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.figures import percentile
+from sync_pipelines.monitoring.integration_stats import (
+    ERROR_STATUSES,
+    GOOD_SYNC_STATUSES,
+    CallWindow,
+)
+from sync_pipelines.observability.activity import PROVIDER_CALLS
+from sync_pipelines.store.database import parse_timestamp
+
+_CALL_TYPES = ", ".join(f"'{t}'" for t in sorted(PROVIDER_CALLS))
+_ERRORS = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
+_FAILED_SQL = f"CASE WHEN status IN ({_ERRORS}) THEN 1 ELSE 0 END"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcomes:
+    """Syncs (sync-log rows, every stream) started in the period, by outcome."""
+
+    syncs: int
+    #: stored their data: `success`, or `partial` (some records dead-lettered)
+    succeeded: int
+    failed: int
+    #: still running (or died without saying so)
+    running: int
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded / finished; None when nothing finished."""
+        finished = self.succeeded + self.failed
+        return self.succeeded / finished if finished else None
+
+
+def sync_outcomes(
+    conn: Connection, organization_id: str, integration_id: str, start: datetime, end: datetime
+) -> SyncOutcomes:
+    rows = conn.execute(
+        sa.text(
+            "SELECT status, count(*) AS n FROM integration_sync_log WHERE organization_id = :o "
+            "AND integration_id = :i AND started_at >= :start AND started_at < :end GROUP BY status"
+        ),
+        {"o": organization_id, "i": integration_id, "start": start, "end": end},
+    ).all()
+    counts = {status: int(n) for status, n in rows}
+    return SyncOutcomes(
+        syncs=sum(counts.values()),
+        succeeded=sum(counts.get(s, 0) for s in GOOD_SYNC_STATUSES),
+        failed=counts.get("failed", 0),
+        running=counts.get("running", 0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    error_type: str
+    message: str | None
+    count: int
+    last_seen_at: datetime | None
+
+
+def top_errors(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    limit: int = 3,
+) -> list[ErrorCount]:
+    """The most frequent (error type, message) among the period's failed and retried activity
+    rows — provider calls, operations and rejected webhook deliveries alike."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT error_type, error_message, count(*) AS n, max(created_at) AS last_seen "
+            "FROM integration_activity_log WHERE organization_id = :o AND integration_id = :i "
+            f"AND created_at >= :start AND created_at < :end AND status IN ({_ERRORS}) "
+            "AND error_type IS NOT NULL GROUP BY error_type, error_message "
+            "ORDER BY n DESC, last_seen DESC LIMIT :k"
+        ),
+        {"o": organization_id, "i": integration_id, "start": start, "end": end, "k": limit},
+    ).all()
+    return [ErrorCount(t, m, int(n), parse_timestamp(last)) for t, m, n, last in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """Provider calls in one time bucket [start, start + bucket)."""
+
+    start: datetime
+    calls: int
+    failed: int
+    p95_latency_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.calls if self.calls else None
+
+
+def call_series(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    bucket: timedelta,
+) -> list[SeriesPoint]:
+    """Every bucket from `start` to `end` (empty ones with 0 calls), oldest first."""
+    width = bucket.total_seconds()
+    if width <= 0:
+        raise ValueError(f"bucket must be positive, got {bucket}")
+    count = max(1, int(-(-(end - start).total_seconds() // width)))
+    params = {"o": organization_id, "i": integration_id, "start": start, "end": end, "w": width}
+    where = (
+        "organization_id = :o AND integration_id = :i AND created_at >= :start "
+        f"AND created_at < :end AND activity_type IN ({_CALL_TYPES})"
+    )
+    figures: dict[int, tuple[int, int, float | None]] = {}
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text(
+                "SELECT floor(extract(epoch FROM (created_at - :start)) / :w)::int AS b, "
+                f"count(*) AS calls, sum({_FAILED_SQL}) AS failed, "
+                "percentile_disc(0.95) WITHIN GROUP (ORDER BY response_time_ms) AS p95 "
+                f"FROM integration_activity_log WHERE {where} GROUP BY b"
+            ),
+            params,
+        ).all()
+        for b, calls, failed, p95 in rows:
+            figures[int(b)] = (int(calls), int(failed), float(p95) if p95 is not None else None)
+    else:
+        grouped: dict[int, list[tuple[bool, float | None]]] = defaultdict(list)
+        rows = conn.execute(
+            sa.text(
+                f"SELECT created_at, status, response_time_ms FROM integration_activity_log WHERE {where}"
+            ),
+            params,
+        ).all()
+        for created_at, status, ms in rows:
+            b = int((parse_timestamp(created_at) - start).total_seconds() // width)
+            grouped[b].append((status in ERROR_STATUSES, ms))
+        for b, calls in grouped.items():
+            figures[b] = (
+                len(calls),
+                sum(failed for failed, _ in calls),
+                percentile((ms for _, ms in calls if ms is not None), 95),
+            )
+    points = []
+    for b in range(count):
+        calls, failed, p95 = figures.get(b, (0, 0, None))
+        points.append(SeriesPoint(start + bucket * b, calls, failed, p95))
+    return points
+
+
+def call_totals(
+    conn: Connection,
+    scopes: Mapping[str, Sequence[str]],
+    start: datetime,
+    end: datetime,
+) -> CallWindow:
+    """Provider calls of the given integrations, grouped by organization (organization id →
+    integration ids), in [start, end): one scoped branch per organization, so the p95 is exact
+    across all of them."""
+    branches: list[str] = []
+    lists: list[str] = []  # the bind parameters holding integration id lists
+    params: dict[str, Any] = {"start": start, "end": end}
+    for n, (organization_id, integration_ids) in enumerate(sorted(scopes.items())):
+        if not integration_ids:
+            continue
+        branches.append(
+            "SELECT status, response_time_ms FROM integration_activity_log "
+            f"WHERE organization_id = :o{n} AND integration_id IN :i{n} AND created_at >= :start "
+            f"AND created_at < :end AND activity_type IN ({_CALL_TYPES})"
+        )
+        params[f"o{n}"] = organization_id
+        params[f"i{n}"] = list(integration_ids)
+        lists.append(f"i{n}")
+    if not branches:
+        return CallWindow(start=start, end=end, calls=0, failed=0)
+    union = " UNION ALL ".join(branches)
+    expanding = [sa.bindparam(k, expanding=True) for k in lists]
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(
+            sa.text(
+                f"SELECT count(*), coalesce(sum({_FAILED_SQL}), 0), avg(response_time_ms), "
+                "percentile_disc(0.95) WITHIN GROUP (ORDER BY response_time_ms) "
+                f"FROM ({union}) AS calls"
+            ).bindparams(*expanding),
+            params,
+        ).one()
+        calls, failed, avg, p95 = row
+        return CallWindow(
+            start=start,
+            end=end,
+            calls=int(calls),
+            failed=int(failed),
+            avg_latency_ms=float(avg) if avg is not None else None,
+            p95_latency_ms=float(p95) if p95 is not None else None,
+        )
+    rows: list[Any] = conn.execute(sa.text(union).bindparams(*expanding), params).all()
+    latencies = [float(ms) for _, ms in rows if ms is not None]
+    return CallWindow(
+        start=start,
+        end=end,
+        calls=len(rows),
+        failed=sum(1 for status, _ in rows if status in ERROR_STATUSES),
+        avg_latency_ms=sum(latencies) / len(latencies) if latencies else None,
+        p95_latency_ms=percentile(latencies, 95),
+    )
