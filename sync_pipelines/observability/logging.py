@@ -120,6 +120,12 @@ def bind_context(**fields: Any) -> None:
     structlog.contextvars.bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
 
 
+def bound_context(**fields: Any) -> Any:
+    """`bind_context` for a block: the fields are restored when it ends, so a session's run and
+    step never leak into later lines of the same thread (in-process runs, the demo, tests)."""
+    return structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items() if v is not None})
+
+
 def clear_context() -> None:
     structlog.contextvars.clear_contextvars()
 

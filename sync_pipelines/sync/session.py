@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope
-from sync_pipelines.observability.logging import bind_context, get_logger
+from sync_pipelines.observability.logging import bound_context, get_logger
 from sync_pipelines.providers.contract import Provider
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration, find_integration_owner
@@ -56,25 +56,25 @@ def integration_session(store: Store, integration_id: str, run: RunContext) -> I
         integration = find_integration_owner(conn, integration_id)
     if integration is None:
         raise ConfigError(integration_id, "no such integration (was it deleted? run `sync-pipelines integrations list`)")
-    bind_context(
+    with bound_context(
         run_id=run.run_id, job=run.job_name, step=run.step_key,
         organization_id=integration.organization_id, integration_id=integration.integration_id,
         provider=integration.provider,
-    )
-    recorder = ActivityRecorder(
-        StoreActivitySink(store),
-        ActivityScope(
-            organization_id=integration.organization_id,
-            integration_id=integration.integration_id,
-            run_id=run.run_id,
-            step_key=run.step_key,
-            job_name=run.job_name,
-        ),
-    )
-    try:
-        yield IntegrationSession(store, integration, recorder, run)
-    except Exception:
-        get_logger("sync").exception("integration_work_failed")
-        raise
-    finally:
-        recorder.flush()
+    ):
+        recorder = ActivityRecorder(
+            StoreActivitySink(store),
+            ActivityScope(
+                organization_id=integration.organization_id,
+                integration_id=integration.integration_id,
+                run_id=run.run_id,
+                step_key=run.step_key,
+                job_name=run.job_name,
+            ),
+        )
+        try:
+            yield IntegrationSession(store, integration, recorder, run)
+        except Exception:
+            get_logger("sync").exception("integration_work_failed")
+            raise
+        finally:
+            recorder.flush()

@@ -1,0 +1,32 @@
+"""The demo command end to end (one provider, small inventory): the sync table and the fault
+drill — a failed check, alerts at the local sink, a degraded integration, a trace."""
+
+from __future__ import annotations
+
+import re
+
+from click.testing import CliRunner
+
+from sync_pipelines.cli import main
+
+
+def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNC_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # an ephemeral instance
+    monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(main, ["demo", "--provider", "golioth", "--devices", "30"])
+    out = result.output
+    assert result.exit_code == 0, out
+    golioth_row = next(line for line in out.splitlines() if line.startswith("golioth "))
+    assert golioth_row.split()[1:4] == ["30", "30", "30"] and golioth_row.endswith("ok")
+    assert "10/10" in golioth_row  # every asset check of the clean integration passed
+    drill = out[out.index("== fault drill"):]
+    assert "ERROR error_rate_below_threshold" in drill
+    assert "[webhook] [CRITICAL] provider_api_failures on golioth-flaky (demo-org)" in drill
+    assert "[slack] :rotating_light:" in drill
+    assert re.search(r"golioth-flaky +demo-org +golioth +degraded", drill)
+    assert "$ sync-pipelines trace --organization demo-org" in drill
+    assert "Dead letters" in drill and "Check results" in drill and "Alerts" in drill
+    # the structured logs went to the file, not into the report
+    assert not any(line.startswith("{") for line in out.splitlines())
+    assert (tmp_path / "demo-logs.jsonl").read_text().count('"event":"sync_completed"') >= 3
