@@ -22,12 +22,16 @@ PROVIDERS = ("golioth", "aws_iot", "azure_iot", "mqtt")
 
 
 def test_definitions_load_the_assets_of_every_provider():
-    expected = {f"{p}_{a}" for p in PROVIDERS for a in ("devices", "device_states", "desired_exports")}
-    assert set(ASSET_SPECS) == expected | {"mqtt_telemetry"}
+    expected = {
+        f"{p}_{a}" for p in PROVIDERS for a in ("devices", "device_states", "desired_exports")
+    }
+    assert set(ASSET_SPECS) == expected | {"mqtt_telemetry", "integration_health_report"}
 
 
-@pytest.mark.parametrize("asset", sorted(ASSET_SPECS))
-def test_every_asset_has_a_description_group_owners_and_kinds(asset):
+@pytest.mark.parametrize(
+    "asset", sorted(a for a in ASSET_SPECS if a != "integration_health_report")
+)
+def test_every_provider_asset_has_a_description_group_owners_and_kinds(asset):
     spec = ASSET_SPECS[asset]
     assert spec.description and spec.description.strip()
     provider = next(p for p in PROVIDERS if asset.startswith(f"{p}_"))
@@ -50,7 +54,10 @@ def test_each_provider_has_its_jobs_and_poll_schedule(provider):
     sync_job = defs.resolve_job_def(f"sync_{provider}_integration")
     assert sync_job.tags["provider"] == provider
     assert defs.resolve_job_def(f"export_{provider}_desired_states").tags["provider"] == provider
-    assert defs.resolve_schedule_def(f"{provider}_poll_schedule").job_name == f"sync_{provider}_integration"
+    assert (
+        defs.resolve_schedule_def(f"{provider}_poll_schedule").job_name
+        == f"sync_{provider}_integration"
+    )
 
 
 def test_the_connection_job_and_partitions_sensor_exist_by_name():
@@ -64,6 +71,34 @@ def test_the_connection_job_and_partitions_sensor_exist_by_name():
         defs.resolve_sensor_def("integration_partitions_sensor").name
         == "integration_partitions_sensor"
     )
+
+
+def test_the_monitoring_objects_exist_by_name():
+    """Issue 5: checks per provider, the sensors that alert, the report and retention."""
+    for provider in PROVIDERS:
+        keys = {
+            k.name
+            for k in defs.resolve_asset_graph().asset_check_keys
+            if k.asset_key.path == [f"{provider}_devices"]
+        }
+        assert {
+            "error_rate_below_threshold",
+            "error_rate_not_trending_up",
+            "synced_within_freshness_sla",
+        } <= keys
+    for sensor in (
+        "failed_or_stale_syncs_sensor",
+        "alert_evaluation_sensor",
+        "check_failure_alert_sensor",
+        "alert_heartbeat_sensor",
+    ):
+        assert defs.resolve_sensor_def(sensor).name == sensor
+    for job in ("purge_expired_rows", "report_integration_health"):
+        assert defs.resolve_job_def(job).name == job
+    for schedule in ("retention_schedule", "weekly_integration_health_summary"):
+        assert defs.resolve_schedule_def(schedule).name == schedule
+    report = ASSET_SPECS["integration_health_report"]
+    assert report.group_name == "monitoring" and report.description
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path):
