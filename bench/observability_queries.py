@@ -9,7 +9,8 @@ processed in batches of 100) — plus the sync log (2 rows per run), devices and
 their provenance, and a few dead letters. Then times, median of `--repeat` runs each:
 `trace` of a device id, a request id, a run id and a webhook event id (the chain builder,
 what `sync-pipelines trace` runs), and the integration-health report of one organization
-(25 integrations) over 24 h and 7 days (the data; the chart separately). With `--without-012`
+(25 integrations) over 24 h and 7 days (the data; the chart separately), and the whole
+`sync-pipelines trace` / `report` commands as subprocesses (what the on-call waits for). With `--without-012`
 the trace and report are timed again with sql/012's indexes dropped, to show what they buy.
 
     .venv/bin/python bench/observability_queries.py --rows 1000000 --repeat 5 --without-012
@@ -18,8 +19,11 @@ the trace and report are timed again with sql/012's indexes dropped, to show wha
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -238,6 +242,26 @@ def timings(
     return results
 
 
+def cli_wall_times(url: str, targets: dict[str, str], repeat: int) -> dict[str, float]:
+    """What the on-call waits for: the whole `sync-pipelines trace` / `report` command, process
+    start-up and imports included."""
+    cli = str(Path(sys.executable).parent / "sync-pipelines")
+    env = {**os.environ, "SYNC_DATABASE_URL": url}
+    commands = {
+        "$ sync-pipelines trace <device>": ["trace", targets["device"], "--organization", ORG],
+        "$ sync-pipelines trace <run>": ["trace", targets["run"], "--organization", ORG],
+        "$ sync-pipelines report (24 h)": ["report", "--organization", ORG],
+        "$ sync-pipelines report --days 7": ["report", "--organization", ORG, "--days", "7"],
+    }
+
+    def run(argv: list[str]) -> Callable[[], object]:
+        return lambda: subprocess.run(
+            [cli, *argv], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    return {name: median_s(run(argv), repeat) for name, argv in commands.items()}
+
+
 def indexes_of_012() -> list[str]:
     text = (sql_dir() / "012_trace_indexes.sql").read_text()
     return re.findall(r"CREATE INDEX (\w+)", text)
@@ -262,6 +286,7 @@ def main() -> None:
         print(f"seed: {time.perf_counter() - started:.1f} s; targets in {ORG}: {targets}")
         chart_dir = Path(tempfile.mkdtemp(prefix="obs-bench-"))
         with_indexes = timings(store, targets, args.repeat, chart_dir)
+        commands = cli_wall_times(url, targets, args.repeat)
         without: dict[str, float] = {}
         if args.without_012:
             with store.transaction() as conn:
@@ -282,6 +307,9 @@ def main() -> None:
             if without:
                 line += f"  {without[name] * 1000:>12.1f}  {without[name] / seconds:>5.1f}x"
             print(line)
+        print(f"\nwhole commands (wall time incl. process start-up), median of {args.repeat}\n")
+        for name, seconds in commands.items():
+            print(f"{name:<{width}}  {seconds * 1000:>10.1f}")
     finally:
         store.dispose()
         drop()

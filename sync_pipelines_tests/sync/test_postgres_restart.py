@@ -116,8 +116,9 @@ def _after_first_batch(store, integ, action) -> threading.Thread:
 
 def _slow_page_two(running) -> None:
     # pages 0 and 1 (the first batch) come fast; page 2 takes long enough for the database to
-    # go away while the sync waits on the provider, between two transactions
-    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 2500,
+    # go away and come back while the sync waits on the provider, between two transactions (a
+    # restart takes ~1 s, several on a loaded 2-core machine: 6 s leaves room)
+    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 6000,
                                  "after": 2, "times": 1})
 
 
