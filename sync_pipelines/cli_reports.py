@@ -63,7 +63,6 @@ def report(
     """Integration-health report: state, sync and provider-call success, latency, error-rate trend
     and top errors per integration, and how many are failed or degraded."""
     from sync_pipelines.clock import utc_now
-    from sync_pipelines.reports.chart import write_chart
     from sync_pipelines.reports.integration_report import DEFAULT_PERIOD, build_integration_report
     from sync_pipelines.reports.markdown import render_markdown
     from sync_pipelines.reports.terminal import render_terminal
@@ -93,7 +92,11 @@ def report(
         built = build_integration_report(
             conn, organization_id=organization_id, now=utc_now(), period=period
         )
-    chart_file = write_chart(built, chart) if chart else None
+    chart_file = None
+    if chart:
+        from sync_pipelines.reports.chart import write_chart  # matplotlib: only when asked
+
+        chart_file = write_chart(built, chart)
     if as_json:
         click.echo(
             json.dumps({**built.as_json(), "chart": str(chart_file) if chart_file else None})
