@@ -19,6 +19,26 @@ test: install services
 ui: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml
 
+## bench: our inventory sync vs dlt's rest_api source (10k, 100k devices), ours alone at 1M,
+## observability on/off at 100k and the per-run fixed cost (bench/dlt_comparison.py,
+## bench/sync_overhead.py). Quick: make bench BENCH_QUICK=1, or set the BENCH_* sizes.
+ifdef BENCH_QUICK
+BENCH_SIZES ?= 2000 10000
+BENCH_SOLO_SIZES ?= 50000
+BENCH_REPEAT ?= 1
+BENCH_OBS_SIZE ?= 10000
+endif
+BENCH_SIZES ?= 10000 100000
+BENCH_SOLO_SIZES ?= 1000000
+BENCH_REPEAT ?= 3
+BENCH_OBS_SIZE ?= 100000
+BENCH_TIMEOUT_S ?= 900
+bench: install services
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/dlt_comparison.py --sizes $(BENCH_SIZES) --solo-sizes $(BENCH_SOLO_SIZES) \
+		--repeat $(BENCH_REPEAT) --timeout-s $(BENCH_TIMEOUT_S)
+	$(BIN)/python bench/sync_overhead.py --size $(BENCH_OBS_SIZE) --repeat $(BENCH_REPEAT)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

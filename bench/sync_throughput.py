@@ -10,66 +10,26 @@ runs, printed with ratios against the smallest size (flat memory = ratio near 1)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import time
-import uuid
 
-import httpx
-from bench_support import free_port, fresh_store_url
-
-KEY = "bench-emulator-key"
-BIN = os.path.dirname(sys.executable)
+from bench_support import fresh_store_url
+from golioth_bench import register_golioth, run_project_sync, start_emulator, stop
 
 
-
-
-def start_emulator(devices: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [f"{BIN}/sync-pipelines", "emulator", "golioth", "--port", str(port), "--devices", str(devices),
-         "--api-key", KEY],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/_emulator/stats", timeout=1).raise_for_status()
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("emulator did not start")
-
-
-
-
-def run_sync(store_url: str, emulator_url: str, env_extra: dict[str, str]) -> tuple[float, float, str]:
+def run_sync(
+    store_url: str, emulator_url: str, env_extra: dict[str, str]
+) -> tuple[float, float, str]:
     """One sync in a child process: (wall seconds, peak RSS MiB, last output line)."""
-    env = {**os.environ, "SYNC_DATABASE_URL": store_url, "BENCH_GOLIOTH_KEY": KEY, "SYNC_LOG_LEVEL": "WARNING",
-           "SYNC_LOG_FORMAT": "json", **env_extra}
-    integration = f"bench-{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        [f"{BIN}/sync-pipelines", "integrations", "add", "--organization", "bench", "--id", integration,
-         "--provider", "golioth", "--setting", f"base_url={emulator_url}", "--setting", "project_id=demo-project",
-         "--secret-env", "api_key=BENCH_GOLIOTH_KEY"],
-        env=env, check=True, stdout=subprocess.DEVNULL,
-    )
-    started = time.perf_counter()
-    proc = subprocess.Popen([f"{BIN}/sync-pipelines", "sync", integration, "--stream", "devices"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    out = proc.stdout.read().decode().strip().splitlines()
-    if status != 0:
-        raise RuntimeError(proc.stderr.read().decode()[-3000:])
-    return wall, usage.ru_maxrss / 1024, out[-1] if out else ""
+    integration = register_golioth(store_url, emulator_url)
+    run = run_project_sync(store_url, integration, {"SYNC_LOG_LEVEL": "WARNING", **env_extra})
+    lines = run.stdout.strip().splitlines()
+    return run.wall_s, run.peak_rss_mib, lines[-1] if lines else ""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--repeat", type=int, default=3)
@@ -90,12 +50,15 @@ def main() -> None:
                 rss.append(peak)
             rows.append((size, statistics.median(walls), statistics.median(rss)))
         finally:
-            emulator.terminate()
-            emulator.wait()
+            stop(emulator)
 
     base_size, base_wall, base_rss = rows[0]
-    print(f"\nInventory sync, {args.backend}, median of {args.repeat} (each a fresh store; process wall time incl. start-up)")
-    print(f"{'devices':>10} {'wall s':>8} {'devices/s':>10} {'peak RSS MiB':>13} {'RSS vs smallest':>16}")
+    print(
+        f"\nInventory sync, {args.backend}, median of {args.repeat} (each a fresh store; process wall time incl. start-up)"
+    )
+    print(
+        f"{'devices':>10} {'wall s':>8} {'devices/s':>10} {'peak RSS MiB':>13} {'RSS vs smallest':>16}"
+    )
     for size, wall, rss in rows:
         print(f"{size:>10} {wall:>8.2f} {size / wall:>10.0f} {rss:>13.1f} {rss / base_rss:>16.2f}")
 

@@ -93,6 +93,17 @@ class ActivitySink:
         raise NotImplementedError
 
 
+class NullSink(ActivitySink):
+    """Discards rows (`SYNC_ACTIVITY_LOG=off`, for measuring what the log costs); the recorder
+    still counts calls and latencies for the run's metadata."""
+
+    def insert(self, rows: Sequence[ActivityRow]) -> None:
+        pass
+
+    def complete(self, row: ActivityRow) -> None:
+        pass
+
+
 class MemorySink(ActivitySink):
     """Keeps rows in memory (CLI dry runs, and the recorder when no store is wired)."""
 

@@ -8,12 +8,18 @@ operation, so they are recorded like any other failure.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sync_pipelines.errors import ConfigError
-from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope
+from sync_pipelines.observability.activity import (
+    ActivityRecorder,
+    ActivityScope,
+    ActivitySink,
+    NullSink,
+)
 from sync_pipelines.observability.logging import bound_context, get_logger
 from sync_pipelines.providers.contract import Provider
 from sync_pipelines.store.database import Store
@@ -49,6 +55,15 @@ class IntegrationSession:
         return open_provider(resolve_config(self.integration), self.recorder, timeout_s=timeout_s)
 
 
+#: `off` keeps the activity log's rows out of the store (benchmarks: what does the log cost?)
+ACTIVITY_LOG_ENV = "SYNC_ACTIVITY_LOG"
+
+
+def _activity_sink(store: Store) -> ActivitySink:
+    off = os.environ.get(ACTIVITY_LOG_ENV, "on").strip().lower() in ("off", "0", "false", "no")
+    return NullSink() if off else StoreActivitySink(store)
+
+
 @contextmanager
 def integration_session(store: Store, integration_id: str, run: RunContext) -> Iterator[IntegrationSession]:
     ensure_migrated(store)
@@ -62,7 +77,7 @@ def integration_session(store: Store, integration_id: str, run: RunContext) -> I
         provider=integration.provider,
     ):
         recorder = ActivityRecorder(
-            StoreActivitySink(store),
+            _activity_sink(store),
             ActivityScope(
                 organization_id=integration.organization_id,
                 integration_id=integration.integration_id,
