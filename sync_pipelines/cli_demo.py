@@ -36,11 +36,16 @@ def demo(device_count: int, providers: tuple[str, ...], drill: bool) -> None:
     from sync_pipelines.store.database import Store, default_sqlite_path
 
     store = Store()
-    instance = demo_instance()
     # The structured log lines go to a file, so the report below stays readable.
     log_path = default_sqlite_path().parent / "demo-logs.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log_file, contextlib.redirect_stdout(log_file):
+    with (
+        # entered, the instance is Dagster's current one (its defs-state storage included) for
+        # the runs, and is disposed of at the end
+        demo_instance() as instance,
+        log_path.open("w") as log_file,
+        contextlib.redirect_stdout(log_file),
+    ):
         outcomes = run_demo(
             device_count=device_count, providers=providers or None, store=store, instance=instance
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.peers.contract import ProviderPeer
 from sync_pipelines.peers.registry import PEERS, new_peer
 from sync_pipelines.store.check_results import check_results
@@ -100,6 +101,7 @@ def _demo_provider(
         integration = _register(store, peer, outcome.integration_id)
         _run_all(store, instance, peer, integration, ids, outcome)
     except Exception as exc:  # the demo goes on to the next provider and reports this one failed
+        get_logger("demo").exception("demo_provider_failed", provider=provider)
         outcome.success = False
         outcome.error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -22,6 +22,7 @@ from sync_pipelines.alerts.local_sink import AlertSink, ReceivedPost
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.clock import utc_now
 from sync_pipelines.emulators.faults import FaultSpec
+from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.peers.golioth import GoliothPeer
 from sync_pipelines.store.check_results import CheckResult, check_results
 from sync_pipelines.store.database import Store
@@ -99,6 +100,7 @@ def run_fault_drill(
         outcome.alerts = list(sink.received)
         outcome.traced_device = _hit_device(store, organization_id, iid, ids)
     except Exception as exc:  # the demo reports the drill failed and goes on
+        get_logger("demo").exception("fault_drill_failed")
         outcome.error = f"{type(exc).__name__}: {exc}"
     finally:
         peer.stop()

@@ -16,7 +16,8 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
     result = CliRunner().invoke(main, ["demo", "--provider", "golioth", "--devices", "30"])
     out = result.output
-    assert result.exit_code == 0, out
+    logs = tmp_path / "demo-logs.jsonl"
+    assert result.exit_code == 0, out + (logs.read_text()[-4000:] if logs.exists() else "")
     golioth_row = next(line for line in out.splitlines() if line.startswith("golioth "))
     assert golioth_row.split()[1:4] == ["30", "30", "30"] and golioth_row.endswith("ok")
     assert "10/10" in golioth_row  # every asset check of the clean integration passed
