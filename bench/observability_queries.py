@@ -6,14 +6,25 @@ Seeds a fresh database in SQL (generate_series, no Python round trips): `--rows`
 inventory page and six state reads; ~3 % of calls fail — 503, 429 or 401 — and a few integrations
 much more), 2 % webhook deliveries (`webhook_received` rows, inbox events on 10,000 devices,
 processed in batches of 100) — plus the sync log (2 rows per run), devices and states with
-their provenance, and a few dead letters. Then times, median of `--repeat` runs each:
-`trace` of a device id, a request id, a run id and a webhook event id (the chain builder,
-what `sync-pipelines trace` runs), and the integration-health report of one organization
-(25 integrations) over 24 h and 7 days (the data; the chart separately), and the whole
-`sync-pipelines trace` / `report` commands as subprocesses (what the on-call waits for). With `--without-012`
-the trace and report are timed again with sql/012's indexes dropped, to show what they buy.
+their provenance, and a few dead letters. The activity rows land in their monthly partitions
+(sql/011), created first as the retention schedule does in production. Then times, median of
+`--repeat` runs each: `trace` of a device id, a request id, a run id and a webhook event id (the
+chain builder, what `sync-pipelines trace` runs); the integration checks of one integration (the
+error rate, the error-rate trend, the freshness check, and all of CHECKS, as the check sensor
+evaluates them); `monitoring.health.integration_health` of one integration and
+`check_service_health` of one organization (25 integrations); the integration-health report of
+that organization over 24 h and 7 days (the data; the chart separately), and the whole
+`sync-pipelines trace` / `report` commands as subprocesses (what the on-call waits for). With
+`--without-012` the trace and report are timed again with sql/012's indexes dropped, to show what
+they buy.
+
+10M rows take ~6.5 min to seed on 2 shared cores: `--keep` keeps the seeded database and prints
+its URL, `--url` times against it again (migrating it to the current sql/ first), e.g. before
+and after a change:
 
     .venv/bin/python bench/observability_queries.py --rows 1000000 --repeat 5 --without-012
+    .venv/bin/python bench/observability_queries.py --rows 10000000 --repeat 5 --keep
+    .venv/bin/python bench/observability_queries.py --url postgresql://.../sync_bench_obs_x --repeat 5
 """
 
 from __future__ import annotations
@@ -33,10 +44,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from bench_support import fresh_store_url
 
+from sync_pipelines.checks.context import CheckContext
+from sync_pipelines.checks.integration_checks import CHECKS
+from sync_pipelines.checks.provider_calls import ERROR_RATE, ERROR_RATE_TREND
+from sync_pipelines.checks.sync_outcomes import FRESHNESS
 from sync_pipelines.clock import utc_now
+from sync_pipelines.monitoring.health import integration_health
+from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health
 from sync_pipelines.reports.chart import write_chart
 from sync_pipelines.reports.integration_report import build_integration_report
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import get_integration
 from sync_pipelines.store.migrations import migrate, sql_dir
 from sync_pipelines.tracing.chain import build_chain
 
@@ -67,6 +85,9 @@ def seed(store: Store, rows: int) -> dict[str, str]:
     run_time = "(:start + make_interval(secs => (r / 100) * :spacing + ((r % 100) * 37) % 3600))"
     bad_integration = "(r % 100) % 17 = 0"  # ~6 integrations with a 25 % call failure rate
     statements = [
+        # the monthly partitions of the seeded 90 days, as the retention schedule keeps them in
+        # production: rows land in their month's partition and queries prune to it
+        "SELECT sync_ensure_activity_partitions((:start AT TIME ZONE 'UTC')::date, 4)",
         "INSERT INTO organizations (organization_id, name, created_at) "
         f"SELECT 'bench-org-' || o, 'Bench ' || o, :start FROM generate_series(0, {ORGS - 1}) o",
         "INSERT INTO integrations (integration_id, organization_id, provider, name, settings, "
@@ -169,6 +190,11 @@ def seed(store: Store, rows: int) -> dict[str, str]:
             conn.execute(sa.text(statement), params)
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
+    return targets_of(store)
+
+
+def targets_of(store: Store) -> dict[str, str]:
+    """The ids to trace in a seeded store."""
     with store.connect() as conn:
         counts = {
             t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
@@ -229,10 +255,40 @@ def timings(
 
         return run
 
+    with store.connect() as conn:
+        integration = get_integration(conn, ORG, f"bench-int-{INTEGRATION_NO:03d}")
+    assert integration is not None
+
+    def check(*names: str) -> Callable[[], object]:
+        """What the check sensor evaluates for one integration: `names` of CHECKS (all when none)."""
+        chosen = [c for c in CHECKS if not names or c.name in names]
+
+        def run() -> object:
+            with store.connect() as conn:
+                ctx = CheckContext.of(conn, integration, now=utc_now())
+                return [c.evaluate(ctx) for c in chosen]
+
+        return run
+
+    def health() -> object:
+        with store.connect() as conn:
+            return integration_health(conn, integration, now=utc_now())
+
+    def service_health() -> object:
+        checked = check_service_health(store, HealthOptions(), organization_id=ORG)
+        assert len(checked.integrations) == INTEGRATIONS // ORGS, checked.as_json()
+        return checked
+
     results = {
         f"trace {kind} ({ident[:24]})": median_s(trace(ident), repeat)
         for kind, ident in targets.items()
     }
+    results["check error rate (1 integration)"] = median_s(check(ERROR_RATE), repeat)
+    results["check error-rate trend (1 integration)"] = median_s(check(ERROR_RATE_TREND), repeat)
+    results["check freshness (1 integration)"] = median_s(check(FRESHNESS), repeat)
+    results["checks, all of CHECKS (1 integration)"] = median_s(check(), repeat)
+    results["health of 1 integration"] = median_s(health, repeat)
+    results["service health (25 integrations)"] = median_s(service_health, repeat)
     results["report 24 h (25 integrations)"] = median_s(report(timedelta(hours=24)), repeat)
     results["report 7 d (25 integrations)"] = median_s(report(timedelta(days=7)), repeat)
     weekly = report(timedelta(days=7))()
@@ -276,14 +332,33 @@ def main() -> None:
     parser.add_argument(
         "--without-012", action="store_true", help="Also time with sql/012's indexes dropped."
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the seeded database (prints its URL) for --url."
+    )
+    parser.add_argument(
+        "--url",
+        help="Time against a database seeded by an earlier --keep run (migrated to the current "
+        "sql/, not seeded again); it is kept.",
+    )
     args = parser.parse_args()
-    url, drop = fresh_store_url("postgres", prefix="sync_bench_obs")
+    if args.url:
+        url, drop = args.url, lambda: None
+    else:
+        url, drop = fresh_store_url("postgres", prefix="sync_bench_obs")
     store = Store(url)
     try:
-        migrate(store)
         started = time.perf_counter()
-        targets = seed(store, args.rows)
-        print(f"seed: {time.perf_counter() - started:.1f} s; targets in {ORG}: {targets}")
+        migrate(store)
+        if args.url:
+            targets = targets_of(store)
+            print(f"migrated: {time.perf_counter() - started:.1f} s; reusing {url}")
+        else:
+            targets = seed(store, args.rows)
+            print(f"seed: {time.perf_counter() - started:.1f} s; targets in {ORG}: {targets}")
+        if args.keep and not args.url:
+            print(f"kept: --url {url}")
+            drop = lambda: None  # noqa: E731
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         chart_dir = Path(tempfile.mkdtemp(prefix="obs-bench-"))
         with_indexes = timings(store, targets, args.repeat, chart_dir)
         commands = cli_wall_times(url, targets, args.repeat)
@@ -299,7 +374,9 @@ def main() -> None:
         header = f"{'query':<{width}}  {'median ms':>10}" + (
             f"  {'without 012':>12}  {'ratio':>6}" if without else ""
         )
-        print(f"\nPostgres, {args.rows:,} activity rows requested, median of {args.repeat}\n")
+        print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        rows = "the --url database's" if args.url else f"{args.rows:,} requested"
+        print(f"\nPostgres, activity rows: {rows}, median of {args.repeat}\n")
         print(header)
         print("-" * len(header))
         for name, seconds in with_indexes.items():

@@ -23,16 +23,17 @@ from sync_pipelines.monitoring.health import (
     IntegrationHealth,
     integration_health,
 )
-from sync_pipelines.monitoring.integration_stats import CallWindow, call_window, call_windows
+from sync_pipelines.monitoring.integration_stats import CallWindow, call_windows
 from sync_pipelines.monitoring.trend import Trend, error_rate_trend
 from sync_pipelines.reports.period_stats import (
     ErrorCount,
+    PeriodCalls,
     SeriesPoint,
     SyncOutcomes,
-    call_series,
     call_totals,
-    sync_outcomes,
-    top_errors,
+    period_calls,
+    sync_outcomes_by_integration,
+    top_errors_by_integration,
 )
 from sync_pipelines.store.integrations import (
     Integration,
@@ -228,7 +229,36 @@ def build_integration_report(
         # system-level scan across tenants: a report over every organization, on request only
         integrations = list_enabled_integrations(conn)
     start, bucket = now - period, chart_bucket(period)
-    rows = [_report_row(conn, integ, start, now, bucket, top_error_limit) for integ in integrations]
+    scopes: dict[str, list[str]] = {}
+    for integ in integrations:
+        scopes.setdefault(integ.organization_id, []).append(integ.integration_id)
+    # the period's calls and chart buckets: one scan per organization, not three per integration
+    by_org = {
+        org: period_calls(conn, org, iids, start, now, bucket=bucket)
+        for org, iids in scopes.items()
+    }
+    calls = {
+        (org, iid): figures
+        for org, of in by_org.items()
+        for iid, figures in of.by_integration.items()
+    }
+    syncs = {
+        (org, iid): outcomes
+        for org, iids in scopes.items()
+        for iid, outcomes in sync_outcomes_by_integration(conn, org, iids, start, now).items()
+    }
+    errors = {
+        (org, iid): found
+        for org, iids in scopes.items()
+        for iid, found in top_errors_by_integration(
+            conn, org, iids, start, now, limit=top_error_limit
+        ).items()
+    }
+    keys = [(integ.organization_id, integ.integration_id) for integ in integrations]
+    rows = [
+        _report_row(conn, integ, start, now, calls[key], syncs[key], errors[key])
+        for integ, key in zip(integrations, keys, strict=True)
+    ]
     rows.sort(
         key=lambda r: (
             _STATE_ORDER.get(r.state, 9),
@@ -237,9 +267,6 @@ def build_integration_report(
             r.integration_id,
         )
     )
-    scopes: dict[str, list[str]] = {}
-    for integ in integrations:
-        scopes.setdefault(integ.organization_id, []).append(integ.integration_id)
     return IntegrationHealthReport(
         organization_id=organization_id,
         generated_at=now,
@@ -247,7 +274,13 @@ def build_integration_report(
         period_end=now,
         bucket=bucket,
         integrations=tuple(rows),
-        totals=call_totals(conn, scopes, start, now),
+        # one organization's totals came with its integrations'; across organizations the p95
+        # needs every call of them all together
+        totals=(
+            by_org[organization_id].total
+            if organization_id is not None and organization_id in by_org
+            else call_totals(conn, scopes, start, now)
+        ),
     )
 
 
@@ -256,10 +289,10 @@ def _report_row(
     integ: Integration,
     start: datetime,
     end: datetime,
-    bucket: timedelta,
-    top_error_limit: int,
+    calls: PeriodCalls,
+    syncs: SyncOutcomes,
+    errors: list[ErrorCount],
 ) -> IntegrationReportRow:
-    org, iid = integ.organization_id, integ.integration_id
     health = integration_health(conn, integ, now=end)
     t = health.thresholds
     # the trend over the report's period: its last 1/(n+1) against the n windows before
@@ -268,7 +301,7 @@ def _report_row(
     windows = t.trend_windows + 1
     window_s = max(t.window_s, int((end - start).total_seconds() // windows))
     trend = error_rate_trend(
-        call_windows(conn, org, iid, end=end, window_s=window_s, count=windows),
+        _trend_windows(conn, integ, start, end, calls.series, window_s=window_s, count=windows),
         min_calls=t.min_calls,
         z_threshold=t.trend_z,
         min_increase=t.trend_min_increase,
@@ -276,11 +309,46 @@ def _report_row(
     return IntegrationReportRow(
         integration=integ,
         health=health,
-        syncs=sync_outcomes(conn, org, iid, start, end),
-        calls=call_window(conn, org, iid, start, end),
+        syncs=syncs,
+        calls=calls.calls,
         trend=trend,
-        top_errors=tuple(top_errors(conn, org, iid, start, end, limit=top_error_limit)),
-        series=tuple(call_series(conn, org, iid, start, end, bucket=bucket)),
+        top_errors=tuple(errors),
+        series=calls.series,
+    )
+
+
+def _trend_windows(
+    conn: Connection,
+    integ: Integration,
+    start: datetime,
+    end: datetime,
+    series: tuple[SeriesPoint, ...],
+    *,
+    window_s: int,
+    count: int,
+) -> list[CallWindow]:
+    """The trend's windows, summed from the chart's buckets when they tile them exactly (the
+    default periods: 24 h = 8 × 3 h of 1 h buckets, 7 days = 8 × 21 h), else read again."""
+    bucket_s = (series[1].start - series[0].start).total_seconds() if len(series) > 1 else 0
+    per_window = int(window_s // bucket_s) if bucket_s else 0
+    if (
+        per_window
+        and window_s == per_window * bucket_s
+        and start + timedelta(seconds=window_s * count) == end
+        and len(series) == per_window * count
+    ):
+        width = timedelta(seconds=window_s)
+        return [
+            CallWindow(
+                start=start + width * k,
+                end=start + width * (k + 1),
+                calls=sum(p.calls for p in series[k * per_window : (k + 1) * per_window]),
+                failed=sum(p.failed for p in series[k * per_window : (k + 1) * per_window]),
+            )
+            for k in range(count)
+        ]
+    return call_windows(
+        conn, integ.organization_id, integ.integration_id, end=end, window_s=window_s, count=count
     )
 
 

@@ -226,3 +226,183 @@ def call_totals(
         avg_latency_ms=sum(latencies) / len(latencies) if latencies else None,
         p95_latency_ms=percentile(latencies, 95),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodCalls:
+    """One integration's provider calls over a report period: the whole period and its buckets."""
+
+    calls: CallWindow
+    series: tuple[SeriesPoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationCalls:
+    """`period_calls`: each integration's calls, and all of them together (`call_totals`)."""
+
+    by_integration: dict[str, PeriodCalls]
+    total: CallWindow
+
+
+def period_calls(
+    conn: Connection,
+    organization_id: str,
+    integration_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    bucket: timedelta,
+) -> OrganizationCalls:
+    """`call_window` (with latency) and `call_series` of each of the organization's integrations,
+    and `call_totals` of them all, at once: one scan of the period's calls instead of three per
+    integration and one more for the total (on Postgres the buckets, each integration's period
+    and the organization's are three grouping sets of one query). Every integration asked about
+    gets an entry, with zeros when it made no call."""
+    width = bucket.total_seconds()
+    if width <= 0:
+        raise ValueError(f"bucket must be positive, got {bucket}")
+    if not integration_ids:
+        return OrganizationCalls({}, CallWindow(start=start, end=end, calls=0, failed=0))
+    count = max(1, int(-(-(end - start).total_seconds() // width)))
+    params = {"o": organization_id, "ids": list(integration_ids), "start": start, "end": end}
+    where = (
+        "organization_id = :o AND integration_id IN :ids AND created_at >= :start "
+        f"AND created_at < :end AND activity_type IN ({_CALL_TYPES})"
+    )
+    ids = sa.bindparam("ids", expanding=True)
+    # integration (None: all of them) → bucket (None: the whole period) → (calls, failed, avg
+    # ms, p95 ms)
+    figures: dict[str | None, dict[int | None, tuple[int, int, float | None, float | None]]] = (
+        defaultdict(dict)
+    )
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text(
+                # neither is ever NULL for a call: NULL is the whole period / organization
+                f"SELECT integration_id, b, count(*), sum({_FAILED_SQL}), avg(response_time_ms), "
+                "percentile_disc(0.95) WITHIN GROUP (ORDER BY response_time_ms) FROM ("
+                "SELECT integration_id, status, response_time_ms, "
+                "floor(extract(epoch FROM (created_at - :start)) / :w)::int AS b "
+                f"FROM integration_activity_log WHERE {where}) AS calls "
+                "GROUP BY GROUPING SETS ((integration_id, b), (integration_id), ())"
+            ).bindparams(ids),
+            {**params, "w": width},
+        ).all()
+        for iid, b, calls, failed, avg, p95 in rows:
+            figures[iid][None if b is None else int(b)] = (
+                int(calls),
+                int(failed or 0),  # the () set of no rows at all: count 0, sum NULL
+                float(avg) if avg is not None else None,
+                float(p95) if p95 is not None else None,
+            )
+    else:
+        grouped: dict[str, dict[int, list[tuple[bool, float | None]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for iid, created_at, status, ms in conn.execute(
+            sa.text(
+                "SELECT integration_id, created_at, status, response_time_ms "
+                f"FROM integration_activity_log WHERE {where}"
+            ).bindparams(ids),
+            params,
+        ):
+            b = int((parse_timestamp(created_at) - start).total_seconds() // width)
+            grouped[iid][b].append((status in ERROR_STATUSES, ms))
+
+        def add(iid: str | None, b: int | None, calls: list[tuple[bool, float | None]]) -> None:
+            latencies = [float(ms) for _, ms in calls if ms is not None]
+            figures[iid][b] = (
+                len(calls),
+                sum(failed for failed, _ in calls),
+                sum(latencies) / len(latencies) if latencies else None,
+                percentile(latencies, 95),
+            )
+
+        for iid, buckets in grouped.items():
+            for b, calls in buckets.items():
+                add(iid, b, calls)
+            add(iid, None, [call for calls in buckets.values() for call in calls])
+        add(None, None, [c for buckets in grouped.values() for cs in buckets.values() for c in cs])
+
+    def whole(of: dict[int | None, tuple[int, int, float | None, float | None]]) -> CallWindow:
+        calls, failed, avg, p95 = of.get(None, (0, 0, None, None))
+        return CallWindow(start, end, calls, failed, avg, p95 if calls else None)
+
+    result = {}
+    for iid in integration_ids:
+        of = figures.get(iid, {})
+        points = []
+        for b in range(count):
+            n, f, _, bucket_p95 = of.get(b, (0, 0, None, None))
+            points.append(SeriesPoint(start + bucket * b, n, f, bucket_p95))
+        result[iid] = PeriodCalls(calls=whole(of), series=tuple(points))
+    return OrganizationCalls(result, whole(figures.get(None, {})))
+
+
+def sync_outcomes_by_integration(
+    conn: Connection,
+    organization_id: str,
+    integration_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, SyncOutcomes]:
+    """`sync_outcomes` of each of the organization's integrations, in one query."""
+    counts: dict[str, dict[str, int]] = {iid: {} for iid in integration_ids}
+    if integration_ids:
+        rows = conn.execute(
+            sa.text(
+                "SELECT integration_id, status, count(*) AS n FROM integration_sync_log "
+                "WHERE organization_id = :o AND integration_id IN :ids AND started_at >= :start "
+                "AND started_at < :end GROUP BY integration_id, status"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"o": organization_id, "ids": list(integration_ids), "start": start, "end": end},
+        ).all()
+        for iid, status, n in rows:
+            counts[iid][status] = int(n)
+    return {
+        iid: SyncOutcomes(
+            syncs=sum(of.values()),
+            succeeded=sum(of.get(s, 0) for s in GOOD_SYNC_STATUSES),
+            failed=of.get("failed", 0),
+            running=of.get("running", 0),
+        )
+        for iid, of in counts.items()
+    }
+
+
+def top_errors_by_integration(
+    conn: Connection,
+    organization_id: str,
+    integration_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    limit: int = 3,
+) -> dict[str, list[ErrorCount]]:
+    """`top_errors` of each of the organization's integrations, in one query (a window function
+    ranks each integration's error groups; ties beyond count and last seen go by type, message)."""
+    found: dict[str, list[ErrorCount]] = {iid: [] for iid in integration_ids}
+    if not integration_ids:
+        return found
+    rows = conn.execute(
+        sa.text(
+            "SELECT integration_id, error_type, error_message, n, last_seen FROM ("
+            "SELECT integration_id, error_type, error_message, count(*) AS n, "
+            "max(created_at) AS last_seen, row_number() OVER (PARTITION BY integration_id "
+            "ORDER BY count(*) DESC, max(created_at) DESC, error_type, error_message) AS r "
+            "FROM integration_activity_log WHERE organization_id = :o AND integration_id IN :ids "
+            f"AND created_at >= :start AND created_at < :end AND status IN ({_ERRORS}) "
+            "AND error_type IS NOT NULL GROUP BY integration_id, error_type, error_message"
+            ") AS ranked WHERE r <= :k ORDER BY integration_id, r"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {
+            "o": organization_id,
+            "ids": list(integration_ids),
+            "start": start,
+            "end": end,
+            "k": limit,
+        },
+    ).all()
+    for iid, error_type, message, n, last in rows:
+        found[iid].append(ErrorCount(error_type, message, int(n), parse_timestamp(last)))
+    return found
