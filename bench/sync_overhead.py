@@ -10,10 +10,16 @@
    the sync's own duration. "logs at DEBUG" shows what a log line per provider call and per
    batch would cost (not a production setting).
 2. Per-run fixed cost (a 1-device inventory): `python -c pass`, `sync-pipelines --help`, the
-   real `sync-pipelines sync ID --stream devices`, the phases inside a sync run, and an import
-   time breakdown from `python -X importtime`.
+   real `sync-pipelines sync ID --stream devices`, the phases inside a sync run, the per-run
+   cost inside a process that has the code imported already (a Dagster run worker: the store
+   resource, session open/close around a 1-device sync, after a warm-up), and an import time
+   breakdown from `python -X importtime`.
+3. Before/after (`--baseline DIR`): `sync-pipelines --help` and `sync` with this checkout and
+   with the package tree in DIR (put first on PYTHONPATH, e.g. an older `sync_pipelines/` copied
+   there next to a `sql` link), alternating every rep; medians of wall and CPU time.
 
     .venv/bin/python bench/sync_overhead.py --size 100000 --repeat 3
+    .venv/bin/python bench/sync_overhead.py --size 0 --fixed-repeat 9 --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -56,9 +62,11 @@ def child_env(store_url: str, extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **SYNC_ENV, "SYNC_DATABASE_URL": store_url, **extra}
 
 
-def sync_in_child(store_url: str, integration_id: str, extra: dict[str, str]):
+def sync_in_child(
+    store_url: str, integration_id: str, extra: dict[str, str], args: tuple[str, ...] = ()
+):
     return run_child(
-        [f"{BIN}/python", os.path.join(BENCH_DIR, "sync_child.py"), integration_id],
+        [f"{BIN}/python", os.path.join(BENCH_DIR, "sync_child.py"), integration_id, *args],
         child_env(store_url, extra),
     )
 
@@ -222,11 +230,62 @@ def fixed_cost(repeat: int) -> None:
             f"    {'interpreter teardown':<28} {teardown:7.3f} s  (the script's last line to exit)"
         )
 
+        warm_runs = max(repeat, 5)
+        warm = sync_in_child(store_url, integration_id, {}, ("--warm-runs", str(warm_runs)))
+        print(
+            f"\n  per run with the code imported already (a Dagster run worker), medians of "
+            f"{warm_runs} in-process 1-device syncs after a warm-up:"
+        )
+        for name, seconds in warm.last_json()["warm_runs_s"].items():
+            print(f"    {name:<28} {1000 * seconds:8.2f} ms")
+
         profiled = run_project_sync(
             store_url, integration_id, argv_prefix=[f"{BIN}/python", "-X", "importtime"]
         )
         print("\n  import time of `python -X importtime sync-pipelines sync ID --stream devices`:")
         print("\n".join(import_breakdown(profiled.stderr)))
+    finally:
+        stop(emulator)
+        drop()
+
+
+def before_after(baseline: str, repeat: int) -> None:
+    """This checkout against the tree in `baseline`, alternating (see the module docstring)."""
+    print(
+        f"\n== Before ({baseline}) / after (this checkout): medians of {repeat}, "
+        f"alternating, load average {load_average()} ==",
+        flush=True,
+    )
+    emulator, url = start_emulator(1)
+    store_url, drop = fresh_store_url("postgres", prefix="sync_bench_ab")
+    try:
+        integration_id = register_golioth(store_url, url)
+        commands = {
+            "sync-pipelines --help": [f"{BIN}/sync-pipelines", "--help"],
+            "sync-pipelines sync (1 device)": [
+                f"{BIN}/sync-pipelines",
+                *("sync", integration_id, "--stream", "devices"),
+            ],
+        }
+        trees = {"before": baseline, "after": ""}
+        runs: dict[tuple[str, str], list] = defaultdict(list)
+        for rep in range(repeat):
+            for tree in list(trees)[:: 1 if rep % 2 == 0 else -1]:
+                env = child_env(store_url, {})
+                if trees[tree]:
+                    env["PYTHONPATH"] = trees[tree]
+                for label, argv in commands.items():
+                    runs[(label, tree)].append(run_child(argv, env))
+        print(
+            f"  {'':<32} {'before wall':>12} {'after wall':>11} {'before CPU':>11} {'after CPU':>10}"
+        )
+        for label in commands:
+            b, a = runs[(label, "before")], runs[(label, "after")]
+            print(
+                f"  {label:<32} {median([r.wall_s for r in b]):10.3f} s {median([r.wall_s for r in a]):9.3f} s "
+                f"{median([r.cpu_s for r in b]):9.3f} s {median([r.cpu_s for r in a]):8.3f} s"
+            )
+        print(f"  load average at the end {load_average()}")
     finally:
         stop(emulator)
         drop()
@@ -242,7 +301,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fixed-repeat", type=int, default=5)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        default=None,
+        help="also compare with the package tree in DIR (first on PYTHONPATH), alternating",
+    )
     args = parser.parse_args()
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "sync_pipelines")):
+        parser.error(f"--baseline {args.baseline}: no sync_pipelines package there")
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load_average()} (1/5/15 min)",
         flush=True,
@@ -250,6 +317,8 @@ def main() -> None:
     if args.size:
         observability_overhead(args.size, args.repeat, args.variants)
     fixed_cost(args.fixed_repeat)
+    if args.baseline:
+        before_after(args.baseline, args.fixed_repeat)
     print(f"\nload average at the end {load_average()} (1/5/15 min)")
 
 

@@ -3,6 +3,8 @@ and the emulators."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import shlex
 import sys
@@ -11,12 +13,29 @@ import click
 
 from sync_pipelines.observability.logging import configure_logging
 
+_exit_gc_frozen = False
+
+
+def freeze_gc_at_exit() -> None:
+    """At exit, after the atexit handlers registered later than this one (logging's flush runs
+    anyway, flushing stdout is the interpreter's own last step), move every object to the
+    permanent generation: tearing the modules down then frees nothing through the cycle
+    collector, which otherwise spends ~0.15 s of CPU on a sync command's ~80k objects just to
+    free memory the OS reclaims anyway. Recent garbage is collected first, so finalizers of
+    per-command objects (connections, files) still run."""
+    gc.collect(1)
+    gc.freeze()
+
 
 @click.group()
 @click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
               help="Log rendering (default: console in a terminal, JSON otherwise).")
 def main(log_format: str | None) -> None:
     """Sync IoT device inventories into a relational store, observably."""
+    global _exit_gc_frozen
+    if not _exit_gc_frozen:
+        atexit.register(freeze_gc_at_exit)
+        _exit_gc_frozen = True
     configure_logging(log_format)
 
 
@@ -103,19 +122,23 @@ def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
 
     run = RunContext(run_id=f"cli-{uuid.uuid4()}", step_key=f"cli_sync_{stream}", job_name="cli")
     results = []
-    with integration_session(Store(), integration_id, run) as session:
-        if stream in ("devices", "all"):
-            results.append(sync_devices(session, **({"batch_size": batch_size} if batch_size else {})))
-        if stream in ("device_states", "all"):
-            results.append(sync_device_states(session))
-        if stream == "telemetry" or (stream == "all" and session.integration.provider == "mqtt"):
-            from sync_pipelines.sync.telemetry import sync_telemetry
+    store = Store()
+    try:
+        with integration_session(store, integration_id, run) as session:
+            if stream in ("devices", "all"):
+                results.append(sync_devices(session, **({"batch_size": batch_size} if batch_size else {})))
+            if stream in ("device_states", "all"):
+                results.append(sync_device_states(session))
+            if stream == "telemetry" or (stream == "all" and session.integration.provider == "mqtt"):
+                from sync_pipelines.sync.telemetry import sync_telemetry
 
-            results.append(sync_telemetry(session))
-        if stream == "desired_exports":
-            from sync_pipelines.sync.export import export_desired_states
+                results.append(sync_telemetry(session))
+            if stream == "desired_exports":
+                from sync_pipelines.sync.export import export_desired_states
 
-            results.append(export_desired_states(session))
+                results.append(export_desired_states(session))
+    finally:
+        store.dispose()  # the pooled connection closes now, not in interpreter teardown
     for r in results:
         click.echo(json.dumps({"run_id": run.run_id, "stream": r.stream, "status": r.status, **r.metadata()}))
 

@@ -15,10 +15,28 @@ import click
 
 # one way to open the operator commands' store (migrated first)
 from sync_pipelines.cli_dead_letters import _store
-from sync_pipelines.tracing.chain import KINDS
 
 if TYPE_CHECKING:
     from sync_pipelines.tracing.chain import TraceChain
+
+
+class _TraceKind(click.Choice):
+    """`tracing.chain.KINDS`, read when an option is parsed or its help shown, not when the CLI
+    starts: `tracing.chain` pulls in SQLAlchemy and the monitoring queries, which no other
+    command should pay for."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from sync_pipelines.tracing.chain import KINDS
+
+        return KINDS
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass
 
 
 @click.command("report")
@@ -117,7 +135,7 @@ def report(
 @click.option("--integration", "integration_id", default=None, help="Only within this integration.")
 @click.option(
     "--kind",
-    type=click.Choice(KINDS),
+    type=_TraceKind(),
     default=None,
     help="What ID is (default: detected — webhook event, run, request, then device).",
 )
@@ -145,9 +163,7 @@ def trace(
 @click.argument("ident", metavar="ID")
 @click.option("--organization", "organization_id", required=True)
 @click.option("--integration", "integration_id", default=None, help="Only within this integration.")
-@click.option(
-    "--kind", type=click.Choice(KINDS), default=None, help="What ID is (default: detected)."
-)
+@click.option("--kind", type=_TraceKind(), default=None, help="What ID is (default: detected).")
 @click.option(
     "--output",
     "-o",
