@@ -92,6 +92,11 @@ class ActivitySink:
     def complete(self, row: ActivityRow) -> None:
         raise NotImplementedError
 
+    def insert_within(self, conn: Any, rows: Sequence[ActivityRow]) -> None:
+        """Insert rows as part of the caller's open store transaction `conn`, so they commit
+        (or roll back) with the data they describe. Sinks not backed by the store just insert."""
+        self.insert(rows)
+
 
 class NullSink(ActivitySink):
     """Discards rows (`SYNC_ACTIVITY_LOG=off`, for measuring what the log costs); the recorder
@@ -208,6 +213,21 @@ class ActivityRecorder:
             rows, self._buffer = self._buffer, []
         if rows:
             self.sink.insert(rows)
+
+    def take_buffered(self) -> list[ActivityRow]:
+        """Hand over the buffered rows for the caller to write within its own store transaction
+        (`sink.insert_within`), saving them a transaction of their own. The caller must
+        `put_back` them if that transaction fails, so the next `flush()` still writes them:
+        rows of a failed transaction are never lost."""
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        return rows
+
+    def put_back(self, rows: Sequence[ActivityRow]) -> None:
+        """Return rows from `take_buffered` whose transaction failed; they go first."""
+        if rows:
+            with self._lock:
+                self._buffer[:0] = rows
 
     @property
     def current_operation_id(self) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,7 +56,9 @@ class KeyedTable:
         return tuple(c for c in self.columns if c not in fixed)
 
 
-def upsert_rows(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+def upsert_rows(
+    conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]
+) -> UpsertCounts:
     """Insert new rows, update changed ones, leave identical ones untouched.
 
     Rows must be unique by key within the batch and share the same scope values.
@@ -67,7 +70,9 @@ def upsert_rows(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, An
     return _upsert_sqlite(conn, table, rows)
 
 
-def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+def insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
     """Append rows (no conflict handling): COPY on Postgres, executemany on SQLite."""
     if not rows:
         return
@@ -75,10 +80,14 @@ def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
         _copy_rows(conn, table, columns, rows)
         return
     placeholders = ", ".join(f":{c}" for c in columns)
-    conn.execute(sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"), list(rows))
+    conn.execute(
+        sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"), list(rows)
+    )
 
 
-def _upsert_sqlite(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+def _upsert_sqlite(
+    conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]
+) -> UpsertCounts:
     import json
 
     first = rows[0]
@@ -89,11 +98,18 @@ def _upsert_sqlite(conn: Connection, table: KeyedTable, rows: Sequence[dict[str,
                 f"SELECT {table.key}, {table.hash_column} FROM {table.name} "
                 f"WHERE {scope_sql} AND {table.key} IN (SELECT value FROM json_each(:keys))"
             ),
-            {**{c: first[c] for c in table.scope}, "keys": json.dumps([r[table.key] for r in rows])},
+            {
+                **{c: first[c] for c in table.scope},
+                "keys": json.dumps([r[table.key] for r in rows]),
+            },
         ).all()
     )
     new = [r for r in rows if r[table.key] not in existing]
-    changed = [r for r in rows if r[table.key] in existing and existing[r[table.key]] != r[table.hash_column]]
+    changed = [
+        r
+        for r in rows
+        if r[table.key] in existing and existing[r[table.key]] != r[table.hash_column]
+    ]
     to_write = new + changed
     if to_write:
         cols = ", ".join(table.columns)
@@ -109,7 +125,9 @@ def _upsert_sqlite(conn: Connection, table: KeyedTable, rows: Sequence[dict[str,
     return UpsertCounts(len(new), len(changed), len(rows) - len(to_write))
 
 
-def _upsert_postgres(conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]) -> UpsertCounts:
+def _upsert_postgres(
+    conn: Connection, table: KeyedTable, rows: Sequence[dict[str, Any]]
+) -> UpsertCounts:
     staging = f"{table.name}_staging"
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
@@ -119,21 +137,24 @@ def _upsert_postgres(conn: Connection, table: KeyedTable, rows: Sequence[dict[st
     _copy_rows(conn, staging, table.columns, rows)
     cols = ", ".join(table.columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.update_columns)
-    # xmax = 0 only for freshly inserted tuples: tells created from updated in one pass.
-    result = conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {staging} "
+    # xmax = 0 only for freshly inserted tuples: tells created from updated in one pass, and
+    # counting on the server sends back one row instead of one per written device.
+    created, updated = conn.exec_driver_sql(
+        f"WITH merged AS (INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {staging} "
         f"ON CONFLICT ({', '.join(table.conflict_columns)}) DO UPDATE SET {updates} "
         f"WHERE {table.name}.{table.hash_column} IS DISTINCT FROM EXCLUDED.{table.hash_column} "
-        f"RETURNING (xmax = 0)"
-    )
-    flags = [row[0] for row in result]
-    created = sum(1 for f in flags if f)
-    updated = len(flags) - created
-    return UpsertCounts(created, updated, len(rows) - len(flags))
+        f"RETURNING (xmax = 0) AS inserted) "
+        f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
+    ).one()
+    return UpsertCounts(created, updated, len(rows) - created - updated)
 
 
-def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+def _copy_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
     cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
+    # itemgetter picks a row's values in C; psycopg's C writer formats each row
+    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([row[c] for c in columns])
+            copy.write_row(values(row))

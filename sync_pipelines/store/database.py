@@ -49,8 +49,13 @@ def load_json(value: Any) -> Any:
     return json.loads(value)
 
 
+# One encoder, built once: `json.dumps` with options builds a new JSONEncoder on every call,
+# which is most of its cost for the small documents written per device.
+_encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return None if value is None else _encode_json(value)
 
 
 sqlite3.register_adapter(datetime, format_timestamp)

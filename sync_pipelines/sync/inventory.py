@@ -1,22 +1,28 @@
 """The device inventory sync, one engine for every provider: pages → batches → bulk upsert.
 
 Pages stream in from the provider and are gathered into batches of whole pages; each batch
-is written with the cursor after its last page in one transaction, so a killed sync resumes
-from the last committed batch and never loses or doubles a record. Records a provider could
+is written with the cursor after its last page (and the activity rows of the calls made
+meanwhile) in one transaction, so a killed sync resumes from the last committed batch and
+never loses or doubles a record. One writer thread commits batch N while batch N+1 is fetched
+and built; batches still commit strictly in order, and a failed write stops the sync. Records a provider could
 not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
 down, and a device that later syncs fine resolves its dead letter.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
-from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED
+from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED, ActivityRow
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DevicePage
+from sync_pipelines.store.bulk import UpsertCounts
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import upsert_devices
 from sync_pipelines.store.sync_state import set_cursor
@@ -32,41 +38,72 @@ DEFAULT_BATCH_SIZE = 1000
 _log = get_logger("sync.inventory")
 
 
-def sync_devices(session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE) -> SyncResult:
+def sync_devices(
+    session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> SyncResult:
     """Import the integration's inventory. Records, then re-raises, if the sync fails."""
     run = SyncRun(session, STREAM)
+    writer = _BatchWriter(session, run)
     batch = _Batch(session)
     _log.info("sync_started", stream=STREAM, cursor_before=run.cursor_before, sync_id=run.sync_id)
     try:
-        with session.recorder.operation(IMPORT, stream=STREAM, cursor_before=run.cursor_before,
-                                        sync_id=run.sync_id) as op:
+        with session.recorder.operation(
+            IMPORT, stream=STREAM, cursor_before=run.cursor_before, sync_id=run.sync_id
+        ) as op:
             with session.open_provider() as provider:
                 for page in provider.list_devices(since=run.cursor_before):
                     run.counts.pages += 1
                     run.counts.fetched += len(page.devices) + len(page.rejected)
                     run.counts.failed += len(page.rejected)
-                    _record_rejected(session, page)
+                    if page.rejected:
+                        # the batch in flight may resolve these records' dead letters: let it
+                        # commit first, so a record rejected now stays dead-lettered
+                        writer.wait()
+                        _record_rejected(session, page)
                     batch.add(page)
                     if len(batch.rows) >= batch_size or page.cursor_after is None:
-                        batch.commit(run)
-                batch.commit(run)
+                        writer.submit(batch.take())
+                if batch.pages:
+                    writer.submit(batch.take())
+                writer.wait()
             op.annotate(**run.figures(), cursor_after=run.cursor_after)
             if run.counts.failed:
                 op.annotate(_status="partial")
     except Exception as exc:
-        # Whole pages fetched before the failure are good: keep them, with their cursor.
-        if batch.pages and not batch.commit_failed:
-            try:
-                batch.commit(run)
-            except Exception:  # the original error is the one to report
-                _log.exception("batch_commit_after_failure_failed")
+        # Whole pages fetched before the failure are good: keep them, with their cursor, unless
+        # a batch write failed (a later cursor must never be committed over lost rows).
+        try:
+            writer.wait()
+            if batch.pages and not writer.failed:
+                writer.submit(batch.take())
+                writer.wait()
+        except Exception:  # the original error is the one to report
+            _log.exception("batch_commit_after_failure_failed")
         run.finish(exc)
-        _log.error("sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures())
+        _log.error(
+            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
+        )
         raise
+    finally:
+        writer.close()
     result = run.finish()
-    _log.info("sync_completed", stream=STREAM, status=result.status,
-              duration_ms=round(result.duration_s * 1000, 1), **run.figures())
+    _log.info(
+        "sync_completed",
+        stream=STREAM,
+        status=result.status,
+        duration_ms=round(result.duration_s * 1000, 1),
+        **run.figures(),
+    )
     return result
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch handed to the writer: its rows and the cursor after its last page."""
+
+    rows: dict[str, dict[str, Any]]
+    pages: int
+    cursor_after: Any
 
 
 class _Batch:
@@ -78,62 +115,143 @@ class _Batch:
         self.rows: dict[str, dict[str, Any]] = {}
         self.pages = 0
         self.cursor_after: Any = None
-        self.commit_failed = False
 
     def add(self, page: DevicePage) -> None:
         integ, now = self.session.integration, utc_now()
         for device in page.devices:
             self.rows[device.external_id] = device_row(
-                device, organization_id=integ.organization_id, integration_id=integ.integration_id,
-                run_id=self.session.run.run_id, request_id=page.request_id, now=now,
+                device,
+                organization_id=integ.organization_id,
+                integration_id=integ.integration_id,
+                run_id=self.session.run.run_id,
+                request_id=page.request_id,
+                now=now,
             )
         self.pages += 1
         self.cursor_after = page.cursor_after
 
-    def commit(self, run: SyncRun) -> None:
-        if not self.pages:
+    def take(self) -> _Pending:
+        pending = _Pending(self.rows, self.pages, self.cursor_after)
+        self.rows, self.pages = {}, 0
+        return pending
+
+
+class _BatchWriter:
+    """Commits batches on one background thread, so batch N is written while batch N+1 is
+    fetched and built (psycopg and sqlite3 release the GIL while the database works).
+
+    At most one batch is in flight and batches commit in order, each in one transaction with
+    its cursor and the activity rows recorded since the previous hand-over. Once a write fails
+    nothing more is written — `submit` and `wait` raise that failure — so the cursor never
+    passes rows that were not stored.
+    """
+
+    def __init__(self, session: IntegrationSession, run: SyncRun) -> None:
+        self.session = session
+        self.run = run
+        self.failed = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
+        self._in_flight: tuple[_Pending, Future[UpsertCounts]] | None = None
+
+    def submit(self, batch: _Pending) -> None:
+        self.wait()
+        if self.failed:
+            raise RuntimeError("an earlier batch failed to commit; no later batch may be written")
+        activity = self.session.recorder.take_buffered()
+        # copy_context: the writer's log lines carry the run's bound fields
+        future = self._pool.submit(contextvars.copy_context().run, self._write, batch, activity)
+        self._in_flight = (batch, future)
+
+    def wait(self) -> None:
+        """Wait for the batch in flight; count it, or raise why it failed."""
+        if self._in_flight is None:
             return
-        integ = self.session.integration
-        self.commit_failed = True
-        with self.session.store.transaction() as conn:
-            written = upsert_devices(conn, list(self.rows.values()))
-            resolve_synced(self.session, conn, STREAM, list(self.rows))
-            set_cursor(conn, integ.organization_id, integ.integration_id, STREAM, self.cursor_after,
-                       self.session.run.run_id)
-        self.commit_failed = False
-        run.counts.created += written.created
-        run.counts.updated += written.updated
-        run.counts.unchanged += written.unchanged
-        run.cursor_after = self.cursor_after
-        _log.debug("batch_committed", rows=len(self.rows), pages=self.pages, cursor_after=self.cursor_after)
-        self.rows.clear()
-        self.pages = 0
-        self.session.recorder.flush()  # activity rows land between data transactions
+        batch, future = self._in_flight
+        self._in_flight = None
+        try:
+            written = future.result()
+        except BaseException:
+            self.failed = True
+            raise
+        counts = self.run.counts
+        counts.created += written.created
+        counts.updated += written.updated
+        counts.unchanged += written.unchanged
+        self.run.cursor_after = batch.cursor_after
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _write(self, batch: _Pending, activity: list[ActivityRow]) -> UpsertCounts:
+        session, recorder = self.session, self.session.recorder
+        integ = session.integration
+        try:
+            with session.store.transaction() as conn:
+                written = upsert_devices(conn, list(batch.rows.values()))
+                resolve_synced(session, conn, STREAM, list(batch.rows))
+                set_cursor(
+                    conn,
+                    integ.organization_id,
+                    integ.integration_id,
+                    STREAM,
+                    batch.cursor_after,
+                    session.run.run_id,
+                )
+                if activity:
+                    recorder.sink.insert_within(conn, activity)
+        except BaseException:
+            # not lost: the recorder writes them in a transaction of their own on its next flush
+            recorder.put_back(activity)
+            raise
+        _log.debug(
+            "batch_committed",
+            rows=len(batch.rows),
+            pages=batch.pages,
+            cursor_after=batch.cursor_after,
+        )
+        return written
 
 
 def _record_rejected(session: IntegrationSession, page: DevicePage) -> None:
     """Each rejected record: an activity row and a dead letter holding its whole payload."""
-    if not page.rejected:
-        return
     recorder = session.recorder
     for rejected in page.rejected:
         row = recorder.new_row(
-            RECORD_REJECTED, status="failed", request_id=page.request_id,
-            error_type=rejected.error_type, error_message=rejected.error_message,
-            metadata={"external_id": rejected.external_id, "page": page.page_number,
-                      "payload": _bounded(rejected.payload)},
+            RECORD_REJECTED,
+            status="failed",
+            request_id=page.request_id,
+            error_type=rejected.error_type,
+            error_message=rejected.error_message,
+            metadata={
+                "external_id": rejected.external_id,
+                "page": page.page_number,
+                "payload": _bounded(rejected.payload),
+            },
         )
         row.completed_at = row.created_at
         recorder.record(row)
-        _log.warning("record_rejected", external_id=rejected.external_id, page=page.page_number,
-                     request_id=page.request_id,
-                     error={"type": rejected.error_type, "message": rejected.error_message})
-    dead_letter(session, [
-        FailedRecord(stream=STREAM, dedupe_key=r.external_id or payload_key(r.payload),
-                     error_type=r.error_type, error_message=r.error_message, payload=r.payload,
-                     external_id=r.external_id, request_id=page.request_id)
-        for r in page.rejected
-    ])
+        _log.warning(
+            "record_rejected",
+            external_id=rejected.external_id,
+            page=page.page_number,
+            request_id=page.request_id,
+            error={"type": rejected.error_type, "message": rejected.error_message},
+        )
+    dead_letter(
+        session,
+        [
+            FailedRecord(
+                stream=STREAM,
+                dedupe_key=r.external_id or payload_key(r.payload),
+                error_type=r.error_type,
+                error_message=r.error_message,
+                payload=r.payload,
+                external_id=r.external_id,
+                request_id=page.request_id,
+            )
+            for r in page.rejected
+        ],
+    )
 
 
 def _bounded(payload: Any, limit: int = 4000) -> Any:

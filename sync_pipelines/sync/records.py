@@ -10,42 +10,72 @@ from typing import Any
 from sync_pipelines.providers.contract import DeviceRecord, DeviceState
 from sync_pipelines.store.database import dump_json
 
+# Built once: `json.dumps(..., sort_keys=True, ...)` would build a new encoder per call.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+_quote = json.encoder.encode_basestring_ascii  # the C string encoder json.dumps uses
+
 
 def _digest(content: Any) -> str:
-    return hashlib.blake2b(
-        json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode(), digest_size=16
-    ).hexdigest()
+    return _digest_text(_canonical(content))
+
+
+def _digest_text(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _scalar(value: Any) -> str:
+    """A field as `_canonical` writes it, with fast paths for the usual types."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, datetime):
+        return _quote(str(value))  # what default=str makes of it
+    return _canonical(value)
 
 
 def device_row(
-    device: DeviceRecord, *, organization_id: str, integration_id: str, run_id: str | None,
-    request_id: str | None, now: datetime,
+    device: DeviceRecord,
+    *,
+    organization_id: str,
+    integration_id: str,
+    run_id: str | None,
+    request_id: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
-    content = {
-        "name": device.name,
-        "hardware_ids": list(device.hardware_ids),
-        "tags": list(device.tags),
-        "status": device.status,
-        "enabled": device.enabled,
-        "attributes": device.attributes,
-        "provider_created_at": device.provider_created_at,
-        "provider_updated_at": device.provider_updated_at,
-        "last_seen_at": device.last_seen_at,
-    }
+    # Each JSON column is serialised once (attributes with sorted keys, which JSONB ignores
+    # and SQLite stores as equal JSON) and the hash input is assembled from those texts. The
+    # assembled text is byte for byte the sorted-key JSON of the whole content the hash has
+    # always been taken over, so stored hashes stay valid: no upgrade churn.
+    hardware_ids = _canonical(list(device.hardware_ids))
+    tags = _canonical(list(device.tags))
+    attributes = _canonical(device.attributes)
+    canonical = (
+        f'{{"attributes":{attributes},"enabled":{_scalar(device.enabled)},'
+        f'"hardware_ids":{hardware_ids},"last_seen_at":{_scalar(device.last_seen_at)},'
+        f'"name":{_scalar(device.name)},'
+        f'"provider_created_at":{_scalar(device.provider_created_at)},'
+        f'"provider_updated_at":{_scalar(device.provider_updated_at)},'
+        f'"status":{_scalar(device.status)},"tags":{tags}}}'
+    )
     return {
         "organization_id": organization_id,
         "integration_id": integration_id,
         "external_id": device.external_id,
         "name": device.name,
-        "hardware_ids": dump_json(content["hardware_ids"]),
-        "tags": dump_json(content["tags"]),
+        "hardware_ids": hardware_ids,
+        "tags": tags,
         "status": device.status,
         "enabled": device.enabled,
-        "attributes": dump_json(device.attributes),
+        "attributes": attributes,
         "provider_created_at": device.provider_created_at,
         "provider_updated_at": device.provider_updated_at,
         "last_seen_at": device.last_seen_at,
-        "content_hash": _digest(content),
+        "content_hash": _digest_text(canonical),
         "last_run_id": run_id,
         "last_request_id": request_id,
         "created_at": now,
@@ -54,7 +84,12 @@ def device_row(
 
 
 def state_row(
-    state: DeviceState, *, organization_id: str, integration_id: str, run_id: str | None, now: datetime
+    state: DeviceState,
+    *,
+    organization_id: str,
+    integration_id: str,
+    run_id: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
     return {
         "organization_id": organization_id,

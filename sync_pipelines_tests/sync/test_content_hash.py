@@ -1,0 +1,94 @@
+"""The device content hash: built from the serialised columns, yet equal to the digest of the
+whole content's sorted-key JSON that earlier releases stored, so an upgrade sees no change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sync_pipelines.providers.contract import DeviceRecord
+from sync_pipelines.store.database import load_json
+from sync_pipelines.sync.records import device_row
+
+
+def _legacy_hash(device: DeviceRecord) -> str:
+    """The formula of earlier releases, kept here as the reference."""
+    content = {
+        "name": device.name,
+        "hardware_ids": list(device.hardware_ids),
+        "tags": list(device.tags),
+        "status": device.status,
+        "enabled": device.enabled,
+        "attributes": device.attributes,
+        "provider_created_at": device.provider_created_at,
+        "provider_updated_at": device.provider_updated_at,
+        "last_seen_at": device.last_seen_at,
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+DEVICES = [
+    DeviceRecord(external_id="plain", name="device-1"),
+    DeviceRecord(
+        external_id="full",
+        name='Ünïcode "quoted" \\ name\n',
+        hardware_ids=("02:00:00:00:00:01", "35123"),
+        tags=("b", "a"),
+        status="online",
+        enabled=True,
+        last_seen_at=datetime(2025, 2, 12, 7, 52, 26, 509000, tzinfo=UTC),
+        provider_created_at=datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+        provider_updated_at=datetime(2025, 1, 1, 1, 38, 1, tzinfo=UTC),
+        attributes={
+            "metadata": {"z": [3, {"y": 1, "x": None}], "a": 1.5},
+            "blueprintId": "bp",
+            "data": {},
+        },
+    ),
+    DeviceRecord(external_id="off", name="d", enabled=False, status=None, attributes={"k": "✓"}),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.external_id)
+def test_hash_equals_the_earlier_formula(device):
+    row = device_row(
+        device,
+        organization_id="o",
+        integration_id="i",
+        run_id=None,
+        request_id=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert row["content_hash"] == _legacy_hash(device)
+    # the JSON columns hold the same documents as before
+    assert load_json(row["attributes"]) == device.attributes
+    assert load_json(row["hardware_ids"]) == list(device.hardware_ids)
+    assert load_json(row["tags"]) == list(device.tags)
+
+
+def test_any_field_change_changes_the_hash():
+    base = DEVICES[1]
+    fields = {
+        "name": "other",
+        "tags": ("a", "b"),
+        "status": "offline",
+        "enabled": False,
+        "attributes": {**base.attributes, "data": {"v": 1}},
+        "last_seen_at": None,
+    }
+    hashes = {
+        device_row(
+            DeviceRecord(**{**{f: getattr(base, f) for f in base.__slots__}, field: value}),
+            organization_id="o",
+            integration_id="i",
+            run_id=None,
+            request_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )["content_hash"]
+        for field, value in fields.items()
+    }
+    assert len(hashes) == len(fields) and _legacy_hash(base) not in hashes
