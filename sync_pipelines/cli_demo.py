@@ -92,7 +92,13 @@ def _sync_table(outcomes: list) -> list[str]:
 def _fault_drill(store, instance, organization_id: str) -> tuple[list[str], bool]:
     """Run the drill and render it; False when it failed to show a failed check, an alert, a
     degraded integration or a trace."""
-    from sync_pipelines.demo_drill import alert_lines, drill_health, drill_trace, run_fault_drill
+    from sync_pipelines.demo_drill import (
+        alert_lines,
+        drill_health,
+        drill_trace,
+        incident_lines,
+        run_fault_drill,
+    )
 
     outcome = run_fault_drill(store, instance, organization_id)
     lines = [
@@ -107,7 +113,14 @@ def _fault_drill(store, instance, organization_id: str) -> tuple[list[str], bool
     )
     lines += ["", "Failed asset checks:"]
     lines += [f"  {r.severity:<5} {r.check_name}: {r.description}" for r in outcome.failed_checks]
-    lines += ["", "Alerts received by the local sink:"] + alert_lines(outcome.alerts)
+    lines += ["", "Alerts received by the local sink:"] + (
+        alert_lines(outcome.alerts)
+        or [
+            "  none new: the incidents below were already open (one alert per incident; a repeat"
+            " is sent only after the cooldown)"
+        ]
+    )
+    lines += ["", "Open incidents:"] + incident_lines(outcome.open_incidents)
     health_text, state = drill_health(store, organization_id, outcome.integration_id)
     lines += ["", health_text.rstrip()]
     trace_text = drill_trace(store, organization_id, outcome.traced_device)
@@ -118,7 +131,7 @@ def _fault_drill(store, instance, organization_id: str) -> tuple[list[str], bool
     ]
     ok = (
         bool(outcome.failed_checks)
-        and bool(outcome.alerts)
+        and bool(outcome.open_incidents)
         and state in ("degraded", "unhealthy")
         and bool(trace_text.strip())
     )

@@ -24,6 +24,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.peers.golioth import GoliothPeer
+from sync_pipelines.store.alerts import Incident, list_incidents
 from sync_pipelines.store.check_results import CheckResult, check_results
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
@@ -47,6 +48,9 @@ class DrillOutcome:
     run_success: bool = False
     failed_checks: list[CheckResult] = field(default_factory=list)
     alerts: list[ReceivedPost] = field(default_factory=list)
+    #: the integration's open incidents after the drill (a re-run within the cooldown sends
+    #: nothing new: the incident it raised last time is still open and counts the repeat)
+    open_incidents: list[Incident] = field(default_factory=list)
     #: a device the faults hit: what `trace` is shown for
     traced_device: str | None = None
     error: str | None = None
@@ -98,6 +102,12 @@ def run_fault_drill(
         for failed in outcome.failed_checks:
             alert_on_check_result(store, failed, settings, now=now)
         outcome.alerts = list(sink.received)
+        with store.connect() as conn:
+            outcome.open_incidents = [
+                i
+                for i in list_incidents(conn, organization_id, open_only=True)
+                if i.integration_id == iid
+            ]
         outcome.traced_device = _hit_device(store, organization_id, iid, ids)
     except Exception as exc:  # the demo reports the drill failed and goes on
         get_logger("demo").exception("fault_drill_failed")
@@ -153,6 +163,15 @@ def alert_lines(posts: list[ReceivedPost]) -> list[str]:
         channel = "slack" if "/services/" in post.path else "webhook"
         lines.append(f"  [{channel}] {headline.splitlines()[0]}")
     return lines
+
+
+def incident_lines(incidents: list[Incident]) -> list[str]:
+    """The open incidents, with how often each was seen (deduplicated sightings)."""
+    return [
+        f"  {i.severity:<8} {i.rule:<22} open since {i.first_seen_at:%H:%M:%S}, seen {i.occurrences}x: "
+        f"{i.summary.splitlines()[0]}"
+        for i in incidents
+    ]
 
 
 def drill_health(store: Store, organization_id: str, integration_id: str) -> tuple[str, str]:

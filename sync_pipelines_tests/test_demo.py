@@ -31,3 +31,12 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     # the structured logs went to the file, not into the report
     assert not any(line.startswith("{") for line in out.splitlines())
     assert (tmp_path / "demo-logs.jsonl").read_text().count('"event":"sync_completed"') >= 3
+    assert re.search(r"critical +provider_api_failures +open since .*, seen 1x", drill)
+
+    # Run again within the cooldown: the same incidents stay open (seen twice), nothing new is
+    # sent, and the demo still succeeds.
+    again = CliRunner().invoke(main, ["demo", "--provider", "golioth", "--devices", "30"])
+    assert again.exit_code == 0, again.output
+    drill = again.output[again.output.index("== fault drill"):]
+    assert "none new: the incidents below were already open" in drill
+    assert re.search(r"critical +provider_api_failures +open since .*, seen 2x", drill)
