@@ -15,8 +15,20 @@ demo: install dagster-home
 test: install services
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
-## ui: the Dagster UI and daemon over this repo's workspace (http://127.0.0.1:3000)
+## ui: the Dagster UI and daemon over this repo's workspace (http://127.0.0.1:3000), with every
+## provider's local peer running and registered (organization `local`, UI_DEVICES devices each);
+## the peers stop when dagster dev does
+UI_DEVICES ?= 50
+UI_PEERS_ENV := $(SYNC_HOME)/local-peers.env
 ui: install dagster-home
+	@rm -f '$(UI_PEERS_ENV)'; \
+	$(BIN)/sync-pipelines peers up --devices $(UI_DEVICES) --env-file '$(UI_PEERS_ENV)' & peers=$$!; \
+	trap 'kill -TERM $$peers 2>/dev/null; wait $$peers' EXIT; trap 'exit 130' INT TERM; \
+	i=0; until test -f '$(UI_PEERS_ENV)'; do \
+		kill -0 $$peers 2>/dev/null || { echo "local peers failed to start" >&2; exit 1; }; \
+		i=$$((i + 1)); test $$i -le 120 || { echo "local peers not up after 120 s" >&2; exit 1; }; \
+		sleep 1; done; \
+	set -a; . '$(UI_PEERS_ENV)'; set +a; \
 	$(BIN)/dagster dev -w workspace.yaml
 
 ## bench: our inventory sync vs dlt's rest_api source (10k, 100k devices), ours alone at 1M,

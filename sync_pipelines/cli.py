@@ -349,11 +349,12 @@ from sync_pipelines.cli_alerts import alerts  # noqa: E402
 from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay  # noqa: E402
 from sync_pipelines.cli_demo import demo  # noqa: E402
 from sync_pipelines.cli_health import health  # noqa: E402
+from sync_pipelines.cli_peers import peers  # noqa: E402
 from sync_pipelines.cli_reports import export, report, trace  # noqa: E402
 from sync_pipelines.cli_retention import retention  # noqa: E402
 
 for _command in (
-    demo, replay, quarantine, dead_letters, retention, alerts, health, report, trace, export
+    demo, replay, quarantine, dead_letters, retention, alerts, health, report, trace, export, peers
 ):
     main.add_command(_command)
 
