@@ -561,28 +561,7 @@ def _seed_device(links: _Links, external_id: str, _call_limit: int) -> None:
     for table in ("devices", "device_states"):
         for row in select_rows(links.conn, table, links.org, where, params, limit=DEVICE_LIMIT):
             links.add_written_row(table, row)
-    events = select_rows(
-        links.conn,
-        "webhook_events",
-        links.org,
-        where,
-        params,
-        order_by="received_at DESC, id DESC",
-        limit=EVENT_LIMIT + 1,
-    )
-    for event in links.limited("webhook_events", events, EVENT_LIMIT):
-        links.add_event(event)
-    letters = select_rows(
-        links.conn,
-        "dead_letters",
-        links.org,
-        where,
-        params,
-        order_by="id DESC",
-        limit=DEAD_LETTER_LIMIT + 1,
-    )
-    for letter in links.limited("dead_letters", letters, DEAD_LETTER_LIMIT):
-        links.add_dead_letter(letter)
+    _add_events_and_letters(links, where, params, newest_first=True)
 
 
 def _seed_request(links: _Links, request_id: str, _call_limit: int) -> None:
@@ -669,13 +648,22 @@ def _seed_run(links: _Links, run_id: str, call_limit: int) -> None:
     for row in (failed + first)[: max(call_limit, len(failed))]:
         links.activity[row["id"]] = row
         links.request_ids.add(row["request_id"])
+    _add_events_and_letters(links, where, params, newest_first=False)
+
+
+def _add_events_and_letters(
+    links: _Links, where: str, params: dict[str, Any], *, newest_first: bool
+) -> None:
+    """The webhook events and dead letters matching `where`, each up to its limit (a device's
+    newest first; a run's in order)."""
+    desc = " DESC" if newest_first else ""
     events = select_rows(
         links.conn,
         "webhook_events",
         links.org,
         where,
         params,
-        order_by="received_at, id",
+        order_by=f"received_at{desc}, id{desc}",
         limit=EVENT_LIMIT + 1,
     )
     for event in links.limited("webhook_events", events, EVENT_LIMIT):
@@ -686,7 +674,7 @@ def _seed_run(links: _Links, run_id: str, call_limit: int) -> None:
         links.org,
         where,
         params,
-        order_by="id",
+        order_by=f"id{desc}",
         limit=DEAD_LETTER_LIMIT + 1,
     )
     for letter in links.limited("dead_letters", letters, DEAD_LETTER_LIMIT):

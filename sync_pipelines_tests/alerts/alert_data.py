@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sync_pipelines.clock import utc_now
 from sync_pipelines.store.activity import insert_activity_rows
 from sync_pipelines.store.check_results import CheckResult, insert_check_results
-from sync_pipelines.store.database import Store, dump_json
+from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
 from sync_pipelines.store.sync_state import SyncCounts, finish_sync_log, start_sync_log
 from sync_pipelines.store.webhook_events import (
@@ -19,6 +19,7 @@ from sync_pipelines.store.webhook_events import (
     insert_event,
     mark_processed,
 )
+from sync_pipelines_tests.activity_rows import provider_call_row
 
 
 def add_integration(
@@ -62,35 +63,19 @@ def add_calls(
     if count == 0:
         return
     step = (end - start) / count
-    rows = []
-    for k in range(count):
-        at = start + step * k
-        rows.append(
-            {
-                "id": str(uuid.uuid4()),
-                "organization_id": integration.organization_id,
-                "integration_id": integration.integration_id,
-                "run_id": "run-seeded",
-                "step_key": "golioth_devices",
-                "request_id": str(uuid.uuid4()),
-                "parent_id": None,
-                "direction": "outgoing",
-                "activity_type": "http_request",
-                "method": "GET",
-                "endpoint": "/v1/projects/p/devices",
-                "status_code": status_code,
-                "status": status,
-                "attempt": 1,
-                "response_time_ms": 12.5,
-                "error_type": error_type if status != "success" else None,
-                "error_message": None if status == "success" else f"HTTP {status_code}",
-                "error_stack": None,
-                "request_headers": dump_json({}),
-                "metadata": dump_json({}),
-                "created_at": at,
-                "completed_at": at,
-            }
+    rows = [
+        provider_call_row(
+            integration.organization_id,
+            integration.integration_id,
+            start + step * k,
+            status=status,
+            status_code=status_code,
+            error_type=error_type,
+            error_message=None if status == "success" else f"HTTP {status_code}",
+            ms=12.5,
         )
+        for k in range(count)
+    ]
     with store.transaction() as conn:
         insert_activity_rows(conn, rows)
 

@@ -23,34 +23,18 @@ from sync_pipelines.store.integrations import (
     save_integration,
 )
 from sync_pipelines.sync.records import device_row
+from sync_pipelines_tests.activity_rows import provider_call_row
 
 
 def call_row(integ: Integration, at: datetime, *, failed: bool = False, ms: float = 50.0) -> dict:
     """One provider call as the HTTP recorder writes it (a failed attempt: 503, transient)."""
-    return {
-        "id": str(uuid.uuid4()),
-        "organization_id": integ.organization_id,
-        "integration_id": integ.integration_id,
-        "run_id": "run-seed",
-        "step_key": "seed",
-        "request_id": str(uuid.uuid4()),
-        "parent_id": None,
-        "direction": "outgoing",
-        "activity_type": "http_request",
-        "method": "GET",
-        "endpoint": "/v1/projects/p/devices",
-        "status_code": 503 if failed else 200,
-        "status": "failed" if failed else "success",
-        "attempt": 1,
-        "response_time_ms": ms,
-        "error_type": "transient" if failed else None,
-        "error_message": None,
-        "error_stack": None,
-        "request_headers": None,
-        "metadata": None,
-        "created_at": at,
-        "completed_at": at,
-    }
+    return provider_call_row(
+        integ.organization_id,
+        integ.integration_id,
+        at,
+        status="failed" if failed else "success",
+        ms=ms,
+    )
 
 
 def add_calls(

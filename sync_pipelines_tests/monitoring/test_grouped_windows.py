@@ -4,7 +4,6 @@ operations and other tenants' calls that must not count."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +22,7 @@ from sync_pipelines.reports.period_stats import (
 )
 from sync_pipelines.store.activity import insert_activity_rows
 from sync_pipelines.store.integrations import Integration, ensure_organization
+from sync_pipelines_tests.activity_rows import provider_call_row
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ORG, IID = "org-grouped", "int-grouped"
@@ -38,30 +38,7 @@ def _row(
     iid: str = IID,
     activity_type: str = "http_request",
 ) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "organization_id": org,
-        "integration_id": iid,
-        "run_id": "run-1",
-        "step_key": "s",
-        "request_id": str(uuid.uuid4()),
-        "parent_id": None,
-        "direction": "outgoing",
-        "activity_type": activity_type,
-        "method": "GET",
-        "endpoint": "/devices",
-        "status_code": 200 if status == "success" else 503,
-        "status": status,
-        "attempt": 1,
-        "response_time_ms": ms,
-        "error_type": None if status == "success" else "transient",
-        "error_message": None,
-        "error_stack": None,
-        "request_headers": None,
-        "metadata": None,
-        "created_at": at,
-        "completed_at": at,
-    }
+    return provider_call_row(org, iid, at, status=status, ms=ms, activity_type=activity_type)
 
 
 def _seed(store) -> None:

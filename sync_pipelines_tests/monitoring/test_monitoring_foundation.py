@@ -26,36 +26,14 @@ from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.monitoring.trend import error_rate_trend, two_proportion_z
 from sync_pipelines.store.activity import insert_activity_rows
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+from sync_pipelines_tests.activity_rows import provider_call_row
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ORG, IID = "org-mon", "int-mon"
 
 
 def _call(at: datetime, status: str, ms: float = 50.0, org: str = ORG, iid: str = IID) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "organization_id": org,
-        "integration_id": iid,
-        "run_id": "run-1",
-        "step_key": "s",
-        "request_id": str(uuid.uuid4()),
-        "parent_id": None,
-        "direction": "outgoing",
-        "activity_type": "http_request",
-        "method": "GET",
-        "endpoint": "/devices",
-        "status_code": 200 if status == "success" else 503,
-        "status": status,
-        "attempt": 1,
-        "response_time_ms": ms,
-        "error_type": None if status == "success" else "transient",
-        "error_message": None,
-        "error_stack": None,
-        "request_headers": None,
-        "metadata": None,
-        "created_at": at,
-        "completed_at": at,
-    }
+    return provider_call_row(org, iid, at, status=status, ms=ms)
 
 
 def _sync(conn, at: datetime, status: str, fetched: int = 10, stream: str = "devices") -> None:

@@ -4,7 +4,6 @@ Postgres: states, success rates, top errors, series, trend, and its Markdown and
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from sync_pipelines.reports.terminal import render_terminal
 from sync_pipelines.store.activity import insert_activity_rows
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import register_integration
+from sync_pipelines_tests.activity_rows import provider_call_row
 from sync_pipelines_tests.reports.conftest import DOWN, FLAKY, OK, ORG, OTHER
 
 
@@ -100,30 +100,14 @@ def test_a_weekly_period_buckets_by_hour_and_a_short_one_by_five_minutes(fleet):
 
 def _calls(org, integration_id, when, *, count, failed):
     return [
-        {
-            "id": str(uuid.uuid4()),
-            "organization_id": org,
-            "integration_id": integration_id,
-            "run_id": "run-seeded",
-            "step_key": None,
-            "request_id": str(uuid.uuid4()),
-            "parent_id": None,
-            "direction": "outgoing",
-            "activity_type": "http_request",
-            "method": "GET",
-            "endpoint": "https://api.example/devices",
-            "status_code": 503 if n < failed else 200,
-            "status": "failed" if n < failed else "success",
-            "attempt": 1,
-            "response_time_ms": 10.0 + n,
-            "error_type": "transient" if n < failed else None,
-            "error_message": "HTTP 503" if n < failed else None,
-            "error_stack": None,
-            "request_headers": None,
-            "metadata": None,
-            "created_at": when,
-            "completed_at": when,
-        }
+        provider_call_row(
+            org,
+            integration_id,
+            when,
+            status="failed" if n < failed else "success",
+            error_message="HTTP 503",
+            ms=10.0 + n,
+        )
         for n in range(count)
     ]
 

@@ -5,13 +5,6 @@ resumes from the last committed cursor. Either way: nothing lost, nothing double
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,60 +17,15 @@ from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.sync_state import sync_log_rows
 from sync_pipelines.sync.inventory import sync_devices
+from sync_pipelines_tests.private_postgres import PrivatePostgres, running_private_postgres
 
 DEVICES, PAGE, BATCH = 400, 50, 100
 
 
-class PrivatePostgres:
-    def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-        if not bins:
-            pytest.fail("PostgreSQL server binaries are required (/usr/lib/postgresql/*/bin)")
-        self.bin = bins[-1]
-        self.dir = tempfile.mkdtemp(prefix="sync-pg-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.data = os.path.join(self.dir, "data")
-        if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-            shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        cmd = [os.path.join(self.bin, tool), *args]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-    def _ctl(self, action: str, *extra: str) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", os.path.join(self.dir, "log"), "-w",
-                  action, *extra)
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def stop(self) -> None:
-        self._ctl("stop", "-m", "fast")
-
-    def restart(self) -> None:
-        self._ctl("restart", "-m", "fast")
-
-    def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            self._ctl("stop", "-m", "immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def private_pg() -> Iterator[PrivatePostgres]:
-    pg = PrivatePostgres()
-    pg.start()
-    try:
+    with running_private_postgres() as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture
