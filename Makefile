@@ -5,7 +5,7 @@ PYTHON ?= python3
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SYNC_HOME ?= $(DAGSTER_HOME)
 
-.PHONY: demo test ui lint format bench services install dagster-home clean
+.PHONY: demo test ui lint format bench services browser install dagster-home clean
 
 ## demo: install, start a seeded Golioth emulator, sync it through Dagster on SQLite, print figures
 demo: install dagster-home
@@ -71,13 +71,23 @@ dagster-home:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-## services: start the local PostgreSQL and Mosquitto the tests use, if they are down
+## services: start the local PostgreSQL, Mosquitto and RabbitMQ the tests use, if they are down;
+## install chromium for the browser tests if it is missing
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start" >&2; exit 1
 	@$(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 1883), 2)" 2>/dev/null \
 		|| mosquitto -d -c /etc/mosquitto/mosquitto.conf
 	@for i in $$(seq 1 30); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 1883), 2)" 2>/dev/null && exit 0; sleep 1; done; echo "Mosquitto did not start" >&2; exit 1
+	@$(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5672), 2)" 2>/dev/null \
+		|| rabbitmq-server -detached
+	@for i in $$(seq 1 60); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5672), 2)" 2>/dev/null && exit 0; sleep 1; done; echo "RabbitMQ did not start" >&2; exit 1
+	@command -v chromium >/dev/null || $(MAKE) --no-print-directory browser
+
+## browser: Debian's chromium for the browser tests (Playwright drives it; its own download can't work here)
+browser:
+	command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) .pytest_cache
