@@ -9,6 +9,8 @@ buffered: rows go to the store every `flush_every` rows, when an operation ends 
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import traceback
@@ -241,6 +243,9 @@ class ActivityRecorder:
 
         The exception, if any, is recorded (type, message, stack) and re-raised.
         """
+        # Which process did the work: with a distributed executor (Celery, k8s) the steps of one
+        # run land on different hosts, and the on-call engineer needs to know which one.
+        metadata = {**metadata, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
         row = self.new_row(activity_type, metadata=dict(metadata))
         _redact_row(row)
         self.sink.insert([row])

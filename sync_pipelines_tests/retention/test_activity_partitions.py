@@ -5,6 +5,7 @@ through the parent and through any child table. On SQLite every partition call i
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -221,6 +222,7 @@ def test_the_recorder_writes_and_completes_rows_through_the_partitioned_log(pg_s
         ).scalar_one()
     assert key == ["id", "created_at"]
     assert rows[op.id]["status"] == "success"
-    assert rows[op.id]["metadata"] == {"fetched": 3}
+    assert rows[op.id]["metadata"]["fetched"] == 3
+    assert rows[op.id]["metadata"]["worker"]["pid"] == os.getpid()
     assert rows[row.id]["parent_id"] == op.id
     assert _homes(pg_store)[op.id] == _partition_of(rows[op.id]["created_at"])
