@@ -81,7 +81,11 @@ def report(
     """Integration-health report: state, sync and provider-call success, latency, error-rate trend
     and top errors per integration, and how many are failed or degraded."""
     from sync_pipelines.clock import utc_now
-    from sync_pipelines.reports.integration_report import DEFAULT_PERIOD, build_integration_report
+    from sync_pipelines.reports.integration_report import (
+        DEFAULT_PERIOD,
+        build_integration_report,
+        roll_up_for_report,
+    )
     from sync_pipelines.reports.markdown import render_markdown
     from sync_pipelines.reports.terminal import render_terminal
     from sync_pipelines.store.integrations import list_integrations
@@ -101,15 +105,19 @@ def report(
         if days is not None
         else DEFAULT_PERIOD
     )
-    with _store() as store, store.connect() as conn:
-        if organization_id and not list_integrations(conn, organization_id):
-            raise click.ClickException(
-                f"organization {organization_id!r} has no integrations "
-                f"(see `sync-pipelines integrations list --organization {organization_id}`)"
+    with _store() as store:
+        with store.connect() as conn:
+            if organization_id and not list_integrations(conn, organization_id):
+                raise click.ClickException(
+                    f"organization {organization_id!r} has no integrations "
+                    f"(see `sync-pipelines integrations list --organization {organization_id}`)"
+                )
+        now = utc_now()
+        roll_up_for_report(store, organization_id=organization_id, now=now, period=period)
+        with store.connect() as conn:
+            built = build_integration_report(
+                conn, organization_id=organization_id, now=now, period=period
             )
-        built = build_integration_report(
-            conn, organization_id=organization_id, now=utc_now(), period=period
-        )
     chart_file = None
     if chart:
         from sync_pipelines.reports.chart import write_chart  # matplotlib: only when asked

@@ -188,6 +188,10 @@ RULES: tuple[PurgeRule, ...] = (
     ),
     PurgeRule("alert_incidents", ("id",), LOGS, "status = 'resolved' AND resolved_at < :cutoff"),
     PurgeRule("integration_check_results", ("id",), LOGS, "created_at < :cutoff"),
+    # the calls' hourly roll-up goes with the calls it sums
+    PurgeRule(
+        "provider_call_hours", ("organization_id", "integration_id", "hour"), LOGS, "hour < :cutoff"
+    ),
     PurgeRule("event_failures", ("id",), LOGS, "created_at < :cutoff"),
     PurgeRule(
         "device_telemetry",

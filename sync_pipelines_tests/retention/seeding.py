@@ -24,6 +24,8 @@ KEYS = {
     "event_failures": "id",
     "device_telemetry": "message_key",
     "telemetry_gaps": "id",
+    # one hour row per seeded integration id
+    "provider_call_hours": "integration_id",
 }
 
 
@@ -241,6 +243,23 @@ class Seeded:
                 "last_missing": 4,
                 "missing_count": 2,
                 "detected_at": at,
+            },
+            kept=kept,
+        )
+
+    def call_hour(self, at: datetime, *, kept: bool) -> str:
+        return self._insert(
+            "provider_call_hours",
+            {
+                "organization_id": self.org,
+                "integration_id": f"int-{uuid.uuid4().hex[:8]}",
+                "hour": at.replace(minute=0, second=0, microsecond=0),
+                "calls": 3,
+                "failed": 1,
+                "latency_count": 3,
+                "latency_sum_ms": 30.0,
+                "latency_histogram": '{"25": 3}',
+                "rolled_up_at": at,
             },
             kept=kept,
         )

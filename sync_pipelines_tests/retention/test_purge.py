@@ -76,6 +76,8 @@ def _seed_every_table(store) -> Seeded:
         s.telemetry(NEW, kept=True)
         s.gap(OLD, kept=False)
         s.gap(NEW, kept=True)
+        s.call_hour(OLD, kept=False)
+        s.call_hour(NEW, kept=True)
     return s
 
 
