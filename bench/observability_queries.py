@@ -13,10 +13,11 @@ chain builder, what `sync-pipelines trace` runs); the integration checks of one 
 error rate, the error-rate trend, the freshness check, and all of CHECKS, as the check sensor
 evaluates them); `monitoring.health.integration_health` of one integration and
 `check_service_health` of one organization (25 integrations); the integration-health report of
-that organization over 24 h and 7 days (the data; the chart separately), and the whole
-`sync-pipelines trace` / `report` commands as subprocesses (what the on-call waits for). With
-`--without-012` the trace and report are timed again with sql/012's indexes dropped, to show what
-they buy.
+that organization over 24 h and 7 days (the data; the chart separately; the 7-day one reads the
+hourly roll-up of provider calls, whose first run over 90 days and hourly run are timed too),
+and the whole `sync-pipelines trace` / `report` commands as subprocesses (what the on-call waits
+for). With `--without-012` the trace and report are timed again with sql/012's indexes dropped,
+to show what they buy.
 
 10M rows take ~6.5 min to seed on 2 shared cores: `--keep` keeps the seeded database and prints
 its URL, `--url` times against it again (migrating it to the current sql/ first), e.g. before
@@ -53,6 +54,7 @@ from sync_pipelines.monitoring.health import integration_health
 from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health
 from sync_pipelines.reports.chart import write_chart
 from sync_pipelines.reports.integration_report import build_integration_report
+from sync_pipelines.store.call_hours import roll_up_organizations
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import get_integration
 from sync_pipelines.store.migrations import migrate, sql_dir
@@ -289,6 +291,17 @@ def timings(
     results["checks, all of CHECKS (1 integration)"] = median_s(check(), repeat)
     results["health of 1 integration"] = median_s(health, repeat)
     results["service health (25 integrations)"] = median_s(service_health, repeat)
+    # what the hourly schedule does before a weekly report reads the hours: the first roll-up of
+    # all 90 days (emptied first, so a reused database measures it too), then an hourly one
+    organizations = [f"bench-org-{n}" for n in range(ORGS)]
+    with store.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM provider_call_hours"))
+    started = time.perf_counter()
+    roll_up_organizations(store, organizations, now=utc_now())
+    results["roll-up, first: 90 days (4 organizations)"] = time.perf_counter() - started
+    results["roll-up, hourly (4 organizations)"] = median_s(
+        lambda: roll_up_organizations(store, organizations, now=utc_now()), repeat
+    )
     results["report 24 h (25 integrations)"] = median_s(report(timedelta(hours=24)), repeat)
     results["report 7 d (25 integrations)"] = median_s(report(timedelta(days=7)), repeat)
     weekly = report(timedelta(days=7))()
