@@ -9,12 +9,14 @@ organization — all enabled integrations (the system-level scan `list_enabled_i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.histograms import histogram_percentiles
 from sync_pipelines.monitoring.health import (
     DEGRADED,
     HEALTHY,
@@ -37,7 +39,7 @@ from sync_pipelines.reports.period_stats import (
     sync_outcomes_by_integration,
     top_errors_by_integration,
 )
-from sync_pipelines.store.call_hours import CallFigures, roll_up_organizations
+from sync_pipelines.store.call_hours import roll_up_organizations
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import (
     Integration,
@@ -311,17 +313,22 @@ def _totals(
     organizations the p95 needs every call of them all (or their rolled-up histograms)."""
     if organization_id is not None and organization_id in by_org:
         return by_org[organization_id].total
-    if by_org and all(of.total_figures is not None for of in by_org.values()):
-        total = CallFigures()
-        for of in by_org.values():
-            total.add(of.total_figures)
+    if by_org and all(of.total_histogram is not None for of in by_org.values()):
+        calls = sum(of.total.calls for of in by_org.values())
+        latency_ms = [
+            (of.total.avg_latency_ms, int(of.total_histogram.sum()))
+            for of in by_org.values()
+            if of.total.avg_latency_ms is not None
+        ]
+        timed = sum(n for _, n in latency_ms)
+        p95 = histogram_percentiles(sum(of.total_histogram for of in by_org.values()), 95)
         return CallWindow(
             start,
             end,
-            total.calls,
-            total.failed,
-            total.avg_latency_ms,
-            total.latency_percentile(95),
+            calls,
+            sum(of.total.failed for of in by_org.values()),
+            sum(avg * n for avg, n in latency_ms) / timed if timed else None,
+            None if math.isnan(p95) else float(p95),
         )
     return call_totals(conn, scopes, start, end)
 

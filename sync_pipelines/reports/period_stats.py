@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
+from sync_pipelines.histograms import histogram_percentiles
 from sync_pipelines.monitoring.integration_stats import (
     ERROR_STATUSES,
     GOOD_SYNC_STATUSES,
@@ -28,7 +30,7 @@ from sync_pipelines.observability.activity import PROVIDER_CALLS
 from sync_pipelines.store.call_hours import (
     HOUR,
     RECOMPUTE,
-    CallFigures,
+    CallHours,
     call_hours,
     ceil_hour,
     newest_rolled_up_hour,
@@ -255,9 +257,9 @@ class OrganizationCalls:
 
     by_integration: dict[str, PeriodCalls]
     total: CallWindow
-    #: the total's figures with its latency histogram, when read from the rolled-up hours (so
-    #: organizations' totals can be summed with a p95 of them all)
-    total_figures: CallFigures | None = None
+    #: the total's latency histogram, when read from the rolled-up hours (so organizations'
+    #: totals can be summed with a p95 of them all)
+    total_histogram: np.ndarray | None = None
 
 
 def period_calls(
@@ -379,46 +381,72 @@ def _rolled_up_period_calls(
     last = first
     if newest is not None:
         last = max(first, min(newest + HOUR - RECOMPUTE, rolled_up_until(end)))
-    hours = (
-        call_hours(conn, organization_id, start, first, integration_ids=integration_ids)
-        + rolled_up_hours(conn, organization_id, integration_ids, first, last)
-        + call_hours(conn, organization_id, last, end, integration_ids=integration_ids)
+    hours = CallHours.concat(
+        [
+            call_hours(conn, organization_id, start, first, integration_ids=integration_ids),
+            rolled_up_hours(conn, organization_id, integration_ids, first, last),
+            call_hours(conn, organization_id, last, end, integration_ids=integration_ids),
+        ]
     )
-    whole: dict[str, CallFigures] = defaultdict(CallFigures)
-    buckets: dict[str, dict[int, CallFigures]] = defaultdict(lambda: defaultdict(CallFigures))
-    total = CallFigures()
-    for hour in hours:
-        middle = max(hour.hour, start) + (min(hour.hour + HOUR, end) - max(hour.hour, start)) / 2
-        b = min(count - 1, max(0, int((middle - start) / bucket)))
-        buckets[hour.integration_id][b].add(hour.figures)
-        whole[hour.integration_id].add(hour.figures)
-        total.add(hour.figures)
+    # every hour into its (integration, chart bucket) cell: the bucket holding its middle
+    position = {iid: n for n, iid in enumerate(integration_ids)}
+    rows = np.array([position.get(iid, -1) for iid in hours.integration_ids], dtype=np.int64)
+    middles = [
+        (max(h, start) + (min(h + HOUR, end) - max(h, start)) / 2 - start) / bucket
+        for h in hours.hours
+    ]
+    cells = np.clip(np.array(middles, dtype=np.float64).astype(np.int64), 0, count - 1)
+    known = rows >= 0
+    shape = (len(integration_ids), count)
 
-    def window(figures: CallFigures, at: datetime, until: datetime) -> CallWindow:
+    def summed(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(shape + values.shape[1:], dtype=values.dtype)
+        np.add.at(out, (rows[known], cells[known]), values[known])
+        return out
+
+    calls, failed = summed(hours.calls), summed(hours.failed)
+    timed, total_ms = summed(hours.latency_count), summed(hours.latency_sum_ms)
+    histograms = summed(hours.histograms)
+    by_integration = histograms.sum(axis=1)
+    cell_p95 = histogram_percentiles(histograms, 95)
+    whole_p95 = histogram_percentiles(by_integration, 95)
+    all_histogram = by_integration.sum(axis=0)
+
+    def window(n: int, f: int, t: int, ms: float, p95: float) -> CallWindow:
         return CallWindow(
-            at,
-            until,
-            figures.calls,
-            figures.failed,
-            figures.avg_latency_ms,
-            figures.latency_percentile(95),
+            start,
+            end,
+            int(n),
+            int(f),
+            float(ms) / int(t) if t else None,
+            None if np.isnan(p95) else float(p95),
         )
 
     result = {}
-    for iid in integration_ids:
-        series = []
-        for b in range(count):
-            figures = buckets[iid][b]
-            series.append(
-                SeriesPoint(
-                    start + bucket * b,
-                    figures.calls,
-                    figures.failed,
-                    figures.latency_percentile(95),
-                )
+    for k, iid in enumerate(integration_ids):
+        series = tuple(
+            SeriesPoint(
+                start + bucket * b,
+                int(calls[k, b]),
+                int(failed[k, b]),
+                None if np.isnan(cell_p95[k, b]) else float(cell_p95[k, b]),
             )
-        result[iid] = PeriodCalls(calls=window(whole[iid], start, end), series=tuple(series))
-    return OrganizationCalls(result, window(total, start, end), total)
+            for b in range(count)
+        )
+        result[iid] = PeriodCalls(
+            calls=window(
+                calls[k].sum(), failed[k].sum(), timed[k].sum(), total_ms[k].sum(), whole_p95[k]
+            ),
+            series=series,
+        )
+    total = window(
+        calls.sum(),
+        failed.sum(),
+        timed.sum(),
+        total_ms.sum(),
+        histogram_percentiles(all_histogram, 95),
+    )
+    return OrganizationCalls(result, total, all_histogram)
 
 
 def sync_outcomes_by_integration(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -13,7 +14,8 @@ import sqlalchemy as sa
 
 from sync_pipelines.defs.reports import roll_up_provider_call_hours
 from sync_pipelines.defs.resources import SyncStoreResource
-from sync_pipelines.figures import histogram_percentile, latency_bucket, percentile
+from sync_pipelines.figures import percentile
+from sync_pipelines.histograms import histogram_percentile, latency_bucket
 from sync_pipelines.reports.integration_report import build_integration_report
 from sync_pipelines.reports.period_stats import call_totals, period_calls
 from sync_pipelines.store.activity import insert_activity_rows
@@ -54,7 +56,15 @@ def _insert(store, rows) -> None:
 def _hours(store, organization_id, integration_ids, start=NOW - 30 * 24 * HOUR, end=NOW):
     with store.connect() as conn:
         found = rolled_up_hours(conn, organization_id, integration_ids, start, end)
-    return {(h.integration_id, h.hour): h.figures for h in found}
+    return {
+        (found.integration_ids[k], found.hours[k]): SimpleNamespace(
+            calls=int(found.calls[k]),
+            failed=int(found.failed[k]),
+            latency_count=int(found.latency_count[k]),
+            latency_sum_ms=float(found.latency_sum_ms[k]),
+        )
+        for k in range(len(found))
+    }
 
 
 def test_the_histogram_percentile_is_within_five_percent_of_the_exact_one():
