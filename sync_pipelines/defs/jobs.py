@@ -1,6 +1,5 @@
 """Jobs that are not asset materializations: testing an integration's connection."""
 
-
 import dagster as dg
 
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -13,9 +12,15 @@ class ConnectionTestConfig(dg.Config):
     integration_id: str
 
 
-@dg.op(description="Call the provider with the integration's credentials and report latency or the reason it failed.")
-def test_connection_op(context: dg.OpExecutionContext, config: ConnectionTestConfig, store: SyncStoreResource) -> None:
-    with integration_session(store.get_store(), config.integration_id, run_context_of(context)) as session:
+@dg.op(
+    description="Call the provider with the integration's credentials and report latency or the reason it failed."
+)
+def test_connection_op(
+    context: dg.OpExecutionContext, config: ConnectionTestConfig, store: SyncStoreResource
+) -> None:
+    with integration_session(
+        store.get_store(), config.integration_id, run_context_of(context)
+    ) as session:
         result = check_connection(session)
     metadata = {"ok": result.ok, "latency_ms": result.latency_ms}
     if not result.ok:

@@ -7,7 +7,8 @@ from sync_pipelines.providers.registry import PROVIDERS
 
 #: provider name -> the partitions definition of that provider's assets
 PROVIDER_PARTITIONS: dict[str, dg.DynamicPartitionsDefinition] = {
-    provider: dg.DynamicPartitionsDefinition(name=f"{provider}_integrations") for provider in PROVIDERS
+    provider: dg.DynamicPartitionsDefinition(name=f"{provider}_integrations")
+    for provider in PROVIDERS
 }
 
 golioth_integrations = PROVIDER_PARTITIONS["golioth"]

@@ -77,7 +77,9 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         ),
         **common,
     )
-    def devices(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
+    def devices(
+        context: dg.AssetExecutionContext, store: SyncStoreResource
+    ) -> dg.MaterializeResult:
         return _run_stream(context, store, sync_devices)
 
     @dg.asset(
@@ -89,7 +91,9 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         ),
         **common,
     )
-    def device_states(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
+    def device_states(
+        context: dg.AssetExecutionContext, store: SyncStoreResource
+    ) -> dg.MaterializeResult:
         return _run_stream(context, store, sync_device_states)
 
     @dg.asset(
@@ -102,10 +106,14 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         ),
         **common,
     )
-    def desired_exports(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
+    def desired_exports(
+        context: dg.AssetExecutionContext, store: SyncStoreResource
+    ) -> dg.MaterializeResult:
         return _run_stream(context, store, export_desired_states)
 
-    telemetry = _telemetry_asset(provider, label, common) if provider in TELEMETRY_PROVIDERS else None
+    telemetry = (
+        _telemetry_asset(provider, label, common) if provider in TELEMETRY_PROVIDERS else None
+    )
     sync_selection = [devices, device_states] + ([telemetry] if telemetry is not None else [])
     return ProviderDefs(
         provider=provider,
@@ -114,13 +122,15 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         desired_exports=desired_exports,
         telemetry=telemetry,
         sync_job=dg.define_asset_job(
-            f"sync_{provider}_integration", selection=sync_selection,
+            f"sync_{provider}_integration",
+            selection=sync_selection,
             description=f"Import one {label} integration: devices, then their state"
-                        + (", and drain its telemetry." if provider in TELEMETRY_PROVIDERS else "."),
+            + (", and drain its telemetry." if provider in TELEMETRY_PROVIDERS else "."),
             tags={"provider": provider},
         ),
         export_job=dg.define_asset_job(
-            f"export_{provider}_desired_states", selection=[desired_exports],
+            f"export_{provider}_desired_states",
+            selection=[desired_exports],
             description=f"Push pending desired-state changes of one {label} integration.",
             tags={"provider": provider},
         ),
@@ -137,7 +147,9 @@ def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefini
         ),
         **common,
     )
-    def telemetry(context: dg.AssetExecutionContext, store: SyncStoreResource) -> dg.MaterializeResult:
+    def telemetry(
+        context: dg.AssetExecutionContext, store: SyncStoreResource
+    ) -> dg.MaterializeResult:
         from sync_pipelines.sync.telemetry import sync_telemetry
 
         return _run_stream(context, store, sync_telemetry)
@@ -146,13 +158,17 @@ def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefini
 
 
 def _run_stream(
-    context: dg.AssetExecutionContext, store: SyncStoreResource, stream: Callable[[IntegrationSession], SyncResult]
+    context: dg.AssetExecutionContext,
+    store: SyncStoreResource,
+    stream: Callable[[IntegrationSession], SyncResult],
 ) -> dg.MaterializeResult:
     """One stream for the partition's integration; its figures become the materialization's
     metadata. A non-retryable failure skips Dagster's retry policy."""
     with (
         fail_fast_unless_retryable(),
-        integration_session(store.get_store(), context.partition_key, run_context_of(context)) as session,
+        integration_session(
+            store.get_store(), context.partition_key, run_context_of(context)
+        ) as session,
     ):
         result = stream(session)
     return dg.MaterializeResult(metadata=result.metadata())

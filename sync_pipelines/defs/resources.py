@@ -1,6 +1,5 @@
 """Dagster resources: the store, chosen per deployment by `SYNC_DATABASE_URL`."""
 
-
 import dagster as dg
 
 from sync_pipelines.store.database import Store, resolve_database_url

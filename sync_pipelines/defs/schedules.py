@@ -1,6 +1,5 @@
 """Schedules: poll each enabled integration when its poll interval has elapsed."""
 
-
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -20,7 +19,9 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
     due = []
     with store.get_store().connect() as conn:
         for integ in list_enabled_integrations(conn, provider):
-            last = last_sync_started_at(conn, integ.organization_id, integ.integration_id, DEVICES_STREAM)
+            last = last_sync_started_at(
+                conn, integ.organization_id, integ.integration_id, DEVICES_STREAM
+            )
             if last is None or now - last >= timedelta(seconds=integ.poll_interval_s):
                 due.append(integ.integration_id)
     return due
@@ -37,7 +38,9 @@ def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
         description=f"Every minute, start a sync for each enabled {label} integration whose poll interval has elapsed.",
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
-    def poll(context: dg.ScheduleEvaluationContext, store: SyncStoreResource) -> list[dg.RunRequest] | dg.SkipReason:
+    def poll(
+        context: dg.ScheduleEvaluationContext, store: SyncStoreResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
         due = due_integration_ids(store, provider)
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
@@ -50,7 +53,9 @@ def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
 
 
 #: provider name -> its poll schedule
-POLL_SCHEDULES: dict[str, dg.ScheduleDefinition] = {p: build_poll_schedule(p) for p in PROVIDER_DEFS}
+POLL_SCHEDULES: dict[str, dg.ScheduleDefinition] = {
+    p: build_poll_schedule(p) for p in PROVIDER_DEFS
+}
 golioth_poll_schedule = POLL_SCHEDULES["golioth"]
 
 

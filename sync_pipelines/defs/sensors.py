@@ -1,6 +1,5 @@
 """Sensors: keep each provider's dynamic partitions equal to its enabled integrations."""
 
-
 import dagster as dg
 
 from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
@@ -13,7 +12,9 @@ from sync_pipelines.store.integrations import list_enabled_integrations
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def integration_partitions_sensor(context: dg.SensorEvaluationContext, store: SyncStoreResource) -> dg.SensorResult:
+def integration_partitions_sensor(
+    context: dg.SensorEvaluationContext, store: SyncStoreResource
+) -> dg.SensorResult:
     with store.get_store().connect() as conn:
         enabled = list_enabled_integrations(conn)
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []

@@ -292,7 +292,9 @@ class AwsIotProxy:
     def _build_app(self) -> Starlette:
         return Starlette(
             routes=[
-                Mount(CONTROL_PREFIX, routes=fault_and_request_routes(self.injector, self.request_log)),
+                Mount(
+                    CONTROL_PREFIX, routes=fault_and_request_routes(self.injector, self.request_log)
+                ),
                 Mount("", app=MotoForwarder(self.upstream_url)),
             ],
             middleware=[

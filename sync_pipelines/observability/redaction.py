@@ -23,17 +23,29 @@ _SENSITIVE_KEY = re.compile(
     re.IGNORECASE,
 )
 # Keys that look sensitive by name but carry no secret (ids, counts, metadata about tokens).
-_SAFE_KEYS = frozenset({"request_id", "x-request-id", "token_count", "secret_refs", "secret_ref", "sas_ttl_s"})
+_SAFE_KEYS = frozenset(
+    {"request_id", "x-request-id", "token_count", "secret_refs", "secret_ref", "sas_ttl_s"}
+)
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {REDACTED}"),
     (re.compile(r"SharedAccessSignature\s+[^\s\"',]+"), f"SharedAccessSignature {REDACTED}"),
-    (re.compile(r"(?i)\b(SharedAccessKey|AccountKey|Password|Pwd)=([^;\s\"']+)"), rf"\1={REDACTED}"),
     (
-        re.compile(r"(?i)([?&;\s\"'](?:sig|signature|api[_-]?key|apikey|token|access_token|password|secret)=)([^&;\s\"']+)"),
+        re.compile(r"(?i)\b(SharedAccessKey|AccountKey|Password|Pwd)=([^;\s\"']+)"),
+        rf"\1={REDACTED}",
+    ),
+    (
+        re.compile(
+            r"(?i)([?&;\s\"'](?:sig|signature|api[_-]?key|apikey|token|access_token|password|secret)=)([^&;\s\"']+)"
+        ),
         rf"\1{REDACTED}",
     ),
-    (re.compile(r"(?i)\b(x-api-key|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)([^\s\"',}]{4,})"), rf"\1\2{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)\b(x-api-key|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)([^\s\"',}]{4,})"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
     (re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)"), rf"\1{REDACTED}\3"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), REDACTED),
 )
@@ -78,7 +90,11 @@ def redact(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and is_sensitive_key(k) and v not in (None, "") else redact(v))
+            k: (
+                REDACTED
+                if isinstance(k, str) and is_sensitive_key(k) and v not in (None, "")
+                else redact(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -87,14 +103,19 @@ def redact(value: Any) -> Any:
 
 
 def redact_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
-    return {k: (REDACTED if is_sensitive_key(k) else redact_text(v)) for k, v in dict(headers).items()}
+    return {
+        k: (REDACTED if is_sensitive_key(k) else redact_text(v)) for k, v in dict(headers).items()
+    }
 
 
 def redact_url(url: str) -> str:
     """A URL fit for an activity row: sensitive query values and userinfo passwords masked."""
     parts = urlsplit(url)
     query = urlencode(
-        [(k, REDACTED if is_sensitive_key(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        [
+            (k, REDACTED if is_sensitive_key(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
         safe="[]",
     )
     return redact_text(urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)))

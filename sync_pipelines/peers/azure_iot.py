@@ -78,6 +78,5 @@ class AzureIotPeer(EmulatorPeer):
         self.emulator.patch_desired(external_id, patch)
 
 
-
 def _without_bookkeeping(document: JsonDict) -> JsonDict:
     return {k: v for k, v in document.items() if not k.startswith("$")}

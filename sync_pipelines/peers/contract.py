@@ -118,6 +118,8 @@ class ProviderPeer(abc.ABC):
     def clear_faults(self) -> None:
         """Remove every pending injected fault."""
 
-    def emit_telemetry(self, messages_per_device: int, external_ids: Iterable[str] | None = None) -> int:
+    def emit_telemetry(
+        self, messages_per_device: int, external_ids: Iterable[str] | None = None
+    ) -> int:
         """Devices send telemetry (providers with a telemetry stream); returns messages sent."""
         raise NotImplementedError(f"the {self.provider} peer has no telemetry stream")

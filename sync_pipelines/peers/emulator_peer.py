@@ -24,13 +24,17 @@ def fault_spec(peer: ProviderPeer, fault: str, *, times: int, path: str | None =
     if fault == AUTH_FAILURE:
         return FaultSpec("auth_failure", path=path, times=times)
     if fault == RATE_LIMIT:
-        return FaultSpec("rate_limit", path=path, times=times, retry_after_s=int(peer.rate_limit_retry_after_s))
+        return FaultSpec(
+            "rate_limit", path=path, times=times, retry_after_s=int(peer.rate_limit_retry_after_s)
+        )
     if fault == SERVER_ERROR:
         return FaultSpec("server_error", path=path, times=times, status=503)
     if fault == MALFORMED:
         return FaultSpec("malformed_json", path=path, times=times)
     if fault == TIMEOUT:
-        return FaultSpec("timeout", path=path, times=times, latency_ms=int(peer.timeout_hang_s * 1000))
+        return FaultSpec(
+            "timeout", path=path, times=times, latency_ms=int(peer.timeout_hang_s * 1000)
+        )
     if fault == DROP_CONNECTION:
         return FaultSpec("drop_connection", path=path, times=times)
     if fault == POISON_RECORD:

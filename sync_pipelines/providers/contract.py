@@ -201,7 +201,9 @@ class Provider(abc.ABC):
     #: the provider streams telemetry that `drain_telemetry` receives
     supports_telemetry: bool = False
 
-    def push_desired(self, external_id: str, patch: JsonDict, *, expected_version: str | None) -> PushResult:
+    def push_desired(
+        self, external_id: str, patch: JsonDict, *, expected_version: str | None
+    ) -> PushResult:
         """Merge `patch` into the device's desired state, only if the provider's state version is
         still `expected_version` (None: unconditionally). Raises ConflictError when it is not."""
         raise NotImplementedError(f"provider {self.name} has no desired state to export to")
@@ -215,12 +217,16 @@ class Provider(abc.ABC):
         payload) exactly as the listing does; raises ValueError/TypeError when it still cannot.
         Dead-letter replay calls it, so a record rejected by a parser since fixed (or under a
         setting since changed) is stored without listing the whole inventory again."""
-        raise NotImplementedError(f"provider {self.name} cannot re-normalise a stored device record")
+        raise NotImplementedError(
+            f"provider {self.name} cannot re-normalise a stored device record"
+        )
 
     def parse_telemetry(self, payload: Any) -> TelemetryMessage:
         """Parse one rejected telemetry message as `drain_telemetry` stored it in its
         RejectedRecord, as the drain does; raises ValueError when it still cannot."""
-        raise NotImplementedError(f"provider {self.name} cannot re-parse a stored telemetry message")
+        raise NotImplementedError(
+            f"provider {self.name} cannot re-parse a stored telemetry message"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -57,7 +57,9 @@ class GoliothProvider(Provider):
         self.config = config
         settings = config.settings
         self.project_id = str(settings["project_id"])
-        self.per_page = min(int(settings.get("page_size", settings.get("per_page", MAX_PER_PAGE))), MAX_PER_PAGE)
+        self.per_page = min(
+            int(settings.get("page_size", settings.get("per_page", MAX_PER_PAGE))), MAX_PER_PAGE
+        )
         self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
         self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
         self.http = clients.http(
@@ -76,16 +78,29 @@ class GoliothProvider(Provider):
             body = self._get_json(self._prefix)
         except ProviderError as exc:
             reason = "authentication failed" if isinstance(exc, AuthError) else str(exc)
-            return ConnectionResult(False, _ms_since(started), f"{reason}: {exc}",
-                                    {"status_code": exc.status_code, "category": exc.category})
+            return ConnectionResult(
+                False,
+                _ms_since(started),
+                f"{reason}: {exc}",
+                {"status_code": exc.status_code, "category": exc.category},
+            )
         except httpx.TransportError as exc:
-            return ConnectionResult(False, _ms_since(started),
-                                    f"cannot reach {self.http.base_url}: {type(exc).__name__}: {exc}")
+            return ConnectionResult(
+                False,
+                _ms_since(started),
+                f"cannot reach {self.http.base_url}: {type(exc).__name__}: {exc}",
+            )
         project = body.get("data") if isinstance(body, dict) else None
         if not isinstance(project, dict):
-            return ConnectionResult(False, _ms_since(started), "project response had no `data` object")
-        return ConnectionResult(True, _ms_since(started), None,
-                                {"project_id": project.get("id"), "project_name": project.get("name")})
+            return ConnectionResult(
+                False, _ms_since(started), "project response had no `data` object"
+            )
+        return ConnectionResult(
+            True,
+            _ms_since(started),
+            None,
+            {"project_id": project.get("id"), "project_name": project.get("name")},
+        )
 
     def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
         start = 0
@@ -117,11 +132,15 @@ class GoliothProvider(Provider):
                 last_page = max(last_page, _last_page(page.total, self.per_page))
                 page_no += 1
 
-    def get_states(self, external_ids: Sequence[str]) -> tuple[list[DeviceState], list[StateFailure]]:
+    def get_states(
+        self, external_ids: Sequence[str]
+    ) -> tuple[list[DeviceState], list[StateFailure]]:
         states: list[DeviceState] = []
         failures: list[StateFailure] = []
         with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="golioth-state") as pool:
-            for external_id, outcome in zip(external_ids, pool.map(self._fetch_state, external_ids), strict=True):
+            for external_id, outcome in zip(
+                external_ids, pool.map(self._fetch_state, external_ids), strict=True
+            ):
                 if isinstance(outcome, DeviceState):
                     states.append(outcome)
                 elif isinstance(outcome, AuthError):
@@ -130,7 +149,9 @@ class GoliothProvider(Provider):
                     failures.append(StateFailure(external_id, outcome.category, str(outcome)))
         return states, failures
 
-    def push_desired(self, external_id: str, patch: JsonDict, *, expected_version: str | None) -> PushResult:
+    def push_desired(
+        self, external_id: str, patch: JsonDict, *, expected_version: str | None
+    ) -> PushResult:
         """Deep-merge `patch` into LightDB `desired`.
 
         LightDB State has no version or conditional write, so the check is ours: read the tree,
@@ -145,7 +166,8 @@ class GoliothProvider(Provider):
                 raise ConflictError(
                     f"device {external_id}: LightDB state changed since version {expected_version} "
                     f"(now {current.version})",
-                    provider=self.name, endpoint=f"devices/{external_id}/data",
+                    provider=self.name,
+                    endpoint=f"devices/{external_id}/data",
                     request_id=current.request_id,
                 )
         # a deep merge of the same patch lands the same tree twice: safe for the transport to repeat
@@ -159,8 +181,12 @@ class GoliothProvider(Provider):
         after = self._fetch_state(external_id)
         if isinstance(after, ProviderError):
             raise after
-        return PushResult(external_id, after.version, after.desired,
-                          request_id=response.request.headers.get(_REQUEST_ID))
+        return PushResult(
+            external_id,
+            after.version,
+            after.desired,
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
 
     def parse_device(self, payload: Any) -> DeviceRecord:
         return _to_device(payload)
@@ -168,7 +194,9 @@ class GoliothProvider(Provider):
     # -- wire -----------------------------------------------------------------------------
 
     def _fetch_page(self, page: int) -> DevicePage:
-        response = self._get(f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page})
+        response = self._get(
+            f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page}
+        )
         body = self._decode(response)
         items = body.get("list") if isinstance(body, dict) else None
         if not isinstance(items, list):
@@ -182,10 +210,16 @@ class GoliothProvider(Provider):
             try:
                 devices.append(_to_device(raw))
             except (ValueError, TypeError, KeyError) as exc:
-                rejected.append(RejectedRecord(
-                    external_id=raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None,
-                    payload=raw, error_type="validation", error_message=f"{type(exc).__name__}: {exc}",
-                ))
+                rejected.append(
+                    RejectedRecord(
+                        external_id=raw.get("id")
+                        if isinstance(raw, dict) and isinstance(raw.get("id"), str)
+                        else None,
+                        payload=raw,
+                        error_type="validation",
+                        error_message=f"{type(exc).__name__}: {exc}",
+                    )
+                )
         seen = page * self.per_page + len(items)
         done = not items or seen >= total
         return DevicePage(
@@ -204,8 +238,11 @@ class GoliothProvider(Provider):
         except ProviderError as exc:
             return exc
         except httpx.TransportError as exc:
-            return TransientError(f"{type(exc).__name__}: {exc}", provider=self.name,
-                                  endpoint=f"devices/{external_id}/data")
+            return TransientError(
+                f"{type(exc).__name__}: {exc}",
+                provider=self.name,
+                endpoint=f"devices/{external_id}/data",
+            )
         if not isinstance(body, dict) or "data" not in body:
             return self._malformed(response, "state response has no `data` member")
         tree = body["data"]
@@ -217,7 +254,9 @@ class GoliothProvider(Provider):
             reported, desired = tree, None
         return DeviceState(
             external_id=external_id,
-            reported=reported if isinstance(reported, dict) or reported is None else {"value": reported},
+            reported=reported
+            if isinstance(reported, dict) or reported is None
+            else {"value": reported},
             desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
             # LightDB has no version or etag; a digest of the tree stands in for one.
             version=hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16],
@@ -255,7 +294,9 @@ class GoliothProvider(Provider):
             endpoint=f"{response.request.method} {response.request.url.path}",
             status_code=response.status_code,
             request_id=response.request.headers.get(_REQUEST_ID),
-            retry_after_s=float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+            retry_after_s=float(retry_after)
+            if retry_after and retry_after.replace(".", "", 1).isdigit()
+            else None,
         )
 
     def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
@@ -296,7 +337,9 @@ def _to_device(raw: Any) -> DeviceRecord:
         tags=_str_list(raw, "tagIds", external_id),
         status=_status(raw, metadata),
         enabled=bool(raw.get("enabled", False)),
-        last_seen_at=_time(raw.get("lastReport") or metadata.get("lastReport"), "lastReport", external_id),
+        last_seen_at=_time(
+            raw.get("lastReport") or metadata.get("lastReport"), "lastReport", external_id
+        ),
         provider_created_at=_time(raw.get("createdAt"), "createdAt", external_id),
         provider_updated_at=_time(raw.get("updatedAt"), "updatedAt", external_id),
         attributes=attributes,
@@ -306,7 +349,9 @@ def _to_device(raw: Any) -> DeviceRecord:
 def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"device {external_id}: `{key}` must be a list of strings, got {value!r:.80}")
+        raise TypeError(
+            f"device {external_id}: `{key}` must be a list of strings, got {value!r:.80}"
+        )
     return tuple(value)
 
 
@@ -323,7 +368,9 @@ def _time(value: Any, field: str, external_id: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(f"device {external_id}: `{field}` {value!r:.40} is not an RFC3339 time") from exc
+        raise ValueError(
+            f"device {external_id}: `{field}` {value!r:.40} is not an RFC3339 time"
+        ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -24,6 +24,8 @@ def provider_class(provider: str, integration_id: str | None = None) -> type[Pro
         target = PROVIDERS[provider]
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
-        raise ConfigError(integration_id, f"unknown provider {provider!r} (known: {known})") from None
+        raise ConfigError(
+            integration_id, f"unknown provider {provider!r} (known: {known})"
+        ) from None
     module_name, _, class_name = target.partition(":")
     return getattr(import_module(module_name), class_name)

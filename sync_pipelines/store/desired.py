@@ -35,8 +35,10 @@ def request_desired_change(
     if not isinstance(patch, Mapping) or not patch:
         raise ValueError(f"device {external_id}: a desired patch must be a non-empty JSON object")
     base_version = conn.execute(
-        sa.text("SELECT version FROM device_states WHERE organization_id = :o AND integration_id = :i "
-                "AND external_id = :e"),
+        sa.text(
+            "SELECT version FROM device_states WHERE organization_id = :o AND integration_id = :i "
+            "AND external_id = :e"
+        ),
         {"o": organization_id, "i": integration_id, "e": external_id},
     ).scalar_one_or_none()
     change_id, now = str(uuid.uuid4()), utc_now()
@@ -46,13 +48,23 @@ def request_desired_change(
             "base_version, status, attempts, requested_by, created_at, updated_at) VALUES "
             "(:id, :o, :i, :e, :p, :b, 'pending', 0, :by, :t, :t)"
         ),
-        {"id": change_id, "o": organization_id, "i": integration_id, "e": external_id,
-         "p": dump_json(dict(patch)), "b": base_version, "by": requested_by, "t": now},
+        {
+            "id": change_id,
+            "o": organization_id,
+            "i": integration_id,
+            "e": external_id,
+            "p": dump_json(dict(patch)),
+            "b": base_version,
+            "by": requested_by,
+            "t": now,
+        },
     )
     return change_id
 
 
-def pending_changes(conn: Connection, organization_id: str, integration_id: str, limit: int) -> list[dict[str, Any]]:
+def pending_changes(
+    conn: Connection, organization_id: str, integration_id: str, limit: int
+) -> list[dict[str, Any]]:
     """The oldest pending changes, oldest first."""
     rows = conn.execute(
         sa.text(
@@ -85,8 +97,17 @@ def finish_change(
             "run_id = :r, request_id = :rq, error_type = :et, error_message = :em "
             "WHERE organization_id = :o AND id = :id"
         ),
-        {"s": status, "t": now, "v": version_after, "r": run_id, "rq": request_id, "et": error_type,
-         "em": error_message, "o": organization_id, "id": change_id},
+        {
+            "s": status,
+            "t": now,
+            "v": version_after,
+            "r": run_id,
+            "rq": request_id,
+            "et": error_type,
+            "em": error_message,
+            "o": organization_id,
+            "id": change_id,
+        },
     )
 
 
@@ -112,27 +133,53 @@ def record_conflict(
             "local_patch, provider_desired, base_version, provider_version, resolution, run_id, "
             "request_id, detected_at) VALUES (:id, :o, :i, :e, :c, :lp, :pd, :bv, :pv, :res, :r, :rq, :t)"
         ),
-        {"id": conflict_id, "o": organization_id, "i": integration_id, "e": external_id, "c": change_id,
-         "lp": dump_json(dict(local_patch)), "pd": dump_json(provider_desired), "bv": base_version,
-         "pv": provider_version, "res": resolution, "r": run_id, "rq": request_id, "t": utc_now()},
+        {
+            "id": conflict_id,
+            "o": organization_id,
+            "i": integration_id,
+            "e": external_id,
+            "c": change_id,
+            "lp": dump_json(dict(local_patch)),
+            "pd": dump_json(provider_desired),
+            "bv": base_version,
+            "pv": provider_version,
+            "res": resolution,
+            "r": run_id,
+            "rq": request_id,
+            "t": utc_now(),
+        },
     )
     return conflict_id
 
 
-def desired_changes(conn: Connection, organization_id: str, integration_id: str) -> list[dict[str, Any]]:
+def desired_changes(
+    conn: Connection, organization_id: str, integration_id: str
+) -> list[dict[str, Any]]:
     rows = conn.execute(
-        sa.text("SELECT * FROM desired_changes WHERE organization_id = :o AND integration_id = :i "
-                "ORDER BY created_at, id"),
+        sa.text(
+            "SELECT * FROM desired_changes WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY created_at, id"
+        ),
         {"o": organization_id, "i": integration_id},
     ).mappings()
     return [{**row, "patch": load_json(row["patch"])} for row in rows]
 
 
-def sync_conflicts(conn: Connection, organization_id: str, integration_id: str) -> list[dict[str, Any]]:
+def sync_conflicts(
+    conn: Connection, organization_id: str, integration_id: str
+) -> list[dict[str, Any]]:
     rows = conn.execute(
-        sa.text("SELECT * FROM sync_conflicts WHERE organization_id = :o AND integration_id = :i "
-                "ORDER BY detected_at, id"),
+        sa.text(
+            "SELECT * FROM sync_conflicts WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY detected_at, id"
+        ),
         {"o": organization_id, "i": integration_id},
     ).mappings()
-    return [{**row, "local_patch": load_json(row["local_patch"]),
-             "provider_desired": load_json(row["provider_desired"])} for row in rows]
+    return [
+        {
+            **row,
+            "local_patch": load_json(row["local_patch"]),
+            "provider_desired": load_json(row["provider_desired"]),
+        }
+        for row in rows
+    ]

@@ -13,9 +13,22 @@ from sync_pipelines.store.bulk import KeyedTable, UpsertCounts, upsert_rows
 DEVICES = KeyedTable(
     name="devices",
     columns=(
-        "organization_id", "integration_id", "external_id", "name", "hardware_ids", "tags",
-        "status", "enabled", "attributes", "provider_created_at", "provider_updated_at",
-        "last_seen_at", "content_hash", "last_run_id", "last_request_id", "created_at",
+        "organization_id",
+        "integration_id",
+        "external_id",
+        "name",
+        "hardware_ids",
+        "tags",
+        "status",
+        "enabled",
+        "attributes",
+        "provider_created_at",
+        "provider_updated_at",
+        "last_seen_at",
+        "content_hash",
+        "last_run_id",
+        "last_request_id",
+        "created_at",
         "updated_at",
     ),
     scope=("organization_id", "integration_id"),
@@ -25,8 +38,17 @@ DEVICES = KeyedTable(
 DEVICE_STATES = KeyedTable(
     name="device_states",
     columns=(
-        "organization_id", "integration_id", "external_id", "reported", "desired", "version",
-        "observed_at", "content_hash", "last_run_id", "last_request_id", "updated_at",
+        "organization_id",
+        "integration_id",
+        "external_id",
+        "reported",
+        "desired",
+        "version",
+        "observed_at",
+        "content_hash",
+        "last_run_id",
+        "last_request_id",
+        "updated_at",
     ),
     scope=("organization_id", "integration_id"),
     key="external_id",
@@ -45,7 +67,9 @@ def upsert_device_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> Up
 def count_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
     return int(
         conn.execute(
-            sa.text("SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i"),
+            sa.text(
+                "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i"
+            ),
             {"o": organization_id, "i": integration_id},
         ).scalar_one()
     )
@@ -54,7 +78,9 @@ def count_devices(conn: Connection, organization_id: str, integration_id: str) -
 def count_device_states(conn: Connection, organization_id: str, integration_id: str) -> int:
     return int(
         conn.execute(
-            sa.text("SELECT count(*) FROM device_states WHERE organization_id = :o AND integration_id = :i"),
+            sa.text(
+                "SELECT count(*) FROM device_states WHERE organization_id = :o AND integration_id = :i"
+            ),
             {"o": organization_id, "i": integration_id},
         ).scalar_one()
     )
@@ -75,12 +101,18 @@ def device_ids_after(
     )
 
 
-def get_device(conn: Connection, organization_id: str, integration_id: str, external_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.text(
-            "SELECT * FROM devices WHERE organization_id = :o AND integration_id = :i "
-            "AND external_id = :e"
-        ),
-        {"o": organization_id, "i": integration_id, "e": external_id},
-    ).mappings().first()
+def get_device(
+    conn: Connection, organization_id: str, integration_id: str, external_id: str
+) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            sa.text(
+                "SELECT * FROM devices WHERE organization_id = :o AND integration_id = :i "
+                "AND external_id = :e"
+            ),
+            {"o": organization_id, "i": integration_id, "e": external_id},
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None

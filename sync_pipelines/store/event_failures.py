@@ -34,17 +34,31 @@ def record_event_failure(
             "created_at) VALUES (:id, :o, :i, :r, :j, :p, :s, :et, :em, :es, 'failed', 0, :t) "
             "ON CONFLICT (run_id) DO NOTHING"
         ),
-        {"id": str(uuid.uuid4()), "o": organization_id, "i": integration_id, "r": run_id, "j": job_name,
-         "p": partition_key, "s": step_key, "et": error_type, "em": error_message, "es": error_stack,
-         "t": utc_now()},
+        {
+            "id": str(uuid.uuid4()),
+            "o": organization_id,
+            "i": integration_id,
+            "r": run_id,
+            "j": job_name,
+            "p": partition_key,
+            "s": step_key,
+            "et": error_type,
+            "em": error_message,
+            "es": error_stack,
+            "t": utc_now(),
+        },
     )
     return inserted.rowcount == 1
 
 
-def event_failures(conn: Connection, organization_id: str, *, integration_id: str | None = None) -> list[dict[str, Any]]:
+def event_failures(
+    conn: Connection, organization_id: str, *, integration_id: str | None = None
+) -> list[dict[str, Any]]:
     sql = "SELECT * FROM event_failures WHERE organization_id = :o"
     params: dict[str, Any] = {"o": organization_id}
     if integration_id is not None:
         sql += " AND integration_id = :i"
         params["i"] = integration_id
-    return [dict(r) for r in conn.execute(sa.text(sql + " ORDER BY created_at, id"), params).mappings()]
+    return [
+        dict(r) for r in conn.execute(sa.text(sql + " ORDER BY created_at, id"), params).mappings()
+    ]

@@ -76,17 +76,27 @@ _COLUMNS = (
 )
 
 
-def get_integration(conn: Connection, organization_id: str, integration_id: str) -> Integration | None:
-    row = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o AND integration_id = :i"),
-        {"o": organization_id, "i": integration_id},
-    ).mappings().first()
+def get_integration(
+    conn: Connection, organization_id: str, integration_id: str
+) -> Integration | None:
+    row = (
+        conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o AND integration_id = :i"
+            ),
+            {"o": organization_id, "i": integration_id},
+        )
+        .mappings()
+        .first()
+    )
     return _to_integration(row) if row else None
 
 
 def list_integrations(conn: Connection, organization_id: str) -> list[Integration]:
     rows = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o ORDER BY integration_id"),
+        sa.text(
+            f"SELECT {_COLUMNS} FROM integrations WHERE organization_id = :o ORDER BY integration_id"
+        ),
         {"o": organization_id},
     ).mappings()
     return [_to_integration(r) for r in rows]
@@ -100,10 +110,14 @@ def list_integrations(conn: Connection, organization_id: str) -> list[Integratio
 
 def find_integration_owner(conn: Connection, integration_id: str) -> Integration | None:
     """Resolve a partition key (an integration id) to its integration and organization."""
-    row = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE integration_id = :i"),
-        {"i": integration_id},
-    ).mappings().first()
+    row = (
+        conn.execute(
+            sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE integration_id = :i"),
+            {"i": integration_id},
+        )
+        .mappings()
+        .first()
+    )
     return _to_integration(row) if row else None
 
 

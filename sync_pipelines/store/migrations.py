@@ -51,7 +51,9 @@ def migrations_for(dialect: str, directory: Path | None = None) -> list[Migratio
         if not match:
             continue
         engine_only = match.group(2)
-        if engine_only is None or engine_only == ("postgres" if dialect == "postgresql" else dialect):
+        if engine_only is None or engine_only == (
+            "postgres" if dialect == "postgresql" else dialect
+        ):
             found.append(Migration(version=path.name, path=path))
     return found
 

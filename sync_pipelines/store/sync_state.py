@@ -25,7 +25,12 @@ def get_cursor(conn: Connection, organization_id: str, integration_id: str, stre
 
 
 def set_cursor(
-    conn: Connection, organization_id: str, integration_id: str, stream: str, cursor: Any, run_id: str | None
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    stream: str,
+    cursor: Any,
+    run_id: str | None,
 ) -> None:
     """Call inside the transaction that writes the rows this cursor covers."""
     conn.execute(
@@ -37,7 +42,14 @@ def set_cursor(
             "updated_at = excluded.updated_at "
             "WHERE integration_sync_state.organization_id = excluded.organization_id"
         ),
-        {"o": organization_id, "i": integration_id, "s": stream, "c": dump_json(cursor), "r": run_id, "t": utc_now()},
+        {
+            "o": organization_id,
+            "i": integration_id,
+            "s": stream,
+            "c": dump_json(cursor),
+            "r": run_id,
+            "t": utc_now(),
+        },
     )
 
 
@@ -69,8 +81,15 @@ def start_sync_log(
             "status, started_at, cursor_before, fetched, created, updated, unchanged, failed, "
             "conflicts, pages) VALUES (:id, :o, :i, :r, :s, 'running', :t, :c, 0, 0, 0, 0, 0, 0, 0)"
         ),
-        {"id": sync_id, "o": organization_id, "i": integration_id, "r": run_id, "s": stream,
-         "t": utc_now(), "c": dump_json(cursor_before)},
+        {
+            "id": sync_id,
+            "o": organization_id,
+            "i": integration_id,
+            "r": run_id,
+            "s": stream,
+            "t": utc_now(),
+            "c": dump_json(cursor_before),
+        },
     )
     return sync_id
 
@@ -97,17 +116,29 @@ def finish_sync_log(
             "WHERE organization_id = :o AND id = :id"
         ),
         {
-            "status": status, "done": completed,
-            "ms": (completed - started_at).total_seconds() * 1000, "cursor": dump_json(cursor_after),
-            "fetched": counts.fetched, "created": counts.created, "updated": counts.updated,
-            "unchanged": counts.unchanged, "failed": counts.failed, "conflicts": counts.conflicts,
-            "pages": counts.pages, "gaps": counts.gaps, "etype": error_type, "emsg": error_message,
-            "o": organization_id, "id": sync_id,
+            "status": status,
+            "done": completed,
+            "ms": (completed - started_at).total_seconds() * 1000,
+            "cursor": dump_json(cursor_after),
+            "fetched": counts.fetched,
+            "created": counts.created,
+            "updated": counts.updated,
+            "unchanged": counts.unchanged,
+            "failed": counts.failed,
+            "conflicts": counts.conflicts,
+            "pages": counts.pages,
+            "gaps": counts.gaps,
+            "etype": error_type,
+            "emsg": error_message,
+            "o": organization_id,
+            "id": sync_id,
         },
     )
 
 
-def sync_log_rows(conn: Connection, organization_id: str, integration_id: str) -> list[dict[str, Any]]:
+def sync_log_rows(
+    conn: Connection, organization_id: str, integration_id: str
+) -> list[dict[str, Any]]:
     rows = conn.execute(
         sa.text(
             "SELECT * FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
@@ -118,7 +149,9 @@ def sync_log_rows(conn: Connection, organization_id: str, integration_id: str) -
     return [dict(r) for r in rows]
 
 
-def last_sync_started_at(conn: Connection, organization_id: str, integration_id: str, stream: str) -> datetime | None:
+def last_sync_started_at(
+    conn: Connection, organization_id: str, integration_id: str, stream: str
+) -> datetime | None:
     from sync_pipelines.store.database import parse_timestamp
 
     return parse_timestamp(

@@ -15,9 +15,13 @@ def check_connection(session: IntegrationSession) -> ConnectionResult:
     with session.recorder.operation(TEST_CONNECTION) as op:
         with session.open_provider() as provider:
             result = provider.test_connection()
-        op.annotate(ok=result.ok, latency_ms=result.latency_ms, reason=result.reason, **result.details)
+        op.annotate(
+            ok=result.ok, latency_ms=result.latency_ms, reason=result.reason, **result.details
+        )
         if not result.ok:
             op.annotate(_status="failed")
     event = "connection_test_succeeded" if result.ok else "connection_test_failed"
-    (_log.info if result.ok else _log.warning)(event, latency_ms=result.latency_ms, reason=result.reason)
+    (_log.info if result.ok else _log.warning)(
+        event, latency_ms=result.latency_ms, reason=result.reason
+    )
     return result

@@ -23,7 +23,9 @@ DEFAULT_BATCH_SIZE = 200
 _log = get_logger("sync.device_states")
 
 
-def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE) -> SyncResult:
+def sync_device_states(
+    session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> SyncResult:
     run = SyncRun(session, STREAM)
     integ, store = session.integration, session.store
     _log.info("sync_started", stream=STREAM, sync_id=run.sync_id)
@@ -33,15 +35,24 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
                 after = ""
                 while True:
                     with store.connect() as conn:
-                        ids = device_ids_after(conn, integ.organization_id, integ.integration_id, after, batch_size)
+                        ids = device_ids_after(
+                            conn, integ.organization_id, integ.integration_id, after, batch_size
+                        )
                     if not ids:
                         break
                     after = ids[-1]
                     states, failures = provider.get_states(ids)
                     now = utc_now()
-                    rows = [state_row(s, organization_id=integ.organization_id,
-                                      integration_id=integ.integration_id, run_id=session.run.run_id, now=now)
-                            for s in states]
+                    rows = [
+                        state_row(
+                            s,
+                            organization_id=integ.organization_id,
+                            integration_id=integ.integration_id,
+                            run_id=session.run.run_id,
+                            now=now,
+                        )
+                        for s in states
+                    ]
                     with store.transaction() as conn:
                         written = upsert_device_states(conn, rows)
                         resolve_synced(session, conn, STREAM, [s.external_id for s in states])
@@ -59,11 +70,18 @@ def sync_device_states(session: IntegrationSession, *, batch_size: int = DEFAULT
                 op.annotate(_status="partial")
     except Exception as exc:
         run.finish(exc)
-        _log.error("sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures())
+        _log.error(
+            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
+        )
         raise
     result = run.finish()
-    _log.info("sync_completed", stream=STREAM, status=result.status,
-              duration_ms=round(result.duration_s * 1000, 1), **run.figures())
+    _log.info(
+        "sync_completed",
+        stream=STREAM,
+        status=result.status,
+        duration_ms=round(result.duration_s * 1000, 1),
+        **run.figures(),
+    )
     return result
 
 
@@ -78,15 +96,27 @@ def _record_failures(session: IntegrationSession, failures: list[StateFailure]) 
         if failure.external_id not in message:
             message = f"device {failure.external_id}: {message}"
         row = recorder.new_row(
-            RECORD_REJECTED, status="failed", error_type=failure.error_type,
+            RECORD_REJECTED,
+            status="failed",
+            error_type=failure.error_type,
             error_message=f"integration {integration_id}: {message}",
             metadata={"stream": STREAM, "external_id": failure.external_id},
         )
         row.completed_at = row.created_at
         recorder.record(row)
-        _log.warning("device_state_failed", external_id=failure.external_id,
-                     error={"type": failure.error_type, "message": failure.error_message})
-        letters.append(FailedRecord(stream=STREAM, dedupe_key=failure.external_id, error_type=failure.error_type,
-                                    error_message=message, payload={"external_id": failure.external_id},
-                                    external_id=failure.external_id))
+        _log.warning(
+            "device_state_failed",
+            external_id=failure.external_id,
+            error={"type": failure.error_type, "message": failure.error_message},
+        )
+        letters.append(
+            FailedRecord(
+                stream=STREAM,
+                dedupe_key=failure.external_id,
+                error_type=failure.error_type,
+                error_message=message,
+                payload={"external_id": failure.external_id},
+                external_id=failure.external_id,
+            )
+        )
     dead_letter(session, letters)

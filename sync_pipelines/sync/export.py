@@ -68,12 +68,16 @@ def merge_patch(target: Any, patch: Mapping[str, Any]) -> dict[str, Any]:
 def conflict_resolution_of(session: IntegrationSession) -> str:
     rule = session.integration.settings.get("conflict_resolution", PROVIDER_WINS)
     if rule not in RESOLUTIONS:
-        raise ConfigError(session.integration.integration_id,
-                          f"conflict_resolution must be one of {', '.join(RESOLUTIONS)}, got {rule!r}")
+        raise ConfigError(
+            session.integration.integration_id,
+            f"conflict_resolution must be one of {', '.join(RESOLUTIONS)}, got {rule!r}",
+        )
     return rule
 
 
-def export_desired_states(session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE) -> SyncResult:
+def export_desired_states(
+    session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> SyncResult:
     """Push every pending desired change of the integration. Records, then re-raises, a failure."""
     run = SyncRun(session, STREAM)
     _log.info("sync_started", stream=STREAM, sync_id=run.sync_id)
@@ -82,24 +86,36 @@ def export_desired_states(session: IntegrationSession, *, batch_size: int = DEFA
             rule = conflict_resolution_of(session)
             with session.open_provider() as provider:
                 if not provider.supports_desired:
-                    raise ConfigError(session.integration.integration_id,
-                                      f"provider {provider.name} has no desired state to export to")
+                    raise ConfigError(
+                        session.integration.integration_id,
+                        f"provider {provider.name} has no desired state to export to",
+                    )
                 _Exporter(session, provider, run, rule).export_all(batch_size)
             op.annotate(**run.figures(), conflicts=run.counts.conflicts, conflict_resolution=rule)
             if run.counts.failed:
                 op.annotate(_status="partial")
     except Exception as exc:
         run.finish(exc)
-        _log.error("sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures())
+        _log.error(
+            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
+        )
         raise
     result = run.finish()
-    _log.info("sync_completed", stream=STREAM, status=result.status, conflicts=run.counts.conflicts,
-              duration_ms=round(result.duration_s * 1000, 1), **run.figures())
+    _log.info(
+        "sync_completed",
+        stream=STREAM,
+        status=result.status,
+        conflicts=run.counts.conflicts,
+        duration_ms=round(result.duration_s * 1000, 1),
+        **run.figures(),
+    )
     return result
 
 
 class _Exporter:
-    def __init__(self, session: IntegrationSession, provider: Provider, run: SyncRun, rule: str) -> None:
+    def __init__(
+        self, session: IntegrationSession, provider: Provider, run: SyncRun, rule: str
+    ) -> None:
         self.session, self.provider, self.run, self.rule = session, provider, run, rule
         integ = session.integration
         self.org, self.integration_id = integ.organization_id, integ.integration_id
@@ -119,20 +135,30 @@ class _Exporter:
             states, failures = self.provider.get_states(list(by_device))
             current = {s.external_id: s for s in states}
             for failure in failures:
-                self._fail(by_device[failure.external_id], failure.error_type,
-                           f"device {failure.external_id}: cannot read its state before pushing: "
-                           f"{failure.error_message}")
+                self._fail(
+                    by_device[failure.external_id],
+                    failure.error_type,
+                    f"device {failure.external_id}: cannot read its state before pushing: "
+                    f"{failure.error_message}",
+                )
             for external_id, device_changes in by_device.items():
                 if external_id in current:
                     self._export_device(external_id, device_changes, current[external_id])
             self.session.recorder.flush()
 
-    def _export_device(self, external_id: str, changes: list[dict[str, Any]], state: DeviceState) -> None:
+    def _export_device(
+        self, external_id: str, changes: list[dict[str, Any]], state: DeviceState
+    ) -> None:
         patch = _merged_patch(changes)
         base_version = changes[0]["base_version"]
         change_ids = [c["id"] for c in changes]
-        with self.session.recorder.operation(DESIRED_PUSH, external_id=external_id, change_ids=change_ids,
-                                             base_version=base_version, provider_version=state.version) as op:
+        with self.session.recorder.operation(
+            DESIRED_PUSH,
+            external_id=external_id,
+            change_ids=change_ids,
+            base_version=base_version,
+            provider_version=state.version,
+        ) as op:
             if merge_patch(state.desired, patch) == (state.desired or {}):
                 # The provider already holds what we want (both sides made the same change).
                 self._finish(changes, PUSHED, version_after=state.version)
@@ -158,75 +184,150 @@ class _Exporter:
                 self._fail(changes, exc.category, str(exc))
                 op.annotate(outcome="failed", _status="failed")
                 return
-            self._finish(changes, PUSHED, version_after=result.version, request_id=result.request_id)
-            desired = result.desired if result.desired is not None else merge_patch(state.desired, patch)
-            self._store_state(state, desired=desired, version=result.version, request_id=result.request_id)
+            self._finish(
+                changes, PUSHED, version_after=result.version, request_id=result.request_id
+            )
+            desired = (
+                result.desired if result.desired is not None else merge_patch(state.desired, patch)
+            )
+            self._store_state(
+                state, desired=desired, version=result.version, request_id=result.request_id
+            )
             self.run.counts.updated += 1
             op.annotate(outcome="pushed", version_after=result.version)
 
-    def _conflict(self, external_id: str, changes: list[dict[str, Any]], patch: dict[str, Any],
-                  state: DeviceState, race: str | None = None) -> None:
+    def _conflict(
+        self,
+        external_id: str,
+        changes: list[dict[str, Any]],
+        patch: dict[str, Any],
+        state: DeviceState,
+        race: str | None = None,
+    ) -> None:
         # A push refused by the provider's own version check is always resolved provider-wins:
         # we no longer know the provider's state, the next state sync will bring it.
         resolution = PROVIDER_WINS if race else self.rule
         recorder = self.session.recorder
-        message = (f"device {external_id}: desired state changed on both sides since the last sync "
-                   f"(our base version {changes[0]['base_version']}, provider now {state.version}); "
-                   f"resolved {resolution}")
+        message = (
+            f"device {external_id}: desired state changed on both sides since the last sync "
+            f"(our base version {changes[0]['base_version']}, provider now {state.version}); "
+            f"resolved {resolution}"
+        )
         if race:
             message = f"device {external_id}: the provider refused the conditional write ({race}); resolved {resolution}"
         with self.session.store.transaction() as conn:
             conflict_id = record_conflict(
-                conn, organization_id=self.org, integration_id=self.integration_id,
-                external_id=external_id, change_id=changes[0]["id"], local_patch=patch,
-                provider_desired=state.desired, base_version=changes[0]["base_version"],
-                provider_version=state.version, resolution=resolution, run_id=self.run_id,
+                conn,
+                organization_id=self.org,
+                integration_id=self.integration_id,
+                external_id=external_id,
+                change_id=changes[0]["id"],
+                local_patch=patch,
+                provider_desired=state.desired,
+                base_version=changes[0]["base_version"],
+                provider_version=state.version,
+                resolution=resolution,
+                run_id=self.run_id,
                 request_id=state.request_id,
             )
-        row = recorder.new_row(CONFLICT_ACTIVITY, status="success", request_id=state.request_id,
-                               error_type="conflict", error_message=redact_text(message),
-                               metadata={"external_id": external_id, "conflict_id": conflict_id,
-                                         "resolution": resolution, "change_ids": [c["id"] for c in changes]})
+        row = recorder.new_row(
+            CONFLICT_ACTIVITY,
+            status="success",
+            request_id=state.request_id,
+            error_type="conflict",
+            error_message=redact_text(message),
+            metadata={
+                "external_id": external_id,
+                "conflict_id": conflict_id,
+                "resolution": resolution,
+                "change_ids": [c["id"] for c in changes],
+            },
+        )
         row.completed_at = row.created_at
         recorder.record(row)
-        _log.warning("desired_conflict", external_id=external_id, resolution=resolution, conflict_id=conflict_id)
+        _log.warning(
+            "desired_conflict",
+            external_id=external_id,
+            resolution=resolution,
+            conflict_id=conflict_id,
+        )
         self.run.counts.conflicts += 1
         if resolution == PROVIDER_WINS:
-            self._finish(changes, CONFLICT, error_type="conflict", error_message=message,
-                         request_id=state.request_id)
+            self._finish(
+                changes,
+                CONFLICT,
+                error_type="conflict",
+                error_message=message,
+                request_id=state.request_id,
+            )
             if not race:
-                self._store_state(state, desired=state.desired, version=state.version,
-                                  request_id=state.request_id)
+                self._store_state(
+                    state, desired=state.desired, version=state.version, request_id=state.request_id
+                )
 
     def _fail(self, changes: list[dict[str, Any]], error_type: str, message: str) -> None:
         self._finish(changes, FAILED, error_type=error_type, error_message=message)
         self.run.counts.failed += len(changes)
         first = changes[0]
-        dead_letter(self.session, [FailedRecord(
-            stream=STREAM, dedupe_key=first["id"], source_id=first["id"], external_id=first["external_id"],
-            error_type=error_type, error_message=message,
-            payload={"external_id": first["external_id"], "change_ids": [c["id"] for c in changes],
-                     "patch": _merged_patch(changes)},
-        )])
-        _log.warning("desired_push_failed", external_id=changes[0]["external_id"],
-                     error={"type": error_type, "message": message})
+        dead_letter(
+            self.session,
+            [
+                FailedRecord(
+                    stream=STREAM,
+                    dedupe_key=first["id"],
+                    source_id=first["id"],
+                    external_id=first["external_id"],
+                    error_type=error_type,
+                    error_message=message,
+                    payload={
+                        "external_id": first["external_id"],
+                        "change_ids": [c["id"] for c in changes],
+                        "patch": _merged_patch(changes),
+                    },
+                )
+            ],
+        )
+        _log.warning(
+            "desired_push_failed",
+            external_id=changes[0]["external_id"],
+            error={"type": error_type, "message": message},
+        )
 
     def _finish(self, changes: list[dict[str, Any]], status: str, **fields: Any) -> None:
         if "error_message" in fields and fields["error_message"]:
             fields["error_message"] = redact_text(fields["error_message"])
         with self.session.store.transaction() as conn:
             for change in changes:
-                finish_change(conn, self.org, change["id"], status=status, run_id=self.run_id, **fields)
+                finish_change(
+                    conn, self.org, change["id"], status=status, run_id=self.run_id, **fields
+                )
             if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
                 resolve_synced(self.session, conn, STREAM, [c["id"] for c in changes])
 
-    def _store_state(self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None) -> None:
-        pushed = DeviceState(external_id=state.external_id, reported=state.reported, desired=desired,
-                             version=version, observed_at=utc_now(), request_id=request_id)
+    def _store_state(
+        self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None
+    ) -> None:
+        pushed = DeviceState(
+            external_id=state.external_id,
+            reported=state.reported,
+            desired=desired,
+            version=version,
+            observed_at=utc_now(),
+            request_id=request_id,
+        )
         with self.session.store.transaction() as conn:
-            upsert_device_states(conn, [state_row(pushed, organization_id=self.org,
-                                                  integration_id=self.integration_id, run_id=self.run_id,
-                                                  now=utc_now())])
+            upsert_device_states(
+                conn,
+                [
+                    state_row(
+                        pushed,
+                        organization_id=self.org,
+                        integration_id=self.integration_id,
+                        run_id=self.run_id,
+                        now=utc_now(),
+                    )
+                ],
+            )
 
 
 def _merged_patch(changes: list[dict[str, Any]]) -> dict[str, Any]:

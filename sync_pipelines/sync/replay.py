@@ -331,7 +331,9 @@ def _replay_webhook_events(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
     for letter in letters:
         event = events.get(event_ids.get(letter.id, ""))
         if event is None:
-            outcomes[letter.id] = _Failure(PERMANENT, f"webhook event {letter.source_id} is no longer in the inbox")
+            outcomes[letter.id] = _Failure(
+                PERMANENT, f"webhook event {letter.source_id} is no longer in the inbox"
+            )
         elif event.status == "processed":
             outcomes[letter.id] = None
         else:

@@ -41,10 +41,17 @@ class SyncResult:
         """Numbers for Dagster materialization metadata (plotted over time by the UI)."""
         c = self.counts
         figures: dict[str, float | int | str] = {
-            "fetched": c.fetched, "created": c.created, "updated": c.updated,
-            "unchanged": c.unchanged, "failed": c.failed, "conflicts": c.conflicts, "pages": c.pages,
-            "error_rate": round(self.error_rate, 6), "duration_s": round(self.duration_s, 3),
-            "http_requests": self.http_requests, "http_failed": self.http_failed,
+            "fetched": c.fetched,
+            "created": c.created,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+            "failed": c.failed,
+            "conflicts": c.conflicts,
+            "pages": c.pages,
+            "error_rate": round(self.error_rate, 6),
+            "duration_s": round(self.duration_s, 3),
+            "http_requests": self.http_requests,
+            "http_failed": self.http_failed,
             "devices_per_s": round(c.fetched / self.duration_s, 1) if self.duration_s else 0.0,
         }
         if self.mqtt_requests:
