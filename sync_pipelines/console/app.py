@@ -1,0 +1,473 @@
+"""The console's routes, mounted under `/console` by the receiver (webhooks/app.py).
+
+Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads:
+- `activity` / `api/activity`: the activity log, newest first, keyset pages, filters in the URL;
+- `overview` / `api/overview`: one row per integration, from the integration-health report;
+- `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
+- `export/activity.{json,csv}`, `export/trace.{json,csv}`: the same data as a download.
+
+Every route but the two static files needs an operator (auth.py); an operator scoped to one
+organization reads through a row-level-security transaction (access.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.console.access import TenantRoleUnavailable, reading
+from sync_pipelines.console.auth import REALM, ConsoleAuth, Operator
+from sync_pipelines.console.export import (
+    MAX_EXPORT_ROWS,
+    activity_bundle,
+    rows_csv,
+    trace_csv,
+)
+from sync_pipelines.console.filters import (
+    DIRECTIONS,
+    PROVIDERS,
+    RANGES,
+    STATUSES,
+    ActivityFilter,
+    Cursor,
+    FilterError,
+    ScopeError,
+)
+from sync_pipelines.console.overview import integration_overview, overview_json
+from sync_pipelines.console.queries import (
+    DEFAULT_PAGE_SIZE,
+    EXPORT_COLUMNS,
+    LIST_COLUMNS,
+    MAX_PAGE_SIZE,
+    activity_page,
+    iter_activity,
+)
+from sync_pipelines.console.trace import dagster_run_url, organizations_of
+from sync_pipelines.observability.activity import (
+    DESIRED_PUSH,
+    EXPORT,
+    HTTP_REQUEST,
+    IMPORT,
+    MQTT_MESSAGE,
+    MQTT_REQUEST,
+    RECORD_REJECTED,
+    REPLAY,
+    RETENTION,
+    STATE_IMPORT,
+    TEST_CONNECTION,
+    WEBHOOK_PROCESSING,
+)
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.redaction import redact, redact_text
+from sync_pipelines.store.database import Store
+from sync_pipelines.tracing.bundle import jsonable, support_bundle
+from sync_pipelines.tracing.chain import TraceChain, TraceNotFound, build_chain
+from sync_pipelines.tracing.render import render_chain
+
+_HERE = Path(__file__).parent
+_log = get_logger("console")
+#: offered in the activity-type box (any other type can be typed)
+KNOWN_ACTIVITY_TYPES = (
+    HTTP_REQUEST,
+    MQTT_REQUEST,
+    IMPORT,
+    STATE_IMPORT,
+    EXPORT,
+    DESIRED_PUSH,
+    TEST_CONNECTION,
+    "webhook_received",
+    WEBHOOK_PROCESSING,
+    MQTT_MESSAGE,
+    RECORD_REJECTED,
+    REPLAY,
+    RETENTION,
+)
+_SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+}
+
+
+class _Unauthenticated(Exception):
+    pass
+
+
+class _Disabled(Exception):
+    pass
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["time"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if v else ""
+    env.filters["ms"] = lambda v: "" if v is None else f"{v:,.1f} ms"
+    env.filters["pct"] = lambda v: "" if v is None else f"{v:.1%}"
+    return Jinja2Templates(env=env)
+
+
+class Console:
+    def __init__(
+        self,
+        store: Store,
+        auth: ConsoleAuth,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.auth = auth
+        self.environ = environ
+        self.clock = clock
+        self.templates = _templates()
+
+    # -- access ------------------------------------------------------------------------------
+
+    def operator(self, request: Request) -> Operator:
+        if not self.auth.enabled:
+            raise _Disabled()
+        operator = self.auth.authenticate(request.headers.get("authorization"))
+        if operator is None:
+            raise _Unauthenticated()
+        return operator
+
+    def read(self, operator: Operator, work: Callable[[Any], Any]) -> Awaitable[Any]:
+        def run() -> Any:
+            with reading(self.store, operator) as conn:
+                return work(conn)
+
+        return run_in_threadpool(run)
+
+    def _filter(self, request: Request, operator: Operator) -> ActivityFilter:
+        return ActivityFilter.from_params(request.query_params).scoped_to(operator.organization_id)
+
+    # -- activity ----------------------------------------------------------------------------
+
+    async def _activity(self, request: Request) -> tuple[Operator, ActivityFilter, Any]:
+        operator = self.operator(request)
+        flt = self._filter(request, operator)
+        after = Cursor.decode(request.query_params.get("after"))
+        limit = _page_size(request.query_params.get("limit"))
+        now = self.clock()
+        page = await self.read(
+            operator, lambda conn: activity_page(conn, flt, now=now, after=after, limit=limit)
+        )
+        return operator, flt, page
+
+    async def activity_api(self, request: Request) -> Response:
+        _, flt, page = await self._activity(request)
+        return _json(
+            {
+                "filter": flt.to_params(),
+                "rows": jsonable(page.rows),
+                "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            }
+        )
+
+    async def activity_html(self, request: Request) -> Response:
+        operator, flt, page = await self._activity(request)
+        params = flt.to_params()
+        if "limit" in request.query_params:  # the page size travels with the link, like the filter
+            params["limit"] = request.query_params["limit"]
+        next_link = (
+            "activity?" + urlencode({**params, "after": page.next_cursor.encode()})
+            if page.next_cursor
+            else None
+        )
+        return self._page(
+            request,
+            "activity.html",
+            operator,
+            filter=flt,
+            rows=page.rows,
+            query=urlencode(params),
+            next_link=next_link,
+            next_cursor=page.next_cursor.encode() if page.next_cursor else "",
+            providers=PROVIDERS,
+            statuses=STATUSES,
+            directions=DIRECTIONS,
+            ranges=tuple(RANGES),
+            activity_types=KNOWN_ACTIVITY_TYPES,
+        )
+
+    async def export_activity(self, request: Request) -> Response:
+        operator = self.operator(request)
+        flt = self._filter(request, operator)
+        fmt = _export_format(request)
+        now = self.clock()
+        # the CSV keeps to flat columns; the JSON bundle carries headers, metadata and stacks too
+        columns = EXPORT_COLUMNS if fmt == "json" else LIST_COLUMNS
+        rows = await self.read(
+            operator,
+            lambda conn: list(
+                iter_activity(conn, flt, now=now, max_rows=MAX_EXPORT_ROWS, columns=columns)
+            ),
+        )
+        _log.info("console_export", operator=operator.name, kind="activity", rows=len(rows))
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        if fmt == "csv":
+            return _download(rows_csv(rows, columns), f"activity-{stamp}.csv", "text/csv")
+        bundle = activity_bundle(flt, rows, generated_at=now, operator=operator.name)
+        return _download(_dumps(bundle), f"activity-{stamp}.json", "application/json")
+
+    # -- overview ----------------------------------------------------------------------------
+
+    def _overview_org(self, request: Request, operator: Operator) -> str | None:
+        asked = (request.query_params.get("organization") or "").strip() or None
+        return ActivityFilter(organization=asked).scoped_to(operator.organization_id).organization
+
+    async def overview_api(self, request: Request) -> Response:
+        operator = self.operator(request)
+        org, now = self._overview_org(request, operator), self.clock()
+        report = await self.read(operator, lambda c: integration_overview(c, org, now=now))
+        return _json(overview_json(report))
+
+    async def overview_html(self, request: Request) -> Response:
+        operator = self.operator(request)
+        org, now = self._overview_org(request, operator), self.clock()
+        report = await self.read(operator, lambda c: integration_overview(c, org, now=now))
+        return self._page(
+            request, "overview.html", operator, overview=overview_json(report), organization=org
+        )
+
+    # -- trace -------------------------------------------------------------------------------
+
+    async def _trace(self, request: Request) -> tuple[Operator, TraceChain | None, list[str], str]:
+        operator = self.operator(request)
+        ident = (request.query_params.get("id") or "").strip()
+        if not ident:
+            raise FilterError("id is required: a request id, run id, device id or webhook event id")
+        asked = (request.query_params.get("organization") or "").strip() or None
+        org = ActivityFilter(organization=asked).scoped_to(operator.organization_id).organization
+
+        def work(conn: Any) -> tuple[TraceChain | None, list[str]]:
+            orgs = [org] if org else organizations_of(conn, ident)
+            if not orgs:
+                raise TraceNotFound(f"no webhook event, run, request or device {ident!r}")
+            if len(orgs) > 1:
+                return None, orgs
+            return build_chain(conn, orgs[0], ident), orgs
+
+        chain, orgs = await self.read(operator, work)
+        return operator, chain, orgs, ident
+
+    async def trace_api(self, request: Request) -> Response:
+        _, chain, orgs, ident = await self._trace(request)
+        if chain is None:
+            return _json(
+                {
+                    "id": ident,
+                    "organizations": orgs,
+                    "error": "the id is in several organizations: pass organization",
+                },
+                409,
+            )
+        return _json(support_bundle(chain))
+
+    async def trace_html(self, request: Request) -> Response:
+        operator, chain, orgs, ident = await self._trace(request)
+        runs = []
+        if chain is not None:
+            runs = [
+                {
+                    "run_id": run.run_id,
+                    "url": dagster_run_url(run.run_id, self.environ),
+                    "integrations": run.integration_ids,
+                    "calls": run.calls_total,
+                    "calls_failed": run.calls_failed,
+                    "syncs": [redact(jsonable(r)) for r in run.sync_logs],
+                }
+                for run in chain.runs
+            ]
+        return self._page(
+            request,
+            "trace.html",
+            operator,
+            ident=ident,
+            chain=chain,
+            organizations=orgs,
+            runs=runs,
+            rows=[redact(r) for r in chain.activity_rows] if chain else [],
+            text=redact_text(render_chain(chain)) if chain else "",
+            query=urlencode({"id": ident, "organization": chain.organization_id}) if chain else "",
+        )
+
+    async def export_trace(self, request: Request) -> Response:
+        operator, chain, orgs, ident = await self._trace(request)
+        if chain is None:
+            raise FilterError(
+                f"{ident!r} is in several organizations ({', '.join(orgs)}): pass organization"
+            )
+        _log.info("console_export", operator=operator.name, kind="trace", trace_kind=chain.kind)
+        name = f"trace-{chain.kind}-{_safe(ident)}"
+        if _export_format(request) == "csv":
+            return _download(trace_csv(chain), f"{name}.csv", "text/csv")
+        return _download(_dumps(support_bundle(chain)), f"{name}.json", "application/json")
+
+    # -- rendering and errors ----------------------------------------------------------------
+
+    def _page(
+        self, request: Request, template: str, operator: Operator, **context: Any
+    ) -> Response:
+        return self.templates.TemplateResponse(
+            request,
+            template,
+            {
+                "operator": operator,
+                "root": request.scope.get("root_path", ""),
+                "nav": template.removesuffix(".html"),
+                **context,
+            },
+            headers=_SECURITY_HEADERS,
+        )
+
+    async def on_error(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, _Disabled):
+            status, message = (
+                503,
+                (
+                    "the operator console is disabled: no credentials are configured. Set "
+                    "SYNC_CONSOLE_TOKEN (bearer), SYNC_CONSOLE_PASSWORD (basic auth) or "
+                    "SYNC_CONSOLE_TENANT_TOKENS (one credential per organization) and restart"
+                ),
+            )
+        elif isinstance(exc, _Unauthenticated):
+            return Response(
+                "authentication required\n",
+                status_code=401,
+                headers={**_SECURITY_HEADERS, "www-authenticate": REALM},
+                media_type="text/plain",
+            )
+        elif isinstance(exc, ScopeError):
+            status, message = 403, str(exc)
+        elif isinstance(exc, FilterError):
+            status, message = 400, str(exc)
+        elif isinstance(exc, TraceNotFound):
+            status, message = 404, str(exc)
+        elif isinstance(exc, TenantRoleUnavailable):
+            _log.error("console_tenant_role_unavailable", error=str(exc))
+            status, message = 500, str(exc)
+        else:  # pragma: no cover - Starlette only routes the classes registered below
+            raise exc
+        message = redact_text(message)
+        if _wants_json(request):
+            return _json({"error": message}, status)
+        return self.templates.TemplateResponse(
+            request,
+            "error.html",
+            {"status": status, "message": message, "root": request.scope.get("root_path", "")},
+            status_code=status,
+            headers=_SECURITY_HEADERS,
+        )
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/activity", status_code=307)
+
+
+def create_console_app(
+    store: Store,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Starlette:
+    """The console as an ASGI app, to mount under `/console`; credentials from `environ`
+    (default os.environ), checked now (a bad configuration fails at start, not per request)."""
+    console = Console(store, ConsoleAuth.from_env(environ), environ, clock)
+    static = _HERE / "static"
+    app = Starlette(
+        routes=[
+            Route("/", console.home, methods=["GET"]),
+            Route("/activity", console.activity_html, methods=["GET"]),
+            Route("/overview", console.overview_html, methods=["GET"]),
+            Route("/trace", console.trace_html, methods=["GET"]),
+            Route("/api/activity", console.activity_api, methods=["GET"]),
+            Route("/api/overview", console.overview_api, methods=["GET"]),
+            Route("/api/trace", console.trace_api, methods=["GET"]),
+            Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
+            Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
+            Route(
+                "/static/console.js",
+                lambda r: FileResponse(static / "console.js", headers=_SECURITY_HEADERS),
+            ),
+            Route(
+                "/static/console.css",
+                lambda r: FileResponse(static / "console.css", headers=_SECURITY_HEADERS),
+            ),
+        ],
+        exception_handlers={
+            cls: console.on_error
+            for cls in (
+                _Disabled,
+                _Unauthenticated,
+                ScopeError,
+                FilterError,
+                TraceNotFound,
+                TenantRoleUnavailable,
+            )
+        },
+    )
+    app.state.console = console
+    return app
+
+
+def _page_size(value: str | None) -> int:
+    if not value:
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise FilterError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}; got {value!r}")
+    return size
+
+
+def _export_format(request: Request) -> str:
+    fmt = request.path_params["format"]
+    if fmt not in ("json", "csv"):
+        raise FilterError(f"exports are .json or .csv; got .{fmt}")
+    return fmt
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.scope.get("path", "")
+    return "/api/" in path or "/export/" in path
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(
+        _dumps(value), status_code=status, media_type="application/json", headers=_SECURITY_HEADERS
+    )
+
+
+def _download(body: str, filename: str, media_type: str) -> Response:
+    return Response(
+        body,
+        media_type=media_type,
+        headers={**_SECURITY_HEADERS, "content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _safe(ident: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in ident)[:80]

@@ -1,0 +1,160 @@
+"""The console in a real browser: Debian's headless Chromium driven by Playwright against the
+receiver on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
+request id, follows it into the trace, downloads the exports, pages with the JSON API, and saves
+screenshots of the activity, overview and trace pages under $SYNC_TEST_ARTIFACTS (default
+<repo>/test-artifacts/) — their paths are printed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from sync_pipelines_tests.console.conftest import ADMIN_PASSWORD, ORG_A_TOKEN
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+pytestmark = pytest.mark.parametrize("seeded", ["postgres"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    default = Path(__file__).resolve().parents[2] / "test-artifacts"
+    path = Path(os.environ.get("SYNC_TEST_ARTIFACTS") or default) / "console"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(
+            f"the browser tests need Debian's chromium at {CHROMIUM} (make services installs it)"
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _page(browser: Browser, user: str | None = None, password: str | None = None) -> Page:
+    credentials = {"username": user, "password": password} if user else None
+    context = browser.new_context(
+        http_credentials=credentials,
+        accept_downloads=True,
+        viewport={"width": 1600, "height": 1000},
+    )
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+def _shot(page: Page, artifacts: Path, name: str) -> None:
+    path = artifacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def test_an_operator_filters_searches_traces_and_exports(browser, receiver, seeded, artifacts):
+    page = _page(browser, "operator", ADMIN_PASSWORD)
+    base = f"{receiver.url}/console"
+    page.goto(f"{base}/activity")
+    rows = page.locator("#activity tbody tr")
+    expect(rows.first).to_be_visible()
+    _shot(page, artifacts, "activity")
+
+    # a filter, applied through the form, lands in the URL
+    page.select_option("select[name=status]", "failed")
+    page.click("form#filters button[type=submit]")
+    page.wait_for_url("**status=failed**")
+    badges = page.locator("#activity .badge").all_inner_texts()
+    assert badges and set(badges) == {"failed"}
+    _shot(page, artifacts, "activity-failed")
+
+    # the filter's CSV export
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    exported = artifacts / "activity-failed.csv"
+    download.value.save_as(exported)
+    assert {r["status"] for r in csv.DictReader(exported.open())} == {"failed"}
+
+    # search a request id, then follow it into the trace
+    page.goto(f"{base}/activity")
+    page.fill("input[name=q]", seeded.retried_request_id)
+    page.press("input[name=q]", "Enter")
+    page.wait_for_url(f"**q={seeded.retried_request_id}**")
+    assert sorted(page.locator("#activity .badge").all_inner_texts()) == ["retrying", "success"]
+    page.locator("#activity a.trace-request").first.click()
+    expect(page.locator("#trace-title")).to_contain_text(
+        f"Trace of request {seeded.retried_request_id}"
+    )
+    expect(page.locator("#trace-text")).to_contain_text(seeded.sync_run)
+    _shot(page, artifacts, "trace")
+
+    # the trace's support bundle
+    with page.expect_download() as download:
+        page.click("#export-trace-json")
+    bundle_path = artifacts / "trace-bundle.json"
+    download.value.save_as(bundle_path)
+    bundle = json.loads(bundle_path.read_text())
+    assert bundle["kind"] == "request" and bundle["id"] == seeded.retried_request_id
+    assert seeded.api_key not in bundle_path.read_text()
+    print(f"export: {exported}\nexport: {bundle_path}")
+
+    page.goto(f"{base}/overview")
+    expect(page.locator("#failed-count b")).to_have_text("1")
+    expect(page.locator("#overview")).to_contain_text("golioth-bad")
+    _shot(page, artifacts, "overview")
+
+
+def test_older_rows_are_appended_from_the_json_api(browser, receiver):
+    page = _page(browser, "operator", ADMIN_PASSWORD)
+    page.goto(f"{receiver.url}/console/activity?limit=5")
+    rows = page.locator("#activity tbody tr")
+    expect(rows).to_have_count(5)
+    with page.expect_response("**/console/api/activity?**") as answer:
+        page.click("#next-page")
+    assert answer.value.status == 200
+    expect(rows).to_have_count(10)
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(10)]
+    assert len(set(ids)) == 10
+
+
+def test_the_browser_without_credentials_gets_401(browser, receiver):
+    page = _page(browser)
+    # a navigation would open the browser's credentials prompt (headless: refused outright), so
+    # the request goes through the context's own HTTP client, with the context's (no) credentials
+    for path in ("/console/activity", "/console/api/activity"):
+        response = page.request.get(f"{receiver.url}{path}")
+        assert response.status == 401
+        assert response.headers["www-authenticate"].startswith("Basic")
+    try:
+        page.goto(f"{receiver.url}/console/activity")
+    except Exception as exc:  # noqa: BLE001 - Playwright's error type for a refused navigation
+        assert "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
+    else:
+        pytest.fail("the browser opened the console without credentials")
+
+
+def test_a_scoped_operator_cannot_reach_another_organization_by_editing_the_url(
+    browser, receiver, seeded
+):
+    page = _page(browser, "org-a", ORG_A_TOKEN)
+    page.goto(f"{receiver.url}/console/activity?limit=500")
+    organizations = set(page.locator("#activity tbody tr td:nth-child(2)").all_inner_texts())
+    assert organizations == {"org-a"}
+    response = page.goto(f"{receiver.url}/console/activity?organization=org-b")
+    assert response is not None and response.status == 403
+    expect(page.locator("#error-message")).to_contain_text("scoped to organization")
+    response = page.goto(f"{receiver.url}/console/trace?id={seeded.org_b_run}")
+    assert response is not None and response.status == 404
