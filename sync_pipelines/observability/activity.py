@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact, redact_text
 
@@ -83,6 +84,9 @@ class ActivityRow:
     request_headers: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     completed_at: datetime | None = None
+    #: the OpenTelemetry span the row was recorded in (W3C hex), when tracing is on
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 class ActivitySink:
@@ -160,8 +164,12 @@ class ActivityRecorder:
         self._operations: list[Operation] = []
         self._log = get_logger("activity")
         self.counts = {
-            "rows": 0, "failed": 0, "http_requests": 0, "http_failed": 0,
-            "mqtt_requests": 0, "mqtt_failed": 0,
+            "rows": 0,
+            "failed": 0,
+            "http_requests": 0,
+            "http_failed": 0,
+            "mqtt_requests": 0,
+            "mqtt_failed": 0,
         }
         # per-call latencies of this recorder's provider calls (HTTP and MQTT rows), for p95
         # figures on the run
@@ -174,8 +182,18 @@ class ActivityRecorder:
 
     # -- rows -----------------------------------------------------------------------------
 
-    def new_row(self, activity_type: str, *, direction: str = "internal", status: str = "started",
-                request_id: str | None = None, attempt: int = 1, **fields: Any) -> ActivityRow:
+    def new_row(
+        self,
+        activity_type: str,
+        *,
+        direction: str = "internal",
+        status: str = "started",
+        request_id: str | None = None,
+        attempt: int = 1,
+        **fields: Any,
+    ) -> ActivityRow:
+        if otel.tracing_enabled():  # the span this row is recorded in joins it to the trace
+            fields["trace_id"], fields["span_id"] = otel.current_ids()
         return ActivityRow(
             id=str(uuid.uuid4()),
             organization_id=self.scope.organization_id,

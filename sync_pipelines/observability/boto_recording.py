@@ -27,7 +27,8 @@ last one as `success` / `failed`. Without a policy a client makes exactly one at
 botocore repeats POSTs too; the one write we make, UpdateThingShadow, is safe to repeat: with
 a `version` a repeat of a write that did land answers 409 (a conflict, never a second write),
 without one it merges the same document again.
-Timings stop when the response is parsed; for streaming outputs (GetThingShadow's payload)
+With OpenTelemetry on, each attempt is also a CLIENT span (HTTP semantic conventions) whose ids
+its row carries, and the request carries its `traceparent`. Timings stop when the response is parsed; for streaming outputs (GetThingShadow's payload)
 the body is read afterwards by the caller.
 
 boto3 is imported inside `build_boto_client` only: it is slow to import and only AWS syncs
@@ -45,6 +46,7 @@ from urllib.parse import urlsplit
 from sync_pipelines.aws_errors import error_class, exception_class, retry_after_s
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import PERMANENT, RETRYABLE_CATEGORIES
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import REQUEST_ID_HEADER, new_request_id
 from sync_pipelines.observability.logging import get_logger
@@ -77,6 +79,8 @@ class _Attempt:
     url: str
     headers: dict[str, str]
     started: float
+    #: its CLIENT span when tracing is on (observability/otel.py)
+    span: Any = None
 
 
 def request_id_of(outcome: Any) -> str | None:
@@ -106,6 +110,8 @@ class BotoActivityHooks:
         self._service = service_name
         self._policy = policy
         self._metrics = ProviderCallMetrics(provider)
+        # the session's span: the parent of calls made from a provider's worker threads
+        self._trace_parent = otel.current_context()
 
     def register(self, events: Any, service_event_name: str | None = None) -> None:
         events.register("request-created", self.on_request_created)
@@ -128,7 +134,7 @@ class BotoActivityHooks:
     def on_before_send(self, request: Any, **_: Any) -> None:
         context = request.context
         self._flush(context, retrying=True)  # another attempt follows the held one
-        context[_CONTEXT_ATTEMPT] = _Attempt(
+        attempt = _Attempt(
             request_id=context.get(_CONTEXT_REQUEST_ID) or new_request_id(),
             attempt=int(context.get("retries", {}).get("attempt", 1)),
             method=request.method,
@@ -136,6 +142,13 @@ class BotoActivityHooks:
             headers={k: _text(v) for k, v in request.headers.items()},
             started=time.perf_counter(),
         )
+        if otel.tracing_enabled():
+            attempt.span = otel.start_client_span(
+                request.method, _client_span_attributes(attempt), self._trace_parent
+            )
+            # after signing: SigV4 covers only the headers it listed, so this one is free to add
+            otel.inject_traceparent(request.headers, attempt.span)
+        context[_CONTEXT_ATTEMPT] = attempt
 
     def on_response_received(
         self,
@@ -267,6 +280,14 @@ class BotoActivityHooks:
             else:
                 row.status = "success"
         row.metadata = metadata
+        if attempt.span is not None:
+            row.trace_id, row.span_id = otel.ids_of(attempt.span)
+            error_type = None
+            if exception is not None:
+                error_type = type(exception).__name__
+            elif (row.status_code or 0) >= 400:
+                error_type = str(row.status_code)
+            otel.end_client_span(attempt.span, status_code=row.status_code, error_type=error_type)
         status_class = "error" if exception is not None else http_status_class(row.status_code)
         self._metrics.attempt(operation, status_class, elapsed_ms / 1000, row.error_type)
         return row
@@ -297,6 +318,18 @@ class BotoActivityHooks:
             _log.info("http_request_retrying", **fields, error=error)
         else:
             _log.warning("http_request_failed", **fields, error=error)
+
+
+def _client_span_attributes(attempt: _Attempt) -> dict[str, Any]:
+    parts = urlsplit(attempt.url)
+    return {
+        "http.request.method": attempt.method,
+        "url.full": redact_url(attempt.url),
+        "server.address": parts.hostname,
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "http.request.resend_count": attempt.attempt - 1 if attempt.attempt > 1 else None,
+        "sync_pipelines.request_id": attempt.request_id,
+    }
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,10 @@ connections), on a request that may be sent again (`is_repeatable`: idempotent m
 POST/PATCH made safe by `If-Match`, an `Idempotency-Key` or the provider's
 `IDEMPOTENT_EXTENSION`); any other POST/PATCH only when it never left (refused connection,
 connect or pool timeout). `Retry-After` (seconds or an HTTP-date) is honoured.
+
+With OpenTelemetry on (observability/otel.py) each attempt is also a CLIENT span following the
+HTTP semantic conventions, its row carries the span's ids, and the request carries its W3C
+`traceparent` next to the `X-Request-ID`.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import tenacity
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import RETRYABLE_CATEGORIES, category_of, error_class_for_status
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.metrics import ProviderCallMetrics, http_status_class
@@ -83,6 +89,9 @@ class RecordingTransport(httpx.BaseTransport):
         self._inner = inner
         self._recorder = recorder
         self._metrics = ProviderCallMetrics(provider)
+        # the span the client was built under (the session's): the parent of calls made from
+        # a provider's worker threads, which do not inherit the caller's context
+        self._trace_parent = otel.current_context()
         self.policy = policy or SINGLE_ATTEMPT
         self._retrying = self.policy.retrying(
             _should_retry, retry_after=_retry_after, before_sleep=self._before_retry
@@ -102,6 +111,20 @@ class RecordingTransport(httpx.BaseTransport):
 
     def _attempt(self, call: _Call) -> httpx.Response:
         call.attempt += 1
+        if not otel.tracing_enabled():
+            return self._send(call, None)
+        # a CLIENT span per attempt (HTTP semantic conventions: a resend is its own span), current
+        # while the row is made so the row carries its ids; its context goes out as `traceparent`
+        with otel.span(
+            call.request.method,
+            _client_span_attributes(call),
+            kind="client",
+            fallback_parent=self._trace_parent,
+        ) as span:
+            otel.inject_traceparent(call.request.headers, span)
+            return self._send(call, span)
+
+    def _send(self, call: _Call, span: Any) -> httpx.Response:
         request = call.request
         row = self._recorder.new_row(
             HTTP_REQUEST,
@@ -125,7 +148,7 @@ class RecordingTransport(httpx.BaseTransport):
             row.completed_at = utc_now()
             self._metrics.attempt(request.method, "error", elapsed / 1000, row.error_type)
             _log_attempt(call, row, exc)
-            raise
+            raise  # the span, if any, is marked failed with the exception's type as it unwinds
         elapsed = (time.perf_counter() - started) * 1000
         row.status_code = response.status_code
         row.response_time_ms = round(elapsed, 3)
@@ -140,6 +163,10 @@ class RecordingTransport(httpx.BaseTransport):
             request.method, http_status_class(response.status_code), elapsed / 1000, row.error_type
         )
         call.response = response
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                otel.mark_failed(span, str(response.status_code))
         _log_attempt(call, row)
         return response
 
@@ -167,6 +194,18 @@ class RecordingTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _client_span_attributes(call: _Call) -> dict[str, Any]:
+    url = call.request.url
+    return {
+        "http.request.method": call.request.method,
+        "url.full": call.endpoint,  # redacted: no key, token or signature reaches the collector
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "http.request.resend_count": call.attempt - 1 if call.attempt > 1 else None,
+        "sync_pipelines.request_id": call.request_id,
+    }
 
 
 def _log_attempt(call: _Call, row: ActivityRow, exc: BaseException | None = None) -> None:

@@ -5,6 +5,8 @@ hands it to the stdlib logger `sync_pipelines`, so the same line reaches stdout 
 Dagster instance lists `sync_pipelines` under `python_logs.managed_python_loggers` — the run's
 event log. Context (run_id, job, step, organization_id, integration_id, request_id) is bound
 with contextvars, never formatted into messages; redaction is the last step before rendering.
+With OpenTelemetry on (observability/otel.py) every line also carries the current span's
+`trace_id` and `span_id`, the same ids as the activity rows recorded in that span.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.redaction import redact
 
 SERVICE = "sync_pipelines"
@@ -30,6 +33,17 @@ _configured = False
 
 def _add_service(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     event.setdefault("service", SERVICE)
+    return event
+
+
+def _add_trace_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """trace_id / span_id of the current OpenTelemetry span, so a line joins its trace and its
+    activity rows; one flag check when tracing is off."""
+    if otel.tracing_enabled():
+        trace_id, span_id = otel.current_ids()
+        if trace_id:
+            event.setdefault("trace_id", trace_id)
+            event.setdefault("span_id", span_id)
     return event
 
 
@@ -58,7 +72,9 @@ def _json_renderer() -> structlog.processors.JSONRenderer:
     return structlog.processors.JSONRenderer(default=str, separators=(",", ":"))
 
 
-def configure_logging(fmt: str | None = None, level: str | None = None, *, force: bool = False) -> None:
+def configure_logging(
+    fmt: str | None = None, level: str | None = None, *, force: bool = False
+) -> None:
     """Idempotent; call from every entry point (CLI, Dagster definitions, tests)."""
     global _configured
     if _configured and not force:
@@ -74,6 +90,7 @@ def configure_logging(fmt: str | None = None, level: str | None = None, *, force
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             _add_service,
+            _add_trace_context,
             _structure_error,
             _redact_event,
             renderer,
@@ -123,7 +140,9 @@ def bind_context(**fields: Any) -> None:
 def bound_context(**fields: Any) -> Any:
     """`bind_context` for a block: the fields are restored when it ends, so a session's run and
     step never leak into later lines of the same thread (in-process runs, the demo, tests)."""
-    return structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items() if v is not None})
+    return structlog.contextvars.bound_contextvars(
+        **{k: v for k, v in fields.items() if v is not None}
+    )
 
 
 def clear_context() -> None:

@@ -19,7 +19,8 @@ observer below, so every broker operation is recorded without the provider askin
 - failures carry the taxonomy category the connection raises: a CONNACK "bad user name or
   password" / "not authorized" is `auth`, an unreachable broker or a missing answer
   `transient`, a refused SUBSCRIBE `auth` (an ACL);
-- received messages are not rows (the telemetry engine records batch summaries).
+- received messages are not rows (the telemetry engine records batch summaries);
+- with OpenTelemetry on, each operation is also a CLIENT span whose ids its row carries.
 
 Rows are created in the calling thread (so they hang under the current operation) and finished
 where the answer arrives, often paho's network thread: `ActivityRecorder.record` is thread-safe.
@@ -35,6 +36,7 @@ from typing import Any
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import MQTT_REQUEST, ActivityRecorder, ActivityRow
 from sync_pipelines.observability.http_recording import new_request_id
 from sync_pipelines.observability.logging import get_logger
@@ -62,6 +64,8 @@ class MqttActivityObserver:
         self._recorder = recorder
         self._connect_request_id: str | None = None
         self._metrics: ProviderCallMetrics | None = None
+        # the session's span: the parent of operations begun on paho's threads
+        self._trace_parent = otel.current_context()
 
     def begin(
         self, connection: MqttConnection, packet: str, topics: Sequence[str], **details: Any
@@ -90,7 +94,22 @@ class MqttActivityObserver:
             method=packet,
             endpoint=mqtt_endpoint(ep.host, ep.port, topics),
         )
-        return RecordedOperation(self._recorder, row, metadata, self._metrics)
+        span = None
+        if otel.tracing_enabled():  # a CLIENT span per broker operation, its ids on the row
+            span = otel.start_client_span(
+                packet,
+                {
+                    "messaging.system": "mqtt",
+                    "messaging.operation.name": packet,
+                    "messaging.destination.name": topics[0] if topics else None,
+                    "server.address": ep.host,
+                    "server.port": ep.port,
+                    "sync_pipelines.request_id": request_id,
+                },
+                self._trace_parent,
+            )
+            row.trace_id, row.span_id = otel.ids_of(span)
+        return RecordedOperation(self._recorder, row, metadata, self._metrics, span)
 
 
 class RecordedOperation:
@@ -102,8 +121,10 @@ class RecordedOperation:
         row: ActivityRow,
         metadata: dict[str, Any],
         metrics: ProviderCallMetrics | None = None,
+        span: Any = None,
     ) -> None:
         self.row = row
+        self._span = span
         self._recorder = recorder
         self._metadata = metadata
         self._metrics = metrics or ProviderCallMetrics(None)
@@ -146,6 +167,11 @@ class RecordedOperation:
             row.response_time_ms / 1000,
             row.error_type,
         )
+        if self._span is not None:
+            if code is not None:
+                self._span.set_attribute("sync_pipelines.mqtt.reason_code", code)
+            error_type = type(error).__name__ if error is not None else None
+            otel.end_client_span(self._span, status_code=None, error_type=error_type)
         if row.status != "success":
             _log.warning(
                 "mqtt_request_failed" if row.status == "failed" else "mqtt_request_retrying",

@@ -16,20 +16,52 @@ from sync_pipelines.store.bulk import insert_rows
 from sync_pipelines.store.database import load_json
 
 ACTIVITY_COLUMNS = (
-    "id", "organization_id", "integration_id", "run_id", "step_key", "request_id", "parent_id",
-    "direction", "activity_type", "method", "endpoint", "status_code", "status", "attempt",
-    "response_time_ms", "error_type", "error_message", "error_stack", "request_headers",
-    "metadata", "created_at", "completed_at",
+    "id",
+    "organization_id",
+    "integration_id",
+    "run_id",
+    "step_key",
+    "request_id",
+    "parent_id",
+    "direction",
+    "activity_type",
+    "method",
+    "endpoint",
+    "status_code",
+    "status",
+    "attempt",
+    "response_time_ms",
+    "error_type",
+    "error_message",
+    "error_stack",
+    "request_headers",
+    "metadata",
+    "created_at",
+    "completed_at",
+    "trace_id",
+    "span_id",
 )
 
 _COMPLETION_COLUMNS = (
-    "status", "status_code", "response_time_ms", "error_type", "error_message", "error_stack",
-    "metadata", "completed_at",
+    "status",
+    "status_code",
+    "response_time_ms",
+    "error_type",
+    "error_message",
+    "error_stack",
+    "metadata",
+    "completed_at",
 )
 
 
 def insert_activity_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    insert_rows(conn, "integration_activity_log", ACTIVITY_COLUMNS, [dict(r) for r in rows])
+    # rows shaped before trace context existed (seeds, imports) simply have none
+    insert_rows(
+        conn,
+        "integration_activity_log",
+        ACTIVITY_COLUMNS,
+        [{"trace_id": None, "span_id": None, **r} for r in rows],
+    )
 
 
 def complete_activity_row(conn: Connection, row: Mapping[str, Any]) -> None:
@@ -72,7 +104,9 @@ def activity_rows(
         sql += " LIMIT :limit"
         params["limit"] = limit
     rows = [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-    for row in rows:  # JSONB comes back decoded from Postgres, as text from SQLite: same shape for both
+    for (
+        row
+    ) in rows:  # JSONB comes back decoded from Postgres, as text from SQLite: same shape for both
         row["metadata"] = load_json(row.get("metadata"))
         row["request_headers"] = load_json(row.get("request_headers"))
     return rows

@@ -6,7 +6,8 @@ meanwhile) in one transaction, so a killed sync resumes from the last committed 
 never loses or doubles a record. One writer thread commits batch N while batch N+1 is fetched
 and built; batches still commit strictly in order, and a failed write stops the sync. Records a provider could
 not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
-down, and a device that later syncs fine resolves its dead letter.
+down, and a device that later syncs fine resolves its dead letter. With tracing on, each batch
+write is a span of the sync's trace.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
+from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED, ActivityRow
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DevicePage
@@ -186,7 +188,19 @@ class _BatchWriter:
         session, recorder = self.session, self.session.recorder
         integ = session.integration
         try:
-            with session.store.transaction() as conn:
+            with (
+                otel.span(
+                    "batch_write devices",
+                    {
+                        "db.system.name": session.store.dialect,
+                        "db.operation.name": "upsert",
+                        "db.collection.name": "devices",
+                        "sync_pipelines.rows": len(batch.rows),
+                        "sync_pipelines.pages": batch.pages,
+                    },
+                ),
+                session.store.transaction() as conn,
+            ):
                 written = upsert_devices(conn, list(batch.rows.values()))
                 resolve_synced(session, conn, STREAM, list(batch.rows))
                 set_cursor(

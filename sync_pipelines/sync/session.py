@@ -3,7 +3,9 @@
 Everything a sync does happens inside `integration_session(...)`: it resolves the
 integration (establishing its organization), binds the log context, and gives the caller an
 activity recorder backed by the store. Configuration errors surface inside the caller's
-operation, so they are recorded like any other failure.
+operation, so they are recorded like any other failure. With tracing on, the session is a span
+in its run's trace (observability/otel.py); a failure escaping it is reported to Sentry with
+who was acting (observability/sentry.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sync_pipelines.errors import ConfigError
+from sync_pipelines.observability import otel, sentry
 from sync_pipelines.observability.activity import (
     ActivityRecorder,
     ActivityScope,
@@ -51,7 +54,9 @@ class IntegrationSession:
 
     def open_provider(self) -> Provider:
         """Validate config, resolve secrets, build the provider (raises ConfigError)."""
-        timeout_s = float(self.integration.settings.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
+        timeout_s = float(
+            self.integration.settings.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
+        )
         return open_provider(resolve_config(self.integration), self.recorder, timeout_s=timeout_s)
 
 
@@ -65,15 +70,23 @@ def _activity_sink(store: Store) -> ActivitySink:
 
 
 @contextmanager
-def integration_session(store: Store, integration_id: str, run: RunContext) -> Iterator[IntegrationSession]:
+def integration_session(
+    store: Store, integration_id: str, run: RunContext
+) -> Iterator[IntegrationSession]:
     ensure_migrated(store)
     with store.connect() as conn:
         integration = find_integration_owner(conn, integration_id)
     if integration is None:
-        raise ConfigError(integration_id, "no such integration (was it deleted? run `sync-pipelines integrations list`)")
+        raise ConfigError(
+            integration_id,
+            "no such integration (was it deleted? run `sync-pipelines integrations list`)",
+        )
     with bound_context(
-        run_id=run.run_id, job=run.job_name, step=run.step_key,
-        organization_id=integration.organization_id, integration_id=integration.integration_id,
+        run_id=run.run_id,
+        job=run.job_name,
+        step=run.step_key,
+        organization_id=integration.organization_id,
+        integration_id=integration.integration_id,
         provider=integration.provider,
     ):
         recorder = ActivityRecorder(
@@ -86,10 +99,30 @@ def integration_session(store: Store, integration_id: str, run: RunContext) -> I
                 job_name=run.job_name,
             ),
         )
-        try:
-            yield IntegrationSession(store, integration, recorder, run)
-        except Exception:
-            get_logger("sync").exception("integration_work_failed")
-            raise
-        finally:
-            recorder.flush()
+        with otel.run_span(
+            run.run_id,
+            f"{run.step_key or 'work'} {integration.integration_id}",
+            {
+                "sync_pipelines.job": run.job_name,
+                "sync_pipelines.step": run.step_key,
+                "sync_pipelines.organization_id": integration.organization_id,
+                "sync_pipelines.integration_id": integration.integration_id,
+                "sync_pipelines.provider": integration.provider,
+            },
+        ):
+            try:
+                yield IntegrationSession(store, integration, recorder, run)
+            except Exception as exc:
+                get_logger("sync").exception("integration_work_failed")
+                sentry.capture_failure(
+                    exc,
+                    provider=integration.provider,
+                    integration_id=integration.integration_id,
+                    organization_id=integration.organization_id,
+                    run_id=run.run_id,
+                    job=run.job_name,
+                    step=run.step_key,
+                )
+                raise
+            finally:
+                recorder.flush()

@@ -39,11 +39,13 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.console.app import create_console_app
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
 from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health, warm_up
@@ -73,6 +75,7 @@ from sync_pipelines.webhooks.events import (
     read_delivery,
     supported_providers,
 )
+from sync_pipelines.webhooks.observed_requests import ObservedRequests
 from sync_pipelines.webhooks.verification import (
     SECRET_REF,
     STANDARD_WEBHOOKS,
@@ -595,7 +598,10 @@ def create_receiver_app(
             Route("/webhooks/{provider}/{integration_id}", receiver.receive, methods=["POST"]),
             Route("/health", service.serve_health, methods=["GET"]),
             Route("/metrics", service.serve_metrics, methods=["GET"]),
-        ]
+            # the operator console (read-only, its own authentication): console/app.py
+            Mount("/console", app=create_console_app(store, environ=options.get("environ"))),
+        ],
+        middleware=[Middleware(ObservedRequests)],  # spans and Sentry reports, when configured
     )
     app.state.receiver = receiver
     app.state.service = service
