@@ -120,3 +120,15 @@ def _is_store_connection_loss(exc: BaseException) -> bool:
     return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
         isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
     )
+
+
+def sync_error_of(exc: BaseException) -> SyncError | None:
+    """The taxonomy error behind `exc`: itself, or the nearest one it was raised from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SyncError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

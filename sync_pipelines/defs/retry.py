@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from sync_pipelines.errors import SyncError
+from sync_pipelines.errors import sync_error_of
 from sync_pipelines.observability.redaction import redact_text
 
 #: ~10 s, ~30 s, ~70 s (Dagster's EXPONENTIAL is (2^n - 1) * delay), each ± delay
@@ -25,18 +25,6 @@ SYNC_RETRY_POLICY = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
-
-
-def sync_error_of(exc: BaseException) -> SyncError | None:
-    """The taxonomy error behind `exc`: itself, or the nearest one it was raised from."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, SyncError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 @contextmanager

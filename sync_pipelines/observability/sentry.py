@@ -143,18 +143,10 @@ def _tag_taxonomy(event: dict[str, Any], exc: BaseException) -> None:
 
 
 def _sync_error_of(exc: BaseException) -> Any:
-    """The taxonomy error behind `exc` (itself or what it was raised from), or None."""
     # late: errors.py imports httpx, which a CLI start-up without Sentry need not pay for
-    from sync_pipelines.errors import SyncError
+    from sync_pipelines.errors import sync_error_of
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, SyncError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return sync_error_of(exc)
 
 
 def _already_reported(exc: BaseException) -> bool:
