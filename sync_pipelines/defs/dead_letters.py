@@ -8,6 +8,8 @@ import dagster as dg
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.run_context import run_context_of
+from sync_pipelines.defs.schedules import RUN_STATUSES_IN_FLIGHT
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.store.dead_letters import DueSet, due_dead_letter_sets
 from sync_pipelines.sync.replay import DEFAULT_LIMIT, REPLAYABLE_STREAMS
 from sync_pipelines.sync.replay import replay_dead_letters as replay_letters
@@ -15,12 +17,6 @@ from sync_pipelines.sync.session import integration_session
 
 INTEGRATION_TAG = "sync_pipelines/integration_id"
 _OP = "replay_dead_letters_op"
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 #: a due set that stays exactly the same this long gets a new run key: its last run died before
 #: claiming anything (a run that claims moves each letter's next attempt, which changes the key)
 RUN_KEY_RETRY_S = 3600
@@ -54,6 +50,7 @@ def replay_dead_letters_op(
 @dg.job(
     description="Replay dead letters of one integration (config: integration_id, optional ids).",
     tags={"sync_pipelines/kind": "dead_letter_replay"},
+    hooks=SENTRY_HOOKS,  # failures before the integration session opens, too
 )
 def replay_dead_letters() -> None:
     replay_dead_letters_op()
@@ -103,6 +100,7 @@ def _run_request(due: DueSet, now: datetime) -> dg.RunRequest:
 
 def _integrations_in_flight(instance: dg.DagsterInstance) -> set[str]:
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=replay_dead_letters.name, statuses=_IN_FLIGHT), limit=1000
+        filters=dg.RunsFilter(job_name=replay_dead_letters.name, statuses=RUN_STATUSES_IN_FLIGHT),
+        limit=1000,
     )
     return {run.tags[INTEGRATION_TAG] for run in runs if INTEGRATION_TAG in run.tags}

@@ -19,6 +19,7 @@ from sync_pipelines.defs.provider_assets import TELEMETRY_PROVIDERS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
 from sync_pipelines.defs.run_context import run_context_of
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.store.integrations import find_integration_owner, list_integrations
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
@@ -99,6 +100,7 @@ def _sync_telemetry(session: IntegrationSession) -> SyncResult:
     "integration (config: organization_id, optional providers). With the Celery executor the "
     "steps run on several workers.",
     tags={"sync_pipelines/kind": "organization_sync"},
+    hooks=SENTRY_HOOKS,  # the listing step opens no integration session
 )
 def sync_organization() -> None:
     enabled_integrations().map(sync_integration)

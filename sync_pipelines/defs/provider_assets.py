@@ -17,6 +17,7 @@ from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
 from sync_pipelines.defs.run_context import run_context_of
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states
 from sync_pipelines.sync.inventory import sync_devices
@@ -127,12 +128,14 @@ def build_provider_defs(provider: str) -> ProviderDefs:
             description=f"Import one {label} integration: devices, then their state"
             + (", and drain its telemetry." if provider in TELEMETRY_PROVIDERS else "."),
             tags={"provider": provider},
+            hooks=SENTRY_HOOKS,
         ),
         export_job=dg.define_asset_job(
             f"export_{provider}_desired_states",
             selection=[desired_exports],
             description=f"Push pending desired-state changes of one {label} integration.",
             tags={"provider": provider},
+            hooks=SENTRY_HOOKS,
         ),
     )
 

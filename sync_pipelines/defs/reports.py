@@ -11,6 +11,7 @@ from pydantic import Field
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.reports.chart import png_data_uri, write_chart
 from sync_pipelines.reports.integration_report import (
     IntegrationHealthReport,
@@ -87,6 +88,7 @@ report_integration_health = dg.define_asset_job(
     "report_integration_health",
     selection=[integration_health_report],
     description="Materialize the integration-health report (config: organization_id, hours).",
+    hooks=SENTRY_HOOKS,  # no integration session here to report a failure to Sentry
 )
 
 
@@ -139,7 +141,10 @@ def roll_up_provider_call_hours_op(
     )
 
 
-@dg.job(description="Roll provider calls up into hours for the long reports (hourly schedule).")
+@dg.job(
+    description="Roll provider calls up into hours for the long reports (hourly schedule).",
+    hooks=SENTRY_HOOKS,
+)
 def roll_up_provider_call_hours() -> None:
     roll_up_provider_call_hours_op()
 

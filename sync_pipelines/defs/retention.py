@@ -6,6 +6,7 @@ import dagster as dg
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.schedules import tick_time
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.observability.activity import ActivityRecorder
 from sync_pipelines.store.activity_partitions import ensure_activity_partitions
 from sync_pipelines.store.retention import RetentionPolicy, purge_expired, retention_scope
@@ -61,6 +62,7 @@ def purge_expired_rows_op(
     description="Purge rows past their retention (config: retention_days, telemetry_retention_days, "
     "dry_run).",
     tags={"sync_pipelines/kind": "retention"},
+    hooks=SENTRY_HOOKS,  # no integration session here to report a failure to Sentry
 )
 def purge_expired_rows() -> None:
     purge_expired_rows_op()

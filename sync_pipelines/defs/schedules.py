@@ -1,5 +1,7 @@
-"""Schedules: poll each enabled integration when its poll interval has elapsed."""
+"""Schedules: poll each enabled integration when its poll interval has elapsed and no sync of it
+is already queued or running."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -11,6 +13,17 @@ from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.integrations import list_enabled_integrations
 from sync_pipelines.store.sync_state import last_sync_started_at
 from sync_pipelines.sync.inventory import STREAM as DEVICES_STREAM
+
+#: the tag Dagster puts on every run of a partition (dagster._core.storage.tags.PARTITION_NAME_TAG)
+PARTITION_TAG = "dagster/partition"
+#: a run in one of these still holds its integration: queued behind the run coordinator's limits,
+#: or launched and not finished
+RUN_STATUSES_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
@@ -27,15 +40,32 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
     return due
 
 
+def partitions_with_runs_in_flight(
+    instance: dg.DagsterInstance, job_name: str, partition_keys: Iterable[str]
+) -> set[str]:
+    """Those of `partition_keys` that already have a run of `job_name` queued or running."""
+    keys = list(partition_keys)
+    if not keys:
+        return set()
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=job_name, statuses=RUN_STATUSES_IN_FLIGHT, tags={PARTITION_TAG: keys}
+        )
+    )
+    return {run.tags[PARTITION_TAG] for run in runs} & set(keys)
+
+
 def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
     label = PROVIDER_LABELS.get(provider, (provider,))[0]
     partitions_name = PROVIDER_PARTITIONS[provider].name
+    sync_job = PROVIDER_DEFS[provider].sync_job
 
     @dg.schedule(
         name=f"{provider}_poll_schedule",
-        job=PROVIDER_DEFS[provider].sync_job,
+        job=sync_job,
         cron_schedule="* * * * *",
-        description=f"Every minute, start a sync for each enabled {label} integration whose poll interval has elapsed.",
+        description=f"Every minute, start a sync for each enabled {label} integration whose poll "
+        "interval has elapsed, unless a sync of it is still queued or running.",
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     def poll(
@@ -44,8 +74,16 @@ def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
         due = due_integration_ids(store, provider)
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
+        # a run queued longer than a poll interval (the run coordinator's limits) must not get a twin
+        in_flight = partitions_with_runs_in_flight(context.instance, sync_job.name, due)
+        due = [i for i in due if i not in in_flight]
+        held = f"due, but a sync is still queued or running: {', '.join(sorted(in_flight))}"
         if not due:
+            if in_flight:
+                return dg.SkipReason(f"no {label} integration to start ({held})")
             return dg.SkipReason(f"no {label} integration is due")
+        if in_flight:
+            context.log.info(f"{label} integrations left out, {held}")
         tick = tick_time(context).strftime("%Y%m%dT%H%M")
         return [dg.RunRequest(run_key=f"{iid}:{tick}", partition_key=iid) for iid in due]
 

@@ -20,6 +20,7 @@ import dagster as dg
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.run_context import run_context_of
+from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.store.webhook_events import InboxPosition, overdue_events, pending_events_after
 from sync_pipelines.sync.session import integration_session
 from sync_pipelines.sync.webhook_processing import DEFAULT_LEASE_S, process_webhook_events
@@ -61,6 +62,7 @@ def process_webhook_events_op(
 @dg.job(
     description="Process one integration's pending webhook inbox events (config: integration_id, limit).",
     tags={"sync_pipelines/kind": "webhook_inbox"},
+    hooks=SENTRY_HOOKS,
 )
 def process_webhook_inbox() -> None:
     process_webhook_events_op()
