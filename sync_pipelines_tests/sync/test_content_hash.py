@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_pipelines.providers.contract import DeviceRecord
 from sync_pipelines.store.database import load_json
@@ -92,3 +94,57 @@ def test_any_field_change_changes_the_hash():
         for field, value in fields.items()
     }
     assert len(hashes) == len(fields) and _legacy_hash(base) not in hashes
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_times = st.none() | st.datetimes(timezones=st.just(UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=12),
+    hardware_ids=st.lists(st.text(max_size=8), max_size=3).map(tuple),
+    tags=st.lists(st.text(max_size=8), max_size=3).map(tuple),
+    status=st.none() | st.text(max_size=6),
+    enabled=st.booleans(),
+    attributes=st.dictionaries(st.text(max_size=6), _json_values, max_size=4),
+    times=st.tuples(_times, _times, _times),
+)
+def test_hash_and_columns_equal_the_earlier_formula_for_any_device(
+    name, hardware_ids, tags, status, enabled, attributes, times
+):
+    """Floats (exponents, NaN), non-ASCII and control characters, nested documents: the fast
+    encoder writes exactly what `json.dumps(sort_keys=True, default=str)` wrote."""
+    device = DeviceRecord(
+        external_id="x",
+        name=name,
+        hardware_ids=hardware_ids,
+        tags=tags,
+        status=status,
+        enabled=enabled,
+        attributes=attributes,
+        last_seen_at=times[0],
+        provider_created_at=times[1],
+        provider_updated_at=times[2],
+    )
+    row = device_row(
+        device,
+        organization_id="o",
+        integration_id="i",
+        run_id=None,
+        request_id=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert row["content_hash"] == _legacy_hash(device)
+    canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+    assert row["attributes"] == canonical(attributes)
+    assert (row["hardware_ids"], row["tags"]) == (
+        canonical(list(hardware_ids)),
+        canonical(list(tags)),
+    )
