@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.pg_copy import copy_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def insert_rows(
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        _copy_rows(conn, table, columns, rows)
+        copy_rows(conn, table, columns, rows)
         return
     placeholders = ", ".join(f":{c}" for c in columns)
     conn.execute(
@@ -134,7 +135,7 @@ def _upsert_postgres(
         f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     conn.exec_driver_sql(f"TRUNCATE {staging}")
-    _copy_rows(conn, staging, table.columns, rows)
+    copy_rows(conn, staging, table.columns, rows, types_from=table.name)
     cols = ", ".join(table.columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.update_columns)
     # xmax = 0 only for freshly inserted tuples: tells created from updated in one pass, and
@@ -147,14 +148,3 @@ def _upsert_postgres(
         f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
     ).one()
     return UpsertCounts(created, updated, len(rows) - created - updated)
-
-
-def _copy_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
-) -> None:
-    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
-    # itemgetter picks a row's values in C; psycopg's C writer formats each row
-    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(values(row))
