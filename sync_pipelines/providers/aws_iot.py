@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -51,6 +52,7 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
 )
+from sync_pipelines.providers.pools import map_in_context
 
 MAX_PAGE_SIZE = 250
 _NAMED_SHADOWS_PAGE_SIZE = 100
@@ -166,7 +168,9 @@ class AwsIotProvider(Provider):
         states: list[DeviceState] = []
         failures: list[StateFailure] = []
         with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="aws-iot-state") as pool:
-            outcomes = pool.map(lambda thing: self._read_state(data, thing), external_ids)
+            outcomes = map_in_context(
+                pool, self._read_state, repeat(data, len(external_ids)), external_ids
+            )
             for external_id, outcome in zip(external_ids, outcomes, strict=True):
                 if isinstance(outcome, DeviceState):
                     states.append(outcome)

@@ -62,6 +62,7 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
 )
+from sync_pipelines.providers.pools import map_in_context
 
 API_VERSION = "2021-04-12"
 MAX_PAGE_SIZE = 100
@@ -199,9 +200,8 @@ class AzureIotProvider(Provider):
         states: list[DeviceState] = []
         failures: list[StateFailure] = []
         with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="azure-twin") as pool:
-            for external_id, outcome in zip(
-                external_ids, pool.map(self._fetch_state, external_ids), strict=True
-            ):
+            outcomes = map_in_context(pool, self._fetch_state, external_ids)
+            for external_id, outcome in zip(external_ids, outcomes, strict=True):
                 if isinstance(outcome, DeviceState):
                     states.append(outcome)
                 elif isinstance(outcome, AuthError):

@@ -4,6 +4,8 @@ Paging is page-number based (0-based `page`, `perPage` ≤ 100) and counts may a
 strings (protojson int64). Pages are fetched a few ahead, concurrently, and yielded in order;
 the cursor after a page is the next page number, so a killed scan resumes where it stopped
 (with one page of overlap, which the idempotent upsert absorbs, in case deletions shifted it).
+A page is decoded in one typed pass (`golioth_wire`); a page that pass cannot take whole goes
+the generic way, record by record, so one bad record is rejected and the rest are kept.
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
 )
+from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
+from sync_pipelines.providers.pools import map_in_context, submit_in_context
 
 MAX_PER_PAGE = 100
 _REQUEST_ID = "X-Request-ID"
+#: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
+_EMPTY_ATTRIBUTE = (None, "", [], {})
 
 
 class GoliothProvider(Provider):
@@ -117,11 +123,13 @@ class GoliothProvider(Provider):
             page_no = start + 1
             while True:
                 while next_to_submit <= last_page and len(pending) < self.page_concurrency:
-                    pending[next_to_submit] = pool.submit(self._fetch_page, next_to_submit)
+                    pending[next_to_submit] = submit_in_context(
+                        pool, self._fetch_page, next_to_submit
+                    )
                     next_to_submit += 1
                 if page_no not in pending:
                     # the inventory grew past the first page's total: carry on one by one
-                    pending[page_no] = pool.submit(self._fetch_page, page_no)
+                    pending[page_no] = submit_in_context(pool, self._fetch_page, page_no)
                     next_to_submit = max(next_to_submit, page_no + 1)
                 page = pending.pop(page_no).result()
                 yield page
@@ -138,9 +146,8 @@ class GoliothProvider(Provider):
         states: list[DeviceState] = []
         failures: list[StateFailure] = []
         with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="golioth-state") as pool:
-            for external_id, outcome in zip(
-                external_ids, pool.map(self._fetch_state, external_ids), strict=True
-            ):
+            outcomes = map_in_context(pool, self._fetch_state, external_ids)
+            for external_id, outcome in zip(external_ids, outcomes, strict=True):
                 if isinstance(outcome, DeviceState):
                     states.append(outcome)
                 elif isinstance(outcome, AuthError):
@@ -197,6 +204,28 @@ class GoliothProvider(Provider):
         response = self._get(
             f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page}
         )
+        typed = _typed_page(response.content)
+        rejected: list[RejectedRecord] = []
+        if typed is not None:
+            devices, total, item_count = typed
+        else:  # something on the page needs the per-record path (or the body is broken)
+            devices, rejected, total, item_count = self._generic_page(response)
+        seen = page * self.per_page + item_count
+        done = not item_count or seen >= total
+        return DevicePage(
+            devices=devices,
+            rejected=rejected,
+            cursor_after=None if done else {"next_page": page + 1, "per_page": self.per_page},
+            page_number=page,
+            total=total,
+            request_id=response.request.headers.get(_REQUEST_ID),
+        )
+
+    def _generic_page(
+        self, response: httpx.Response
+    ) -> tuple[list[DeviceRecord], list[RejectedRecord], int, int]:
+        """Decode a page record by record: a bad record is rejected with the reason, the rest
+        are kept. Returns devices, rejected records, `total` and how many records it held."""
         body = self._decode(response)
         items = body.get("list") if isinstance(body, dict) else None
         if not isinstance(items, list):
@@ -220,16 +249,7 @@ class GoliothProvider(Provider):
                         error_message=f"{type(exc).__name__}: {exc}",
                     )
                 )
-        seen = page * self.per_page + len(items)
-        done = not items or seen >= total
-        return DevicePage(
-            devices=devices,
-            rejected=rejected,
-            cursor_after=None if done else {"next_page": page + 1, "per_page": self.per_page},
-            page_number=page,
-            total=total,
-            request_id=response.request.headers.get(_REQUEST_ID),
-        )
+        return devices, rejected, total, len(items)
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
@@ -326,7 +346,7 @@ def _to_device(raw: Any) -> DeviceRecord:
     attributes = {
         key: raw[key]
         for key in ("blueprintId", "cohortId", "certificateId", "data")
-        if raw.get(key) not in (None, "", [], {})
+        if raw.get(key) not in _EMPTY_ATTRIBUTE
     }
     if metadata:
         attributes["metadata"] = metadata
@@ -335,7 +355,7 @@ def _to_device(raw: Any) -> DeviceRecord:
         name=name,
         hardware_ids=_str_list(raw, "hardwareIds", external_id),
         tags=_str_list(raw, "tagIds", external_id),
-        status=_status(raw, metadata),
+        status=_status(metadata.get("status") or raw.get("status")),
         enabled=bool(raw.get("enabled", False)),
         last_seen_at=_time(
             raw.get("lastReport") or metadata.get("lastReport"), "lastReport", external_id
@@ -355,8 +375,54 @@ def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...
     return tuple(value)
 
 
-def _status(raw: dict[str, Any], metadata: dict[str, Any]) -> str | None:
-    status = metadata.get("status") or raw.get("status")
+def _typed_page(content: bytes) -> tuple[list[DeviceRecord], int, int] | None:
+    """Devices, `total` and record count of a page the typed decoder takes whole, or None
+    when anything on it needs the generic path (which also words the errors)."""
+    page = decode_page(content)
+    if page is None:
+        return None
+    try:
+        return [_typed_device(d) for d in page.devices], _as_int(page.total), len(page.devices)
+    except (ValueError, TypeError):
+        return None
+
+
+def _typed_device(wire: WireDevice) -> DeviceRecord:
+    """`_to_device` for a device msgspec has type-checked: the same record, field for field.
+    Raises ValueError / TypeError wherever `_to_device` would reject the device."""
+    external_id, name = wire.id, wire.name
+    if not external_id or not name:
+        raise ValueError("device has an empty `id` or `name`")
+    metadata = wire.metadata or {}
+    # the same keys, in the same order, as `_to_device`; for `str | None`, truthy == not empty
+    attributes: JsonDict = {}
+    if wire.blueprint_id:
+        attributes["blueprintId"] = wire.blueprint_id
+    if wire.cohort_id:
+        attributes["cohortId"] = wire.cohort_id
+    if wire.certificate_id:
+        attributes["certificateId"] = wire.certificate_id
+    if wire.data not in _EMPTY_ATTRIBUTE:
+        attributes["data"] = wire.data
+    if metadata:
+        attributes["metadata"] = metadata
+    return DeviceRecord(
+        external_id=external_id,
+        name=name,
+        hardware_ids=wire.hardware_ids,
+        tags=wire.tag_ids,
+        status=_status(metadata.get("status") or wire.status),
+        enabled=bool(wire.enabled),
+        last_seen_at=_time(
+            wire.last_report or metadata.get("lastReport"), "lastReport", external_id
+        ),
+        provider_created_at=_time(wire.created_at, "createdAt", external_id),
+        provider_updated_at=_time(wire.updated_at, "updatedAt", external_id),
+        attributes=attributes,
+    )
+
+
+def _status(status: Any) -> str | None:
     return None if status in (None, "", "-") else str(status)
 
 
@@ -376,7 +442,7 @@ def _time(value: Any, field: str, external_id: str) -> datetime | None:
 
 def _as_int(value: Any) -> int:
     """protojson sends int64 as strings: accept 6 and "6"."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | str):  # null, 1.5, [], {}
         raise ValueError(f"{value!r} is not an integer")
     return int(value)
 
