@@ -1,11 +1,11 @@
 """One devices sync in this process, as `sync-pipelines sync ID --stream devices` runs it, with
 the observability switches the benchmark needs and the time of each per-run phase.
 
-The product has a switch for structured logs (`SYNC_LOG_LEVEL`) but none yet for the activity
-log. With `SYNC_ACTIVITY_LOG=off` this script keeps the activity recorder (its counts and
-latencies feed the run's figures) but hands it a sink that discards rows — what the proposed
-product switch would do in `integration_session`. If the product already honours the variable
-(the session's recorder no longer writes to the store), that is used and nothing is replaced.
+The product's switches: structured logs by `SYNC_LOG_LEVEL`, the activity log by
+`SYNC_ACTIVITY_LOG=off` (`integration_session` then hands the recorder a sink that discards
+rows; its counts and latencies still feed the run's figures), reported as `off-product`. A
+checkout older than that switch gets the same discarding sink from this script (`off-bench`),
+so before/after comparisons still measure the same thing.
 Prints one JSON line: the sync's figures, `activity_log` (on | off-product | off-bench) and
 `phases_s` (imports, store, migrations check, session, sync, flush).
 

@@ -4,11 +4,10 @@
    the CLI's sync in a child process) with the activity log and structured logs each on or
    off, alternating the order every rep, each a full initial load into emptied tables.
    Structured logs off = `SYNC_LOG_LEVEL=WARNING` (the product's switch; a sync that goes
-   well logs nothing at WARNING). Activity log off = `SYNC_ACTIVITY_LOG=off`: the product has
-   no such switch yet, so bench/sync_child.py emulates it (a sink that discards rows) until it
-   does. Overhead % = median(variant) / median(all off) - 1, from process wall time and from
-   the sync's own duration. "logs at DEBUG" shows what a log line per provider call and per
-   batch would cost (not a production setting).
+   well logs nothing at WARNING). Activity log off = `SYNC_ACTIVITY_LOG=off` (the product's
+   switch: a sink that discards rows). Overhead % = median(variant) / median(all off) - 1,
+   from process wall time and from the sync's own duration. "logs at DEBUG" shows what a log
+   line per provider call and per batch would cost (not a production setting).
 2. Per-run fixed cost (a 1-device inventory): `python -c pass`, `sync-pipelines --help`, the
    real `sync-pipelines sync ID --stream devices`, the phases inside a sync run, the per-run
    cost inside a process that has the code imported already (a Dagster run worker: the store
