@@ -122,15 +122,17 @@ def test_attempts_follow_the_integrations_setting(peer, recorder):
 
 def test_a_retry_after_longer_than_the_budget_left_stops_at_once(peer, recorder):
     peer.proxy.add_faults(FaultSpec("rate_limit", times=50, retry_after_s=5))
-    started = time.monotonic()
-    with (
-        _provider(peer, recorder, retry_max_total_s=2) as provider,
-        pytest.raises(RateLimitedError) as raised,
-    ):
-        list(provider.list_devices())
-    assert time.monotonic() - started < 1.5
+    with _provider(peer, recorder, retry_max_total_s=2) as provider:
+        started = time.monotonic()
+        with pytest.raises(RateLimitedError) as raised:
+            list(provider.list_devices())
+        elapsed = time.monotonic() - started
     assert raised.value.retry_after_s == 5
-    assert _summary(_rows(recorder)) == [(1, "failed", 400, "rate_limited")]
+    rows = _rows(recorder)
+    assert _summary(rows) == [(1, "failed", 400, "rate_limited")]
+    # no wait at all: apart from the one call itself, far less than the 2 s budget it would
+    # have slept (the call's own duration is taken out, so a slow machine cannot fail this)
+    assert elapsed - rows[0].response_time_ms / 1000 < 1.0
 
 
 def test_state_reads_survive_a_read_timeout_and_a_shadow_503(peer, recorder):
