@@ -1,7 +1,9 @@
 """An incident's life and the notifications it owes: the first sighting of a condition opens
 it ("firing"), later sightings only count (`occurrences`) until the cooldown has passed since the
 last notification ("repeat", with the count), and when the condition clears it is resolved
-("resolved", once, and only if someone was told it was firing).
+("resolved", once, and only if someone was told it was firing). A condition that worsens to
+critical after it was announced at a lower severity is announced at once ("escalated"), cooldown
+or not; easing back to a warning is not announced (the next repeat carries it).
 
 `sight` and `clear` work inside the caller's transaction (so a failed run can be recorded and
 its incident raised atomically); the notification they return is sent after the commit with
@@ -18,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.alerts.channels import Delivery
-from sync_pipelines.alerts.messages import FIRING, REPEAT, RESOLVED, AlertMessage
+from sync_pipelines.alerts.messages import ESCALATED, FIRING, REPEAT, RESOLVED, AlertMessage
 from sync_pipelines.alerts.notify import send_message
-from sync_pipelines.alerts.rules import Condition
+from sync_pipelines.alerts.rules import CRITICAL, Condition
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.store.alerts import (
     Incident,
@@ -39,6 +41,7 @@ class OwedNotification:
     #: the claim taken for a firing/repeat, and the value it replaced (to give it back)
     claimed_at: datetime | None = None
     previously_notified_at: datetime | None = None
+    previously_notified_severity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +74,23 @@ def sight(
         return incident, None
     cooled_down_at = now - timedelta(seconds=settings.cooldown_s)
     previous = incident.last_notified_at
-    if previous is not None and previous > cooled_down_at:
+    escalated = (
+        previous is not None
+        and incident.severity == CRITICAL
+        and incident.notified_severity != CRITICAL
+    )
+    if previous is not None and previous > cooled_down_at and not escalated:
         return incident, None  # the common case within an outage: no further write
-    if not claim_notification(conn, incident, now=now, notified_before=cooled_down_at):
+    if not claim_notification(
+        conn, incident, now=now, notified_before=cooled_down_at, escalation=escalated
+    ):
         return incident, None  # a concurrent evaluation took it
     return incident, OwedNotification(
-        replace(incident, last_notified_at=now),
-        FIRING if previous is None else REPEAT,
+        replace(incident, last_notified_at=now, notified_severity=incident.severity),
+        FIRING if previous is None else ESCALATED if escalated else REPEAT,
         claimed_at=now,
         previously_notified_at=previous,
+        previously_notified_severity=incident.notified_severity,
     )
 
 
@@ -121,6 +132,7 @@ def send_owed(
                 owed.incident,
                 claimed_at=owed.claimed_at,
                 previous=owed.previously_notified_at,
+                previous_severity=owed.previously_notified_severity,
             )
     return deliveries
 

@@ -11,11 +11,14 @@ from sync_pipelines.alerts.channels import SLACK, Channel
 from sync_pipelines.store.alerts import Incident
 
 FIRING, REPEAT, RESOLVED, HEARTBEAT, TEST = "firing", "repeat", "resolved", "heartbeat", "test"
+#: an open incident announced at a lower severity has become critical
+ESCALATED = "escalated"
 SOURCE = "sync_pipelines"
 _SLACK_HEADER_MAX = 150  # Block Kit's limit for a header's plain_text
 _ICONS = {
     FIRING: ":rotating_light:",
     REPEAT: ":repeat:",
+    ESCALATED: ":arrow_double_up:",
     RESOLVED: ":white_check_mark:",
     HEARTBEAT: ":heartbeat:",
     TEST: ":test_tube:",
@@ -24,7 +27,7 @@ _ICONS = {
 
 @dataclass(frozen=True, slots=True)
 class AlertMessage:
-    """One notification: about an incident (firing, repeat, resolved), or about the alert path
+    """One notification: about an incident (firing, escalated, repeat, resolved), or about the alert path
     itself (heartbeat, test)."""
 
     kind: str
@@ -42,6 +45,8 @@ class AlertMessage:
         )
         if self.kind == RESOLVED:
             return f"[RESOLVED] {i.rule} on {subject}"
+        if self.kind == ESCALATED:
+            return f"[{i.severity.upper()}] escalated: {i.rule} on {subject} (seen {i.occurrences} times)"
         if self.kind == REPEAT:
             return f"[{i.severity.upper()}] still firing: {i.rule} on {subject} (seen {i.occurrences} times)"
         return f"[{i.severity.upper()}] {i.rule} on {subject}"

@@ -25,7 +25,7 @@ SENT, FAILED = "sent", "failed"
 _INCIDENT_COLUMNS = (
     "id, organization_id, integration_id, rule, dedupe_key, severity, status, summary, details, "
     "occurrences, first_seen_at, last_seen_at, last_notified_at, resolved_at, run_id, request_id, "
-    "updated_at"
+    "updated_at, notified_severity"
 )
 
 
@@ -49,6 +49,8 @@ class Incident:
     run_id: str | None
     request_id: str | None
     updated_at: datetime
+    #: the severity of the last notification (None: never notified)
+    notified_severity: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -81,7 +83,7 @@ def upsert_open_incident(
             sa.text(
                 f"INSERT INTO alert_incidents ({_INCIDENT_COLUMNS}) VALUES (:id, :o, :i, :rule, :key, "
                 ":severity, 'open', :summary, :details, 1, :now, :now, NULL, NULL, :run_id, "
-                ":request_id, :now) "
+                ":request_id, :now, NULL) "
                 "ON CONFLICT (organization_id, dedupe_key) WHERE status = 'open' DO UPDATE SET "
                 "occurrences = alert_incidents.occurrences + 1, last_seen_at = excluded.last_seen_at, "
                 "severity = excluded.severity, summary = excluded.summary, details = excluded.details, "
@@ -111,33 +113,55 @@ def upsert_open_incident(
 
 
 def claim_notification(
-    conn: Connection, incident: Incident, *, now: datetime, notified_before: datetime
+    conn: Connection,
+    incident: Incident,
+    *,
+    now: datetime,
+    notified_before: datetime,
+    escalation: bool = False,
 ) -> bool:
-    """Take the right to notify about an open incident: first ever (never notified), or the
-    last notification was at or before `notified_before` (the cooldown has passed). True for
+    """Take the right to notify about an open incident: first ever (never notified), the last
+    notification was at or before `notified_before` (the cooldown has passed), or, with
+    `escalation`, the incident is critical and was last announced at a lower severity. True for
     exactly one of several racing callers."""
     result = conn.execute(
         sa.text(
-            "UPDATE alert_incidents SET last_notified_at = :now, updated_at = :now "
+            "UPDATE alert_incidents SET last_notified_at = :now, notified_severity = :severity, "
+            "updated_at = :now "
             "WHERE organization_id = :o AND id = :id AND status = 'open' "
-            "AND (last_notified_at IS NULL OR last_notified_at <= :before)"
+            "AND (last_notified_at IS NULL OR last_notified_at <= :before OR (:escalation = 1 "
+            "AND :severity = 'critical' AND coalesce(notified_severity, '') <> 'critical'))"
         ),
-        {"now": now, "o": incident.organization_id, "id": incident.id, "before": notified_before},
+        {
+            "now": now,
+            "o": incident.organization_id,
+            "id": incident.id,
+            "before": notified_before,
+            "severity": incident.severity,
+            "escalation": int(escalation),
+        },
     )
     return result.rowcount == 1
 
 
 def release_notification(
-    conn: Connection, incident: Incident, *, claimed_at: datetime, previous: datetime | None
+    conn: Connection,
+    incident: Incident,
+    *,
+    claimed_at: datetime,
+    previous: datetime | None,
+    previous_severity: str | None,
 ) -> None:
     """Undo a claim whose notification reached no channel, so the next evaluation tries again."""
     conn.execute(
         sa.text(
-            "UPDATE alert_incidents SET last_notified_at = :previous "
+            "UPDATE alert_incidents SET last_notified_at = :previous, "
+            "notified_severity = :previous_severity "
             "WHERE organization_id = :o AND id = :id AND last_notified_at = :claimed"
         ),
         {
             "previous": previous,
+            "previous_severity": previous_severity,
             "o": incident.organization_id,
             "id": incident.id,
             "claimed": claimed_at,
@@ -383,4 +407,5 @@ def _to_incident(row: Any) -> Incident:
         run_id=row["run_id"],
         request_id=row["request_id"],
         updated_at=parse_timestamp(row["updated_at"]),
+        notified_severity=row["notified_severity"],
     )

@@ -71,7 +71,11 @@ def test_error_rate_warns_above_5_percent_turns_critical_above_10_and_clears(sto
     _window(store, integration, t2, ok=100, failed=1)  # 1 %
     evaluate_alerts(store, settings, now=t2)
     assert (ERROR_RATE, "resolved") in _incidents(store)
-    assert [m["kind"] for m in sink.accepted()] == ["firing", "resolved"]
+    assert [m["kind"] for m in sink.accepted()] == [
+        "firing",
+        "escalated",
+        "resolved",
+    ]  # critical is announced at once
 
 
 def test_too_few_calls_neither_open_nor_resolve_an_incident(store, sink, settings):
@@ -179,7 +183,7 @@ def test_inbox_backlog_uses_the_integrations_threshold_overrides(store, sink, se
     process_inbox(store, integration, at=T0 + 2 * S)
     evaluate_alerts(store, settings, now=T0 + 2 * S)
     assert set(_incidents(store)) == {(INBOX_BACKLOG, "resolved")}
-    assert [m["kind"] for m in sink.accepted()] == ["firing", "resolved"]
+    assert [m["kind"] for m in sink.accepted()] == ["firing", "escalated", "resolved"]
 
 
 def test_the_incidents_of_a_disabled_integration_resolve(store, sink, settings):
