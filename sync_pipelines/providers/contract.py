@@ -76,6 +76,18 @@ class DeviceState:
 
 
 @dataclass(frozen=True, slots=True)
+class StatePage:
+    """One page of a state listing (`Provider.list_states`): the states it carried. A device
+    the page named without its state is left out; the engine reads those one by one."""
+
+    states: Sequence[DeviceState]
+    #: every device id the page named, with or without its state
+    device_count: int
+    page_number: int = 0
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StateFailure:
     """A device whose state could not be read; the rest of the batch carries on."""
 
@@ -200,6 +212,16 @@ class Provider(abc.ABC):
     supports_desired: bool = False
     #: the provider streams telemetry that `drain_telemetry` receives
     supports_telemetry: bool = False
+
+    @property
+    def lists_states(self) -> bool:
+        """Whether `list_states` serves this integration (the provider can return many devices'
+        states per call and the integration's settings ask for it)."""
+        return False
+
+    def list_states(self) -> Iterator[StatePage]:
+        """Stream every device's state, many devices per call. Only when `lists_states`."""
+        raise NotImplementedError(f"provider {self.name} reads states one device at a time")
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None

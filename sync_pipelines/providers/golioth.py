@@ -14,16 +14,18 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
+    ConfigError,
     ConflictError,
     MalformedResponseError,
     ProviderError,
@@ -43,11 +45,14 @@ from sync_pipelines.providers.contract import (
     PushResult,
     RejectedRecord,
     StateFailure,
+    StatePage,
 )
 from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
 from sync_pipelines.providers.pools import map_in_context, submit_in_context
 
 MAX_PER_PAGE = 100
+_STATE_SOURCES = ("device", "list")
+_P = TypeVar("_P")
 _REQUEST_ID = "X-Request-ID"
 #: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
 _EMPTY_ATTRIBUTE = (None, "", [], {})
@@ -68,6 +73,16 @@ class GoliothProvider(Provider):
         )
         self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
         self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
+        #: "device": one LightDB read per device; "list": states ride on the device list
+        #: (`statePath`), 100 per call. Opt-in: the list's `statePath=/` for the whole tree is
+        #: inferred from the API reference, so the per-device read stays the default.
+        self.state_source = str(settings.get("state_source", "device"))
+        if self.state_source not in _STATE_SOURCES:
+            raise ConfigError(
+                config.integration_id,
+                f"setting `state_source` must be one of {', '.join(_STATE_SOURCES)}, "
+                f"not {self.state_source!r}",
+            )
         self.http = clients.http(
             str(settings["base_url"]).rstrip("/"), {"x-api-key": config.secrets["api_key"]}
         )
@@ -112,32 +127,56 @@ class GoliothProvider(Provider):
         start = 0
         if since and isinstance(since.get("next_page"), int):
             start = max(0, since["next_page"] - 1)  # one page of overlap: see module docstring
-        first = self._fetch_page(start)
+        yield from self._stream_pages(
+            self._fetch_page, start, last=lambda p: p.cursor_after is None, total=lambda p: p.total
+        )
+
+    @property
+    def lists_states(self) -> bool:
+        return self.state_source == "list"
+
+    def list_states(self) -> Iterator[StatePage]:
+        """Every device's LightDB State from the device list (`statePath=/`), 100 devices per
+        call instead of one call per device. A device listed without `data` is left out of its
+        page's states, for the engine to read one by one."""
+        for listed in self._stream_pages(
+            self._fetch_state_page, 0, last=lambda p: p.last, total=lambda p: p.total
+        ):
+            yield listed.page
+
+    def _stream_pages(
+        self,
+        fetch: Callable[[int], _P],
+        start: int,
+        *,
+        last: Callable[[_P], bool],
+        total: Callable[[_P], int | None],
+    ) -> Iterator[_P]:
+        """Pages `start`, `start + 1`, … in order, a few fetched ahead concurrently."""
+        first = fetch(start)
         yield first
-        if first.cursor_after is None:
+        if last(first):
             return
-        last_page = _last_page(first.total, self.per_page)
+        last_page = _last_page(total(first), self.per_page)
         with ThreadPoolExecutor(self.page_concurrency, thread_name_prefix="golioth-page") as pool:
-            pending: dict[int, Future[DevicePage]] = {}
+            pending: dict[int, Future[_P]] = {}
             next_to_submit = start + 1
             page_no = start + 1
             while True:
                 while next_to_submit <= last_page and len(pending) < self.page_concurrency:
-                    pending[next_to_submit] = submit_in_context(
-                        pool, self._fetch_page, next_to_submit
-                    )
+                    pending[next_to_submit] = submit_in_context(pool, fetch, next_to_submit)
                     next_to_submit += 1
                 if page_no not in pending:
                     # the inventory grew past the first page's total: carry on one by one
-                    pending[page_no] = submit_in_context(pool, self._fetch_page, page_no)
+                    pending[page_no] = submit_in_context(pool, fetch, page_no)
                     next_to_submit = max(next_to_submit, page_no + 1)
                 page = pending.pop(page_no).result()
                 yield page
-                if page.cursor_after is None:
+                if last(page):
                     for f in pending.values():
                         f.cancel()
                     return
-                last_page = max(last_page, _last_page(page.total, self.per_page))
+                last_page = max(last_page, _last_page(total(page), self.per_page))
                 page_no += 1
 
     def get_states(
@@ -251,6 +290,37 @@ class GoliothProvider(Provider):
                 )
         return devices, rejected, total, len(items)
 
+    def _fetch_state_page(self, page: int) -> _ListedStates:
+        try:
+            response = self._get(
+                f"{self._prefix}/devices",
+                params={"page": page, "perPage": self.per_page, "statePath": "/"},
+            )
+        except httpx.TransportError as exc:  # a ProviderError, so the engine falls back per device
+            raise TransientError(
+                f"{type(exc).__name__}: {exc}", provider=self.name, endpoint="devices?statePath=/"
+            ) from exc
+        body = self._decode(response)
+        items = body.get("list") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise self._malformed(response, "device list page has no `list` array")
+        try:
+            total = _as_int(body.get("total", 0))
+        except ValueError as exc:
+            raise self._malformed(response, f"device list page has a bad `total`: {exc}") from exc
+        request_id = response.request.headers.get(_REQUEST_ID)
+        states = [
+            _state_of(item["id"], item["data"], request_id)
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and "data" in item
+        ]
+        seen = page * self.per_page + len(items)
+        return _ListedStates(
+            StatePage(states, len(items), page_number=page, request_id=request_id),
+            total,
+            not items or seen >= total,
+        )
+
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
             response = self._get(f"{self._prefix}/devices/{external_id}/data")
@@ -265,24 +335,7 @@ class GoliothProvider(Provider):
             )
         if not isinstance(body, dict) or "data" not in body:
             return self._malformed(response, "state response has no `data` member")
-        tree = body["data"]
-        reported: Any
-        desired: Any
-        if isinstance(tree, dict) and ("reported" in tree or "desired" in tree):
-            reported, desired = tree.get("reported"), tree.get("desired")
-        else:  # LightDB is a free-form tree: without the convention it is all "reported"
-            reported, desired = tree, None
-        return DeviceState(
-            external_id=external_id,
-            reported=reported
-            if isinstance(reported, dict) or reported is None
-            else {"value": reported},
-            desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
-            # LightDB has no version or etag; a digest of the tree stands in for one.
-            version=hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16],
-            observed_at=utc_now(),
-            request_id=response.request.headers.get(_REQUEST_ID),
-        )
+        return _state_of(external_id, body["data"], response.request.headers.get(_REQUEST_ID))
 
     def _get_json(self, path: str) -> Any:
         return self._decode(self._get(path))
@@ -445,6 +498,35 @@ def _as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):  # null, 1.5, [], {}
         raise ValueError(f"{value!r} is not an integer")
     return int(value)
+
+
+def _state_of(external_id: str, tree: Any, request_id: str | None) -> DeviceState:
+    """A device's LightDB State tree as a DeviceState (the same from a per-device read and from
+    the device list, so a state read either way hashes the same)."""
+    reported: Any
+    desired: Any
+    if isinstance(tree, dict) and ("reported" in tree or "desired" in tree):
+        reported, desired = tree.get("reported"), tree.get("desired")
+    else:  # LightDB is a free-form tree: without the convention it is all "reported"
+        reported, desired = tree, None
+    return DeviceState(
+        external_id=external_id,
+        reported=reported
+        if isinstance(reported, dict) or reported is None
+        else {"value": reported},
+        desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
+        # LightDB has no version or etag; a digest of the tree stands in for one.
+        version=hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16],
+        observed_at=utc_now(),
+        request_id=request_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ListedStates:
+    page: StatePage
+    total: int
+    last: bool
 
 
 def _last_page(total: int | None, per_page: int) -> int:

@@ -101,6 +101,23 @@ def device_ids_after(
     )
 
 
+def known_device_ids(
+    conn: Connection, organization_id: str, integration_id: str, external_ids: Sequence[str]
+) -> list[str]:
+    """Those of `external_ids` the store has a device for."""
+    if not external_ids:
+        return []
+    return list(
+        conn.execute(
+            sa.text(
+                "SELECT external_id FROM devices WHERE organization_id = :o AND "
+                "integration_id = :i AND external_id IN :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"o": organization_id, "i": integration_id, "ids": list(external_ids)},
+        ).scalars()
+    )
+
+
 def get_device(
     conn: Connection, organization_id: str, integration_id: str, external_id: str
 ) -> dict[str, Any] | None:

@@ -6,11 +6,21 @@ import contextlib
 import json
 
 import dagster as dg
+import pytest
 
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.observability.logging import configure_logging
 
 golioth_devices = PROVIDER_DEFS["golioth"].devices
+
+
+@pytest.fixture(autouse=True)
+def _debug_json_logs():
+    """These tests read debug lines: the level they need, whatever an earlier test in this
+    worker left behind (Dagster's managed python loggers set the `sync_pipelines` logger's
+    level for a run and keep it)."""
+    configure_logging("json", "DEBUG", force=True)
 
 
 def _json_lines(text: str) -> list[dict]:
