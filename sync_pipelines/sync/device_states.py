@@ -8,10 +8,8 @@ did not give, so a device missing from the listing still ends stored or dead-let
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
-
-import numpy as np
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import AuthError, ProviderError, category_of
@@ -25,6 +23,9 @@ from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.sync_run import SyncRun
+
+if TYPE_CHECKING:
+    from sync_pipelines.sync.seen_ids import SeenIds
 
 STREAM = "device_states"
 DEFAULT_BATCH_SIZE = 200
@@ -97,6 +98,9 @@ def _states_from_listing(session: IntegrationSession, run: SyncRun, provider: Pr
     the listing could not give (a device listed without its state, one the provider no longer
     lists, a page that failed for good) is left to the per-device pass: the ids stored here are
     the ones it skips."""
+    # imported here: numpy costs every CLI sync 60 ms and 12 MiB, and only this path needs it
+    from sync_pipelines.sync.seen_ids import SeenIds
+
     integ, store = session.integration, session.store
     seen = SeenIds()
     try:
@@ -155,41 +159,6 @@ def _store_states(
     c.failed += len(failures)
     _record_failures(session, failures)
     session.recorder.flush()
-
-
-class SeenIds:
-    """A set of device ids in 8 bytes each (a 64-bit digest, sorted numpy arrays): a million
-    devices take 8 MB where a Python set of their ids would take over 100."""
-
-    def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._sorted: np.ndarray | None = None
-
-    def add(self, ids: Iterable[str]) -> None:
-        chunk = np.fromiter((_digest64(i) for i in ids), dtype=np.uint64)
-        if chunk.size:
-            self._chunks.append(chunk)
-            self._sorted = None
-
-    def __len__(self) -> int:
-        return sum(c.size for c in self._chunks)
-
-    def missing(self, ids: Sequence[str]) -> list[str]:
-        """Those of `ids` not added (a 64-bit digest collision could hide one: about 1 in 10^7
-        for a million devices)."""
-        if not self._chunks:
-            return list(ids)
-        if self._sorted is None:
-            self._sorted = np.unique(np.concatenate(self._chunks))
-            self._chunks = [self._sorted]
-        wanted = np.fromiter((_digest64(i) for i in ids), dtype=np.uint64, count=len(ids))
-        positions = np.searchsorted(self._sorted, wanted).clip(max=self._sorted.size - 1)
-        found = self._sorted[positions] == wanted
-        return [i for i, hit in zip(ids, found, strict=True) if not hit]
-
-
-def _digest64(external_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(external_id.encode(), digest_size=8).digest(), "big")
 
 
 def _record_failures(session: IntegrationSession, failures: list[StateFailure]) -> None:

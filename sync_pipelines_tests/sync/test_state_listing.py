@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.errors import ConfigError
-from sync_pipelines.sync.device_states import SeenIds, sync_device_states
+from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
+from sync_pipelines.sync.seen_ids import SeenIds
 
 
 def _states(store, integration_id: str) -> dict[str, tuple]:
