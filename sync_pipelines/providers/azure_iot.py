@@ -61,6 +61,8 @@ from sync_pipelines.providers.contract import (
     PushResult,
     RejectedRecord,
     StateFailure,
+    StatePage,
+    state_source_of,
 )
 from sync_pipelines.providers.pools import map_in_context
 
@@ -107,6 +109,8 @@ class AzureIotProvider(Provider):
             settings, "state_concurrency", DEFAULT_STATE_CONCURRENCY, integration_id
         )
         self.query = str(settings.get("query") or DEFAULT_QUERY)
+        #: "list": states come with the twin query's pages (twins carry their properties)
+        self.state_source = state_source_of(config)
         self.api_version = str(settings.get("api_version") or API_VERSION)
         self.tokens = SasTokenSource(
             self.connection, _int_setting(settings, "sas_ttl_s", DEFAULT_TTL_S, integration_id)
@@ -194,6 +198,40 @@ class AzureIotProvider(Provider):
             continuation = next_token
             page_number += 1
 
+    @property
+    def lists_states(self) -> bool:
+        return self.state_source == "list"
+
+    def list_states(self) -> Iterator[StatePage]:
+        """States from the integration's twin query: a query's twins carry their `properties`
+        and `etag`, as `GET /twins/{id}` does, a page of up to `page_size` at a time. A twin
+        without `properties` (a query that projects them away) is left out, for the engine to
+        read alone."""
+        continuation: str | None = None
+        page_number = 0
+        while True:
+            response = self._query_page(continuation, self.page_size)
+            items = self._decode(response)
+            if not isinstance(items, list):
+                raise self._malformed(response, "query response is not a JSON array of twins")
+            next_token = response.headers.get("x-ms-continuation") or None
+            if next_token is not None and next_token == continuation:
+                raise self._malformed(
+                    response, "the hub returned the same continuation token again"
+                )
+            request_id = response.request.headers.get(_REQUEST_ID)
+            listed = (_listed_state(twin, request_id) for twin in items)
+            yield StatePage(
+                [state for state in listed if state is not None],
+                len(items),
+                page_number=page_number,
+                request_id=request_id,
+            )
+            if next_token is None:
+                return
+            continuation = next_token
+            page_number += 1
+
     def get_states(
         self, external_ids: Sequence[str]
     ) -> tuple[list[DeviceState], list[StateFailure]]:
@@ -265,13 +303,11 @@ class AzureIotProvider(Provider):
             return self._malformed(
                 response, f"twin of device {external_id!r} has no `properties` object"
             )
-        return DeviceState(
-            external_id=external_id,
-            reported=_without_bookkeeping(properties.get("reported")),
-            desired=_without_bookkeeping(properties.get("desired")),
-            version=_etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
-            observed_at=utc_now(),
-            request_id=response.request.headers.get(_REQUEST_ID),
+        return _twin_state(
+            external_id,
+            properties,
+            _etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
+            response.request.headers.get(_REQUEST_ID),
         )
 
     def _request(
@@ -502,6 +538,29 @@ def _hub_time(value: Any, field: str, device_id: str) -> datetime | None:
             f"device {device_id}: `{field}` {value!r:.40} is not an ISO 8601 time"
         ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _twin_state(
+    external_id: str, properties: JsonDict, version: str | None, request_id: str | None
+) -> DeviceState:
+    return DeviceState(
+        external_id=external_id,
+        reported=_without_bookkeeping(properties.get("reported")),
+        desired=_without_bookkeeping(properties.get("desired")),
+        version=version,
+        observed_at=utc_now(),
+        request_id=request_id,
+    )
+
+
+def _listed_state(twin: Any, request_id: str | None) -> DeviceState | None:
+    """A query item's state, or None when it does not carry one whole."""
+    if not isinstance(twin, dict):
+        return None
+    device_id, properties = twin.get("deviceId"), twin.get("properties")
+    if not isinstance(device_id, str) or not device_id or not isinstance(properties, dict):
+        return None
+    return _twin_state(device_id, properties, _str_or_none(twin.get("etag")), request_id)
 
 
 def _without_bookkeeping(document: Any) -> JsonDict | None:

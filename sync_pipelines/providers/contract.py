@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sync_pipelines.errors import ConfigError
+
 if TYPE_CHECKING:
     import httpx
 
@@ -73,6 +75,22 @@ class DeviceState:
     version: str | None
     observed_at: datetime
     request_id: str | None = None
+
+
+#: where a provider that can list states reads them: "device" (one read per device, the
+#: default) or "list" (many devices' states per call; see `Provider.list_states`)
+STATE_SOURCES = ("device", "list")
+
+
+def state_source_of(config: IntegrationConfig) -> str:
+    """The integration's `state_source` setting, checked."""
+    source = str(config.settings.get("state_source", "device"))
+    if source not in STATE_SOURCES:
+        raise ConfigError(
+            config.integration_id,
+            f"setting `state_source` must be one of {', '.join(STATE_SOURCES)}, not {source!r}",
+        )
+    return source
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ import httpx
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
-    ConfigError,
     ConflictError,
     MalformedResponseError,
     ProviderError,
@@ -46,12 +45,12 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
     StatePage,
+    state_source_of,
 )
 from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
 from sync_pipelines.providers.pools import map_in_context, submit_in_context
 
 MAX_PER_PAGE = 100
-_STATE_SOURCES = ("device", "list")
 _P = TypeVar("_P")
 _REQUEST_ID = "X-Request-ID"
 #: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
@@ -76,13 +75,7 @@ class GoliothProvider(Provider):
         #: "device": one LightDB read per device; "list": states ride on the device list
         #: (`statePath`), 100 per call. Opt-in: the list's `statePath=/` for the whole tree is
         #: inferred from the API reference, so the per-device read stays the default.
-        self.state_source = str(settings.get("state_source", "device"))
-        if self.state_source not in _STATE_SOURCES:
-            raise ConfigError(
-                config.integration_id,
-                f"setting `state_source` must be one of {', '.join(_STATE_SOURCES)}, "
-                f"not {self.state_source!r}",
-            )
+        self.state_source = state_source_of(config)
         self.http = clients.http(
             str(settings["base_url"]).rstrip("/"), {"x-api-key": config.secrets["api_key"]}
         )

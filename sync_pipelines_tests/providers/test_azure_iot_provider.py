@@ -417,3 +417,97 @@ def test_no_sas_token_or_key_reaches_a_row_or_a_log_line(
             assert secret not in text, f"a secret leaked into {where}"
     assert "rejected the SAS token" in rows and '"authorization":"[REDACTED]"' in rows
     assert "sync_failed" in out and json.dumps("rejected the SAS token")[1:-1] in out
+
+
+# -- states from the twin query (state_source: list) ------------------------------------------
+
+
+def _state_rows(store, integration_id: str) -> dict[str, tuple]:
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT external_id, reported, desired, version, content_hash FROM device_states "
+                "WHERE integration_id = :i"
+            ),
+            {"i": integration_id},
+        ).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _twin_reads(peer) -> int:
+    return sum(1 for r in peer.emulator.requests() if r.method == "GET" and "/twins/" in r.path)
+
+
+def test_listed_states_equal_twin_reads_without_one_call_per_device(
+    store, peer, register_azure, open_session
+):
+    listed = register_azure(store, peer, "azure-list", page_size=100, state_source="list")
+    single = register_azure(store, peer, "azure-single", page_size=100)
+    for integration in (listed, single):
+        with open_session(store, integration.integration_id) as session:
+            sync_devices(session)
+    peer.emulator.request_log.clear()
+    with open_session(store, listed.integration_id) as session:
+        result = sync_device_states(session)
+    assert (result.status, result.counts.created) == ("success", DEVICE_COUNT)
+    assert _twin_reads(peer) == 0
+    with open_session(store, single.integration_id) as session:
+        sync_device_states(session)
+    assert _state_rows(store, "azure-list") == _state_rows(store, "azure-single")
+    with open_session(store, listed.integration_id) as session:
+        again = sync_device_states(session)
+    assert (again.counts.created, again.counts.updated, again.counts.unchanged) == (
+        0,
+        0,
+        DEVICE_COUNT,
+    )
+
+
+def test_a_twin_the_query_no_longer_returns_is_read_alone_and_dead_lettered(
+    store, peer, register_azure, open_session
+):
+    integration = register_azure(store, peer, state_source="list", retry_max_attempts=1)
+    with open_session(store, integration.integration_id) as session:
+        sync_devices(session)
+        gone = sorted(peer.emulator.device_ids())[3]
+        peer.emulator.delete_device(gone)
+        peer.emulator.request_log.clear()
+        result = sync_device_states(session)
+    assert (result.status, result.counts.created, result.counts.failed) == (
+        "partial",
+        DEVICE_COUNT - 1,
+        1,
+    )
+    assert _twin_reads(peer) == 1
+    with store.connect() as conn:
+        letters = conn.execute(
+            sa.text("SELECT external_id FROM dead_letters WHERE integration_id = :i"),
+            {"i": integration.integration_id},
+        ).scalars()
+        assert list(letters) == [gone]
+
+
+def test_a_query_item_without_properties_is_left_to_a_twin_read():
+    """A query that projects `properties` away (the emulator answers only `SELECT *`): the
+    listing leaves such a twin out, and the engine reads it alone."""
+    from sync_pipelines.providers.azure_iot import _listed_state
+
+    assert _listed_state({"deviceId": "d-1", "etag": "AAA"}, "req") is None
+    assert _listed_state({"properties": {"reported": {}}}, "req") is None
+    state = _listed_state(
+        {
+            "deviceId": "d-1",
+            "etag": "AAA",
+            "properties": {
+                "desired": {"interval": 60, "$version": 3},
+                "reported": {"temp": 21, "$metadata": {}},
+            },
+        },
+        "req",
+    )
+    assert (state.external_id, state.desired, state.reported, state.version) == (
+        "d-1",
+        {"interval": 60},
+        {"temp": 21},
+        "AAA",
+    )
