@@ -258,14 +258,7 @@ class GoliothProvider(Provider):
     ) -> tuple[list[DeviceRecord], list[RejectedRecord], int, int]:
         """Decode a page record by record: a bad record is rejected with the reason, the rest
         are kept. Returns devices, rejected records, `total` and how many records it held."""
-        body = self._decode(response)
-        items = body.get("list") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise self._malformed(response, "device list page has no `list` array")
-        try:
-            total = _as_int(body.get("total", 0))
-        except ValueError as exc:
-            raise self._malformed(response, f"device list page has a bad `total`: {exc}") from exc
+        items, total = self._list_envelope(response)
         devices, rejected = [], []
         for raw in items:
             try:
@@ -283,6 +276,18 @@ class GoliothProvider(Provider):
                 )
         return devices, rejected, total, len(items)
 
+    def _list_envelope(self, response: httpx.Response) -> tuple[list[Any], int]:
+        """A device list page's `list` and `total`, decoded the generic way."""
+        body = self._decode(response)
+        items = body.get("list") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise self._malformed(response, "device list page has no `list` array")
+        try:
+            total = _as_int(body.get("total", 0))
+        except ValueError as exc:
+            raise self._malformed(response, f"device list page has a bad `total`: {exc}") from exc
+        return items, total
+
     def _fetch_state_page(self, page: int) -> _ListedStates:
         try:
             response = self._get(
@@ -293,14 +298,7 @@ class GoliothProvider(Provider):
             raise TransientError(
                 f"{type(exc).__name__}: {exc}", provider=self.name, endpoint="devices?statePath=/"
             ) from exc
-        body = self._decode(response)
-        items = body.get("list") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise self._malformed(response, "device list page has no `list` array")
-        try:
-            total = _as_int(body.get("total", 0))
-        except ValueError as exc:
-            raise self._malformed(response, f"device list page has a bad `total`: {exc}") from exc
+        items, total = self._list_envelope(response)
         request_id = response.request.headers.get(_REQUEST_ID)
         states = [
             _state_of(item["id"], item["data"], request_id)

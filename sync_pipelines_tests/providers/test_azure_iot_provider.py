@@ -26,6 +26,7 @@ from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.integration_config import open_provider, register_integration
 from sync_pipelines.sync.inventory import sync_devices
+from sync_pipelines_tests.device_state_rows import state_rows
 
 DEVICE_COUNT = 230
 CONNECTION_ENV = "TEST_AZURE_IOT_CONNECTION_STRING"
@@ -422,18 +423,6 @@ def test_no_sas_token_or_key_reaches_a_row_or_a_log_line(
 # -- states from the twin query (state_source: list) ------------------------------------------
 
 
-def _state_rows(store, integration_id: str) -> dict[str, tuple]:
-    with store.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT external_id, reported, desired, version, content_hash FROM device_states "
-                "WHERE integration_id = :i"
-            ),
-            {"i": integration_id},
-        ).all()
-    return {r[0]: tuple(r[1:]) for r in rows}
-
-
 def _twin_reads(peer) -> int:
     return sum(1 for r in peer.emulator.requests() if r.method == "GET" and "/twins/" in r.path)
 
@@ -453,7 +442,7 @@ def test_listed_states_equal_twin_reads_without_one_call_per_device(
     assert _twin_reads(peer) == 0
     with open_session(store, single.integration_id) as session:
         sync_device_states(session)
-    assert _state_rows(store, "azure-list") == _state_rows(store, "azure-single")
+    assert state_rows(store, "azure-list") == state_rows(store, "azure-single")
     with open_session(store, listed.integration_id) as session:
         again = sync_device_states(session)
     assert (again.counts.created, again.counts.updated, again.counts.unchanged) == (

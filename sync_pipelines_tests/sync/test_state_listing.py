@@ -12,18 +12,7 @@ from sync_pipelines.errors import ConfigError
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.sync.seen_ids import SeenIds
-
-
-def _states(store, integration_id: str) -> dict[str, tuple]:
-    with store.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT external_id, reported, desired, version, content_hash FROM device_states "
-                "WHERE integration_id = :i"
-            ),
-            {"i": integration_id},
-        ).all()
-    return {r[0]: tuple(r[1:]) for r in rows}
+from sync_pipelines_tests.device_state_rows import state_rows
 
 
 def _calls(running) -> tuple[int, int]:
@@ -51,8 +40,8 @@ def test_listed_states_equal_per_device_reads_at_one_call_per_100(
 
     with open_session(store, single.integration_id) as session:
         sync_device_states(session)
-    assert _states(store, "g-list") == _states(store, "g-single")
-    assert len(_states(store, "g-list")) == 250
+    assert state_rows(store, "g-list") == state_rows(store, "g-single")
+    assert len(state_rows(store, "g-list")) == 250
 
     # a re-run through the listing changes nothing: the same hashes as a per-device read
     with open_session(store, listed.integration_id) as session:
@@ -99,7 +88,7 @@ def test_a_listing_that_fails_for_good_falls_back_to_reading_each_device(
         result = sync_device_states(session)
     assert (result.status, result.counts.created, result.counts.failed) == ("success", 150, 0)
     assert _calls(running) == (2, 150)  # two attempts at the listing, then each device
-    assert len(_states(store, integ.integration_id)) == 150
+    assert len(state_rows(store, integ.integration_id)) == 150
 
 
 def test_a_listing_page_whose_connection_drops_is_read_device_by_device(
@@ -117,7 +106,7 @@ def test_a_listing_page_whose_connection_drops_is_read_device_by_device(
         result = sync_device_states(session)
     assert (result.status, result.counts.created, result.counts.failed) == ("success", 150, 0)
     assert _calls(running)[1] == 50  # only page 1's devices, one by one
-    assert len(_states(store, integ.integration_id)) == 150
+    assert len(state_rows(store, integ.integration_id)) == 150
 
 
 def test_an_unknown_state_source_is_refused_naming_the_setting(
