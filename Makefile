@@ -2,8 +2,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# Local state (Dagster's instance and the embedded store) in .dagster_home: the product's own
+# default too (store/database.py), so a plain shell in the checkout reads the same store.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-export SYNC_HOME ?= $(DAGSTER_HOME)
 
 .PHONY: demo test ui lint format bench services browser install dagster-home clean
 
@@ -19,7 +20,7 @@ test: install services
 ## provider's local peer running and registered (organization `local`, UI_DEVICES devices each);
 ## the peers stop when dagster dev does
 UI_DEVICES ?= 50
-UI_PEERS_ENV := $(SYNC_HOME)/local-peers.env
+UI_PEERS_ENV := $(or $(SYNC_HOME),$(DAGSTER_HOME))/local-peers.env
 ui: install dagster-home
 	@rm -f '$(UI_PEERS_ENV)'; \
 	$(BIN)/sync-pipelines peers up --devices $(UI_DEVICES) --env-file '$(UI_PEERS_ENV)' & peers=$$!; \
@@ -46,7 +47,7 @@ BENCH_REPEAT ?= 3
 BENCH_OBS_SIZE ?= 100000
 BENCH_TIMEOUT_S ?= 900
 bench: install services
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]' -e ./peers
 	$(BIN)/python bench/dlt_comparison.py --sizes $(BENCH_SIZES) --solo-sizes $(BENCH_SOLO_SIZES) \
 		--repeat $(BENCH_REPEAT) --timeout-s $(BENCH_TIMEOUT_S)
 	$(BIN)/python bench/sync_overhead.py --size $(BENCH_OBS_SIZE) --repeat $(BENCH_REPEAT)
@@ -61,10 +62,10 @@ format: install
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml peers/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./peers
 	touch $@
 
 dagster-home:

@@ -47,8 +47,9 @@ def fresh_store(backend: str) -> tuple[Store, Callable[[], None]]:
 
     return store, drop
 
+
 def start_peer(things: int) -> tuple[subprocess.Popen, dict]:
-    code = f"from sync_pipelines.peers.aws_iot import run_aws_peer; run_aws_peer(port={free_port()}, devices={things})"
+    code = f"from sync_pipelines_peers.launchers.aws_iot import run_aws_peer; run_aws_peer(port={free_port()}, devices={things})"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -65,8 +66,6 @@ def start_peer(things: int) -> tuple[subprocess.Popen, dict]:
         except httpx.HTTPError:
             time.sleep(0.05)
     return proc, wiring
-
-
 
 
 def run_syncs(store: Store, wiring: dict, concurrency: int) -> tuple[float, float, int, int]:

@@ -27,8 +27,6 @@ BIN = os.path.dirname(sys.executable)
 CONNECTION_ENV = "BENCH_AZURE_IOT_CONNECTION_STRING"
 
 
-
-
 def start_emulator(devices: int) -> tuple[subprocess.Popen, str, str]:
     """The emulator in its own process: (process, base URL, connection string)."""
     port = free_port()
@@ -36,7 +34,7 @@ def start_emulator(devices: int) -> tuple[subprocess.Popen, str, str]:
         [
             sys.executable,
             "-m",
-            "sync_pipelines.emulators.azure_iot",
+            "sync_pipelines_peers.emulators.azure_iot",
             "--port",
             str(port),
             "--devices",
@@ -62,8 +60,6 @@ def start_emulator(devices: int) -> tuple[subprocess.Popen, str, str]:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("emulator did not start")
-
-
 
 
 def run_sync(

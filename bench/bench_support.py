@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import psycopg
 
-ADMIN_URL = os.environ.get("SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:

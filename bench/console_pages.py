@@ -26,10 +26,10 @@ import httpx
 import sqlalchemy as sa
 from bench_support import fresh_store_url
 from observability_queries import DEVICE, ORG, seed, targets_of
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.console.filters import Cursor
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.webhooks.app import create_receiver_app

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable
 
 from bench_support import fresh_store_url
+from sync_pipelines_peers.launchers.mqtt import MqttPeer
 
 from sync_pipelines.observability.logging import configure_logging
-from sync_pipelines.peers.mqtt import MqttPeer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
@@ -42,6 +42,7 @@ def fresh_store(backend: str) -> tuple[Store, Callable[[], None]]:
         drop_database()
 
     return store, drop
+
 
 def register(store: Store, peer: MqttPeer, **settings: object) -> str:
     refs, env = peer.secret_env("BENCH")

@@ -24,11 +24,24 @@ from bench_support import fresh_store_url
 BIN = os.path.dirname(sys.executable)
 
 
-def start_peer(provider: str, devices: int) -> tuple[subprocess.Popen, dict[str, str], dict[str, str], dict[str, str]]:
+def start_peer(
+    provider: str, devices: int
+) -> tuple[subprocess.Popen, dict[str, str], dict[str, str], dict[str, str]]:
     """Start the peer process; returns it with (settings, secret_refs, env) parsed from its output."""
-    proc = subprocess.Popen([f"{BIN}/sync-pipelines", "--log-format", "json", "peer", provider,
-                             "--devices", str(devices)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            f"{BIN}/sync-pipelines",
+            "--log-format",
+            "json",
+            "peer",
+            provider,
+            "--devices",
+            str(devices),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     settings, refs, env = {}, {}, {}
     for line in proc.stdout:
         words = shlex.split(line)
@@ -45,8 +58,6 @@ def start_peer(provider: str, devices: int) -> tuple[subprocess.Popen, dict[str,
         if "Ctrl-C" in line:
             return proc, settings, refs, env
     raise RuntimeError(f"the {provider} peer exited before it was ready")
-
-
 
 
 def bench_provider(provider: str, devices: int, backend: str) -> dict[str, float]:
@@ -67,8 +78,17 @@ def bench_provider(provider: str, devices: int, backend: str) -> dict[str, float
         store = Store(url)
         migrate(store)
         iid = f"bench-{provider.replace('_', '-')}"
-        register_integration(store, Integration(integration_id=iid, organization_id="bench", provider=provider,
-                                                name=iid, settings=settings, secret_refs=refs))
+        register_integration(
+            store,
+            Integration(
+                integration_id=iid,
+                organization_id="bench",
+                provider=provider,
+                name=iid,
+                settings=settings,
+                secret_refs=refs,
+            ),
+        )
         run = RunContext(run_id=f"bench-{uuid.uuid4()}", step_key="bench", job_name="bench")
         with integration_session(store, iid, run) as session:
             started = time.perf_counter()
@@ -83,9 +103,14 @@ def bench_provider(provider: str, devices: int, backend: str) -> dict[str, float
         proc.wait(timeout=30)
         drop()
     stored = inventory.counts.created + inventory.counts.updated + inventory.counts.unchanged
-    return {"devices": stored, "seed_s": seed_s, "inventory_s": inventory_s, "states_s": states_s,
-            "state_failed": states.counts.failed,
-            "devices_per_s": stored / (inventory_s + states_s) if stored else 0.0}
+    return {
+        "devices": stored,
+        "seed_s": seed_s,
+        "inventory_s": inventory_s,
+        "states_s": states_s,
+        "state_failed": states.counts.failed,
+        "devices_per_s": stored / (inventory_s + states_s) if stored else 0.0,
+    }
 
 
 def main() -> None:
@@ -94,18 +119,25 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--providers", nargs="*", default=None)
     args = parser.parse_args()
+    from sync_pipelines_peers.launchers.registry import PEERS
+
     from sync_pipelines.observability.logging import configure_logging
-    from sync_pipelines.peers.registry import PEERS
 
     configure_logging("json", "WARNING", force=True)
-    results = {p: bench_provider(p, args.devices, args.backend) for p in (args.providers or sorted(PEERS))}
+    results = {
+        p: bench_provider(p, args.devices, args.backend) for p in (args.providers or sorted(PEERS))
+    }
     fastest = max(r["devices_per_s"] for r in results.values()) or 1.0
     print(f"\n{args.devices} devices per provider, {args.backend} store, peer in its own process\n")
-    print(f"{'provider':<10} {'stored':>7} {'seed s':>7} {'inventory s':>11} {'states s':>9} "
-          f"{'devices/s (incl. states)':>25} {'vs fastest':>10}")
+    print(
+        f"{'provider':<10} {'stored':>7} {'seed s':>7} {'inventory s':>11} {'states s':>9} "
+        f"{'devices/s (incl. states)':>25} {'vs fastest':>10}"
+    )
     for provider, r in results.items():
-        print(f"{provider:<10} {r['devices']:>7} {r['seed_s']:>7.1f} {r['inventory_s']:>11.2f} {r['states_s']:>9.2f} "
-              f"{r['devices_per_s']:>25.0f} {r['devices_per_s'] / fastest:>9.2f}x")
+        print(
+            f"{provider:<10} {r['devices']:>7} {r['seed_s']:>7.1f} {r['inventory_s']:>11.2f} {r['states_s']:>9.2f} "
+            f"{r['devices_per_s']:>25.0f} {r['devices_per_s'] / fastest:>9.2f}x"
+        )
 
 
 if __name__ == "__main__":

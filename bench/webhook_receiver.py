@@ -36,8 +36,6 @@ SECRET_ENV = "BENCH_WEBHOOK_SECRET"
 INTEGRATION = "bench-golioth"
 
 
-
-
 def start_receiver(url: str, secret: str, port: int) -> subprocess.Popen:
     env = {**os.environ, SECRET_ENV: secret, "SYNC_LOG_LEVEL": "WARNING", "SYNC_LOG_FORMAT": "json"}
     code = (

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.observability.logging import configure_logging
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
@@ -32,7 +32,9 @@ from sync_pipelines.store.migrations import migrate
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.sync.session import IntegrationSession, RunContext, integration_session
 
-POSTGRES_ADMIN_URL = os.environ.get("SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 GOLIOTH_KEY_ENV = "TEST_GOLIOTH_API_KEY"
 
 configure_logging("json", "DEBUG", force=True)
@@ -65,9 +67,15 @@ def postgres_url(worker_id: str) -> Iterator[str]:
 
 def _truncate_all(store: Store) -> None:
     with store.transaction() as conn:
-        tables = conn.execute(
-            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")
-        ).scalars().all()
+        tables = (
+            conn.execute(
+                sa.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
 
 
@@ -133,15 +141,25 @@ def golioth(golioth_factory) -> RunningGolioth:
 def register_golioth(monkeypatch) -> Callable[..., Integration]:
     """Register a Golioth integration pointing at an emulator; its key goes in the environment."""
 
-    def register(store: Store, running: RunningGolioth, *, organization_id: str = "org-a",
-                 integration_id: str = "golioth-a", **settings) -> Integration:
+    def register(
+        store: Store,
+        running: RunningGolioth,
+        *,
+        organization_id: str = "org-a",
+        integration_id: str = "golioth-a",
+        **settings,
+    ) -> Integration:
         monkeypatch.setenv(GOLIOTH_KEY_ENV, running.api_key)
         integration = Integration(
             integration_id=integration_id,
             organization_id=organization_id,
             provider="golioth",
             name="Golioth test",
-            settings={"base_url": running.url, "project_id": running.emulator.config.project_id, **settings},
+            settings={
+                "base_url": running.url,
+                "project_id": running.emulator.config.project_id,
+                **settings,
+            },
             secret_refs={"api_key": GOLIOTH_KEY_ENV},
         )
         register_integration(store, integration)
@@ -154,9 +172,16 @@ def register_golioth(monkeypatch) -> Callable[..., Integration]:
 def open_session() -> Callable[..., object]:
     """`with open_session(store, integration_id) as session:` — a session as a run would have."""
 
-    def open_(store: Store, integration_id: str, run_id: str | None = None, step_key: str = "test_step"):
-        return integration_session(store, integration_id, RunContext(run_id=run_id or f"run-{uuid.uuid4()}",
-                                                                     step_key=step_key, job_name="test_job"))
+    def open_(
+        store: Store, integration_id: str, run_id: str | None = None, step_key: str = "test_step"
+    ):
+        return integration_session(
+            store,
+            integration_id,
+            RunContext(
+                run_id=run_id or f"run-{uuid.uuid4()}", step_key=step_key, job_name="test_job"
+            ),
+        )
 
     return open_
 

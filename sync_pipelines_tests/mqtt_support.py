@@ -10,9 +10,9 @@ import secrets
 import uuid
 
 import pytest
+from sync_pipelines_peers.emulators.mqtt_broker import MosquittoBroker
+from sync_pipelines_peers.emulators.mqtt_devices import DeviceSimulator
 
-from sync_pipelines.emulators.mqtt_broker import MosquittoBroker
-from sync_pipelines.emulators.mqtt_devices import DeviceSimulator
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration

@@ -15,9 +15,9 @@ from unittest.mock import patch
 import dagster as dg
 import pytest
 from click.testing import CliRunner, Result
+from sync_pipelines_peers.launchers.registry import PEERS
 
 from sync_pipelines.cli import main
-from sync_pipelines.peers.registry import PEERS
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import get_integration
@@ -174,16 +174,25 @@ def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
         result = _invoke("demo --devices 30")
     assert result.exit_code == 0, result.output
     table = result.output.split("Dagster runs:")[0]
-    rows = {line.split()[0]: line.split() for line in table.splitlines()
-            if line.split() and line.split()[0] in PEERS}
+    rows = {
+        line.split()[0]: line.split()
+        for line in table.splitlines()
+        if line.split() and line.split()[0] in PEERS
+    }
     assert set(rows) == set(PEERS)
     for provider, cells in rows.items():
         assert cells[1:4] == ["30", "30", "30"], f"{provider}: {cells}"  # peer, devices, states
-        assert cells[5:7] == ["1", "1"], f"{provider}: one change pushed, one conflict (provider wins)"
+        assert cells[5:7] == ["1", "1"], (
+            f"{provider}: one change pushed, one conflict (provider wins)"
+        )
         assert int(cells[7]) > 0, f"{provider}: its provider calls are in the activity log"
         assert cells[-1] == "ok", result.output
-    run_ids = [run_id for line in result.output.split("Dagster runs:")[1].splitlines()
-               if line.strip() and line.split()[0] in PEERS for run_id in line.split()[1:]]
+    run_ids = [
+        run_id
+        for line in result.output.split("Dagster runs:")[1].splitlines()
+        if line.strip() and line.split()[0] in PEERS
+        for run_id in line.split()[1:]
+    ]
     with dg.DagsterInstance.get() as instance:  # the one under the test's DAGSTER_HOME
         assert run_ids and all(instance.get_run_by_id(r).is_success for r in run_ids)
 
@@ -194,9 +203,13 @@ def test_peer_serves_a_seeded_peer_and_prints_how_to_register_it(tmp_path):
     import sys
 
     cli = Path(sys.executable).with_name("sync-pipelines")
-    proc = subprocess.Popen([str(cli), "--log-format", "json", "peer", "golioth", "--devices", "7"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SYNC_HOME": str(tmp_path)})
+    proc = subprocess.Popen(
+        [str(cli), "--log-format", "json", "peer", "golioth", "--devices", "7"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SYNC_HOME": str(tmp_path)},
+    )
     try:
         lines = []
         while not any("Ctrl-C" in line for line in lines):
@@ -220,9 +233,13 @@ def test_peer_stopped_with_sigterm_stops_what_it_started(tmp_path):
     import sys
 
     cli = Path(sys.executable).with_name("sync-pipelines")
-    proc = subprocess.Popen([str(cli), "--log-format", "json", "peer", "mqtt", "--devices", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SYNC_HOME": str(tmp_path)})
+    proc = subprocess.Popen(
+        [str(cli), "--log-format", "json", "peer", "mqtt", "--devices", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SYNC_HOME": str(tmp_path)},
+    )
     lines = []
     while not any("Ctrl-C" in line for line in lines):
         line = proc.stdout.readline()

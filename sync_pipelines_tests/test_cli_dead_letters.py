@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sync_pipelines.cli_dead_letters import dead_letters, quarantine, replay
+from sync_pipelines.cli.dead_letters import dead_letters, quarantine, replay
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability.activity import REPLAY
 from sync_pipelines.store.activity import activity_rows

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
+from sync_pipelines_peers.cli.peers import ENV_FILE_NAME, LOCAL_ORG, local_integration_id
+from sync_pipelines_peers.launchers.registry import PEERS
 
 from sync_pipelines.cli import main
-from sync_pipelines.cli_peers import ENV_FILE_NAME, LOCAL_ORG, local_integration_id
-from sync_pipelines.peers.registry import PEERS
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import get_integration
 

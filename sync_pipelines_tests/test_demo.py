@@ -21,7 +21,7 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     golioth_row = next(line for line in out.splitlines() if line.startswith("golioth "))
     assert golioth_row.split()[1:4] == ["30", "30", "30"] and golioth_row.endswith("ok")
     assert "10/10" in golioth_row  # every asset check of the clean integration passed
-    drill = out[out.index("== fault drill"):]
+    drill = out[out.index("== fault drill") :]
     assert "ERROR error_rate_below_threshold" in drill
     assert "[webhook] [CRITICAL] provider_api_failures on golioth-flaky (demo-org)" in drill
     assert "[slack] :rotating_light:" in drill
@@ -37,6 +37,6 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     # sent, and the demo still succeeds.
     again = CliRunner().invoke(main, ["demo", "--provider", "golioth", "--devices", "30"])
     assert again.exit_code == 0, again.output
-    drill = again.output[again.output.index("== fault drill"):]
+    drill = again.output[again.output.index("== fault drill") :]
     assert "none new: the incidents below were already open" in drill
     assert re.search(r"critical +provider_api_failures +open since .*, seen 2x", drill)

@@ -282,7 +282,8 @@ def _check_workload(
         ], []
     if answer is None:
         raise UnknownOrganization(
-            f"no organization {organization_id!r} in the store (see `sync-pipelines integrations list`)"
+            f"no organization {organization_id!r} in {probe.store_location} "
+            "(see `sync-pipelines integrations list`)"
         )
     enabled, results, depths = answer
     return [

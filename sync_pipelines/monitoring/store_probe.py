@@ -83,6 +83,7 @@ class StoreProbe:
         self.timeout_s = timeout_s
         # the URL's password must never reach a health report or a log line
         register_secret(store.engine.url.password)
+        self.store_location = store.location
         self.engine = _probe_engine(store, timeout_s)
         self._owns_engine = self.engine is not store.engine
         self._calls = BoundedCalls("store")

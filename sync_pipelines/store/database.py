@@ -28,6 +28,10 @@ class StoreConfigError(ValueError):
     """The store's URL or location is unusable."""
 
 
+class StoreNotFound(StoreConfigError):
+    """A command that only reads was pointed at a store that does not exist (it never creates one)."""
+
+
 def format_timestamp(value: datetime) -> str:
     """Fixed-width ISO-8601 UTC, so SQLite's text timestamps sort and compare correctly."""
     if value.tzinfo is None:
@@ -61,18 +65,27 @@ def dump_json(value: Any) -> str | None:
 sqlite3.register_adapter(datetime, format_timestamp)
 
 
+#: Where local state lives when neither $SYNC_HOME nor $DAGSTER_HOME is set: the same directory
+#: the Makefile gives Dagster (`$(CURDIR)/.dagster_home`), so `make demo` and a plain shell in
+#: the checkout read one store.
+DEFAULT_HOME = ".dagster_home"
+
+
+def default_home() -> Path:
+    home = os.environ.get(SYNC_HOME_ENV) or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME
+    return Path(home).expanduser().resolve()
+
+
 def default_sqlite_path() -> Path:
-    home = os.environ.get(SYNC_HOME_ENV) or os.environ.get("DAGSTER_HOME") or ".sync_home"
-    return Path(home).expanduser().resolve() / "sync_store.db"
+    return default_home() / "sync_store.db"
 
 
 def resolve_database_url(url: str | None = None) -> str:
-    """The store URL: explicit, else $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME."""
+    """The store URL: explicit, else $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME (else
+    $DAGSTER_HOME, else ./.dagster_home)."""
     url = url or os.environ.get(DATABASE_URL_ENV)
     if not url:
-        path = default_sqlite_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{default_sqlite_path()}"
     if url.startswith(("postgres://", "postgresql://", "postgresql+psycopg2://")):
         # One driver for the store: psycopg 3 (COPY). dagster-postgres URLs say +psycopg2.
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -87,10 +100,27 @@ def resolve_database_url(url: str | None = None) -> str:
 class Store:
     """A handle on the store's engine; cheap to share, one per process and URL."""
 
-    def __init__(self, url: str | None = None, *, pool_size: int = 5) -> None:
+    def __init__(
+        self, url: str | None = None, *, pool_size: int = 5, must_exist: bool = False
+    ) -> None:
+        """`must_exist`: refuse a SQLite file that is not there (commands that only read),
+        instead of creating it (everything that writes creates its directory and file)."""
         self.url = resolve_database_url(url)
+        sqlite_file = _sqlite_file(self.url)
+        if sqlite_file is not None:
+            if must_exist and not sqlite_file.exists():
+                raise StoreNotFound(
+                    f"no store at {self.url}: run `sync-pipelines migrate` to create it, or "
+                    f"point {DATABASE_URL_ENV} (or {SYNC_HOME_ENV}) at an existing one"
+                )
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = _create_engine(self.url, pool_size)
         self.dialect: str = self.engine.dialect.name  # "sqlite" | "postgresql"
+
+    @property
+    def location(self) -> str:
+        """The URL without its password: what every message about this store names."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     @property
     def is_postgres(self) -> bool:
@@ -111,7 +141,18 @@ class Store:
         self.engine.dispose()
 
     def __repr__(self) -> str:
-        return f"Store({self.engine.url.render_as_string(hide_password=True)})"
+        return f"Store({self.location})"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file behind a sqlite:/// URL; None for Postgres and in-memory databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:" or path.startswith("file::memory:"):
+        return None
+    return Path(path)
 
 
 def _create_engine(url: str, pool_size: int) -> Engine:

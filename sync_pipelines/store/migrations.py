@@ -1,52 +1,68 @@
-"""Applies the numbered SQL files in `sql/` once each, in order, on SQLite or Postgres.
+"""Applies the numbered SQL files shipped in `sync_pipelines/store/sql/` once each, in order, on
+SQLite or Postgres.
 
 `NNN_name.sql` runs on both engines; `NNN_name.postgres.sql` / `NNN_name.sqlite.sql` only on
 that engine. Each file is applied in its own transaction together with its row in
-`schema_migrations`, under a lock, so concurrent starters cannot apply a file twice.
+`schema_migrations` (version, time, sha256 of the file), under a lock, so concurrent starters
+cannot apply a file twice. The files are package data read with `importlib.resources`, so a
+wheel install migrates like a checkout; a file changed after it was applied is refused by name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from sync_pipelines.store.database import Store, format_timestamp, utc_now
 
+#: Another directory of migrations (tests replaying history); the packaged ones otherwise.
 SQL_DIR_ENV = "SYNC_SQL_DIR"
 _FILE_PATTERN = re.compile(r"^(\d{3,})_[a-z0-9_]+(?:\.(postgres|sqlite))?\.sql$")
 _ADVISORY_LOCK_KEY = 0x5ECDB  # any constant shared by every migrating process
 
 _CREATE_LEDGER = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "
-    "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+    "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL, checksum TEXT)"
 )
+
+
+class MigrationError(RuntimeError):
+    """The migrations cannot be applied as they are: none found, or an applied one changed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: str  # the file name: unique and ordered
-    path: Path
+    path: Traversable
 
     def sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
 
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
-def sql_dir() -> Path:
+
+def sql_dir() -> Traversable:
     configured = os.environ.get(SQL_DIR_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "sql"
+    return resources.files("sync_pipelines.store") / "sql"
 
 
-def migrations_for(dialect: str, directory: Path | None = None) -> list[Migration]:
+def migrations_for(dialect: str, directory: Traversable | None = None) -> list[Migration]:
     directory = directory or sql_dir()
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    entries = sorted(directory.iterdir(), key=lambda p: p.name) if directory.is_dir() else []
+    for path in entries:
         match = _FILE_PATTERN.match(path.name)
         if not match:
             continue
@@ -55,14 +71,64 @@ def migrations_for(dialect: str, directory: Path | None = None) -> list[Migratio
             "postgres" if dialect == "postgresql" else dialect
         ):
             found.append(Migration(version=path.name, path=path))
+    if not found:
+        # an install without its migrations would otherwise report "up to date" and fail on
+        # the first query
+        raise MigrationError(
+            f"no migrations found in {directory}: the package is incomplete (reinstall "
+            f"sync_pipelines) or {SQL_DIR_ENV} points at the wrong directory"
+        )
     return found
 
 
 def pending_migrations(store: Store) -> list[Migration]:
+    """The migrations not yet applied; refuses a store where an applied file has changed."""
     with store.transaction() as conn:
+        if store.is_postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
         conn.exec_driver_sql(_CREATE_LEDGER)
-        applied = {row[0] for row in conn.execute(sa.text("SELECT version FROM schema_migrations"))}
-    return [m for m in migrations_for(store.dialect) if m.version not in applied]
+        _add_checksum_column(conn, store)
+        rows = conn.execute(sa.text("SELECT version, checksum FROM schema_migrations"))
+        applied = {version: checksum for version, checksum in rows}
+        known = migrations_for(store.dialect)
+        for m in known:
+            if m.version not in applied:
+                continue
+            if applied[m.version] is None:  # applied before checksums were kept: trust it once
+                conn.execute(
+                    sa.text("UPDATE schema_migrations SET checksum = :c WHERE version = :v"),
+                    {"c": m.checksum, "v": m.version},
+                )
+            elif applied[m.version] != m.checksum:
+                raise MigrationError(
+                    f"migration {m.version} was changed after it was applied to "
+                    f"{store.location} (applied sha256 {applied[m.version][:12]}, file now "
+                    f"{m.checksum[:12]}): restore the file as it was and put the change in a "
+                    f"new numbered migration"
+                )
+    return [m for m in known if m.version not in applied]
+
+
+def unapplied_migrations(store: Store) -> list[str]:
+    """Read-only: the versions a store lacks (all of them where it has no ledger yet)."""
+    known = [m.version for m in migrations_for(store.dialect)]
+    if not sa.inspect(store.engine).has_table("schema_migrations"):
+        return known
+    with store.connect() as conn:
+        applied = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+    return [v for v in known if v not in applied]
+
+
+def _add_checksum_column(conn: sa.Connection, store: Store) -> None:
+    """Ledgers written before checksums were kept gain the column (in the ledger's own lock)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("schema_migrations")}
+    if "checksum" in columns:
+        return
+    try:
+        conn.exec_driver_sql("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
+    except sa.exc.OperationalError as exc:  # SQLite: another starter added it first
+        if store.is_postgres or "duplicate column" not in str(exc):
+            raise
 
 
 def migrate(store: Store) -> list[str]:
@@ -121,8 +187,9 @@ def _migrate_sqlite(store: Store) -> list[str]:
                     for statement in split_sqlite_statements(migration.sql()):
                         db.execute(statement)
                     db.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        (migration.version, format_timestamp(utc_now())),
+                        "INSERT INTO schema_migrations (version, applied_at, checksum) "
+                        "VALUES (?, ?, ?)",
+                        (migration.version, format_timestamp(utc_now()), migration.checksum),
                     )
                     applied.append(migration.version)
                 db.execute("COMMIT")
@@ -157,6 +224,8 @@ def _only_comments(text: str) -> bool:
 
 def _record(conn: sa.Connection, migration: Migration) -> None:
     conn.execute(
-        sa.text("INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)"),
-        {"v": migration.version, "t": utc_now()},
+        sa.text(
+            "INSERT INTO schema_migrations (version, applied_at, checksum) VALUES (:v, :t, :c)"
+        ),
+        {"v": migration.version, "t": utc_now(), "c": migration.checksum},
     )

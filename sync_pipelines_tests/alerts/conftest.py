@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+from sync_pipelines_peers.alert_sink import AlertSink
 
 from sync_pipelines.alerts.channels import SLACK, WEBHOOK, Channel
-from sync_pipelines.alerts.local_sink import AlertSink
 from sync_pipelines.alerts.settings import AlertSettings
 
 #: a fixed "now" for evaluations: every test injects its times, none sleeps

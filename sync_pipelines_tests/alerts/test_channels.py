@@ -9,11 +9,11 @@ import json
 import logging
 
 import sqlalchemy as sa
+from sync_pipelines_peers.alert_sink import SLACK_PATH, WEBHOOK_PATH
 
 from sync_pipelines.alerts.channels import SLACK, WEBHOOK, Channel
 from sync_pipelines.alerts.evaluation import evaluate_alerts
 from sync_pipelines.alerts.incidents import raise_alert
-from sync_pipelines.alerts.local_sink import SLACK_PATH, WEBHOOK_PATH
 from sync_pipelines.alerts.rules import CRITICAL, Condition
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.store.alerts import list_incidents, list_notifications

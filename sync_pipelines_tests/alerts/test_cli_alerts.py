@@ -16,7 +16,7 @@ from sync_pipelines.alerts.heartbeat import send_heartbeat
 from sync_pipelines.alerts.incidents import clear, raise_alert
 from sync_pipelines.alerts.rules import WARNING, Condition
 from sync_pipelines.alerts.settings import AlertSettings
-from sync_pipelines.cli_alerts import alerts
+from sync_pipelines.cli.alerts import alerts
 from sync_pipelines.clock import utc_now
 
 from .alert_data import add_calls, add_integration, closed_port

@@ -4,8 +4,7 @@ demand until told to recover."""
 from __future__ import annotations
 
 import httpx
-
-from sync_pipelines.alerts.local_sink import SLACK_PATH, WEBHOOK_PATH, AlertSink
+from sync_pipelines_peers.alert_sink import SLACK_PATH, WEBHOOK_PATH, AlertSink
 
 
 def test_the_sink_records_posts_and_fails_on_demand():

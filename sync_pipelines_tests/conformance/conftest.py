@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sync_pipelines_peers.launchers.contract import ProviderPeer
+from sync_pipelines_peers.launchers.registry import PEERS, new_peer
 
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.contract import ProviderPeer
-from sync_pipelines.peers.registry import PEERS, new_peer
 from sync_pipelines.providers.contract import Provider
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
@@ -47,16 +47,24 @@ def _faults_cleared(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("peer").clear_faults()
 
 
-def integration_for(peer: ProviderPeer, integration_id: str, *, wrong_secret: bool = False,
-                    **settings: Any) -> tuple[Integration, dict[str, str]]:
+def integration_for(
+    peer: ProviderPeer, integration_id: str, *, wrong_secret: bool = False, **settings: Any
+) -> tuple[Integration, dict[str, str]]:
     prefix = "CONFORMANCE_" + integration_id.upper().replace("-", "_")
     secret_refs, env = peer.secret_env(prefix)
     if wrong_secret:
         env = peer.wrong_secret_env(prefix)
     integration = Integration(
-        integration_id=integration_id, organization_id=ORG, provider=peer.provider,
+        integration_id=integration_id,
+        organization_id=ORG,
+        provider=peer.provider,
         name=f"{peer.provider} conformance",
-        settings={**peer.integration_settings(), "page_size": PAGE_SIZE, **FAST_RETRIES, **settings},
+        settings={
+            **peer.integration_settings(),
+            "page_size": PAGE_SIZE,
+            **FAST_RETRIES,
+            **settings,
+        },
         secret_refs=secret_refs,
     )
     return integration, env
@@ -64,17 +72,24 @@ def integration_for(peer: ProviderPeer, integration_id: str, *, wrong_secret: bo
 
 @pytest.fixture
 def recorder() -> ActivityRecorder:
-    return ActivityRecorder(MemorySink(), ActivityScope(organization_id=ORG, integration_id="conformance"),
-                            flush_every=1)
+    return ActivityRecorder(
+        MemorySink(),
+        ActivityScope(organization_id=ORG, integration_id="conformance"),
+        flush_every=1,
+    )
 
 
 @pytest.fixture
-def open_peer_provider(peer: ProviderPeer, recorder: ActivityRecorder) -> Iterator[Callable[..., Provider]]:
+def open_peer_provider(
+    peer: ProviderPeer, recorder: ActivityRecorder
+) -> Iterator[Callable[..., Provider]]:
     """`open_peer_provider(wrong_secret=False, **settings)` -> a provider on the peer (closed after)."""
     opened: list[Provider] = []
 
     def open_(*, wrong_secret: bool = False, **settings: Any) -> Provider:
-        integration, env = integration_for(peer, f"{peer.provider}-provider", wrong_secret=wrong_secret, **settings)
+        integration, env = integration_for(
+            peer, f"{peer.provider}-provider", wrong_secret=wrong_secret, **settings
+        )
         provider = open_provider(resolve_config(integration, env), recorder, timeout_s=10.0)
         opened.append(provider)
         return provider
@@ -85,11 +100,15 @@ def open_peer_provider(peer: ProviderPeer, recorder: ActivityRecorder) -> Iterat
 
 
 @pytest.fixture
-def register_peer_integration(peer: ProviderPeer, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Integration]:
+def register_peer_integration(
+    peer: ProviderPeer, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Integration]:
     """Register an integration on the peer in a store; its secrets go in the environment."""
 
     def register(store: Store, integration_id: str | None = None, **settings: Any) -> Integration:
-        integration, env = integration_for(peer, integration_id or f"{peer.provider}-sync", **settings)
+        integration, env = integration_for(
+            peer, integration_id or f"{peer.provider}-sync", **settings
+        )
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         register_integration(store, integration)

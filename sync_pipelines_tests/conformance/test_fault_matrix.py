@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
-from sync_pipelines.peers.contract import (
+from sync_pipelines_peers.launchers.contract import (
     AUTH_FAILURE,
     MALFORMED,
     MATRIX_FAULTS,
     POISON_RECORD,
     TIMEOUT,
 )
+
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.dead_letters import DeadLetterSelection, list_dead_letters
 from sync_pipelines.store.sync_state import sync_log_rows
@@ -41,16 +41,24 @@ CATEGORIES = {
 }
 #: retryable faults every provider's client must get past within its retry budget
 RETRIED_PAST = {"rate_limit", "server_error", "timeout"}
-_EXCEPTION_OF = {"auth": "AuthError", "rate_limited": "RateLimitedError", "transient": "TransientError",
-                 "validation": "MalformedResponseError"}
+_EXCEPTION_OF = {
+    "auth": "AuthError",
+    "rate_limited": "RateLimitedError",
+    "transient": "TransientError",
+    "validation": "MalformedResponseError",
+}
 
 
 def _stored_ids(store, integration_id: str) -> list[str]:
     with store.connect() as conn:
-        return list(conn.execute(
-            sa.text("SELECT external_id FROM devices WHERE organization_id = :o AND integration_id = :i"),
-            {"o": ORG, "i": integration_id},
-        ).scalars())
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT external_id FROM devices WHERE organization_id = :o AND integration_id = :i"
+                ),
+                {"o": ORG, "i": integration_id},
+            ).scalars()
+        )
 
 
 @pytest.mark.parametrize("fault", MATRIX_FAULTS)
@@ -58,11 +66,15 @@ def test_a_fault_during_a_sync_loses_nothing_doubles_nothing_and_is_visible(
     peer, fault, store, register_peer_integration, open_session
 ):
     if fault not in peer.supported_faults:
-        assert len(peer.unsupported_reasons.get(fault, "")) > 20, f"{peer.provider} must say why not {fault}"
+        assert len(peer.unsupported_reasons.get(fault, "")) > 20, (
+            f"{peer.provider} must say why not {fault}"
+        )
         return
     integration = register_peer_integration(
-        store, f"{peer.provider}-matrix-{fault}".replace("_", "-"),
-        request_timeout_s=min(2.0, peer.timeout_hang_s / 2), retry_max_total_s=10,
+        store,
+        f"{peer.provider}-matrix-{fault}".replace("_", "-"),
+        request_timeout_s=min(2.0, peer.timeout_hang_s / 2),
+        retry_max_total_s=10,
     )
     iid = integration.integration_id
     peer.inject_fault(fault, times=FAULTS_PER_SYNC)
@@ -86,10 +98,16 @@ def test_a_fault_during_a_sync_loses_nothing_doubles_nothing_and_is_visible(
         logs = sync_log_rows(conn, ORG, iid)
     categories = CATEGORIES[fault]
     names = categories | {_EXCEPTION_OF[c] for c in categories}
-    visible = [r for r in rows if r["status"] in ("failed", "retrying") and r["error_type"] in names]
-    if fault in (MALFORMED, POISON_RECORD) and not visible:  # a provider that rejects the item, not the page
+    visible = [
+        r for r in rows if r["status"] in ("failed", "retrying") and r["error_type"] in names
+    ]
+    if (
+        fault in (MALFORMED, POISON_RECORD) and not visible
+    ):  # a provider that rejects the item, not the page
         visible = [r for r in rows if r["activity_type"] == "record_rejected"]
-    assert visible, f"{fault} left no trace in the activity log: {[(r['activity_type'], r['status'], r['error_type']) for r in rows]}"
+    assert visible, (
+        f"{fault} left no trace in the activity log: {[(r['activity_type'], r['status'], r['error_type']) for r in rows]}"
+    )
     if first_error is not None:
         assert logs[0]["status"] == "failed" and logs[0]["error_type"] in categories
     if fault == AUTH_FAILURE:
@@ -109,5 +127,6 @@ def test_a_fault_during_a_sync_loses_nothing_doubles_nothing_and_is_visible(
     elif fault == "drop_connection" and first_error is None:
         assert retried, "a dropped connection that did not fail the sync was retried"
     if fault == TIMEOUT:
-        assert any((r["response_time_ms"] or 0) >= 900 for r in visible), "the timeout row shows the wait"
-
+        assert any((r["response_time_ms"] or 0) >= 900 for r in visible), (
+            "the timeout row shows the wait"
+        )

@@ -8,6 +8,13 @@ its peer (providers/registry.py, peers/registry.py) — nothing here names a pro
 from __future__ import annotations
 
 import pytest
+from sync_pipelines_peers.launchers.contract import (
+    ALL_FAULTS,
+    AUTH_FAILURE,
+    MALFORMED,
+    RATE_LIMIT,
+    SERVER_ERROR,
+)
 
 from sync_pipelines.errors import (
     AuthError,
@@ -15,13 +22,6 @@ from sync_pipelines.errors import (
     MalformedResponseError,
     RateLimitedError,
     TransientError,
-)
-from sync_pipelines.peers.contract import (
-    ALL_FAULTS,
-    AUTH_FAILURE,
-    MALFORMED,
-    RATE_LIMIT,
-    SERVER_ERROR,
 )
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.desired import desired_changes, request_desired_change, sync_conflicts
@@ -72,8 +72,9 @@ def test_a_scan_resumed_from_a_cursor_loses_nothing(peer, open_peer_provider):
     assert ids == peer.inventory()
 
 
-def test_an_incremental_sync_after_changes_writes_only_what_changed(peer, store, register_peer_integration,
-                                                                    open_session):
+def test_an_incremental_sync_after_changes_writes_only_what_changed(
+    peer, store, register_peer_integration, open_session
+):
     integration = register_peer_integration(store)
     with open_session(store, integration.integration_id) as session:
         first = sync_devices(session)
@@ -83,7 +84,11 @@ def test_an_incremental_sync_after_changes_writes_only_what_changed(peer, store,
     with open_session(store, integration.integration_id) as session:
         second = sync_devices(session)
     assert second.status == "success"
-    assert (second.counts.created, second.counts.updated, second.counts.failed) == (0, len(changed), 0)
+    assert (second.counts.created, second.counts.updated, second.counts.failed) == (
+        0,
+        len(changed),
+        0,
+    )
     assert second.counts.unchanged == second.counts.fetched - len(changed)
     with store.connect() as conn:
         assert count_devices(conn, ORG, integration.integration_id) == INVENTORY_SIZE
@@ -109,27 +114,37 @@ def test_states_are_the_peer_documents_with_a_version(peer, open_peer_provider):
 def test_push_desired_is_conditional_on_the_version(peer, open_peer_provider):
     provider = open_peer_provider()
     if not provider.supports_desired:
-        pytest.fail(f"{peer.provider} declares no desired state; every provider of the product must export")
+        pytest.fail(
+            f"{peer.provider} declares no desired state; every provider of the product must export"
+        )
     device = sorted(peer.inventory())[20]
     (before,), _ = provider.get_states([device])
-    pushed = provider.push_desired(device, {"conformance_interval_s": 42}, expected_version=before.version)
+    pushed = provider.push_desired(
+        device, {"conformance_interval_s": 42}, expected_version=before.version
+    )
     assert pushed.version and pushed.version != before.version
     assert peer.desired_state(device)["conformance_interval_s"] == 42
     with pytest.raises(ConflictError) as stale:
-        provider.push_desired(device, {"conformance_interval_s": 43}, expected_version=before.version)
+        provider.push_desired(
+            device, {"conformance_interval_s": 43}, expected_version=before.version
+        )
     assert device in str(stale.value)
     peer.write_desired_remotely(device, {"conformance_remote": True})
     with pytest.raises(ConflictError):
-        provider.push_desired(device, {"conformance_interval_s": 44}, expected_version=pushed.version)
+        provider.push_desired(
+            device, {"conformance_interval_s": 44}, expected_version=pushed.version
+        )
     assert peer.desired_state(device)["conformance_interval_s"] == 42
 
 
 @pytest.mark.parametrize("rule", ["provider_wins", "local_wins"])
-def test_export_detects_and_records_conflicts_and_applies_the_rule(peer, sqlite_store, register_peer_integration,
-                                                                   open_session, rule):
+def test_export_detects_and_records_conflicts_and_applies_the_rule(
+    peer, sqlite_store, register_peer_integration, open_session, rule
+):
     store = sqlite_store
-    integration = register_peer_integration(store, f"{peer.provider}-export-{rule}".replace("_", "-"),
-                                            conflict_resolution=rule)
+    integration = register_peer_integration(
+        store, f"{peer.provider}-export-{rule}".replace("_", "-"), conflict_resolution=rule
+    )
     iid = integration.integration_id
     with open_session(store, iid) as session:
         sync_devices(session)
@@ -144,7 +159,10 @@ def test_export_detects_and_records_conflicts_and_applies_the_rule(peer, sqlite_
         result = export_desired_states(session)
 
     assert (result.counts.updated, result.counts.conflicts, result.counts.failed) == (
-        1 + (rule == "local_wins"), 1, 0)
+        1 + (rule == "local_wins"),
+        1,
+        0,
+    )
     assert peer.desired_state(quiet)["export_quiet"] == rule
     expected = f"ours-{rule}" if rule == "local_wins" else f"theirs-{rule}"
     assert peer.desired_state(contested)["export_contested"] == expected
@@ -154,7 +172,10 @@ def test_export_detects_and_records_conflicts_and_applies_the_rule(peer, sqlite_
         rows = activity_rows(conn, ORG, integration_id=iid)
     assert (conflict["external_id"], conflict["resolution"]) == (contested, rule)
     assert conflict["local_patch"] == {"export_contested": f"ours-{rule}"}
-    assert statuses == {quiet: "pushed", contested: "pushed" if rule == "local_wins" else "conflict"}
+    assert statuses == {
+        quiet: "pushed",
+        contested: "pushed" if rule == "local_wins" else "conflict",
+    }
     conflict_rows = [r for r in rows if r["activity_type"] == "conflict"]
     assert len(conflict_rows) == 1 and contested in conflict_rows[0]["error_message"]
 

@@ -19,9 +19,9 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate

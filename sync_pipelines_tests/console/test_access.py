@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.console.access import reading
@@ -15,7 +16,6 @@ from sync_pipelines.console.auth import ConsoleAuth, ConsoleConfigError, Operato
 from sync_pipelines.console.filters import ActivityFilter
 from sync_pipelines.console.overview import integration_overview
 from sync_pipelines.console.queries import activity_page
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines_tests.console.conftest import (
     ADMIN_PASSWORD,
     ADMIN_TOKEN,

@@ -5,8 +5,8 @@ not recorded yet."""
 
 import dagster as dg
 import pytest
+from sync_pipelines_peers.alert_sink import AlertSink
 
-from sync_pipelines.alerts.local_sink import AlertSink
 from sync_pipelines.defs.failure_sensors import run_failure_recorder
 from sync_pipelines.defs.partitions import golioth_integrations
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS

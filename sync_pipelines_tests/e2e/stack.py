@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import yaml
+from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate

@@ -11,10 +11,9 @@ import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-
-from sync_pipelines.emulators.faults import FaultSpec
-from sync_pipelines.emulators.moto_server import MotoServer
-from sync_pipelines.peers.aws_iot import AwsIotPeer
+from sync_pipelines_peers.emulators.faults import FaultSpec
+from sync_pipelines_peers.emulators.moto_server import MotoServer
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sync_pipelines_peers.emulators.azure_iot import (
+    AzureIotEmulator,
+    AzureIotEmulatorConfig,
+    policy_key,
+)
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.azure_iot import AzureIotEmulator, AzureIotEmulatorConfig, policy_key
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.providers.azure_sas import generate_sas_token
 
 HUB = "test-hub.azure-devices.net"

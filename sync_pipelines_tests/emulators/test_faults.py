@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from sync_pipelines.emulators.faults import FaultInjector, FaultKind, FaultSpec, TokenBucket
+from sync_pipelines_peers.emulators.faults import FaultInjector, FaultKind, FaultSpec, TokenBucket
 
 
 def kinds_applied(injector: FaultInjector, method: str = "GET", path: str = "/v1/x") -> str | None:

@@ -12,10 +12,9 @@ from datetime import datetime
 
 import httpx
 import pytest
-
-from sync_pipelines.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
-from sync_pipelines.emulators.request_log import RecordedRequest, RequestLog
-from sync_pipelines.emulators.server import EmulatorServer
+from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
+from sync_pipelines_peers.emulators.request_log import RecordedRequest, RequestLog
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 API_KEY = "test-api-key"
 ACCESS_TOKEN = "test-access-token"

@@ -4,11 +4,11 @@ and the amqtt fallback, which must carry a whole MQTT peer (listing, states, tel
 from __future__ import annotations
 
 import pytest
+from sync_pipelines_peers.emulators.mqtt_broker import AmqttBroker, MosquittoBroker, start_broker
+from sync_pipelines_peers.launchers.mqtt import MqttPeer
 
-from sync_pipelines.emulators.mqtt_broker import AmqttBroker, MosquittoBroker, start_broker
 from sync_pipelines.errors import AuthError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.mqtt import MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 from sync_pipelines.sync.integration_config import open_provider

@@ -12,9 +12,9 @@ import secrets
 import httpx
 import pytest
 from click.testing import CliRunner
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.cli_health import health
-from sync_pipelines.emulators.server import EmulatorServer
+from sync_pipelines.cli.health import health
 from sync_pipelines.errors import AuthError
 from sync_pipelines.monitoring.service_health import (
     HealthOptions,

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.cli_health import health
-from sync_pipelines.emulators.server import EmulatorServer
+from sync_pipelines.cli.health import health
 from sync_pipelines.monitoring.service_health import HealthOptions
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate

@@ -24,9 +24,9 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.monitoring.service_health import HealthOptions
 from sync_pipelines.observability.metrics import MULTIPROC_DIR_ENV
 from sync_pipelines.store.integrations import Integration

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 from prometheus_client import REGISTRY
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
 from sync_pipelines.observability.boto_recording import build_boto_client
 from sync_pipelines.observability.http_recording import build_http_client
 from sync_pipelines.observability.mqtt_recording import build_mqtt_connection
 from sync_pipelines.observability.retrying import RetryPolicy
-from sync_pipelines.peers.aws_iot import AwsIotPeer
 from sync_pipelines.providers.mqtt_client import BrokerEndpoint
 
 REQUESTS = "sync_pipelines_provider_requests_total"

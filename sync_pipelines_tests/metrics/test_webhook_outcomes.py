@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 from prometheus_client import REGISTRY
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.monitoring.service_health import HealthOptions
 from sync_pipelines.webhooks.app import create_receiver_app
 from sync_pipelines_tests.webhook_support import register_webhook_integration

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from sync_pipelines_peers.emulators.faults import FaultSpec
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
 from sync_pipelines.observability.boto_recording import build_boto_client, request_id_of
-from sync_pipelines.peers.aws_iot import AwsIotPeer
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sync_pipelines_peers.emulators.faults import FaultSpec
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.errors import AuthError, RateLimitedError, TransientError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.aws_iot import AwsIotPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 

@@ -10,12 +10,12 @@ import time
 import httpx
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.launchers.azure_iot import AzureIotPeer
 
 from sync_pipelines.errors import AuthError, RateLimitedError, TransientError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION, build_http_client
 from sync_pipelines.observability.retrying import RetryPolicy
-from sync_pipelines.peers.azure_iot import AzureIotPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_devices

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import asdict
 
 import pytest
+from sync_pipelines_peers.launchers.mqtt import MqttPeer
 
 from sync_pipelines.observability.activity import (
     MQTT_REQUEST,
@@ -20,7 +21,6 @@ from sync_pipelines.observability.activity import (
     MemorySink,
 )
 from sync_pipelines.observability.mqtt_recording import mqtt_endpoint
-from sync_pipelines.peers.mqtt import MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.providers.mqtt_client import _Awaiting
 from sync_pipelines.sync.integration_config import open_provider
@@ -159,7 +159,12 @@ def test_an_unreachable_broker_is_a_failed_connect_row_of_category_transient(pee
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = {**peer.integration_settings(), "host": "127.0.0.1", "port": port, "retry_max_attempts": 1}
+    settings = {
+        **peer.integration_settings(),
+        "host": "127.0.0.1",
+        "port": port,
+        "retry_max_attempts": 1,
+    }
     with _provider(recorder, settings, peer.password, peer.username) as provider:
         result = provider.test_connection()
     (row,) = _rows(recorder)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sync_pipelines_peers.launchers.contract import AUTH_FAILURE, SERVER_ERROR
+from sync_pipelines_peers.launchers.mqtt import MqttPeer
 
 from sync_pipelines.errors import AuthError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.contract import AUTH_FAILURE, SERVER_ERROR
-from sync_pipelines.peers.mqtt import MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 

@@ -10,12 +10,12 @@ import pytest
 from botocore.exceptions import ClientError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from sync_pipelines_peers.emulators.faults import FaultSpec
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
 from sync_pipelines.observability.boto_recording import build_boto_client
-from sync_pipelines.peers.aws_iot import AwsIotPeer
 
 
 @pytest.fixture(scope="module")

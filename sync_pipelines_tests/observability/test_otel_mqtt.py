@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sync_pipelines_peers.launchers.mqtt import MqttPeer
 
 from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import (
@@ -16,7 +17,6 @@ from sync_pipelines.observability.activity import (
     ActivityScope,
     MemorySink,
 )
-from sync_pipelines.peers.mqtt import MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.observability import otel
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.webhooks.app import WEBHOOK_RECEIVED, create_receiver_app

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.defs.observed_sensors import observed_sensors
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.errors import AuthError
 from sync_pipelines.observability import sentry
 from sync_pipelines.observability.redaction import REDACTED

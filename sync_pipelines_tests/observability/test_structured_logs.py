@@ -35,11 +35,17 @@ def _json_lines(text: str) -> list[dict]:
 
 def _run(instance, sqlite_store, integ):
     instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
-    return dg.materialize([golioth_devices], partition_key=integ.integration_id, instance=instance,
-                          resources={"store": SyncStoreResource(database_url=sqlite_store.url)})
+    return dg.materialize(
+        [golioth_devices],
+        partition_key=integ.integration_id,
+        instance=instance,
+        resources={"store": SyncStoreResource(database_url=sqlite_store.url)},
+    )
 
 
-def test_sync_lines_on_stdout_are_json_with_run_and_integration_fields(sqlite_store, golioth, register_golioth, capfd):
+def test_sync_lines_on_stdout_are_json_with_run_and_integration_fields(
+    sqlite_store, golioth, register_golioth, capfd
+):
     integ = register_golioth(sqlite_store, golioth)
     with dg.instance_for_test() as instance:
         result = _run(instance, sqlite_store, integ)
@@ -58,7 +64,11 @@ def test_http_lines_carry_the_request_id(sqlite_store, golioth, register_golioth
     integ = register_golioth(sqlite_store, golioth)
     with dg.instance_for_test() as instance:
         _run(instance, sqlite_store, integ)
-    http = [line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "http_request_completed"]
+    http = [
+        line
+        for line in _json_lines(capfd.readouterr().out)
+        if line.get("event") == "http_request_completed"
+    ]
     received = {r.request_id for r in golioth.emulator.requests() if r.path.startswith("/v1/")}
     assert http and {line["request_id"] for line in http} == received
     assert all(isinstance(line["duration_ms"], float) and line["attempt"] == 1 for line in http)
@@ -66,7 +76,9 @@ def test_http_lines_carry_the_request_id(sqlite_store, golioth, register_golioth
 
 def test_sync_lines_reach_the_dagster_event_log(sqlite_store, golioth, register_golioth):
     integ = register_golioth(sqlite_store, golioth)
-    overrides = {"python_logs": {"managed_python_loggers": ["sync_pipelines"], "python_log_level": "INFO"}}
+    overrides = {
+        "python_logs": {"managed_python_loggers": ["sync_pipelines"], "python_log_level": "INFO"}
+    }
     with dg.instance_for_test(overrides=overrides) as instance:
         result = _run(instance, sqlite_store, integ)
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -76,14 +88,23 @@ def test_sync_lines_reach_the_dagster_event_log(sqlite_store, golioth, register_
     assert all(line["run_id"] == result.run_id for line in ours)
 
 
-def test_failures_log_a_structured_error_with_type_message_and_stack(sqlite_store, golioth, register_golioth, capfd):
+def test_failures_log_a_structured_error_with_type_message_and_stack(
+    sqlite_store, golioth, register_golioth, capfd
+):
     integ = register_golioth(sqlite_store, golioth)
     golioth.emulator.add_faults({"kind": "malformed_json", "path": "/devices$"})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
-        dg.materialize([golioth_devices], partition_key=integ.integration_id, instance=instance,
-                       resources={"store": SyncStoreResource(database_url=sqlite_store.url)}, raise_on_error=False)
-    (failed,) = [line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "sync_failed"]
+        dg.materialize(
+            [golioth_devices],
+            partition_key=integ.integration_id,
+            instance=instance,
+            resources={"store": SyncStoreResource(database_url=sqlite_store.url)},
+            raise_on_error=False,
+        )
+    (failed,) = [
+        line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "sync_failed"
+    ]
     assert failed["level"] == "error" and failed["error_type"] == "validation"
     assert failed["error"]["type"] == "MalformedResponseError"
     assert "not valid JSON" in failed["error"]["message"]

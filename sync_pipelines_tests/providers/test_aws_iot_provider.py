@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sync_pipelines_peers.emulators.faults import FaultSpec
+from sync_pipelines_peers.launchers.aws_iot import AwsIotPeer
 
-from sync_pipelines.emulators.faults import FaultSpec
 from sync_pipelines.errors import (
     AuthError,
     ConflictError,
@@ -17,7 +18,6 @@ from sync_pipelines.errors import (
     TransientError,
 )
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.aws_iot import AwsIotPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.device_states import sync_device_states
@@ -214,7 +214,10 @@ def test_push_desired_on_a_stale_version_is_a_conflict_naming_the_thing(peer, re
 
 def test_control_plane_throttling_is_rate_limited_with_the_retry_after(peer, recorder):
     peer.inject_fault("rate_limit")
-    with _provider(peer, recorder, retry_max_attempts=1) as provider, pytest.raises(RateLimitedError) as err:
+    with (
+        _provider(peer, recorder, retry_max_attempts=1) as provider,
+        pytest.raises(RateLimitedError) as err,
+    ):
         list(provider.list_devices())
     assert err.value.status_code == 400 and err.value.retry_after_s == peer.rate_limit_retry_after_s
     assert "aws-p" in str(err.value)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.launchers.azure_iot import AzureIotPeer
 
 from sync_pipelines.errors import (
     AuthError,
@@ -18,7 +19,6 @@ from sync_pipelines.errors import (
     TransientError,
 )
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.azure_iot import AzureIotPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import count_device_states, count_devices

@@ -15,14 +15,22 @@ FAST_RETRIES = {"retry_base_backoff_s": 0.01, "retry_max_backoff_s": 0.05, "retr
 
 @pytest.fixture
 def recorder() -> ActivityRecorder:
-    return ActivityRecorder(MemorySink(), ActivityScope(organization_id="org-p", integration_id="g-p"), flush_every=1)
+    return ActivityRecorder(
+        MemorySink(), ActivityScope(organization_id="org-p", integration_id="g-p"), flush_every=1
+    )
 
 
 def _provider(running, recorder, api_key=None, **settings):
     config = IntegrationConfig(
-        integration_id="g-p", organization_id="org-p", provider="golioth",
-        settings={"base_url": running.url, "project_id": running.emulator.config.project_id,
-                  **FAST_RETRIES, **settings},
+        integration_id="g-p",
+        organization_id="org-p",
+        provider="golioth",
+        settings={
+            "base_url": running.url,
+            "project_id": running.emulator.config.project_id,
+            **FAST_RETRIES,
+            **settings,
+        },
         secrets={"api_key": api_key or running.api_key},
     )
     return open_provider(config, recorder)
@@ -34,7 +42,11 @@ def test_pages_cover_the_inventory_in_order(golioth, recorder):
     ids = [d.external_id for p in pages for d in p.devices]
     assert ids == list(golioth.emulator.device_ids())
     assert [p.page_number for p in pages] == [0, 1, 2]
-    assert [p.cursor_after for p in pages] == [{"next_page": 1, "per_page": 100}, {"next_page": 2, "per_page": 100}, None]
+    assert [p.cursor_after for p in pages] == [
+        {"next_page": 1, "per_page": 100},
+        {"next_page": 2, "per_page": 100},
+        None,
+    ]
 
 
 def test_omitted_fields_become_empty_values_and_tag_ids_are_read(golioth, recorder):
@@ -85,18 +97,28 @@ def test_a_failed_state_read_is_reported_per_device(golioth, recorder):
         states, failures = provider.get_states(ids)
     assert len(states) == 3
     (failure,) = failures
-    assert failure.external_id == ids[1] and failure.error_type == "transient" and "503" in failure.error_message
+    assert (
+        failure.external_id == ids[1]
+        and failure.error_type == "transient"
+        and "503" in failure.error_message
+    )
 
 
 def test_bad_credentials_raise_an_auth_error_with_the_providers_words(golioth, recorder):
-    with _provider(golioth, recorder, api_key="wrong-key") as provider, pytest.raises(AuthError) as err:
+    with (
+        _provider(golioth, recorder, api_key="wrong-key") as provider,
+        pytest.raises(AuthError) as err,
+    ):
         list(provider.list_devices())
     assert err.value.status_code == 401 and "rpc code 16" in str(err.value) and err.value.request_id
 
 
 def test_a_truncated_page_is_a_malformed_response(golioth, recorder):
     golioth.emulator.add_faults({"kind": "truncated_json", "path": "/devices$"})
-    with _provider(golioth, recorder) as provider, pytest.raises(MalformedResponseError, match="not valid JSON"):
+    with (
+        _provider(golioth, recorder) as provider,
+        pytest.raises(MalformedResponseError, match="not valid JSON"),
+    ):
         list(provider.list_devices())
 
 
@@ -124,4 +146,6 @@ def test_every_call_is_recorded_by_the_client_not_the_provider(golioth, recorder
     with _provider(golioth, recorder) as provider:
         list(provider.list_devices())
     rows = [r for r in recorder.sink.rows.values() if r.activity_type == "http_request"]
-    assert len(rows) == 3 and all(r.direction == "outgoing" and r.request_headers["x-api-key"] == "[REDACTED]" for r in rows)
+    assert len(rows) == 3 and all(
+        r.direction == "outgoing" and r.request_headers["x-api-key"] == "[REDACTED]" for r in rows
+    )

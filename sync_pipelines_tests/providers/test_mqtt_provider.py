@@ -7,11 +7,11 @@ import socket
 from dataclasses import replace
 
 import pytest
+from sync_pipelines_peers.launchers.contract import AUTH_FAILURE, MALFORMED, SERVER_ERROR
+from sync_pipelines_peers.launchers.mqtt import MALFORMED_DEVICE, MqttPeer
 
 from sync_pipelines.errors import AuthError, ConflictError, TransientError
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
-from sync_pipelines.peers.contract import AUTH_FAILURE, MALFORMED, SERVER_ERROR
-from sync_pipelines.peers.mqtt import MALFORMED_DEVICE, MqttPeer
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
 

@@ -9,9 +9,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from sync_pipelines_peers.launchers.contract import SERVER_ERROR, ProviderPeer
+from sync_pipelines_peers.launchers.registry import new_peer
 
-from sync_pipelines.peers.contract import SERVER_ERROR, ProviderPeer
-from sync_pipelines.peers.registry import new_peer
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import register_integration
 

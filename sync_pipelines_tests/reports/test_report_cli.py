@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sync_pipelines.cli_reports import report
+from sync_pipelines.cli.reports import report
 from sync_pipelines.reports.chart import PNG_MAGIC
 from sync_pipelines_tests.reports.conftest import DOWN, ORG, OTHER
 

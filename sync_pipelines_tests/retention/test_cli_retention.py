@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sync_pipelines.cli_retention import retention
+from sync_pipelines.cli.retention import retention
 from sync_pipelines.clock import utc_now
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.retention import RETENTION, RULES

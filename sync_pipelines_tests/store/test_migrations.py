@@ -14,8 +14,15 @@ from sync_pipelines.store.migrations import (
     split_sqlite_statements,
 )
 
-CORE_TABLES = {"organizations", "integrations", "devices", "device_states", "integration_activity_log",
-               "integration_sync_log", "integration_sync_state"}
+CORE_TABLES = {
+    "organizations",
+    "integrations",
+    "devices",
+    "device_states",
+    "integration_activity_log",
+    "integration_sync_log",
+    "integration_sync_state",
+}
 
 
 def test_migrating_a_migrated_store_applies_nothing(store):
@@ -55,7 +62,9 @@ def test_concurrent_migrators_apply_each_file_once(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(v for batch in applied for v in batch) == [m.version for m in migrations_for("sqlite")]
+    assert sorted(v for batch in applied for v in batch) == [
+        m.version for m in migrations_for("sqlite")
+    ]
 
 
 def test_engine_specific_files_are_chosen_by_dialect(tmp_path):
@@ -63,8 +72,14 @@ def test_engine_specific_files_are_chosen_by_dialect(tmp_path):
     (tmp_path / "002_only.postgres.sql").write_text("SELECT 2;")
     (tmp_path / "003_only.sqlite.sql").write_text("SELECT 3;")
     (tmp_path / "notes.sql").write_text("-- not a migration")
-    assert [m.version for m in migrations_for("postgresql", tmp_path)] == ["001_common.sql", "002_only.postgres.sql"]
-    assert [m.version for m in migrations_for("sqlite", tmp_path)] == ["001_common.sql", "003_only.sqlite.sql"]
+    assert [m.version for m in migrations_for("postgresql", tmp_path)] == [
+        "001_common.sql",
+        "002_only.postgres.sql",
+    ]
+    assert [m.version for m in migrations_for("sqlite", tmp_path)] == [
+        "001_common.sql",
+        "003_only.sqlite.sql",
+    ]
 
 
 def test_sqlite_scripts_split_into_whole_statements_ignoring_comments():
@@ -85,8 +100,12 @@ def test_a_transaction_after_migrating_sqlite_still_rolls_back(tmp_path):
     migrate(store)
     try:
         with store.transaction() as conn:
-            conn.execute(sa.text("INSERT INTO organizations (organization_id, name, created_at) "
-                                 "VALUES ('org-x', 'x', '2026-01-01T00:00:00.000000Z')"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO organizations (organization_id, name, created_at) "
+                    "VALUES ('org-x', 'x', '2026-01-01T00:00:00.000000Z')"
+                )
+            )
             raise RuntimeError("abort")
     except RuntimeError:
         pass

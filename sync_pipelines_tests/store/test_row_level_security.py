@@ -17,9 +17,15 @@ from sync_pipelines.store.desired import request_desired_change
 def pg_store(postgres_url) -> Store:
     store = Store(postgres_url)
     with store.transaction() as conn:
-        tables = conn.execute(sa.text(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )).scalars().all()
+        tables = (
+            conn.execute(
+                sa.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
     yield store
     store.dispose()
@@ -40,11 +46,15 @@ def tenant_url(postgres_url) -> str:
 
 def _tenant_tables(store: Store) -> list[str]:
     with store.connect() as conn:
-        return sorted(conn.execute(sa.text(
-            "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
-            "ON t.table_name = c.table_name AND t.table_schema = c.table_schema AND t.table_type = 'BASE TABLE' "
-            "WHERE c.table_schema = 'public' AND c.column_name = 'organization_id'"
-        )).scalars())
+        return sorted(
+            conn.execute(
+                sa.text(
+                    "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
+                    "ON t.table_name = c.table_name AND t.table_schema = c.table_schema AND t.table_type = 'BASE TABLE' "
+                    "WHERE c.table_schema = 'public' AND c.column_name = 'organization_id'"
+                )
+            ).scalars()
+        )
 
 
 def _seed_two_organizations(store: Store, golioth, register_golioth, open_session) -> None:
@@ -52,31 +62,50 @@ def _seed_two_organizations(store: Store, golioth, register_golioth, open_sessio
     from sync_pipelines.sync.inventory import sync_devices
 
     for org in ("org-a", "org-b"):
-        integ = register_golioth(store, golioth, organization_id=org, integration_id=f"golioth-{org}")
+        integ = register_golioth(
+            store, golioth, organization_id=org, integration_id=f"golioth-{org}"
+        )
         with open_session(store, integ.integration_id) as session:
             sync_devices(session)
             sync_device_states(session)
         with store.transaction() as conn:
-            request_desired_change(conn, org, integ.integration_id, next(golioth.emulator.device_ids()), {"x": 1})
+            request_desired_change(
+                conn, org, integ.integration_id, next(golioth.emulator.device_ids()), {"x": 1}
+            )
 
 
 def test_every_tenant_table_has_row_level_security_enabled(pg_store):
     tables = _tenant_tables(pg_store)
-    assert {"devices", "integration_activity_log", "desired_changes", "device_telemetry",
-            "event_failures"} <= set(tables)
+    assert {
+        "devices",
+        "integration_activity_log",
+        "desired_changes",
+        "device_telemetry",
+        "event_failures",
+    } <= set(tables)
     with pg_store.connect() as conn:
-        unprotected = conn.execute(sa.text(
-            "SELECT relname FROM pg_class WHERE relname = ANY(:t) AND NOT relrowsecurity"
-        ), {"t": tables}).scalars().all()
-        policies = set(conn.execute(sa.text(
-            "SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'"
-        )).scalars())
+        unprotected = (
+            conn.execute(
+                sa.text(
+                    "SELECT relname FROM pg_class WHERE relname = ANY(:t) AND NOT relrowsecurity"
+                ),
+                {"t": tables},
+            )
+            .scalars()
+            .all()
+        )
+        policies = set(
+            conn.execute(
+                sa.text("SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'")
+            ).scalars()
+        )
     assert unprotected == []
     assert policies == set(tables)
 
 
-def test_a_tenant_sees_only_its_organization_and_nothing_unscoped(pg_store, tenant_url, golioth, register_golioth,
-                                                                  open_session):
+def test_a_tenant_sees_only_its_organization_and_nothing_unscoped(
+    pg_store, tenant_url, golioth, register_golioth, open_session
+):
     _seed_two_organizations(pg_store, golioth, register_golioth, open_session)
     tables = _tenant_tables(pg_store)
     with psycopg.connect(tenant_url, autocommit=True) as tenant:
@@ -84,18 +113,26 @@ def test_a_tenant_sees_only_its_organization_and_nothing_unscoped(pg_store, tena
             assert tenant.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
         tenant.execute("SET sync.organization_id = 'org-a'")
         for table in tables:
-            other = tenant.execute(f"SELECT count(*) FROM {table} WHERE organization_id <> 'org-a'").fetchone()[0]
+            other = tenant.execute(
+                f"SELECT count(*) FROM {table} WHERE organization_id <> 'org-a'"
+            ).fetchone()[0]
             assert other == 0, f"{table} shows another organization's rows"
-        assert tenant.execute("SELECT count(*) FROM devices").fetchone()[0] == golioth.emulator.device_count
+        assert (
+            tenant.execute("SELECT count(*) FROM devices").fetchone()[0]
+            == golioth.emulator.device_count
+        )
         assert tenant.execute("SELECT count(*) FROM integration_activity_log").fetchone()[0] > 0
 
 
-def test_a_tenant_cannot_write_or_change_another_organizations_rows(pg_store, tenant_url, golioth,
-                                                                   register_golioth, open_session):
+def test_a_tenant_cannot_write_or_change_another_organizations_rows(
+    pg_store, tenant_url, golioth, register_golioth, open_session
+):
     _seed_two_organizations(pg_store, golioth, register_golioth, open_session)
     with psycopg.connect(tenant_url, autocommit=True) as tenant:
         tenant.execute("SET sync.organization_id = 'org-a'")
-        updated = tenant.execute("UPDATE devices SET name = 'hijacked' WHERE organization_id = 'org-b'")
+        updated = tenant.execute(
+            "UPDATE devices SET name = 'hijacked' WHERE organization_id = 'org-b'"
+        )
         assert updated.rowcount == 0
         deleted = tenant.execute("DELETE FROM desired_changes WHERE organization_id = 'org-b'")
         assert deleted.rowcount == 0
@@ -104,8 +141,19 @@ def test_a_tenant_cannot_write_or_change_another_organizations_rows(pg_store, te
                 "INSERT INTO organizations (organization_id, name, created_at) VALUES ('org-b2', 'x', now())"
             )
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            tenant.execute("UPDATE devices SET organization_id = 'org-b' WHERE organization_id = 'org-a'")
+            tenant.execute(
+                "UPDATE devices SET organization_id = 'org-b' WHERE organization_id = 'org-a'"
+            )
     with pg_store.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM devices WHERE name = 'hijacked'")).scalar_one() == 0
-        assert conn.execute(sa.text(
-            "SELECT count(*) FROM desired_changes WHERE organization_id = 'org-b'")).scalar_one() == 1
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM devices WHERE name = 'hijacked'")
+            ).scalar_one()
+            == 0
+        )
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM desired_changes WHERE organization_id = 'org-b'")
+            ).scalar_one()
+            == 1
+        )

@@ -12,7 +12,9 @@ from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
 
 
-def test_states_are_stored_for_every_device_and_unchanged_on_rerun(store, golioth_factory, register_golioth, open_session):
+def test_states_are_stored_for_every_device_and_unchanged_on_rerun(
+    store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=60)
     integ = register_golioth(store, running)
     with open_session(store, integ.integration_id) as session:
@@ -25,7 +27,9 @@ def test_states_are_stored_for_every_device_and_unchanged_on_rerun(store, goliot
         assert count_device_states(conn, integ.organization_id, integ.integration_id) == 60
 
 
-def test_a_desired_change_is_written_as_an_update(store, golioth_factory, register_golioth, open_session):
+def test_a_desired_change_is_written_as_an_update(
+    store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=10)
     integ = register_golioth(store, running)
     target = next(running.emulator.device_ids())
@@ -37,19 +41,25 @@ def test_a_desired_change_is_written_as_an_update(store, golioth_factory, regist
     assert (result.counts.updated, result.counts.unchanged) == (1, 9)
     with store.connect() as conn:
         desired = conn.execute(
-            sa.text("SELECT desired FROM device_states WHERE organization_id = :o AND external_id = :e"),
+            sa.text(
+                "SELECT desired FROM device_states WHERE organization_id = :o AND external_id = :e"
+            ),
             {"o": integ.organization_id, "e": target},
         ).scalar_one()
     desired = desired if isinstance(desired, dict) else json.loads(desired)
     assert desired["interval_s"] == 42
 
 
-def test_failed_state_reads_are_counted_and_the_rest_stored(store, golioth_factory, register_golioth, open_session):
+def test_failed_state_reads_are_counted_and_the_rest_stored(
+    store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=20)
     integ = register_golioth(store, running, retry_max_attempts=1)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
-        running.emulator.add_faults({"kind": "server_error", "status": 500, "path": "/data$", "times": 2})
+        running.emulator.add_faults(
+            {"kind": "server_error", "status": 500, "path": "/data$", "times": 2}
+        )
         result = sync_device_states(session)
     assert result.status == "partial" and (result.counts.failed, result.counts.created) == (2, 18)
 
@@ -66,8 +76,12 @@ def test_each_unreadable_state_is_an_activity_row_naming_integration_and_device(
         result = sync_device_states(session)
     assert (result.status, result.counts.failed) == ("partial", 1)
     with store.connect() as conn:
-        (row,) = activity_rows(conn, integ.organization_id, integration_id=integ.integration_id,
-                               activity_type="record_rejected")
+        (row,) = activity_rows(
+            conn,
+            integ.organization_id,
+            integration_id=integ.integration_id,
+            activity_type="record_rejected",
+        )
     device = row["metadata"]["external_id"]
     assert row["status"] == "failed" and row["error_type"] == "validation"
     assert integ.integration_id in row["error_message"] and device in row["error_message"]

@@ -29,12 +29,18 @@ def _synced(store, golioth, register_golioth, open_session, **settings):
     return integ
 
 
-def test_several_changes_to_one_device_are_merged_into_one_push(store, golioth, register_golioth, open_session):
+def test_several_changes_to_one_device_are_merged_into_one_push(
+    store, golioth, register_golioth, open_session
+):
     integ = _synced(store, golioth, register_golioth, open_session)
     device = next(golioth.emulator.device_ids())
     with store.transaction() as conn:
-        request_desired_change(conn, "org-a", integ.integration_id, device, {"interval_s": 30, "led": True})
-        request_desired_change(conn, "org-a", integ.integration_id, device, {"led": None, "mode": "eco"})
+        request_desired_change(
+            conn, "org-a", integ.integration_id, device, {"interval_s": 30, "led": True}
+        )
+        request_desired_change(
+            conn, "org-a", integ.integration_id, device, {"led": None, "mode": "eco"}
+        )
     golioth.emulator.clear_requests()
     with open_session(store, integ.integration_id) as session:
         result = export_desired_states(session)
@@ -44,10 +50,14 @@ def test_several_changes_to_one_device_are_merged_into_one_push(store, golioth, 
     posts = [r for r in golioth.emulator.requests() if r.method == "POST"]
     assert len(posts) == 1
     with store.connect() as conn:
-        assert {c["status"] for c in desired_changes(conn, "org-a", integ.integration_id)} == {"pushed"}
+        assert {c["status"] for c in desired_changes(conn, "org-a", integ.integration_id)} == {
+            "pushed"
+        }
 
 
-def test_a_change_the_provider_already_has_is_not_pushed_again(store, golioth, register_golioth, open_session):
+def test_a_change_the_provider_already_has_is_not_pushed_again(
+    store, golioth, register_golioth, open_session
+):
     integ = _synced(store, golioth, register_golioth, open_session)
     device = next(golioth.emulator.device_ids())
     current = golioth.emulator.read_state(device, "desired")
@@ -73,7 +83,9 @@ def test_a_change_made_before_any_state_sync_is_pushed_against_the_current_versi
     assert golioth.emulator.read_state(device, "desired")["interval_s"] == 45
 
 
-def test_an_unknown_device_fails_its_change_and_the_rest_is_pushed(store, golioth, register_golioth, open_session):
+def test_an_unknown_device_fails_its_change_and_the_rest_is_pushed(
+    store, golioth, register_golioth, open_session
+):
     integ = _synced(store, golioth, register_golioth, open_session)
     device = next(golioth.emulator.device_ids())
     with store.transaction() as conn:
@@ -83,18 +95,29 @@ def test_an_unknown_device_fails_its_change_and_the_rest_is_pushed(store, goliot
         result = export_desired_states(session)
     assert (result.status, result.counts.updated, result.counts.failed) == ("partial", 1, 1)
     with store.connect() as conn:
-        failed = [c for c in desired_changes(conn, "org-a", integ.integration_id) if c["status"] == "failed"]
+        failed = [
+            c
+            for c in desired_changes(conn, "org-a", integ.integration_id)
+            if c["status"] == "failed"
+        ]
     assert failed[0]["external_id"] == "no-such-device"
     assert "no-such-device" in failed[0]["error_message"]
 
 
-def test_an_unknown_conflict_rule_is_a_recorded_config_error(store, golioth, register_golioth, open_session):
+def test_an_unknown_conflict_rule_is_a_recorded_config_error(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth, conflict_resolution="whoever_is_louder")
-    with pytest.raises(ConfigError, match="conflict_resolution"), open_session(store, integ.integration_id) as session:
+    with (
+        pytest.raises(ConfigError, match="conflict_resolution"),
+        open_session(store, integ.integration_id) as session,
+    ):
         export_desired_states(session)
     with store.connect() as conn:
         (log,) = sync_log_rows(conn, "org-a", integ.integration_id)
-        (op,) = activity_rows(conn, "org-a", integration_id=integ.integration_id, activity_type="export")
+        (op,) = activity_rows(
+            conn, "org-a", integration_id=integ.integration_id, activity_type="export"
+        )
     assert log["status"] == "failed" and "whoever_is_louder" in log["error_message"]
     assert op["status"] == "failed"
 

@@ -26,7 +26,9 @@ def test_first_sync_stores_every_device(store, golioth, register_golioth, open_s
     assert _device_count(store, integ) == golioth.emulator.device_count == 250
 
 
-def test_second_sync_changes_nothing_and_leaves_exactly_n_rows(store, golioth, register_golioth, open_session):
+def test_second_sync_changes_nothing_and_leaves_exactly_n_rows(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
@@ -47,7 +49,9 @@ def test_changed_device_is_updated_with_provenance(store, golioth, register_goli
     assert (result.counts.updated, result.counts.unchanged) == (1, 249)
     with store.connect() as conn:
         row = get_device(conn, integ.organization_id, integ.integration_id, target)
-        page_requests = activity_rows(conn, integ.organization_id, run_id="run-two", activity_type="http_request")
+        page_requests = activity_rows(
+            conn, integ.organization_id, run_id="run-two", activity_type="http_request"
+        )
     assert row["name"] == "renamed-device"
     assert row["last_run_id"] == "run-two"
     assert row["last_request_id"] in {r["request_id"] for r in page_requests}
@@ -64,28 +68,39 @@ def test_new_devices_are_picked_up(store, golioth, register_golioth, open_sessio
     assert _device_count(store, integ) == 280
 
 
-def test_every_http_request_has_an_activity_row_with_the_request_id_sent(store, golioth, register_golioth, open_session):
+def test_every_http_request_has_an_activity_row_with_the_request_id_sent(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth, per_page=100)
     golioth.emulator.clear_requests()
     with open_session(store, integ.integration_id, run_id="run-ids") as session:
         sync_devices(session)
     received = [r for r in golioth.emulator.requests() if r.path.startswith("/v1/")]
     with store.connect() as conn:
-        rows = activity_rows(conn, integ.organization_id, run_id="run-ids", activity_type="http_request")
+        rows = activity_rows(
+            conn, integ.organization_id, run_id="run-ids", activity_type="http_request"
+        )
     assert len(received) == 3  # 250 devices at page size 100
     assert sorted(r.request_id for r in received) == sorted(r["request_id"] for r in rows)
     assert all(r["run_id"] == "run-ids" and r["step_key"] == "test_step" for r in rows)
-    assert all(r["status"] == "success" and r["status_code"] == 200 and r["response_time_ms"] > 0 for r in rows)
+    assert all(
+        r["status"] == "success" and r["status_code"] == 200 and r["response_time_ms"] > 0
+        for r in rows
+    )
     assert all("/devices?page=" in r["endpoint"] for r in rows)
 
 
-def test_import_operation_has_started_and_completed_with_counts(store, golioth, register_golioth, open_session):
+def test_import_operation_has_started_and_completed_with_counts(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth)
     with open_session(store, integ.integration_id, run_id="run-op") as session:
         sync_devices(session)
     with store.connect() as conn:
         (op,) = activity_rows(conn, integ.organization_id, run_id="run-op", activity_type="import")
-        calls = activity_rows(conn, integ.organization_id, run_id="run-op", activity_type="http_request")
+        calls = activity_rows(
+            conn, integ.organization_id, run_id="run-op", activity_type="http_request"
+        )
     assert op["status"] == "success" and op["completed_at"] is not None
     assert all(c["parent_id"] == op["id"] for c in calls)
 
@@ -101,35 +116,57 @@ def test_sync_log_row_records_counts_and_cursor(store, golioth, register_golioth
     assert row["cursor_after"] is None  # a complete scan: the next one starts afresh
 
 
-def test_malformed_page_fails_the_sync_and_keeps_only_whole_pages(store, golioth, register_golioth, open_session):
+def test_malformed_page_fails_the_sync_and_keeps_only_whole_pages(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth, page_concurrency=1)
-    golioth.emulator.add_faults({"kind": "malformed_json", "path": "/devices$", "after": 2, "times": 1})
-    with open_session(store, integ.integration_id) as session, pytest.raises(MalformedResponseError) as failure:
+    golioth.emulator.add_faults(
+        {"kind": "malformed_json", "path": "/devices$", "after": 2, "times": 1}
+    )
+    with (
+        open_session(store, integ.integration_id) as session,
+        pytest.raises(MalformedResponseError) as failure,
+    ):
         sync_devices(session, batch_size=1)
     assert "not valid JSON" in str(failure.value) and "request_id=" in str(failure.value)
     with store.connect() as conn:
         assert count_devices(conn, integ.organization_id, integ.integration_id) == 200
-        assert get_cursor(conn, integ.organization_id, integ.integration_id, "devices") == {"next_page": 2, "per_page": 100}
+        assert get_cursor(conn, integ.organization_id, integ.integration_id, "devices") == {
+            "next_page": 2,
+            "per_page": 100,
+        }
         (log,) = sync_log_rows(conn, integ.organization_id, integ.integration_id)
     assert log["status"] == "failed" and log["error_type"] == "validation"
 
 
-def test_rerun_after_failure_resumes_from_the_cursor_without_duplicates(store, golioth, register_golioth, open_session):
+def test_rerun_after_failure_resumes_from_the_cursor_without_duplicates(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth, page_concurrency=1)
-    golioth.emulator.add_faults({"kind": "truncated_json", "path": "/devices$", "after": 2, "times": 1})
-    with open_session(store, integ.integration_id) as session, pytest.raises(MalformedResponseError):
+    golioth.emulator.add_faults(
+        {"kind": "truncated_json", "path": "/devices$", "after": 2, "times": 1}
+    )
+    with (
+        open_session(store, integ.integration_id) as session,
+        pytest.raises(MalformedResponseError),
+    ):
         sync_devices(session, batch_size=1)
     golioth.emulator.clear_requests()
     with open_session(store, integ.integration_id) as session:
         result = sync_devices(session, batch_size=1)
-    pages_asked = sorted(int(r.query.split("page=")[1].split("&")[0]) for r in golioth.emulator.requests()
-                         if r.path.endswith("/devices"))
+    pages_asked = sorted(
+        int(r.query.split("page=")[1].split("&")[0])
+        for r in golioth.emulator.requests()
+        if r.path.endswith("/devices")
+    )
     assert pages_asked == [1, 2]  # resumed at the cursor, with one page of overlap
     assert result.status == "success"
     assert _device_count(store, integ) == 250
 
 
-def test_poison_record_is_counted_failed_and_the_rest_are_stored(store, golioth, register_golioth, open_session):
+def test_poison_record_is_counted_failed_and_the_rest_are_stored(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth)
     golioth.emulator.add_faults({"kind": "poison_record", "device_index": 7})
     with open_session(store, integ.integration_id, run_id="run-poison") as session:
@@ -137,14 +174,20 @@ def test_poison_record_is_counted_failed_and_the_rest_are_stored(store, golioth,
     assert result.status == "partial"
     assert (result.counts.fetched, result.counts.created, result.counts.failed) == (250, 249, 1)
     with store.connect() as conn:
-        (rejected,) = activity_rows(conn, integ.organization_id, run_id="run-poison", activity_type="record_rejected")
-        (op,) = activity_rows(conn, integ.organization_id, run_id="run-poison", activity_type="import")
+        (rejected,) = activity_rows(
+            conn, integ.organization_id, run_id="run-poison", activity_type="record_rejected"
+        )
+        (op,) = activity_rows(
+            conn, integ.organization_id, run_id="run-poison", activity_type="import"
+        )
     assert rejected["status"] == "failed" and rejected["error_type"] == "validation"
     assert rejected["error_message"]
     assert op["status"] == "partial"
 
 
-def test_counts_sent_as_strings_are_understood(store, golioth_factory, register_golioth, open_session):
+def test_counts_sent_as_strings_are_understood(
+    store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=120, int64_as_string=True)
     integ = register_golioth(store, running)
     with open_session(store, integ.integration_id) as session:
@@ -152,7 +195,9 @@ def test_counts_sent_as_strings_are_understood(store, golioth_factory, register_
     assert result.counts.created == 120
 
 
-def test_devices_of_another_organization_are_not_visible(store, golioth, register_golioth, open_session):
+def test_devices_of_another_organization_are_not_visible(
+    store, golioth, register_golioth, open_session
+):
     integ = register_golioth(store, golioth)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
@@ -170,7 +215,10 @@ def test_activity_log_switched_off_stores_devices_and_no_activity_rows(
     integ = register_golioth(sqlite_store, golioth)
     with open_session(sqlite_store, integ.integration_id) as session:
         result = sync_devices(session)
-    assert result.status == "success" and _device_count(sqlite_store, integ) == result.counts.fetched > 0
+    assert (
+        result.status == "success"
+        and _device_count(sqlite_store, integ) == result.counts.fetched > 0
+    )
     with sqlite_store.connect() as conn:
         assert activity_rows(conn, integ.organization_id, integration_id=integ.integration_id) == []
     assert result.metadata()["http_requests"] > 0

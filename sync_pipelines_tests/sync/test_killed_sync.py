@@ -21,16 +21,34 @@ def _committed_cursor(store, integ):
         return get_cursor(conn, integ.organization_id, integ.integration_id, "devices")
 
 
-def test_killed_sync_is_resumed_without_loss_or_duplicates(store, golioth_factory, register_golioth, open_session):
+def test_killed_sync_is_resumed_without_loss_or_duplicates(
+    store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=1500)
     # slow pages so the kill lands mid-scan
     running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 60})
     integ = register_golioth(store, running, page_concurrency=1)
-    env = {**os.environ, "SYNC_DATABASE_URL": store.url, GOLIOTH_KEY_ENV: running.api_key, "SYNC_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "SYNC_DATABASE_URL": store.url,
+        GOLIOTH_KEY_ENV: running.api_key,
+        "SYNC_LOG_FORMAT": "json",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync_pipelines.cli", "sync", integ.integration_id, "--stream", "devices",
-         "--batch-size", "100"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "sync_pipelines.cli",
+            "sync",
+            integ.integration_id,
+            "--stream",
+            "devices",
+            "--batch-size",
+            "100",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
@@ -59,4 +77,3 @@ def test_killed_sync_is_resumed_without_loss_or_duplicates(store, golioth_factor
     with store.connect() as conn:
         assert count_devices(conn, integ.organization_id, integ.integration_id) == 1500
     assert _committed_cursor(store, integ) is None
-

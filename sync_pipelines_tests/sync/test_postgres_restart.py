@@ -40,12 +40,17 @@ def pg_store(private_pg) -> Iterator[Store]:
 
 def _ids(store, integ) -> list[str]:
     with store.connect() as conn:
-        return list(conn.execute(sa.text("SELECT external_id FROM devices WHERE integration_id = :i"),
-                                 {"i": integ.integration_id}).scalars())
+        return list(
+            conn.execute(
+                sa.text("SELECT external_id FROM devices WHERE integration_id = :i"),
+                {"i": integ.integration_id},
+            ).scalars()
+        )
 
 
 def _after_first_batch(store, integ, action) -> threading.Thread:
     """Run `action` once the first batch is committed (the sync is then waiting on page 2)."""
+
     def watch() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -66,12 +71,14 @@ def _slow_page_two(running) -> None:
     # pages 0 and 1 (the first batch) come fast; page 2 takes long enough for the database to
     # go away and come back while the sync waits on the provider, between two transactions (a
     # restart takes ~1 s, several on a loaded 2-core machine: 6 s leaves room)
-    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 6000,
-                                 "after": 2, "times": 1})
+    running.emulator.add_faults(
+        {"kind": "latency", "path": "/devices$", "latency_ms": 6000, "after": 2, "times": 1}
+    )
 
 
-def test_a_restart_between_transactions_is_absorbed(private_pg, pg_store, golioth_factory, register_golioth,
-                                                    open_session):
+def test_a_restart_between_transactions_is_absorbed(
+    private_pg, pg_store, golioth_factory, register_golioth, open_session
+):
     running = golioth_factory(device_count=DEVICES)
     integ = register_golioth(pg_store, running, page_concurrency=1, page_size=PAGE)
     _slow_page_two(running)
@@ -91,7 +98,10 @@ def test_a_database_down_at_commit_fails_the_sync_as_transient_and_the_rerun_com
     integ = register_golioth(pg_store, running, page_concurrency=1, page_size=PAGE)
     _slow_page_two(running)
     watcher = _after_first_batch(pg_store, integ, private_pg.stop)
-    with pytest.raises(Exception) as failed, open_session(pg_store, integ.integration_id) as session:
+    with (
+        pytest.raises(Exception) as failed,
+        open_session(pg_store, integ.integration_id) as session,
+    ):
         sync_devices(session, batch_size=BATCH)
     watcher.join(timeout=30)
     assert category_of(failed.value) == "transient", repr(failed.value)

@@ -278,20 +278,32 @@ def test_a_requeued_failed_event_that_now_applies_resolves_its_dead_letter(
     assert _event(store, event.id, "az-fix").status == "processed"
 
 
-def test_replaying_a_webhook_dead_letter_reprocesses_its_event_once(store, monkeypatch, open_session):
+def test_replaying_a_webhook_dead_letter_reprocesses_its_event_once(
+    store, monkeypatch, open_session
+):
     from sync_pipelines.sync.replay import replay_dead_letters
 
     integ, _ = register_webhook_integration(
         store, monkeypatch, provider="azure_iot", integration_id="az-replay"
     )
     created = azure_event("DeviceCreated", "dev-7", {"twin": "not an object"})
-    event = insert_pending(store, integ, event_type=created["eventType"], payload=created,
-                           external_id="dev-7", event_id=created["id"])
+    event = insert_pending(
+        store,
+        integ,
+        event_type=created["eventType"],
+        payload=created,
+        external_id="dev-7",
+        event_id=created["id"],
+    )
     with open_session(store, "az-replay") as session:
         assert process_webhook_events(session).counts.failed == 1
     with store.connect() as conn:
         [letter] = list_dead_letters(conn, "org-a")
-    assert (letter.stream, letter.source_id, letter.status) == ("webhook_events", event.id, "pending")
+    assert (letter.stream, letter.source_id, letter.status) == (
+        "webhook_events",
+        event.id,
+        "pending",
+    )
 
     with open_session(store, "az-replay") as session:  # still broken: stays a letter, retrying
         replay_dead_letters(session, ids=[letter.id])
@@ -301,8 +313,10 @@ def test_replaying_a_webhook_dead_letter_reprocesses_its_event_once(store, monke
 
     created["data"]["twin"] = {"deviceId": "dev-7", "status": "enabled"}  # the sender's fix
     with store.transaction() as conn:
-        conn.execute(sa.text("UPDATE webhook_events SET payload = :p WHERE id = :id"),
-                     {"p": json.dumps(created), "id": event.id})
+        conn.execute(
+            sa.text("UPDATE webhook_events SET payload = :p WHERE id = :id"),
+            {"p": json.dumps(created), "id": event.id},
+        )
     for _ in range(2):  # the second replay finds nothing left to do
         with open_session(store, "az-replay") as session:
             replay_dead_letters(session, ids=[letter.id])

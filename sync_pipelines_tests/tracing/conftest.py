@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.webhook_events import list_events

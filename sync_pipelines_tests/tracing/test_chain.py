@@ -194,8 +194,8 @@ def test_the_integration_filter_narrows_the_search(traced):
 
 def test_a_rejected_delivery_is_traced_by_its_request_id(traced):
     import httpx
+    from sync_pipelines_peers.emulators.server import EmulatorServer
 
-    from sync_pipelines.emulators.server import EmulatorServer
     from sync_pipelines.webhooks.app import create_receiver_app
 
     with EmulatorServer(create_receiver_app(traced.store)) as receiver:

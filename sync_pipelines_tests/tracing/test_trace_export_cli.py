@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from sync_pipelines.cli_reports import export, trace
+from sync_pipelines.cli.reports import export, trace
 from sync_pipelines.tracing.bundle import SCHEMA_VERSION
 from sync_pipelines_tests.tracing.conftest import ORG
 

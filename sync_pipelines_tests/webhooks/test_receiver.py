@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import get_device
 from sync_pipelines.store.telemetry import count_telemetry

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.emulators.server import EmulatorServer
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.webhooks.app import create_receiver_app

@@ -1,0 +1,32 @@
+"""`sync-pipelines migrate`: create the store or bring it to the packaged schema."""
+
+from __future__ import annotations
+
+import click
+
+from sync_pipelines.cli.context import store_handle
+
+
+@click.command()
+@click.option(
+    "--database-url",
+    envvar="SYNC_DATABASE_URL",
+    default=None,
+    help="Store URL (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
+)
+def migrate(database_url: str | None) -> None:
+    """Apply the pending migrations shipped with the package (idempotent)."""
+    from sync_pipelines.store.database import Store, StoreConfigError
+    from sync_pipelines.store.migrations import MigrationError
+    from sync_pipelines.store.migrations import migrate as apply
+
+    handle = store_handle(database_url)
+    try:
+        store = Store(handle.database_url)
+        click.get_current_context().call_on_close(store.dispose)
+        applied = apply(store)
+    except (StoreConfigError, MigrationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{store.location}: " + (f"applied {', '.join(applied)}" if applied else "up to date")
+    )

@@ -1,0 +1,23 @@
+"""`sync-pipelines receiver`: the webhook receiver (its own store handling: it must start and
+answer while the store is down)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option(
+    "--database-url",
+    envvar="SYNC_DATABASE_URL",
+    default=None,
+    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
+)
+def receiver(host: str, port: int, database_url: str | None) -> None:
+    """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health,
+    GET /metrics."""
+    from sync_pipelines.webhooks.app import run_receiver  # starlette/uvicorn only for this command
+
+    run_receiver(host, port, database_url=database_url)

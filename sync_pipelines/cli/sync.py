@@ -1,0 +1,78 @@
+"""`sync-pipelines sync` and `test-connection`: one integration, outside Dagster."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from sync_pipelines.cli.context import open_store
+
+
+@click.command()
+@click.argument("integration_id")
+@click.option(
+    "--stream",
+    type=click.Choice(["devices", "device_states", "telemetry", "desired_exports", "all"]),
+    default="all",
+    show_default=True,
+    help="all = devices, then states (and telemetry where the provider streams it).",
+)
+@click.option("--batch-size", type=int, default=None)
+def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
+    """Run one sync outside Dagster (for operators and benchmarks); prints the figures as JSON."""
+    import uuid
+
+    from sync_pipelines.sync.device_states import sync_device_states
+    from sync_pipelines.sync.inventory import sync_devices
+    from sync_pipelines.sync.session import RunContext, integration_session
+
+    run = RunContext(run_id=f"cli-{uuid.uuid4()}", step_key=f"cli_sync_{stream}", job_name="cli")
+    results = []
+    store = open_store(writes=True)
+    try:
+        with integration_session(store, integration_id, run) as session:
+            if stream in ("devices", "all"):
+                results.append(
+                    sync_devices(session, **({"batch_size": batch_size} if batch_size else {}))
+                )
+            if stream in ("device_states", "all"):
+                results.append(sync_device_states(session))
+            if stream == "telemetry" or (
+                stream == "all" and session.integration.provider == "mqtt"
+            ):
+                from sync_pipelines.sync.telemetry import sync_telemetry
+
+                results.append(sync_telemetry(session))
+            if stream == "desired_exports":
+                from sync_pipelines.sync.export import export_desired_states
+
+                results.append(export_desired_states(session))
+    finally:
+        store.dispose()  # the pooled connection closes now, not in interpreter teardown
+    for r in results:
+        click.echo(
+            json.dumps(
+                {"run_id": run.run_id, "stream": r.stream, "status": r.status, **r.metadata()}
+            )
+        )
+
+
+@click.command("test-connection")
+@click.argument("integration_id")
+def test_connection(integration_id: str) -> None:
+    """Test an integration's connection; exits 1 when it fails."""
+    import uuid
+
+    from sync_pipelines.sync.connection_check import check_connection
+    from sync_pipelines.sync.session import RunContext, integration_session
+
+    with integration_session(
+        open_store(writes=True), integration_id, RunContext(run_id=f"cli-{uuid.uuid4()}")
+    ) as session:
+        result = check_connection(session)
+    click.echo(
+        json.dumps({"ok": result.ok, "latency_ms": result.latency_ms, "reason": result.reason})
+    )
+    sys.exit(0 if result.ok else 1)
