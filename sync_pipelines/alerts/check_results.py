@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.alerts.incidents import AlertOutcome, clear_alert, raise_alert
 from sync_pipelines.alerts.rules import CHECK_FAILED, CRITICAL, WARNING, Condition, dedupe_key
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.store.check_results import CheckResult
-from sync_pipelines.store.database import Store, load_json, parse_timestamp
+from sync_pipelines.store.check_results import check_results_after as stored_results_after
+from sync_pipelines.store.database import Store
 
 #: Dagster's AssetCheckSeverity names → alert severities
 _SEVERITIES = {"ERROR": CRITICAL, "WARN": WARNING}
@@ -64,30 +64,12 @@ def check_results_after(
 ) -> list[CheckResult]:
     """System-level scan across tenants: the sensor watches every organization's checks. Rows
     after `after`, or — with no position yet — created at or after `since`."""
-    if after is None:
-        where, params = "created_at >= :since", {"since": since}
-    else:
-        where = "(created_at > :t OR (created_at = :t AND id > :id))"
-        params = {"t": after.created_at, "id": after.id}
-    rows = conn.execute(
-        sa.text(
-            "SELECT id, organization_id, integration_id, provider, check_name, passed, severity, "
-            f"description, metadata, run_id, created_at FROM integration_check_results WHERE {where} "
-            "ORDER BY created_at, id LIMIT :n"
-        ),
-        {**params, "n": limit},
-    ).mappings()
-    return [
-        CheckResult(
-            **{
-                **r,
-                "passed": bool(r["passed"]),
-                "metadata": load_json(r["metadata"]) or {},
-                "created_at": parse_timestamp(r["created_at"]),
-            }
-        )
-        for r in rows
-    ]
+    return stored_results_after(
+        conn,
+        since=since,
+        after=None if after is None else (after.created_at, after.id),
+        limit=limit,
+    )
 
 
 def condition_of(result: CheckResult) -> Condition:

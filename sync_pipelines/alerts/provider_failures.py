@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.errors import RATE_LIMITED, TRANSIENT
-from sync_pipelines.monitoring.integration_stats import ERROR_STATUSES
-from sync_pipelines.observability.activity import PROVIDER_CALLS
+from sync_pipelines.store.provider_calls import provider_failed_call_count
 
 PROVIDER_SIDE_ERROR_TYPES = (TRANSIENT, RATE_LIMITED)
 
@@ -21,18 +19,6 @@ PROVIDER_SIDE_ERROR_TYPES = (TRANSIENT, RATE_LIMITED)
 def provider_failed_calls(
     conn: Connection, organization_id: str, integration_id: str, start: datetime, end: datetime
 ) -> int:
-    types = ", ".join(f"'{t}'" for t in sorted(PROVIDER_CALLS))
-    statuses = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
-    error_types = ", ".join(f"'{t}'" for t in PROVIDER_SIDE_ERROR_TYPES)
-    return int(
-        conn.execute(
-            sa.text(
-                "SELECT count(*) FROM integration_activity_log WHERE organization_id = :o "
-                "AND integration_id = :i AND created_at >= :start AND created_at < :end "
-                f"AND activity_type IN ({types}) AND status IN ({statuses}) "
-                f"AND (status_code >= 500 OR status_code = 429 OR error_type IN ({error_types}))"
-            ),
-            {"o": organization_id, "i": integration_id, "start": start, "end": end},
-        ).scalar()
-        or 0
+    return provider_failed_call_count(
+        conn, organization_id, integration_id, start, end, error_types=PROVIDER_SIDE_ERROR_TYPES
     )

@@ -1,21 +1,20 @@
-"""Data-quality checks on an integration's stored devices.
-
-The devices primary key (integration_id, external_id) makes exact duplicates impossible, so these
-look for what can really go wrong: one device stored twice under ids differing only by case or
-surrounding spaces, one hardware id (MAC, IMEI) claimed by two devices, and required fields
-(external id, name) that are empty. SQL in the subset both engines accept; only the expansion of
-the `hardware_ids` JSON array differs. (`lower` folds ASCII only on SQLite, all letters on
-Postgres; `trim` strips spaces.)
-"""
+"""Data-quality checks on an integration's stored devices: one device stored twice under ids
+differing only by case or surrounding spaces, one hardware id (MAC, IMEI) claimed by two devices,
+and required fields (external id, name) that are empty. The reads are store/device_quality.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from sync_pipelines.checks.context import CheckContext
 from sync_pipelines.checks.outcome import ERROR, WARN, CheckOutcome, failed, passed
+from sync_pipelines.store.device_quality import (
+    Collisions,
+    external_id_collisions,
+    hardware_id_collisions,
+    required_fields,
+)
+from sync_pipelines.store.devices import count_devices
 
 EXTERNAL_IDS_DISTINCT = "external_ids_distinct_ignoring_case"
 HARDWARE_IDS_UNIQUE = "hardware_ids_claimed_once"
@@ -23,111 +22,74 @@ REQUIRED_FIELDS = "required_fields_present"
 
 #: colliding ids named in a description
 _EXAMPLES = 3
-_SCOPE = "d.organization_id = :o AND d.integration_id = :i"
-
-_DUPLICATE_EXTERNAL_IDS = f"""
-    SELECT lower(trim(d.external_id)) AS k, count(*) AS n
-    FROM devices d WHERE {_SCOPE}
-    GROUP BY lower(trim(d.external_id)) HAVING count(*) > 1
-"""
-
-#: each element of `hardware_ids` as `h.value` (a non-array value expands to nothing)
-_HARDWARE_ID_ROWS = {
-    "sqlite": f"FROM devices d, json_each(d.hardware_ids) h "
-    f"WHERE {_SCOPE} AND json_type(d.hardware_ids) = 'array'",
-    "postgresql": "FROM devices d CROSS JOIN LATERAL jsonb_array_elements_text("
-    "CASE WHEN jsonb_typeof(d.hardware_ids) = 'array' THEN d.hardware_ids ELSE '[]'::jsonb END) "
-    f"AS h(value) WHERE {_SCOPE}",
-}
 
 
-def _shared_hardware_ids(dialect: str) -> str:
-    return f"""
-        SELECT lower(trim(h.value)) AS k, count(DISTINCT d.external_id) AS n
-        {_HARDWARE_ID_ROWS[dialect]} AND trim(h.value) <> ''
-        GROUP BY lower(trim(h.value)) HAVING count(DISTINCT d.external_id) > 1
-    """
-
-
-def _collisions(ctx: CheckContext, groups_sql: str) -> tuple[int, int, list[str]]:
-    """(colliding keys, rows involved, a few example keys) of a `k, n` grouping query."""
-    params = {"o": ctx.organization_id, "i": ctx.integration_id}
-    totals = ctx.conn.execute(
-        sa.text(f"SELECT count(*) AS n_keys, coalesce(sum(n), 0) AS n_rows FROM ({groups_sql}) g"),
-        params,
-    ).one()
-    examples = ctx.conn.execute(
-        sa.text(f"SELECT k FROM ({groups_sql}) g ORDER BY n DESC, k LIMIT :limit"),
-        {**params, "limit": _EXAMPLES},
-    ).scalars()
-    return int(totals.n_keys), int(totals.n_rows), list(examples)
-
-
-def _device_count(ctx: CheckContext) -> int:
-    return int(
-        ctx.conn.execute(
-            sa.text(f"SELECT count(*) FROM devices d WHERE {_SCOPE}"),
-            {"o": ctx.organization_id, "i": ctx.integration_id},
-        ).scalar_one()
-    )
+def _collision_outcome(
+    ctx: CheckContext,
+    name: str,
+    found: Collisions,
+    *,
+    severity: str,
+    figure_names: tuple[str, str],
+    failure: str,
+    success: str,
+) -> CheckOutcome:
+    """The outcome of a collision check: failed with `severity` when any key collides. The
+    figures are the device count and `figure_names` = (colliding keys, devices involved)."""
+    devices = count_devices(ctx.conn, ctx.organization_id, ctx.integration_id)
+    keys_name, devices_name = figure_names
+    figures: dict[str, Any] = {
+        "devices": devices,
+        keys_name: found.keys,
+        devices_name: found.devices,
+    }
+    if found.keys:
+        examples = ", ".join(repr(e) for e in found.examples)
+        return failed(
+            name,
+            severity,
+            failure.format(keys=found.keys, devices=found.devices) + f", e.g. {examples}",
+            **figures,
+        )
+    return passed(name, f"{devices} devices, {success}", **figures)
 
 
 def external_ids_distinct_ignoring_case(ctx: CheckContext) -> CheckOutcome:
     """Two stored devices whose ids differ only by case or spaces are almost always one device the
     provider (or a webhook) spelled two ways: an ERROR, every reading of it is split."""
-    keys, rows, examples = _collisions(ctx, _DUPLICATE_EXTERNAL_IDS)
-    figures: dict[str, Any] = dict(
-        devices=_device_count(ctx), duplicate_ids=keys, duplicate_devices=rows
-    )
-    if keys:
-        return failed(
-            EXTERNAL_IDS_DISTINCT,
-            ERROR,
-            f"{rows} devices share {keys} external id(s) differing only by case or spaces, e.g. "
-            f"{', '.join(repr(e) for e in examples)}",
-            **figures,
-        )
-    return passed(
+    return _collision_outcome(
+        ctx,
         EXTERNAL_IDS_DISTINCT,
-        f"{figures['devices']} devices, no id differing only by case or spaces",
-        **figures,
+        external_id_collisions(
+            ctx.conn, ctx.organization_id, ctx.integration_id, examples=_EXAMPLES
+        ),
+        severity=ERROR,
+        figure_names=("duplicate_ids", "duplicate_devices"),
+        failure="{devices} devices share {keys} external id(s) differing only by case or spaces",
+        success="no id differing only by case or spaces",
     )
 
 
 def hardware_ids_claimed_once(ctx: CheckContext) -> CheckOutcome:
     """A hardware id claimed by two devices of one integration: a cloned or re-provisioned device.
     A WARN: it can be legitimate while a replacement is being commissioned."""
-    keys, rows, examples = _collisions(ctx, _shared_hardware_ids(ctx.conn.dialect.name))
-    figures: dict[str, Any] = dict(
-        devices=_device_count(ctx), shared_hardware_ids=keys, devices_sharing=rows
-    )
-    if keys:
-        return failed(
-            HARDWARE_IDS_UNIQUE,
-            WARN,
-            f"{keys} hardware id(s) claimed by more than one device, e.g. "
-            f"{', '.join(repr(e) for e in examples)}",
-            **figures,
-        )
-    return passed(
+    return _collision_outcome(
+        ctx,
         HARDWARE_IDS_UNIQUE,
-        f"{figures['devices']} devices, every hardware id claimed once",
-        **figures,
+        hardware_id_collisions(
+            ctx.conn, ctx.organization_id, ctx.integration_id, examples=_EXAMPLES
+        ),
+        severity=WARN,
+        figure_names=("shared_hardware_ids", "devices_sharing"),
+        failure="{keys} hardware id(s) claimed by more than one device",
+        success="every hardware id claimed once",
     )
 
 
 def required_fields_present(ctx: CheckContext) -> CheckOutcome:
     """Every device has a non-empty external id (ERROR: it cannot be addressed) and name (WARN)."""
-    row = ctx.conn.execute(
-        sa.text(
-            "SELECT count(*) AS devices, "
-            "coalesce(sum(CASE WHEN trim(d.external_id) = '' THEN 1 ELSE 0 END), 0) AS no_id, "
-            "coalesce(sum(CASE WHEN d.name IS NULL OR trim(d.name) = '' THEN 1 ELSE 0 END), 0) AS no_name "
-            f"FROM devices d WHERE {_SCOPE}"
-        ),
-        {"o": ctx.organization_id, "i": ctx.integration_id},
-    ).one()
-    devices, no_id, no_name = int(row.devices), int(row.no_id), int(row.no_name)
+    found = required_fields(ctx.conn, ctx.organization_id, ctx.integration_id)
+    devices, no_id, no_name = found.devices, found.missing_external_id, found.missing_name
     figures = dict(devices=devices, missing_external_id=no_id, missing_name=no_name)
     if no_id or no_name:
         return failed(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.store.check_results import latest_check_at
-from sync_pipelines.store.database import parse_timestamp
 from sync_pipelines.store.integrations import Integration
+from sync_pipelines.store.sync_state import finished_syncs
 
 SYNC_FAILED = "a sync failed after the last check"
 NOT_CHECKED_WITHIN_SLA = "no check within the freshness SLA"
@@ -24,20 +23,10 @@ _RECENT_SYNCS = 10
 
 
 def _newest_failure_at(conn: Connection, integration: Integration) -> datetime | None:
-    rows = conn.execute(
-        sa.text(
-            "SELECT status, completed_at FROM integration_sync_log "
-            "WHERE organization_id = :o AND integration_id = :i AND status <> 'running' "
-            "ORDER BY started_at DESC LIMIT :n"
-        ),
-        {"o": integration.organization_id, "i": integration.integration_id, "n": _RECENT_SYNCS},
-    ).mappings()
-    failures = [
-        parse_timestamp(r["completed_at"])
-        for r in rows
-        if r["status"] == "failed" and r["completed_at"]
-    ]
-    return max(failures, default=None)
+    rows = finished_syncs(
+        conn, integration.organization_id, integration.integration_id, limit=_RECENT_SYNCS
+    )
+    return max((done for status, done in rows if status == "failed" and done), default=None)
 
 
 def check_due_reason(conn: Connection, integration: Integration, *, now: datetime) -> str | None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from sync_pipelines.checks.context import CheckContext
 from sync_pipelines.checks.outcome import ERROR, CheckOutcome, failed, passed
-from sync_pipelines.monitoring.integration_stats import GOOD_SYNC_STATUSES
+from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES, finished_stream_syncs
 
 INVENTORY_VOLUME = "inventory_volume_as_expected"
 INVENTORY_STREAM = "devices"
@@ -28,15 +26,10 @@ class _Inventory:
 
 def _recent_inventories(ctx: CheckContext) -> list[_Inventory]:
     """Finished inventory syncs, newest first."""
-    rows = ctx.conn.execute(
-        sa.text(
-            "SELECT status, fetched, CASE WHEN cursor_before IS NULL THEN 1 ELSE 0 END AS full_scan "
-            "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
-            "AND stream = :s AND status <> 'running' ORDER BY started_at DESC LIMIT :n"
-        ),
-        {"o": ctx.organization_id, "i": ctx.integration_id, "s": INVENTORY_STREAM, "n": _LOOKBACK},
-    ).mappings()
-    return [_Inventory(r["status"], int(r["fetched"]), bool(r["full_scan"])) for r in rows]
+    rows = finished_stream_syncs(
+        ctx.conn, ctx.organization_id, ctx.integration_id, INVENTORY_STREAM, limit=_LOOKBACK
+    )
+    return [_Inventory(status, fetched, full) for status, fetched, full in rows]
 
 
 def inventory_volume_as_expected(ctx: CheckContext) -> CheckOutcome:

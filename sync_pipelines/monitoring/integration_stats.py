@@ -9,20 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.figures import percentile
-from sync_pipelines.observability.activity import PROVIDER_CALLS
 from sync_pipelines.store.database import parse_timestamp
-
-#: activity statuses that count as a failed provider call: the final failure and every attempt
-#: that failed and was retried (an API answering 503 twice then 200 failed twice)
-ERROR_STATUSES = ("failed", "retrying")
-#: sync log statuses of a sync that stored its data (`partial`: some records dead-lettered)
-GOOD_SYNC_STATUSES = ("success", "partial")
-
-_CALL_TYPES = tuple(sorted(PROVIDER_CALLS))
+from sync_pipelines.store.dead_letters import open_dead_letter_count
+from sync_pipelines.store.provider_calls import call_figures, call_p95_ms, windowed_call_figures
+from sync_pipelines.store.sync_state import (
+    GOOD_SYNC_STATUSES,
+    last_good_sync_at,
+    recent_sync_log,
+)
+from sync_pipelines.store.webhook_events import waiting_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +38,6 @@ class CallWindow:
         return self.failed / self.calls if self.calls else None
 
 
-def _call_filter() -> str:
-    types = ", ".join(f"'{t}'" for t in _CALL_TYPES)
-    return (
-        "organization_id = :o AND integration_id = :i AND created_at >= :start AND created_at < :end "
-        f"AND activity_type IN ({types})"
-    )
-
-
 def call_window(
     conn: Connection,
     organization_id: str,
@@ -58,51 +47,11 @@ def call_window(
     *,
     with_latency: bool = True,
 ) -> CallWindow:
-    params = {"o": organization_id, "i": integration_id, "start": start, "end": end}
-    errors = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
-    row = (
-        conn.execute(
-            sa.text(
-                f"SELECT count(*) AS calls, "
-                f"coalesce(sum(CASE WHEN status IN ({errors}) THEN 1 ELSE 0 END), 0) AS failed, "
-                f"avg(response_time_ms) AS avg_ms FROM integration_activity_log WHERE {_call_filter()}"
-            ),
-            params,
-        )
-        .mappings()
-        .one()
-    )
+    calls, failed, avg = call_figures(conn, organization_id, integration_id, start, end)
     p95 = None
-    if with_latency and row["calls"]:
-        p95 = _p95_latency_ms(conn, params)
-    return CallWindow(
-        start=start,
-        end=end,
-        calls=int(row["calls"]),
-        failed=int(row["failed"]),
-        avg_latency_ms=float(row["avg_ms"]) if row["avg_ms"] is not None else None,
-        p95_latency_ms=p95,
-    )
-
-
-def _p95_latency_ms(conn: Connection, params: dict[str, Any]) -> float | None:
-    if conn.dialect.name == "postgresql":
-        value = conn.execute(
-            sa.text(
-                "SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY response_time_ms) "
-                f"FROM integration_activity_log WHERE {_call_filter()} AND response_time_ms IS NOT NULL"
-            ),
-            params,
-        ).scalar()
-        return float(value) if value is not None else None
-    values = conn.execute(
-        sa.text(
-            f"SELECT response_time_ms FROM integration_activity_log WHERE {_call_filter()} "
-            "AND response_time_ms IS NOT NULL"
-        ),
-        params,
-    ).scalars()
-    return percentile((float(v) for v in values), 95)
+    if with_latency and calls:
+        p95 = call_p95_ms(conn, organization_id, integration_id, start, end)
+    return CallWindow(start, end, calls, failed, avg, p95)
 
 
 def call_windows(
@@ -115,78 +64,19 @@ def call_windows(
     count: int,
     with_latency: bool = False,
 ) -> list[CallWindow]:
-    """`count` consecutive windows ending at `end`, oldest first: the last one is "now".
-
-    One grouped query instead of one per window: each row's window is picked by comparing
-    created_at with the windows' bounds (a CASE over bound parameters), the same `>= start` /
-    `< end` comparisons `call_window` makes, so the figures are identical on both engines."""
+    """`count` consecutive windows ending at `end`, oldest first: the last one is "now" (one
+    grouped query, the same figures as `call_window` of each)."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     width = timedelta(seconds=window_s)
     starts = [end - width * (count - k) for k in range(count)]
-    params: dict[str, Any] = {
-        "o": organization_id,
-        "i": integration_id,
-        "start": starts[0],
-        "end": end,
-        **{f"b{k}": s + width for k, s in enumerate(starts[:-1])},
-    }
-    # rows are >= start and < end already: the window is the first upper bound it is below
-    bucket = (
-        "CASE "
-        + " ".join(f"WHEN created_at < :b{k} THEN {k}" for k in range(count - 1))
-        + f" ELSE {count - 1} END"
-        if count > 1
-        else "0"
+    figures = windowed_call_figures(
+        conn, organization_id, integration_id, starts, width, end, with_latency=with_latency
     )
-    errors = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {bucket} AS w, count(*) AS calls, "
-            f"sum(CASE WHEN status IN ({errors}) THEN 1 ELSE 0 END) AS failed, "
-            f"avg(response_time_ms) AS avg_ms FROM integration_activity_log WHERE {_call_filter()} "
-            "GROUP BY 1"
-        ),
-        params,
-    ).all()
-    figures = {int(w): (int(calls), int(failed), avg) for w, calls, failed, avg in rows}
-    p95s = _p95_by_window(conn, params, bucket) if with_latency and figures else {}
-    windows = []
-    for k, start in enumerate(starts):
-        calls, failed, avg = figures.get(k, (0, 0, None))
-        windows.append(
-            CallWindow(
-                start=start,
-                end=start + width,
-                calls=calls,
-                failed=failed,
-                avg_latency_ms=float(avg) if avg is not None else None,
-                p95_latency_ms=p95s.get(k),
-            )
-        )
-    return windows
-
-
-def _p95_by_window(conn: Connection, params: dict[str, Any], bucket: str) -> dict[int, float]:
-    where = f"{_call_filter()} AND response_time_ms IS NOT NULL"
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(
-            sa.text(
-                f"SELECT {bucket} AS w, percentile_disc(0.95) WITHIN GROUP "
-                f"(ORDER BY response_time_ms) FROM integration_activity_log WHERE {where} GROUP BY 1"
-            ),
-            params,
-        ).all()
-        return {int(w): float(v) for w, v in rows if v is not None}
-    grouped: dict[int, list[float]] = {}
-    for w, ms in conn.execute(
-        sa.text(
-            f"SELECT {bucket} AS w, response_time_ms FROM integration_activity_log WHERE {where}"
-        ),
-        params,
-    ):
-        grouped.setdefault(int(w), []).append(float(ms))
-    return {w: p for w, values in grouped.items() if (p := percentile(values, 95)) is not None}
+    return [
+        CallWindow(start, start + width, *figures.get(k, (0, 0, None, None)))
+        for k, start in enumerate(starts)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,18 +108,7 @@ def sync_history(
     stale_running_s: float = 3600.0,
     limit: int = 50,
 ) -> SyncHistory:
-    rows = (
-        conn.execute(
-            sa.text(
-                "SELECT stream, status, started_at, completed_at, fetched, error_type, error_message "
-                "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
-                "ORDER BY started_at DESC LIMIT :n"
-            ),
-            {"o": organization_id, "i": integration_id, "n": limit},
-        )
-        .mappings()
-        .all()
-    )
+    rows = recent_sync_log(conn, organization_id, integration_id, limit=limit)
     stale_before = now - timedelta(seconds=stale_running_s)
 
     def outcome(row: Any) -> str:
@@ -246,13 +125,7 @@ def sync_history(
             break
         streak += 1
 
-    last_success = conn.execute(
-        sa.text(
-            "SELECT max(completed_at) FROM integration_sync_log WHERE organization_id = :o "
-            "AND integration_id = :i AND status IN ('success', 'partial')"
-        ),
-        {"o": organization_id, "i": integration_id},
-    ).scalar()
+    last_success = last_good_sync_at(conn, organization_id, integration_id)
     last_error = next((r for r in rows if outcome(r) == "failed"), None)
     # good inventories, newest first: the expected-volume check compares the newest with the one before
     good_inventory = [
@@ -261,7 +134,7 @@ def sync_history(
     return SyncHistory(
         syncs=len(rows),
         last_attempt_at=parse_timestamp(rows[0]["started_at"]) if rows else None,
-        last_success_at=parse_timestamp(last_success),
+        last_success_at=last_success,
         last_status=outcome(rows[0]) if rows else None,
         last_error_type=(last_error["error_type"] or "stale_running") if last_error else None,
         last_error_message=(
@@ -285,15 +158,7 @@ def dead_letter_depth(
     conn: Connection, organization_id: str, integration_id: str | None = None
 ) -> int:
     """Open dead letters (pending + retrying); quarantined ones are counted apart."""
-    sql = (
-        "SELECT count(*) FROM dead_letters WHERE organization_id = :o "
-        "AND status IN ('pending', 'retrying')"
-    )
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
-    return int(conn.execute(sa.text(sql), params).scalar() or 0)
+    return open_dead_letter_count(conn, organization_id, integration_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,17 +175,8 @@ def inbox_backlog(
     *,
     now: datetime,
 ) -> InboxBacklog:
-    sql = (
-        "SELECT count(*) AS n, min(received_at) AS oldest FROM webhook_events "
-        "WHERE organization_id = :o AND status IN ('pending', 'processing')"
-    )
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
-    row = conn.execute(sa.text(sql), params).mappings().one()
-    oldest = parse_timestamp(row["oldest"])
+    pending, oldest = waiting_events(conn, organization_id, integration_id)
     return InboxBacklog(
-        pending=int(row["n"]),
+        pending=pending,
         oldest_pending_age_s=(now - oldest).total_seconds() if oldest else None,
     )

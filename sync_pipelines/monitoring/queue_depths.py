@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import parse_timestamp
+from sync_pipelines.store.dead_letters import letters_by_provider
+from sync_pipelines.store.webhook_events import waiting_by_provider
 
 INBOX_WAITING = ("pending", "processing")
 #: open letters (pending, retrying) wait for a replay; quarantined ones for an operator
@@ -40,39 +40,20 @@ def queue_depths(
     conn: Connection, *, now: datetime, organization_id: str | None = None
 ) -> list[ProviderQueueDepth]:
     """One row per provider that has anything waiting, sorted by provider."""
-    scope, params = "", {}
-    if organization_id is not None:
-        scope, params = " AND organization_id = :o", {"o": organization_id}
     depths: dict[str, ProviderQueueDepth] = {}
 
     def depth(provider: str) -> ProviderQueueDepth:
         return depths.setdefault(provider, ProviderQueueDepth(provider))
 
-    for row in conn.execute(
-        sa.text(
-            "SELECT provider, count(*) AS n, min(received_at) AS oldest FROM webhook_events "
-            f"WHERE status IN {_in(INBOX_WAITING)}{scope} GROUP BY provider"
-        ),
-        params,
-    ).mappings():
-        d = depth(row["provider"])
-        d.inbox_pending = int(row["n"])
-        oldest = parse_timestamp(row["oldest"])
+    for provider, waiting, oldest in waiting_by_provider(conn, INBOX_WAITING, organization_id):
+        d = depth(provider)
+        d.inbox_pending = waiting
         d.inbox_oldest_age_s = max(0.0, (now - oldest).total_seconds()) if oldest else None
-    for row in conn.execute(
-        sa.text(
-            "SELECT provider, status, count(*) AS n FROM dead_letters "
-            f"WHERE status IN {_in(DEAD_LETTER_STATUSES)}{scope} GROUP BY provider, status"
-        ),
-        params,
-    ).mappings():
-        depth(row["provider"]).dead_letters[row["status"]] = int(row["n"])
+    for provider, status, letters in letters_by_provider(
+        conn, DEAD_LETTER_STATUSES, organization_id
+    ):
+        depth(provider).dead_letters[status] = letters
     return [depths[p] for p in sorted(depths)]
-
-
-def _in(values: tuple[str, ...]) -> str:
-    # our own constants, never input
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 def totals(depths: list[ProviderQueueDepth]) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -53,13 +52,14 @@ from sync_pipelines.monitoring.store_probe import (
 )
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import redact
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, ping
 from sync_pipelines.store.integrations import (
     Integration,
     list_enabled_integrations,
     list_integrations,
+    organization_exists,
 )
-from sync_pipelines.store.migrations import migrations_for
+from sync_pipelines.store.migrations import applied_versions, migrations_for
 
 STATES = (HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN)
 STORE, DAGSTER, INTEGRATIONS, WEBHOOK_INBOX, DEAD_LETTERS, ALERTING = (
@@ -210,10 +210,10 @@ def check_service_health(
 def _check_store(probe: StoreProbe, store: Store) -> Check:
     def ask(conn: Connection) -> tuple[float, set[str] | None]:
         started = time.perf_counter()
-        conn.execute(sa.text("SELECT 1")).scalar()
+        ping(conn)
         latency_ms = (time.perf_counter() - started) * 1000
         try:
-            applied = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+            applied = applied_versions(conn)
         except SQLAlchemyError:
             applied = None  # no ledger: never migrated
         return latency_ms, applied
@@ -257,11 +257,7 @@ def _check_workload(
 
     def ask(conn: Connection) -> tuple[int, list[dict[str, Any]], list[ProviderQueueDepth]] | None:
         if organization_id is not None:
-            known = conn.execute(
-                sa.text("SELECT 1 FROM organizations WHERE organization_id = :o"),
-                {"o": organization_id},
-            ).first()
-            if known is None:
+            if not organization_exists(conn, organization_id):
                 return None
             enabled = [i for i in list_integrations(conn, organization_id) if i.enabled]
         else:

@@ -47,6 +47,9 @@ RETENTION = "retention"
 
 #: the row types that are calls to a provider: one per HTTP request or MQTT broker operation
 PROVIDER_CALLS = frozenset({HTTP_REQUEST, MQTT_REQUEST})
+#: activity statuses that count as a failed provider call: the final failure and every attempt
+#: that failed and was retried (an API answering 503 twice then 200 failed twice)
+ERROR_STATUSES = ("failed", "retrying")
 
 
 @dataclass(frozen=True, slots=True)

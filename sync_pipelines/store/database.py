@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,17 @@ def load_json(value: Any) -> Any:
 # One encoder, built once: `json.dumps` with options builds a new JSONEncoder on every call,
 # which is most of its cost for the small documents written per device.
 _encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """`'a', 'b'`: our own constants (statuses, row types) written into a query as literals, so
+    the planner can match partial indexes on them. Never for input."""
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def ping(conn: Connection) -> None:
+    """The cheapest round trip: raises if the store does not answer."""
+    conn.execute(sa.text("SELECT 1")).scalar()
 
 
 def dump_json(value: Any) -> str | None:

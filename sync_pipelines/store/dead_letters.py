@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
-from sync_pipelines.store.status_counts import count_by_status
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, sql_list
+from sync_pipelines.store.status_counts import count_by_status, scope_of
 
 PENDING = "pending"
 RETRYING = "retrying"
@@ -513,6 +513,41 @@ def dead_letter_counts(
 ) -> dict[str, int]:
     """Letters per status (the dead-letter depth is pending + retrying + quarantined)."""
     return count_by_status(conn, "dead_letters", STATUSES, organization_id, integration_id)
+
+
+def open_dead_letter_count(
+    conn: Connection, organization_id: str, integration_id: str | None = None
+) -> int:
+    """Open letters (pending + retrying) of an organization or one of its integrations."""
+    where, params = scope_of(organization_id, integration_id)
+    return int(
+        conn.execute(
+            sa.text(
+                f"SELECT count(*) FROM dead_letters WHERE {where} "
+                "AND status IN ('pending', 'retrying')"
+            ),
+            params,
+        ).scalar()
+        or 0
+    )
+
+
+def letters_by_provider(
+    conn: Connection, statuses: Sequence[str], organization_id: str | None = None
+) -> list[tuple[str, str, int]]:
+    """(provider, status, letters) of the letters in `statuses`. Without an organization a
+    system-level scan across tenants (the service's own queue, for metrics and health)."""
+    scope, params = "", {}
+    if organization_id is not None:
+        scope, params = " AND organization_id = :o", {"o": organization_id}
+    rows = conn.execute(
+        sa.text(
+            "SELECT provider, status, count(*) AS n FROM dead_letters "
+            f"WHERE status IN ({sql_list(statuses)}){scope} GROUP BY provider, status"
+        ),
+        params,
+    ).all()
+    return [(provider, status, int(n)) for provider, status, n in rows]
 
 
 def due_dead_letter_sets(

@@ -37,6 +37,16 @@ def ensure_organization(conn: Connection, organization_id: str, name: str | None
     )
 
 
+def organization_exists(conn: Connection, organization_id: str) -> bool:
+    return (
+        conn.execute(
+            sa.text("SELECT 1 FROM organizations WHERE organization_id = :o"),
+            {"o": organization_id},
+        ).first()
+        is not None
+    )
+
+
 def save_integration(conn: Connection, integration: Integration) -> None:
     """Create or replace an integration's configuration (its organization must exist)."""
     now = utc_now()

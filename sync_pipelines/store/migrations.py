@@ -115,8 +115,13 @@ def unapplied_migrations(store: Store) -> list[str]:
     if not sa.inspect(store.engine).has_table("schema_migrations"):
         return known
     with store.connect() as conn:
-        applied = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+        applied = applied_versions(conn)
     return [v for v in known if v not in applied]
+
+
+def applied_versions(conn: sa.Connection) -> set[str]:
+    """The versions the ledger lists; raises (no such table) on a store never migrated."""
+    return set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
 
 
 def _add_checksum_column(conn: sa.Connection, store: Store) -> None:

@@ -1,4 +1,5 @@
-"""Rows per status of a queue-like table (dead letters, the webhook inbox), organization-scoped."""
+"""Rows per status of a queue-like table (dead letters, the webhook inbox), organization-scoped,
+and the scope condition the queue reads share (an organization, or one of its integrations)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+
+def scope_of(organization_id: str, integration_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The WHERE condition and parameters of an organization's rows, or one integration's."""
+    if integration_id:
+        return "organization_id = :o AND integration_id = :i", {
+            "o": organization_id,
+            "i": integration_id,
+        }
+    return "organization_id = :o", {"o": organization_id}
 
 
 def count_by_status(
@@ -18,12 +29,10 @@ def count_by_status(
 ) -> dict[str, int]:
     """Every status in `statuses` with its row count (0 when absent). `table` is one of ours,
     never user input."""
-    sql = f"SELECT status, count(*) AS n FROM {table} WHERE organization_id = :o"
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
+    where, params = scope_of(organization_id, integration_id)
     counts = dict.fromkeys(statuses, 0)
-    for row in conn.execute(sa.text(sql + " GROUP BY status"), params).mappings():
+    for row in conn.execute(
+        sa.text(f"SELECT status, count(*) AS n FROM {table} WHERE {where} GROUP BY status"), params
+    ).mappings():
         counts[row["status"]] = int(row["n"])
     return counts

@@ -10,7 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, utc_now
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, utc_now
+
+#: sync log statuses of a sync that stored its data (`partial`: some records dead-lettered)
+GOOD_SYNC_STATUSES = ("success", "partial")
 
 
 def get_cursor(conn: Connection, organization_id: str, integration_id: str, stream: str) -> Any:
@@ -152,8 +155,6 @@ def sync_log_rows(
 def last_sync_started_at(
     conn: Connection, organization_id: str, integration_id: str, stream: str
 ) -> datetime | None:
-    from sync_pipelines.store.database import parse_timestamp
-
     return parse_timestamp(
         conn.execute(
             sa.text(
@@ -163,3 +164,65 @@ def last_sync_started_at(
             {"o": organization_id, "i": integration_id, "s": stream},
         ).scalar()
     )
+
+
+def recent_sync_log(
+    conn: Connection, organization_id: str, integration_id: str, *, limit: int
+) -> list[dict[str, Any]]:
+    """The integration's newest sync-log rows (every stream), newest first: stream, status,
+    started_at, completed_at, fetched, error_type, error_message."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT stream, status, started_at, completed_at, fetched, error_type, error_message "
+            "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
+            "ORDER BY started_at DESC LIMIT :n"
+        ),
+        {"o": organization_id, "i": integration_id, "n": limit},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def last_good_sync_at(
+    conn: Connection, organization_id: str, integration_id: str
+) -> datetime | None:
+    """When the integration's newest sync that stored its data completed."""
+    return parse_timestamp(
+        conn.execute(
+            sa.text(
+                "SELECT max(completed_at) FROM integration_sync_log WHERE organization_id = :o "
+                "AND integration_id = :i AND status IN ('success', 'partial')"
+            ),
+            {"o": organization_id, "i": integration_id},
+        ).scalar()
+    )
+
+
+def finished_syncs(
+    conn: Connection, organization_id: str, integration_id: str, *, limit: int
+) -> list[tuple[str, datetime | None]]:
+    """(status, completed_at) of the integration's newest finished syncs, newest first."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT status, completed_at FROM integration_sync_log "
+            "WHERE organization_id = :o AND integration_id = :i AND status <> 'running' "
+            "ORDER BY started_at DESC LIMIT :n"
+        ),
+        {"o": organization_id, "i": integration_id, "n": limit},
+    ).all()
+    return [(status, parse_timestamp(completed)) for status, completed in rows]
+
+
+def finished_stream_syncs(
+    conn: Connection, organization_id: str, integration_id: str, stream: str, *, limit: int
+) -> list[tuple[str, int, bool]]:
+    """(status, fetched, full scan) of the stream's newest finished syncs, newest first. A full
+    scan started from scratch; a resumed one (after a killed sync) fetched only the rest."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT status, fetched, CASE WHEN cursor_before IS NULL THEN 1 ELSE 0 END AS full_scan "
+            "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
+            "AND stream = :s AND status <> 'running' ORDER BY started_at DESC LIMIT :n"
+        ),
+        {"o": organization_id, "i": integration_id, "s": stream, "n": limit},
+    ).all()
+    return [(status, int(fetched), bool(full)) for status, fetched, full in rows]

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
 from sync_pipelines.store.activity import ACTIVITY_COLUMNS
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
-from sync_pipelines.store.status_counts import count_by_status
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, sql_list
+from sync_pipelines.store.status_counts import count_by_status, scope_of
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -340,20 +340,45 @@ def event_counts(
     return count_by_status(conn, "webhook_events", STATUSES, organization_id, integration_id)
 
 
+def waiting_events(
+    conn: Connection, organization_id: str, integration_id: str | None = None
+) -> tuple[int, datetime | None]:
+    """Events not processed yet (pending, processing): how many, and when the oldest arrived."""
+    where, params = scope_of(organization_id, integration_id)
+    row = conn.execute(
+        sa.text(
+            "SELECT count(*) AS n, min(received_at) AS oldest FROM webhook_events "
+            f"WHERE {where} AND status IN ('pending', 'processing')"
+        ),
+        params,
+    ).one()
+    return int(row.n), parse_timestamp(row.oldest)
+
+
 def oldest_pending_age_s(
     conn: Connection, organization_id: str, integration_id: str | None, *, now: datetime
 ) -> float | None:
     """How long the oldest unprocessed event has waited (None: nothing waiting)."""
-    sql = (
-        "SELECT min(received_at) FROM webhook_events WHERE organization_id = :o "
-        "AND status IN ('pending', 'processing')"
-    )
-    params: dict[str, Any] = {"o": organization_id}
-    if integration_id:
-        sql += " AND integration_id = :i"
-        params["i"] = integration_id
-    oldest = parse_timestamp(conn.execute(sa.text(sql), params).scalar())
+    _, oldest = waiting_events(conn, organization_id, integration_id)
     return None if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+def waiting_by_provider(
+    conn: Connection, statuses: Sequence[str], organization_id: str | None = None
+) -> list[tuple[str, int, datetime | None]]:
+    """(provider, events, oldest received_at) of the events in `statuses`, per provider. Without
+    an organization a system-level scan across tenants (the service's own queue)."""
+    scope, params = "", {}
+    if organization_id is not None:
+        scope, params = " AND organization_id = :o", {"o": organization_id}
+    rows = conn.execute(
+        sa.text(
+            "SELECT provider, count(*) AS n, min(received_at) AS oldest FROM webhook_events "
+            f"WHERE status IN ({sql_list(statuses)}){scope} GROUP BY provider"
+        ),
+        params,
+    ).all()
+    return [(provider, int(n), parse_timestamp(oldest)) for provider, n, oldest in rows]
 
 
 def processing_delay(
