@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.console.access import TenantRoleUnavailable, reading
+from sync_pipelines.console.access import reading
 from sync_pipelines.console.auth import REALM, ConsoleAuth, Operator
 from sync_pipelines.console.export import (
     MAX_EXPORT_ROWS,
@@ -55,7 +55,7 @@ from sync_pipelines.console.queries import (
     activity_page,
     iter_activity,
 )
-from sync_pipelines.console.trace import dagster_run_url, organizations_of
+from sync_pipelines.console.trace import dagster_run_url
 from sync_pipelines.observability.activity import (
     DESIRED_PUSH,
     EXPORT,
@@ -72,6 +72,7 @@ from sync_pipelines.observability.activity import (
 )
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact, redact_text
+from sync_pipelines.store.console_queries import TenantRoleUnavailable, organizations_of
 from sync_pipelines.store.database import Store
 from sync_pipelines.tracing.bundle import jsonable, support_bundle
 from sync_pipelines.tracing.chain import TraceChain, TraceNotFound, build_chain

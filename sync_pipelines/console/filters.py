@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 
+from sync_pipelines.observability.activity import DIRECTIONS, STATUSES
+
 PROVIDERS = ("golioth", "aws_iot", "azure_iot", "mqtt")
-STATUSES = ("started", "success", "failed", "retrying")
-DIRECTIONS = ("outgoing", "incoming", "internal")
 #: relative time ranges (`range=24h`): the link stays "the last 24 h" when shared
 RANGES = {
     "1h": timedelta(hours=1),

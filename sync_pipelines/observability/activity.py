@@ -47,6 +47,9 @@ RETENTION = "retention"
 
 #: the row types that are calls to a provider: one per HTTP request or MQTT broker operation
 PROVIDER_CALLS = frozenset({HTTP_REQUEST, MQTT_REQUEST})
+#: the values a row's `status` and `direction` take (sql/001: integration_activity_log)
+STATUSES = ("started", "success", "failed", "retrying")
+DIRECTIONS = ("outgoing", "incoming", "internal")
 #: activity statuses that count as a failed provider call: the final failure and every attempt
 #: that failed and was retried (an API answering 503 twice then 200 failed twice)
 ERROR_STATUSES = ("failed", "retrying")

@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.monitoring.integration_stats import ERROR_STATUSES
-from sync_pipelines.observability.activity import PROVIDER_CALLS
+from sync_pipelines.observability.activity import ERROR_STATUSES, PROVIDER_CALLS
 from sync_pipelines.store.integrations import Integration, get_integration
-from sync_pipelines.tracing.rows import Row, select_rows, select_rows_in
+from sync_pipelines.store.provider_calls import CALL_TYPES_SQL, ERRORS_SQL, run_call_counts
+from sync_pipelines.store.trace_rows import Row, row_exists, select_rows, select_rows_in
 
 WEBHOOK_EVENT, RUN, REQUEST, DEVICE = "webhook_event", "run", "request", "device"
 #: detection order: the most specific kind an id matches wins (a single-event webhook
@@ -198,11 +197,9 @@ def matching_kinds(
     """The kinds of thing `ident` is in the organization, most specific first."""
 
     def exists(table: str, condition: str) -> bool:
-        sql = f"SELECT 1 FROM {table} WHERE organization_id = :o AND ({condition})"
-        if integration_id:
-            sql += " AND integration_id = :i"
-        params = {"o": organization_id, "x": ident, "i": integration_id}
-        return conn.execute(sa.text(sql + " LIMIT 1"), params).first() is not None
+        return row_exists(
+            conn, table, organization_id, condition, {"x": ident}, integration_id=integration_id
+        )
 
     found = {
         WEBHOOK_EVENT: exists("webhook_events", "id = :x OR event_id = :x"),
@@ -428,16 +425,7 @@ class _Links:
         return runs
 
     def _call_counts(self) -> dict[str, tuple[int, int]]:
-        errors = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
-        types = ", ".join(f"'{t}'" for t in _CALL_TYPES)
-        statement = sa.text(
-            "SELECT run_id, count(*) AS calls, "
-            f"coalesce(sum(CASE WHEN status IN ({errors}) THEN 1 ELSE 0 END), 0) AS failed "
-            "FROM integration_activity_log WHERE organization_id = :o AND run_id IN :runs "
-            f"AND activity_type IN ({types}) GROUP BY run_id"
-        ).bindparams(sa.bindparam("runs", expanding=True))
-        rows = self.conn.execute(statement, {"o": self.org, "runs": sorted(self.run_ids)}).all()
-        return {run_id: (int(calls), int(failed)) for run_id, calls, failed in rows}
+        return run_call_counts(self.conn, self.org, self.run_ids)
 
     def _devices_written(self) -> None:
         """A request trace: the device and state rows that call (or event) last wrote."""
@@ -622,8 +610,6 @@ def _seed_webhook_event(links: _Links, ident: str, _call_limit: int) -> None:
 def _seed_run(links: _Links, run_id: str, call_limit: int) -> None:
     links.run_ids.add(run_id)
     where, params = links.scoped("run_id = :x"), links.params(x=run_id)
-    errors = ", ".join(f"'{s}'" for s in ERROR_STATUSES)
-    types = ", ".join(f"'{t}'" for t in _CALL_TYPES)
     # the run's failed and retried calls first, then its earliest rows with a request id (calls,
     # rejected records ...), up to the limit; every attempt of a call read is then read by its
     # request id
@@ -631,7 +617,7 @@ def _seed_run(links: _Links, run_id: str, call_limit: int) -> None:
         links.conn,
         "integration_activity_log",
         links.org,
-        f"{where} AND activity_type IN ({types}) AND status IN ({errors})",
+        f"{where} AND activity_type IN ({CALL_TYPES_SQL}) AND status IN ({ERRORS_SQL})",
         params,
         order_by="created_at, id",
         limit=call_limit,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sync_pipelines.store.trace_rows import Row
 from sync_pipelines.tracing.chain import ProviderCall, RunLink, TraceChain
-from sync_pipelines.tracing.rows import Row
 
 _KIND_LABEL = {
     "webhook_event": "webhook event",

@@ -1,7 +1,7 @@
-"""Organization-scoped row reads for the trace, normalised so both engines give the same shape:
-JSON columns decoded, timestamps as aware datetimes, booleans as bool. A row stays a dict of
-its columns — the support bundle exports it whole — and the chain's records (chain.py) say
-what each row is."""
+"""Organization-scoped row reads for the trace (tracing/chain.py), normalised so both engines give
+the same shape: JSON columns decoded, timestamps as aware datetimes, booleans as bool. A row stays
+a dict of its columns — the support bundle exports it whole — and the chain's records say what
+each row is."""
 
 from __future__ import annotations
 
@@ -60,6 +60,24 @@ def select_rows(
     if lists:
         statement = statement.bindparams(*(sa.bindparam(k, expanding=True) for k in lists))
     return [normalise(table, r) for r in conn.execute(statement, bound).mappings()]
+
+
+def row_exists(
+    conn: Connection,
+    table: str,
+    organization_id: str,
+    condition: str,
+    params: Mapping[str, Any],
+    *,
+    integration_id: str | None = None,
+) -> bool:
+    """Whether any row of the organization (and integration, if given) meets `condition`.
+    `table` and `condition` are ours, never user input."""
+    sql = f"SELECT 1 FROM {table} WHERE organization_id = :o AND ({condition})"
+    if integration_id:
+        sql += " AND integration_id = :i"
+    bound = {**params, "o": organization_id, "i": integration_id}
+    return conn.execute(sa.text(sql + " LIMIT 1"), bound).first() is not None
 
 
 def select_rows_in(
