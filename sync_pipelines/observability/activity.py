@@ -95,6 +95,41 @@ class ActivityRow:
     span_id: str | None = None
 
 
+def activity_row(
+    scope: ActivityScope,
+    activity_type: str,
+    *,
+    created_at: datetime,
+    parent_id: str | None = None,
+    direction: str = "internal",
+    status: str = "started",
+    request_id: str | None = None,
+    attempt: int = 1,
+    **fields: Any,
+) -> ActivityRow:
+    """The one way an activity row is made: a new id, the scope's ids, and the OpenTelemetry span
+    it is recorded in when tracing is on (joining it to the trace). `fields` are the row's other
+    columns (method, endpoint, status_code, metadata ...). Redact it (`redact_row`) before it is
+    stored; the recorder does."""
+    if otel.tracing_enabled():
+        fields["trace_id"], fields["span_id"] = otel.current_ids()
+    return ActivityRow(
+        id=str(uuid.uuid4()),
+        organization_id=scope.organization_id,
+        integration_id=scope.integration_id,
+        run_id=scope.run_id,
+        step_key=scope.step_key,
+        request_id=request_id,
+        parent_id=parent_id,
+        direction=direction,
+        activity_type=activity_type,
+        status=status,
+        attempt=attempt,
+        created_at=created_at,
+        **fields,
+    )
+
+
 class ActivitySink:
     """Where rows go. The sync layer supplies one backed by the store."""
 
@@ -198,27 +233,22 @@ class ActivityRecorder:
         attempt: int = 1,
         **fields: Any,
     ) -> ActivityRow:
-        if otel.tracing_enabled():  # the span this row is recorded in joins it to the trace
-            fields["trace_id"], fields["span_id"] = otel.current_ids()
-        return ActivityRow(
-            id=str(uuid.uuid4()),
-            organization_id=self.scope.organization_id,
-            integration_id=self.scope.integration_id,
-            run_id=self.scope.run_id,
-            step_key=self.scope.step_key,
-            request_id=request_id,
+        """A row of this recorder's scope, under its current operation (`activity_row`)."""
+        return activity_row(
+            self.scope,
+            activity_type,
+            created_at=self._now(),
             parent_id=self.current_operation_id,
             direction=direction,
-            activity_type=activity_type,
             status=status,
+            request_id=request_id,
             attempt=attempt,
-            created_at=self._now(),
             **fields,
         )
 
     def record(self, row: ActivityRow) -> None:
         """Buffer a finished row; flushed in batches."""
-        _redact_row(row)
+        redact_row(row)
         with self._lock:
             self._buffer.append(row)
             self.counts["rows"] += 1
@@ -271,7 +301,7 @@ class ActivityRecorder:
         # run land on different hosts, and the on-call engineer needs to know which one.
         metadata = {**metadata, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
         row = self.new_row(activity_type, metadata=dict(metadata))
-        _redact_row(row)
+        redact_row(row)
         self.sink.insert([row])
         op = Operation(row=row, started=time.perf_counter(), metadata=dict(metadata))
         self._operations.append(op)
@@ -296,11 +326,12 @@ class ActivityRecorder:
             row.error_type = type(exc).__name__
             row.error_message = str(exc)
             row.error_stack = "".join(traceback.format_exception(exc))
-        _redact_row(row)
+        redact_row(row)
         self.sink.complete(row)
 
 
-def _redact_row(row: ActivityRow) -> None:
+def redact_row(row: ActivityRow) -> None:
+    """Redact the row's free text and documents in place (every row, before it is stored)."""
     if row.endpoint:
         row.endpoint = redact_text(row.endpoint)
     if row.error_message:

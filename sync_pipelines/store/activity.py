@@ -7,13 +7,15 @@ stores and queries them, always scoped by organization.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.observability.activity import ActivityRow
 from sync_pipelines.store.bulk import insert_rows
-from sync_pipelines.store.database import load_json
+from sync_pipelines.store.database import dump_json, load_json
 
 ACTIVITY_COLUMNS = (
     "id",
@@ -52,6 +54,17 @@ _COMPLETION_COLUMNS = (
     "metadata",
     "completed_at",
 )
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(ActivityRow))
+
+
+def activity_values(row: ActivityRow) -> dict[str, Any]:
+    """The row as the table's column values (the JSON columns encoded)."""
+    values = {name: getattr(row, name) for name in _ROW_FIELDS}  # asdict would deep-copy metadata
+    values["request_headers"] = dump_json(row.request_headers)
+    values["metadata"] = dump_json(row.metadata)
+    return values
 
 
 def insert_activity_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

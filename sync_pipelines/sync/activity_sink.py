@@ -4,23 +4,16 @@ the caller's transaction (`insert_within`) when rows should commit with the data
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.observability.activity import ActivityRow, ActivitySink
-from sync_pipelines.store.activity import complete_activity_row, insert_activity_rows
-from sync_pipelines.store.database import Store, dump_json
-
-_FIELDS = tuple(f.name for f in fields(ActivityRow))
-
-
-def _params(row: ActivityRow) -> dict[str, Any]:
-    params = {name: getattr(row, name) for name in _FIELDS}  # asdict would deep-copy metadata
-    params["request_headers"] = dump_json(row.request_headers)
-    params["metadata"] = dump_json(row.metadata)
-    return params
+from sync_pipelines.store.activity import (
+    activity_values,
+    complete_activity_row,
+    insert_activity_rows,
+)
+from sync_pipelines.store.database import Store
 
 
 class StoreActivitySink(ActivitySink):
@@ -29,12 +22,12 @@ class StoreActivitySink(ActivitySink):
 
     def insert(self, rows: Sequence[ActivityRow]) -> None:
         with self.store.transaction() as conn:
-            insert_activity_rows(conn, [_params(r) for r in rows])
+            insert_activity_rows(conn, [activity_values(r) for r in rows])
 
     def insert_within(self, conn: Connection, rows: Sequence[ActivityRow]) -> None:
         # `conn` must be a transaction of this sink's store (the caller's batch transaction)
-        insert_activity_rows(conn, [_params(r) for r in rows])
+        insert_activity_rows(conn, [activity_values(r) for r in rows])
 
     def complete(self, row: ActivityRow) -> None:
         with self.store.transaction() as conn:
-            complete_activity_row(conn, _params(row))
+            complete_activity_row(conn, activity_values(row))

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,14 +52,15 @@ from sync_pipelines.monitoring.service_health import HealthOptions, check_servic
 from sync_pipelines.monitoring.store_probe import probe_for
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import (
-    ActivityRecorder,
     ActivityRow,
     ActivityScope,
-    MemorySink,
+    activity_row,
+    redact_row,
 )
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
-from sync_pipelines.store.database import Store, dump_json
+from sync_pipelines.store.activity import activity_values
+from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
@@ -251,7 +252,7 @@ class WebhookReceiver:
                     "event_types": sorted({e.event_type for e in events})[:10],
                 },
             )
-            insert_delivery_activity(conn, _row_params(row))
+            insert_delivery_activity(conn, activity_values(row))
         metrics.webhook_received(integ.provider, "accepted", len(fresh))
         metrics.webhook_received(integ.provider, "duplicate", len(events) - len(fresh))
         _log.debug(
@@ -285,7 +286,7 @@ class WebhookReceiver:
             row = self._row(
                 target, request, 200, request_id, started, body, headers, metadata=metadata
             )
-            insert_delivery_activity(conn, _row_params(row))
+            insert_delivery_activity(conn, activity_values(row))
         metrics.webhook_received(integ.provider, "handshake")
         _log.info(
             "webhook_handshake",
@@ -321,7 +322,7 @@ class WebhookReceiver:
         )
         try:
             with self.store.transaction() as conn:
-                insert_delivery_activity(conn, _row_params(row))
+                insert_delivery_activity(conn, activity_values(row))
         except SQLAlchemyError as exc:  # the rejection stands; only its record is lost
             _log.error("webhook_rejection_not_recorded", exc_info=exc)
         metrics.webhook_received(target.integration.provider, rejected.reason)
@@ -381,13 +382,12 @@ class WebhookReceiver:
         metadata: dict[str, Any],
         error: tuple[str, str] | None = None,
     ) -> ActivityRow:
-        """The delivery's activity row, shaped and redacted by the activity recorder."""
+        """The delivery's activity row (observability.activity's one builder), redacted."""
         integ = target.integration
-        recorder = ActivityRecorder(
-            MemorySink(), ActivityScope(integ.organization_id, integ.integration_id)
-        )
-        row = recorder.new_row(
+        row = activity_row(
+            ActivityScope(integ.organization_id, integ.integration_id),
             WEBHOOK_RECEIVED,
+            created_at=utc_now(),
             direction="incoming",
             status="failed" if error else "success",
             request_id=request_id,
@@ -405,7 +405,7 @@ class WebhookReceiver:
         if error:
             row.error_type, row.error_message = error
         row.completed_at = row.created_at
-        recorder.record(row)  # redacts in place
+        redact_row(row)
         return row
 
     def _redacted_headers(self, target: _Target, request: Request) -> dict[str, str]:
@@ -530,13 +530,6 @@ def _lower_headers(request: Request) -> dict[str, str]:
     for key, value in request.headers.items():
         headers.setdefault(key.lower(), value)  # the first of repeated headers
     return headers
-
-
-def _row_params(row: ActivityRow) -> dict[str, Any]:
-    params = {f.name: getattr(row, f.name) for f in fields(row)}  # shallow: asdict deep-copies
-    params["request_headers"] = dump_json(row.request_headers)
-    params["metadata"] = dump_json(row.metadata)
-    return params
 
 
 class ServiceEndpoints:
