@@ -4,6 +4,7 @@ and required fields (external id, name) that are empty. The reads are store/devi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sync_pipelines.checks.context import CheckContext
@@ -24,65 +25,57 @@ REQUIRED_FIELDS = "required_fields_present"
 _EXAMPLES = 3
 
 
-def _collision_outcome(
-    ctx: CheckContext,
-    name: str,
-    found: Collisions,
-    *,
-    severity: str,
-    figure_names: tuple[str, str],
-    failure: str,
-    success: str,
-) -> CheckOutcome:
-    """The outcome of a collision check: failed with `severity` when any key collides. The
-    figures are the device count and `figure_names` = (colliding keys, devices involved)."""
-    devices = count_devices(ctx.conn, ctx.organization_id, ctx.integration_id)
-    keys_name, devices_name = figure_names
-    figures: dict[str, Any] = {
-        "devices": devices,
-        keys_name: found.keys,
-        devices_name: found.devices,
-    }
-    if found.keys:
-        examples = ", ".join(repr(e) for e in found.examples)
-        return failed(
-            name,
-            severity,
-            failure.format(keys=found.keys, devices=found.devices) + f", e.g. {examples}",
-            **figures,
-        )
-    return passed(name, f"{devices} devices, {success}", **figures)
+def _collisions(ctx: CheckContext, read: Callable[..., Collisions]) -> tuple[int, int, list[str]]:
+    """(colliding keys, devices involved, a few example keys) of one of the store's readers."""
+    found = read(ctx.conn, ctx.organization_id, ctx.integration_id, examples=_EXAMPLES)
+    return found.keys, found.devices, found.examples
+
+
+def _device_count(ctx: CheckContext) -> int:
+    return count_devices(ctx.conn, ctx.organization_id, ctx.integration_id)
 
 
 def external_ids_distinct_ignoring_case(ctx: CheckContext) -> CheckOutcome:
     """Two stored devices whose ids differ only by case or spaces are almost always one device the
     provider (or a webhook) spelled two ways: an ERROR, every reading of it is split."""
-    return _collision_outcome(
-        ctx,
+    keys, rows, examples = _collisions(ctx, external_id_collisions)
+    figures: dict[str, Any] = dict(
+        devices=_device_count(ctx), duplicate_ids=keys, duplicate_devices=rows
+    )
+    if keys:
+        return failed(
+            EXTERNAL_IDS_DISTINCT,
+            ERROR,
+            f"{rows} devices share {keys} external id(s) differing only by case or spaces, e.g. "
+            f"{', '.join(repr(e) for e in examples)}",
+            **figures,
+        )
+    return passed(
         EXTERNAL_IDS_DISTINCT,
-        external_id_collisions(
-            ctx.conn, ctx.organization_id, ctx.integration_id, examples=_EXAMPLES
-        ),
-        severity=ERROR,
-        figure_names=("duplicate_ids", "duplicate_devices"),
-        failure="{devices} devices share {keys} external id(s) differing only by case or spaces",
-        success="no id differing only by case or spaces",
+        f"{figures['devices']} devices, no id differing only by case or spaces",
+        **figures,
     )
 
 
 def hardware_ids_claimed_once(ctx: CheckContext) -> CheckOutcome:
     """A hardware id claimed by two devices of one integration: a cloned or re-provisioned device.
     A WARN: it can be legitimate while a replacement is being commissioned."""
-    return _collision_outcome(
-        ctx,
+    keys, rows, examples = _collisions(ctx, hardware_id_collisions)
+    figures: dict[str, Any] = dict(
+        devices=_device_count(ctx), shared_hardware_ids=keys, devices_sharing=rows
+    )
+    if keys:
+        return failed(
+            HARDWARE_IDS_UNIQUE,
+            WARN,
+            f"{keys} hardware id(s) claimed by more than one device, e.g. "
+            f"{', '.join(repr(e) for e in examples)}",
+            **figures,
+        )
+    return passed(
         HARDWARE_IDS_UNIQUE,
-        hardware_id_collisions(
-            ctx.conn, ctx.organization_id, ctx.integration_id, examples=_EXAMPLES
-        ),
-        severity=WARN,
-        figure_names=("shared_hardware_ids", "devices_sharing"),
-        failure="{keys} hardware id(s) claimed by more than one device",
-        success="every hardware id claimed once",
+        f"{figures['devices']} devices, every hardware id claimed once",
+        **figures,
     )
 
 

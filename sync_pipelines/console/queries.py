@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.console.filters import ActivityFilter, Cursor
 from sync_pipelines.observability.redaction import redact, redact_text
-from sync_pipelines.store.console_queries import ActivitySelection, activity_rows_page
+from sync_pipelines.store.console_queries import activity_rows_page
 from sync_pipelines.store.database import load_json, parse_timestamp
 
 #: the columns the page and the CSV show; the JSON export adds headers, metadata and the stack
@@ -67,22 +67,13 @@ def activity_page(
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"page size must be 1..{MAX_PAGE_SIZE}, got {limit}")
     start, end = flt.window(now)
-    selection = ActivitySelection(
-        organization_id=flt.organization,
-        integration_id=flt.integration,
-        provider=flt.provider,
-        status=flt.status,
-        direction=flt.direction,
-        activity_type=flt.activity_type,
-        start=start,
-        end=end,
-        q=flt.q,
-    )
     rows = [
         _row(r)
         for r in activity_rows_page(
             conn,
-            selection,
+            flt,
+            start=start,
+            end=end,
             columns=columns,
             after=None if after is None else (after.created_at, after.id),
             limit=limit + 1,

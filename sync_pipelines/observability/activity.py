@@ -17,7 +17,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -73,12 +73,14 @@ class ActivityRow:
     integration_id: str | None
     run_id: str | None
     step_key: str | None
-    request_id: str | None
-    parent_id: str | None
-    direction: str
+    # the rest by name only, so the ones with defaults keep the table's column order
+    _: KW_ONLY
+    request_id: str | None = None
+    parent_id: str | None = None
+    direction: str = "internal"
     activity_type: str
-    status: str
-    attempt: int
+    status: str = "started"
+    attempt: int = 1
     created_at: datetime
     method: str | None = None
     endpoint: str | None = None
@@ -96,37 +98,17 @@ class ActivityRow:
 
 
 def activity_row(
-    scope: ActivityScope,
-    activity_type: str,
-    *,
-    created_at: datetime,
-    parent_id: str | None = None,
-    direction: str = "internal",
-    status: str = "started",
-    request_id: str | None = None,
-    attempt: int = 1,
-    **fields: Any,
+    scope: ActivityScope, activity_type: str, *, created_at: datetime, **fields: Any
 ) -> ActivityRow:
     """The one way an activity row is made: a new id, the scope's ids, and the OpenTelemetry span
     it is recorded in when tracing is on (joining it to the trace). `fields` are the row's other
-    columns (method, endpoint, status_code, metadata ...). Redact it (`redact_row`) before it is
-    stored; the recorder does."""
+    columns (direction, status, request_id, method, endpoint, metadata ...; ActivityRow has the
+    defaults). Redact it (`redact_row`) before it is stored; the recorder does."""
     if otel.tracing_enabled():
         fields["trace_id"], fields["span_id"] = otel.current_ids()
+    ids = (scope.organization_id, scope.integration_id, scope.run_id, scope.step_key)
     return ActivityRow(
-        id=str(uuid.uuid4()),
-        organization_id=scope.organization_id,
-        integration_id=scope.integration_id,
-        run_id=scope.run_id,
-        step_key=scope.step_key,
-        request_id=request_id,
-        parent_id=parent_id,
-        direction=direction,
-        activity_type=activity_type,
-        status=status,
-        attempt=attempt,
-        created_at=created_at,
-        **fields,
+        str(uuid.uuid4()), *ids, activity_type=activity_type, created_at=created_at, **fields
     )
 
 
@@ -223,26 +205,13 @@ class ActivityRecorder:
 
     # -- rows -----------------------------------------------------------------------------
 
-    def new_row(
-        self,
-        activity_type: str,
-        *,
-        direction: str = "internal",
-        status: str = "started",
-        request_id: str | None = None,
-        attempt: int = 1,
-        **fields: Any,
-    ) -> ActivityRow:
+    def new_row(self, activity_type: str, **fields: Any) -> ActivityRow:
         """A row of this recorder's scope, under its current operation (`activity_row`)."""
         return activity_row(
             self.scope,
             activity_type,
             created_at=self._now(),
             parent_id=self.current_operation_id,
-            direction=direction,
-            status=status,
-            request_id=request_id,
-            attempt=attempt,
             **fields,
         )
 

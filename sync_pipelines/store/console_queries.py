@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -70,20 +70,17 @@ def become_tenant(conn: Connection, organization_id: str) -> None:
 # -- the activity log ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ActivitySelection:
-    """Which activity rows a page reads; None: any."""
+class ActivitySelection(Protocol):
+    """Which activity rows a page reads (the console's filter); None: any. `q` is a request id,
+    run id, device id or webhook event id (see `resolve_search`)."""
 
-    organization_id: str | None = None
-    integration_id: str | None = None
-    provider: str | None = None
-    status: str | None = None
-    direction: str | None = None
-    activity_type: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    #: a request id, run id, device id or webhook event id (see `resolve_search`)
-    q: str | None = None
+    organization: str | None
+    integration: str | None
+    provider: str | None
+    status: str | None
+    direction: str | None
+    activity_type: str | None
+    q: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +127,16 @@ def activity_rows_page(
     conn: Connection,
     selection: ActivitySelection,
     *,
+    start: datetime | None,
+    end: datetime | None,
     columns: Sequence[str],
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Up to `limit` rows of the selection, newest first by (created_at, id), strictly after the
-    row `after` = (created_at, id) in that order; as stored (timestamps and JSON undecoded)."""
-    where, params, lists = _conditions(conn, selection)
+    """Up to `limit` rows of the selection created in [start, end), newest first by (created_at,
+    id), strictly after the row `after` = (created_at, id) in that order; as stored (timestamps
+    and JSON undecoded)."""
+    where, params, lists = _conditions(conn, selection, start, end)
     if after is not None:
         # the form every engine turns into an index range on created_at (a row comparison is
         # not one on every plan): rows strictly after the cursor in (created_at, id) DESC order
@@ -154,18 +154,18 @@ def activity_rows_page(
 
 
 def _conditions(
-    conn: Connection, selection: ActivitySelection
+    conn: Connection, selection: ActivitySelection, start: datetime | None, end: datetime | None
 ) -> tuple[list[str], dict[str, Any], list[str]]:
     where: list[str] = []
     params: dict[str, Any] = {}
     lists: list[str] = []
-    org = selection.organization_id
-    if org is None and selection.integration_id:
+    org = selection.organization
+    if org is None and selection.integration:
         # an integration id names its organization: that lets the (organization, integration,
         # created_at) index serve the page
         org = conn.execute(
             sa.text("SELECT organization_id FROM integrations WHERE integration_id = :i LIMIT 1"),
-            {"i": selection.integration_id},
+            {"i": selection.integration},
         ).scalar()
         if org is None:
             where.append("1 = 0")
@@ -173,7 +173,7 @@ def _conditions(
         where.append("organization_id = :o")
         params["o"] = org
     for column, value in (
-        ("integration_id", selection.integration_id),
+        ("integration_id", selection.integration),
         ("activity_type", selection.activity_type),
     ):
         if value is not None:
@@ -196,12 +196,12 @@ def _conditions(
         where.append("integration_id IN :provider_integrations")
         params["provider_integrations"] = ids or [""]
         lists.append("provider_integrations")
-    if selection.start is not None:
+    if start is not None:
         where.append("created_at >= :start")
-        params["start"] = selection.start
-    if selection.end is not None:
+        params["start"] = start
+    if end is not None:
         where.append("created_at < :end")
-        params["end"] = selection.end
+        params["end"] = end
     if selection.q is not None:
         ids = resolve_search(conn, selection.q, org)
         where.append("(request_id IN :q_requests OR run_id IN :q_runs)")

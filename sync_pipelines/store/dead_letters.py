@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, sql_list
-from sync_pipelines.store.status_counts import count_by_status, scope_of
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.status_counts import count_by_status, counts_by_provider, scope_of
 
 PENDING = "pending"
 RETRYING = "retrying"
@@ -535,18 +535,16 @@ def open_dead_letter_count(
 def letters_by_provider(
     conn: Connection, statuses: Sequence[str], organization_id: str | None = None
 ) -> list[tuple[str, str, int]]:
-    """(provider, status, letters) of the letters in `statuses`. Without an organization a
-    system-level scan across tenants (the service's own queue, for metrics and health)."""
-    scope, params = "", {}
-    if organization_id is not None:
-        scope, params = " AND organization_id = :o", {"o": organization_id}
-    rows = conn.execute(
-        sa.text(
-            "SELECT provider, status, count(*) AS n FROM dead_letters "
-            f"WHERE status IN ({sql_list(statuses)}){scope} GROUP BY provider, status"
-        ),
-        params,
-    ).all()
+    """(provider, status, letters) of the letters in `statuses`; all tenants' without an
+    organization (`counts_by_provider`)."""
+    rows = counts_by_provider(
+        conn,
+        "dead_letters",
+        "provider, status, count(*) AS n",
+        "provider, status",
+        statuses,
+        organization_id,
+    )
     return [(provider, status, int(n)) for provider, status, n in rows]
 
 

@@ -181,14 +181,10 @@ def bucketed_call_figures(
 
 
 def call_totals(
-    conn: Connection,
-    scopes: Mapping[str, Sequence[str]],
-    start: datetime,
-    end: datetime,
+    conn: Connection, scopes: Mapping[str, Sequence[str]], start: datetime, end: datetime
 ) -> CallFigures:
-    """Provider calls of the given integrations, grouped by organization (organization id →
-    integration ids), in [start, end): one scoped branch per organization, so the p95 is exact
-    across all of them."""
+    """The figures of all the calls in [start, end) of the scopes' integrations (organization id →
+    integration ids): a UNION ALL of one scoped branch per organization, so the p95 is exact."""
     branches: list[str] = []
     lists: list[str] = []  # the bind parameters holding integration id lists
     params: dict[str, Any] = {"start": start, "end": end}

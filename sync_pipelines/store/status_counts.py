@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.store.database import sql_list
+
 
 def scope_of(organization_id: str, integration_id: str | None = None) -> tuple[str, dict[str, Any]]:
     """The WHERE condition and parameters of an organization's rows, or one integration's."""
@@ -18,6 +20,32 @@ def scope_of(organization_id: str, integration_id: str | None = None) -> tuple[s
             "i": integration_id,
         }
     return "organization_id = :o", {"o": organization_id}
+
+
+def counts_by_provider(
+    conn: Connection,
+    table: str,
+    columns: str,
+    group_by: str,
+    statuses: Sequence[str],
+    organization_id: str | None = None,
+) -> list[Any]:
+    """`SELECT columns FROM table` over the rows in `statuses`, grouped: the queue depths per
+    provider. Without an organization a system-level scan across tenants (the service's own
+    queues, for `/metrics` and the system-wide health check). `table`, `columns` and `group_by`
+    are ours, never input."""
+    scope, params = "", {}
+    if organization_id is not None:
+        scope, params = " AND organization_id = :o", {"o": organization_id}
+    return list(
+        conn.execute(
+            sa.text(
+                f"SELECT {columns} FROM {table} "
+                f"WHERE status IN ({sql_list(statuses)}){scope} GROUP BY {group_by}"
+            ),
+            params,
+        ).all()
+    )
 
 
 def count_by_status(

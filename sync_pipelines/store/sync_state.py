@@ -171,15 +171,9 @@ def recent_sync_log(
 ) -> list[dict[str, Any]]:
     """The integration's newest sync-log rows (every stream), newest first: stream, status,
     started_at, completed_at, fetched, error_type, error_message."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT stream, status, started_at, completed_at, fetched, error_type, error_message "
-            "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
-            "ORDER BY started_at DESC LIMIT :n"
-        ),
-        {"o": organization_id, "i": integration_id, "n": limit},
-    ).mappings()
-    return [dict(r) for r in rows]
+    columns = "stream, status, started_at, completed_at, fetched, error_type, error_message"
+    rows = _newest(conn, columns, "", {"o": organization_id, "i": integration_id, "n": limit})
+    return [dict(r._mapping) for r in rows]
 
 
 def last_good_sync_at(
@@ -201,14 +195,8 @@ def finished_syncs(
     conn: Connection, organization_id: str, integration_id: str, *, limit: int
 ) -> list[tuple[str, datetime | None]]:
     """(status, completed_at) of the integration's newest finished syncs, newest first."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT status, completed_at FROM integration_sync_log "
-            "WHERE organization_id = :o AND integration_id = :i AND status <> 'running' "
-            "ORDER BY started_at DESC LIMIT :n"
-        ),
-        {"o": organization_id, "i": integration_id, "n": limit},
-    ).all()
+    params = {"o": organization_id, "i": integration_id, "n": limit}
+    rows = _newest(conn, "status, completed_at", " AND status <> 'running'", params)
     return [(status, parse_timestamp(completed)) for status, completed in rows]
 
 
@@ -217,12 +205,21 @@ def finished_stream_syncs(
 ) -> list[tuple[str, int, bool]]:
     """(status, fetched, full scan) of the stream's newest finished syncs, newest first. A full
     scan started from scratch; a resumed one (after a killed sync) fetched only the rest."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT status, fetched, CASE WHEN cursor_before IS NULL THEN 1 ELSE 0 END AS full_scan "
-            "FROM integration_sync_log WHERE organization_id = :o AND integration_id = :i "
-            "AND stream = :s AND status <> 'running' ORDER BY started_at DESC LIMIT :n"
-        ),
-        {"o": organization_id, "i": integration_id, "s": stream, "n": limit},
-    ).all()
+    columns = "status, fetched, CASE WHEN cursor_before IS NULL THEN 1 ELSE 0 END AS full_scan"
+    params = {"o": organization_id, "i": integration_id, "s": stream, "n": limit}
+    rows = _newest(conn, columns, " AND stream = :s AND status <> 'running'", params)
     return [(status, int(fetched), bool(full)) for status, fetched, full in rows]
+
+
+def _newest(conn: Connection, columns: str, condition: str, params: dict[str, Any]) -> list[Any]:
+    """`columns` of the integration's (:o, :i) newest sync-log rows meeting `condition`, up to :n,
+    newest first (sql/013's (organization, integration, started_at, status) index, backwards)."""
+    return list(
+        conn.execute(
+            sa.text(
+                f"SELECT {columns} FROM integration_sync_log WHERE organization_id = :o "
+                f"AND integration_id = :i{condition} ORDER BY started_at DESC LIMIT :n"
+            ),
+            params,
+        ).all()
+    )

@@ -63,21 +63,16 @@ def select_rows(
 
 
 def row_exists(
-    conn: Connection,
-    table: str,
-    organization_id: str,
-    condition: str,
-    params: Mapping[str, Any],
-    *,
-    integration_id: str | None = None,
+    conn: Connection, table: str, key: tuple[str, str | None], condition: str, x: str
 ) -> bool:
-    """Whether any row of the organization (and integration, if given) meets `condition`.
-    `table` and `condition` are ours, never user input."""
+    """Whether any row of the organization (and integration, if one) `key` meets `condition` on
+    the id `:x`. `table` and `condition` are ours, never user input."""
+    organization_id, integration_id = key
     sql = f"SELECT 1 FROM {table} WHERE organization_id = :o AND ({condition})"
     if integration_id:
         sql += " AND integration_id = :i"
-    bound = {**params, "o": organization_id, "i": integration_id}
-    return conn.execute(sa.text(sql + " LIMIT 1"), bound).first() is not None
+    params = {"o": organization_id, "x": x, "i": integration_id}
+    return conn.execute(sa.text(sql + " LIMIT 1"), params).first() is not None
 
 
 def select_rows_in(

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
 from sync_pipelines.store.activity import ACTIVITY_COLUMNS
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, sql_list
-from sync_pipelines.store.status_counts import count_by_status, scope_of
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.status_counts import count_by_status, counts_by_provider, scope_of
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -366,18 +366,16 @@ def oldest_pending_age_s(
 def waiting_by_provider(
     conn: Connection, statuses: Sequence[str], organization_id: str | None = None
 ) -> list[tuple[str, int, datetime | None]]:
-    """(provider, events, oldest received_at) of the events in `statuses`, per provider. Without
-    an organization a system-level scan across tenants (the service's own queue)."""
-    scope, params = "", {}
-    if organization_id is not None:
-        scope, params = " AND organization_id = :o", {"o": organization_id}
-    rows = conn.execute(
-        sa.text(
-            "SELECT provider, count(*) AS n, min(received_at) AS oldest FROM webhook_events "
-            f"WHERE status IN ({sql_list(statuses)}){scope} GROUP BY provider"
-        ),
-        params,
-    ).all()
+    """(provider, events, oldest received_at) of the events in `statuses`, per provider; all
+    tenants' without an organization (`counts_by_provider`)."""
+    rows = counts_by_provider(
+        conn,
+        "webhook_events",
+        "provider, count(*) AS n, min(received_at) AS oldest",
+        "provider",
+        statuses,
+        organization_id,
+    )
     return [(provider, int(n), parse_timestamp(oldest)) for provider, n, oldest in rows]
 
 

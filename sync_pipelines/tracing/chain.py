@@ -197,9 +197,7 @@ def matching_kinds(
     """The kinds of thing `ident` is in the organization, most specific first."""
 
     def exists(table: str, condition: str) -> bool:
-        return row_exists(
-            conn, table, organization_id, condition, {"x": ident}, integration_id=integration_id
-        )
+        return row_exists(conn, table, (organization_id, integration_id), condition, ident)
 
     found = {
         WEBHOOK_EVENT: exists("webhook_events", "id = :x OR event_id = :x"),
