@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError, ConflictError, SyncError, category_of
+from sync_pipelines.errors import ConfigError, ConflictError, SyncError
 from sync_pipelines.observability.activity import CONFLICT as CONFLICT_ACTIVITY
 from sync_pipelines.observability.activity import DESIRED_PUSH, EXPORT
 from sync_pipelines.observability.logging import get_logger
@@ -79,37 +79,17 @@ def export_desired_states(
     session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> SyncResult:
     """Push every pending desired change of the integration. Records, then re-raises, a failure."""
-    run = SyncRun(session, STREAM)
-    _log.info("sync_started", stream=STREAM, sync_id=run.sync_id)
-    try:
-        with session.recorder.operation(EXPORT, stream=STREAM, sync_id=run.sync_id) as op:
-            rule = conflict_resolution_of(session)
-            with session.open_provider() as provider:
-                if not provider.supports_desired:
-                    raise ConfigError(
-                        session.integration.integration_id,
-                        f"provider {provider.name} has no desired state to export to",
-                    )
-                _Exporter(session, provider, run, rule).export_all(batch_size)
-            op.annotate(**run.figures(), conflicts=run.counts.conflicts, conflict_resolution=rule)
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
-        )
-        raise
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        conflicts=run.counts.conflicts,
-        duration_ms=round(result.duration_s * 1000, 1),
-        **run.figures(),
-    )
-    return result
+    with SyncRun(session, STREAM, EXPORT, log=_log) as run:
+        rule = conflict_resolution_of(session)
+        run.annotate(conflict_resolution=rule)
+        with session.open_provider() as provider:
+            if not provider.supports_desired:
+                raise ConfigError(
+                    session.integration.integration_id,
+                    f"provider {provider.name} has no desired state to export to",
+                )
+            _Exporter(session, provider, run, rule).export_all(batch_size)
+    return run.result
 
 
 class _Exporter:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError, category_of
+from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import MQTT_MESSAGE, TELEMETRY_GAP, TELEMETRY_IMPORT
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
@@ -61,58 +61,29 @@ def sync_telemetry(
     window_s: float = DEFAULT_WINDOW_S,
 ) -> SyncResult:
     """Drain telemetry for at most `window_s`. Records, then re-raises, if the sync fails."""
-    run = SyncRun(session, STREAM)
-    _log.info(
-        "sync_started",
-        stream=STREAM,
-        sync_id=run.sync_id,
-        max_messages=max_messages,
-        window_s=window_s,
-    )
-    try:
-        with session.recorder.operation(
+    with (
+        SyncRun(
+            session,
+            STREAM,
             TELEMETRY_IMPORT,
-            stream=STREAM,
-            sync_id=run.sync_id,
+            log=_log,
             max_messages=max_messages,
             window_s=window_s,
-        ) as op:
-            with session.open_provider() as provider:
-                if not provider.supports_telemetry:
-                    raise ConfigError(
-                        session.integration.integration_id,
-                        f"provider {provider.name} has no telemetry stream to sync",
-                    )
-                for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
-                    outcome = _commit(session, batch)
-                    batch.acknowledge()  # only now: until here the broker still holds the batch
-                    _count(run, outcome)
-                    _record(session, outcome)
-                    session.recorder.flush()  # activity rows land between data transactions
-            op.annotate(**run.figures(), gaps=run.counts.gaps)
-            if run.counts.failed or run.counts.gaps:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "sync_failed",
-            stream=STREAM,
-            error_type=category_of(exc),
-            exc_info=exc,
-            gaps=run.counts.gaps,
-            **run.figures(),
-        )
-        raise
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        duration_ms=round(result.duration_s * 1000, 1),
-        gaps=run.counts.gaps,
-        **run.figures(),
-    )
-    return result
+        ) as run,
+        session.open_provider() as provider,
+    ):
+        if not provider.supports_telemetry:
+            raise ConfigError(
+                session.integration.integration_id,
+                f"provider {provider.name} has no telemetry stream to sync",
+            )
+        for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
+            outcome = _commit(session, batch)
+            batch.acknowledge()  # only now: until here the broker still holds the batch
+            _count(run, outcome)
+            _record(session, outcome)
+            session.recorder.flush()  # activity rows land between data transactions
+    return run.result
 
 
 @dataclass(slots=True)
