@@ -9,6 +9,7 @@ Every query is scoped by organization.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -17,37 +18,50 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.bulk import insert_rows
 
-TELEMETRY_COLUMNS = (
-    "organization_id",
-    "integration_id",
-    "external_id",
-    "message_key",
-    "sequence",
-    "topic",
-    "payload",
-    "device_time",
-    "received_at",
-    "run_id",
-    "request_id",
-)
-GAP_COLUMNS = (
-    "id",
-    "organization_id",
-    "integration_id",
-    "external_id",
-    "first_missing",
-    "last_missing",
-    "missing_count",
-    "detected_at",
-    "run_id",
-)
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRow:
+    """One stored message (`device_telemetry`); `request_id` is the batch, event or replay that
+    stored it."""
+
+    organization_id: str
+    integration_id: str
+    external_id: str
+    message_key: str
+    sequence: int | None
+    topic: str | None
+    payload: str  # JSON text
+    device_time: datetime | None
+    received_at: datetime | None
+    run_id: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    """A run of telemetry sequence numbers that never arrived (`telemetry_gaps`)."""
+
+    id: str
+    organization_id: str
+    integration_id: str
+    external_id: str
+    first_missing: int
+    last_missing: int
+    missing_count: int
+    detected_at: datetime
+    run_id: str | None
+
+
+TELEMETRY_COLUMNS = tuple(f.name for f in fields(TelemetryRow))
+GAP_COLUMNS = tuple(f.name for f in fields(GapRow))
 _KEY = "integration_id, external_id, message_key"
 
 
-def insert_telemetry(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+def insert_telemetry(conn: Connection, messages: Sequence[TelemetryRow]) -> int:
     """Append messages, skipping any already stored; returns how many were new."""
-    if not rows:
+    if not messages:
         return 0
+    rows = _params(messages, TELEMETRY_COLUMNS)
     cols = ", ".join(TELEMETRY_COLUMNS)
     if conn.dialect.name == "postgresql":
         staging = "device_telemetry_staging"
@@ -66,7 +80,7 @@ def insert_telemetry(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         sa.text(
             f"INSERT INTO device_telemetry ({cols}) VALUES ({values}) ON CONFLICT ({_KEY}) DO NOTHING"
         ),
-        list(rows),
+        rows,
     )
     return result.rowcount
 
@@ -123,8 +137,13 @@ def advance_sequences(
     )
 
 
-def insert_gaps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, rows)
+def insert_gaps(conn: Connection, gaps: Sequence[GapRow]) -> None:
+    insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, _params(gaps, GAP_COLUMNS))
+
+
+def _params(records: Sequence[Any], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Records as the statement parameters (and COPY rows) the drivers take."""
+    return [{c: getattr(record, c) for c in columns} for record in records]
 
 
 def telemetry_rows(

@@ -35,6 +35,7 @@ from sync_pipelines.store.desired import (
     PROVIDER_WINS,
     PUSHED,
     RESOLUTIONS,
+    PendingChange,
     finish_change,
     pending_changes,
     record_conflict,
@@ -107,9 +108,9 @@ class _Exporter:
                 changes = pending_changes(conn, self.org, self.integration_id, batch_size)
             if not changes:
                 return
-            by_device: dict[str, list[dict[str, Any]]] = {}
+            by_device: dict[str, list[PendingChange]] = {}
             for change in changes:
-                by_device.setdefault(change["external_id"], []).append(change)
+                by_device.setdefault(change.external_id, []).append(change)
             self.run.counts.pages += 1
             self.run.counts.fetched += len(changes)
             states, failures = self.provider.get_states(list(by_device))
@@ -127,11 +128,11 @@ class _Exporter:
             self.session.recorder.flush()
 
     def _export_device(
-        self, external_id: str, changes: list[dict[str, Any]], state: DeviceState
+        self, external_id: str, changes: list[PendingChange], state: DeviceState
     ) -> None:
         patch = _merged_patch(changes)
-        base_version = changes[0]["base_version"]
-        change_ids = [c["id"] for c in changes]
+        base_version = changes[0].base_version
+        change_ids = [c.id for c in changes]
         with self.session.recorder.operation(
             DESIRED_PUSH,
             external_id=external_id,
@@ -179,7 +180,7 @@ class _Exporter:
     def _conflict(
         self,
         external_id: str,
-        changes: list[dict[str, Any]],
+        changes: list[PendingChange],
         patch: dict[str, Any],
         state: DeviceState,
         race: str | None = None,
@@ -201,10 +202,10 @@ class _Exporter:
                 organization_id=self.org,
                 integration_id=self.integration_id,
                 external_id=external_id,
-                change_id=changes[0]["id"],
+                change_id=changes[0].id,
                 local_patch=patch,
                 provider_desired=state.desired,
-                base_version=changes[0]["base_version"],
+                base_version=changes[0].base_version,
                 provider_version=state.version,
                 resolution=resolution,
                 run_id=self.run_id,
@@ -220,7 +221,7 @@ class _Exporter:
                 "external_id": external_id,
                 "conflict_id": conflict_id,
                 "resolution": resolution,
-                "change_ids": [c["id"] for c in changes],
+                "change_ids": [c.id for c in changes],
             },
         )
         row.completed_at = row.created_at
@@ -245,7 +246,7 @@ class _Exporter:
                     state, desired=state.desired, version=state.version, request_id=state.request_id
                 )
 
-    def _fail(self, changes: list[dict[str, Any]], error_type: str, message: str) -> None:
+    def _fail(self, changes: list[PendingChange], error_type: str, message: str) -> None:
         self._finish(changes, FAILED, error_type=error_type, error_message=message)
         self.run.counts.failed += len(changes)
         first = changes[0]
@@ -254,14 +255,14 @@ class _Exporter:
             [
                 FailedRecord(
                     stream=STREAM,
-                    dedupe_key=first["id"],
-                    source_id=first["id"],
-                    external_id=first["external_id"],
+                    dedupe_key=first.id,
+                    source_id=first.id,
+                    external_id=first.external_id,
                     error_type=error_type,
                     error_message=message,
                     payload={
-                        "external_id": first["external_id"],
-                        "change_ids": [c["id"] for c in changes],
+                        "external_id": first.external_id,
+                        "change_ids": [c.id for c in changes],
                         "patch": _merged_patch(changes),
                     },
                 )
@@ -269,20 +270,20 @@ class _Exporter:
         )
         _log.warning(
             "desired_push_failed",
-            external_id=changes[0]["external_id"],
+            external_id=changes[0].external_id,
             error={"type": error_type, "message": message},
         )
 
-    def _finish(self, changes: list[dict[str, Any]], status: str, **fields: Any) -> None:
+    def _finish(self, changes: list[PendingChange], status: str, **fields: Any) -> None:
         if "error_message" in fields and fields["error_message"]:
             fields["error_message"] = redact_text(fields["error_message"])
         with self.session.store.transaction() as conn:
             for change in changes:
                 finish_change(
-                    conn, self.org, change["id"], status=status, run_id=self.run_id, **fields
+                    conn, self.org, change.id, status=status, run_id=self.run_id, **fields
                 )
             if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
-                resolve_synced(self.session, conn, STREAM, [c["id"] for c in changes])
+                resolve_synced(self.session, conn, STREAM, [c.id for c in changes])
 
     def _store_state(
         self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None
@@ -310,11 +311,11 @@ class _Exporter:
             )
 
 
-def _merged_patch(changes: list[dict[str, Any]]) -> dict[str, Any]:
+def _merged_patch(changes: list[PendingChange]) -> dict[str, Any]:
     """The changes' patches merged oldest first: what one push sends."""
     patch: dict[str, Any] = {}
     for change in changes:
-        patch = merge_patch(patch, change["patch"]) if patch else dict(change["patch"])
+        patch = merge_patch(patch, change.patch) if patch else dict(change.patch)
     return patch
 
 

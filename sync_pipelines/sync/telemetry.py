@@ -20,6 +20,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
+    GapRow,
+    TelemetryRow,
     advance_sequences,
     insert_gaps,
     insert_telemetry,
@@ -117,17 +120,17 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
         insert_gaps(
             conn,
             [
-                {
-                    "id": str(uuid.uuid4()),
-                    "organization_id": integ.organization_id,
-                    "integration_id": integ.integration_id,
-                    "external_id": gap.external_id,
-                    "first_missing": gap.first_missing,
-                    "last_missing": gap.last_missing,
-                    "missing_count": gap.missing_count,
-                    "detected_at": now,
-                    "run_id": run_id,
-                }
+                GapRow(
+                    id=str(uuid.uuid4()),
+                    organization_id=integ.organization_id,
+                    integration_id=integ.integration_id,
+                    external_id=gap.external_id,
+                    first_missing=gap.first_missing,
+                    last_missing=gap.last_missing,
+                    missing_count=gap.missing_count,
+                    detected_at=now,
+                    run_id=run_id,
+                )
                 for gap in outcome.gaps
             ],
         )
@@ -138,29 +141,28 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
 
 
 def message_rows(
-    session: IntegrationSession, messages: Any, *, request_id: str
-) -> list[dict[str, Any]]:
+    session: IntegrationSession, messages: Iterable[TelemetryMessage], *, request_id: str
+) -> list[TelemetryRow]:
     """`device_telemetry` rows of messages, one per message key (a key twice is one row);
     `request_id` is the batch (or replay) they were stored by."""
     integ = session.integration
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str], TelemetryRow] = {}
     for message in messages:
         key = _message_key(message)
-        rows.setdefault(
-            (message.external_id, key),
-            {
-                "organization_id": integ.organization_id,
-                "integration_id": integ.integration_id,
-                "external_id": message.external_id,
-                "message_key": key,
-                "sequence": message.sequence,
-                "topic": message.topic,
-                "payload": dump_json(message.payload),
-                "device_time": message.device_time,
-                "received_at": message.received_at,
-                "run_id": session.run.run_id,
-                "request_id": request_id,
-            },
+        if (message.external_id, key) in rows:
+            continue
+        rows[message.external_id, key] = TelemetryRow(
+            organization_id=integ.organization_id,
+            integration_id=integ.integration_id,
+            external_id=message.external_id,
+            message_key=key,
+            sequence=message.sequence,
+            topic=message.topic,
+            payload=dump_json(message.payload),
+            device_time=message.device_time,
+            received_at=message.received_at,
+            run_id=session.run.run_id,
+            request_id=request_id,
         )
     return list(rows.values())
 

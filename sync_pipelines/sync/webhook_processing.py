@@ -43,7 +43,7 @@ from sync_pipelines.providers.azure_iot import twin_to_device
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import upsert_devices
-from sync_pipelines.store.telemetry import insert_telemetry
+from sync_pipelines.store.telemetry import TelemetryRow, insert_telemetry
 from sync_pipelines.store.webhook_events import (
     WebhookEvent,
     claim_events,
@@ -271,19 +271,19 @@ class _Writer:
         self.effect.telemetry += insert_telemetry(
             self.conn,
             [
-                {
-                    "organization_id": self.integ.organization_id,
-                    "integration_id": self.integ.integration_id,
-                    "external_id": self.device_id(),
-                    "message_key": f"webhook:{self.event.event_id}",
-                    "sequence": None,
-                    "topic": topic,
-                    "payload": dump_json(payload),
-                    "device_time": device_time,
-                    "received_at": self.event.received_at,
-                    "run_id": self.session.run.run_id,
-                    "request_id": self.event.event_id,
-                }
+                TelemetryRow(
+                    organization_id=self.integ.organization_id,
+                    integration_id=self.integ.integration_id,
+                    external_id=self.device_id(),
+                    message_key=f"webhook:{self.event.event_id}",
+                    sequence=None,
+                    topic=topic,
+                    payload=dump_json(payload),
+                    device_time=device_time,
+                    received_at=self.event.received_at,
+                    run_id=self.session.run.run_id,
+                    request_id=self.event.event_id,
+                )
             ],
         )
         return self.touch(seen_at=device_time or self.event.received_at)

@@ -127,9 +127,7 @@ def test_a_failed_sync_logs_its_failure_once_with_its_stack(
         )
     lines = _json_lines(capfd.readouterr().out)
     with_stack = [
-        line
-        for line in lines
-        if isinstance(line.get("error"), dict) and line["error"].get("stack")
+        line for line in lines if isinstance(line.get("error"), dict) and line["error"].get("stack")
     ]
     assert [line["event"] for line in with_stack] == ["sync_failed"]
     assert [line["event"] for line in lines if line.get("level") == "error"] == ["sync_failed"]
