@@ -8,6 +8,7 @@ Every query is scoped by organization.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -38,22 +39,30 @@ class TelemetryRow:
 
 
 @dataclass(frozen=True, slots=True)
-class GapRow:
-    """A run of telemetry sequence numbers that never arrived (`telemetry_gaps`)."""
+class SequenceGap:
+    """A run of one device's telemetry sequence numbers that never arrived."""
 
-    id: str
-    organization_id: str
-    integration_id: str
     external_id: str
     first_missing: int
     last_missing: int
-    missing_count: int
-    detected_at: datetime
-    run_id: str | None
+
+    @property
+    def missing_count(self) -> int:
+        return self.last_missing - self.first_missing + 1
 
 
 TELEMETRY_COLUMNS = tuple(f.name for f in fields(TelemetryRow))
-GAP_COLUMNS = tuple(f.name for f in fields(GapRow))
+GAP_COLUMNS = (
+    "id",
+    "organization_id",
+    "integration_id",
+    "external_id",
+    "first_missing",
+    "last_missing",
+    "missing_count",
+    "detected_at",
+    "run_id",
+)
 _KEY = "integration_id, external_id, message_key"
 
 
@@ -61,7 +70,7 @@ def insert_telemetry(conn: Connection, messages: Sequence[TelemetryRow]) -> int:
     """Append messages, skipping any already stored; returns how many were new."""
     if not messages:
         return 0
-    rows = _params(messages, TELEMETRY_COLUMNS)
+    rows = [_params(message, TELEMETRY_COLUMNS) for message in messages]
     cols = ", ".join(TELEMETRY_COLUMNS)
     if conn.dialect.name == "postgresql":
         staging = "device_telemetry_staging"
@@ -137,13 +146,32 @@ def advance_sequences(
     )
 
 
-def insert_gaps(conn: Connection, gaps: Sequence[GapRow]) -> None:
-    insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, _params(gaps, GAP_COLUMNS))
+def insert_gaps(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    gaps: Sequence[SequenceGap],
+    *,
+    run_id: str | None,
+    now: datetime,
+) -> None:
+    """Record the gaps one batch revealed (`telemetry_gaps`, one row each)."""
+    detected = {
+        "organization_id": organization_id,
+        "integration_id": integration_id,
+        "detected_at": now,
+        "run_id": run_id,
+    }
+    rows = [{**_params(gap, _GAP_FIELDS), **detected, "id": str(uuid.uuid4())} for gap in gaps]
+    insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, rows)
 
 
-def _params(records: Sequence[Any], columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Records as the statement parameters (and COPY rows) the drivers take."""
-    return [{c: getattr(record, c) for c in columns} for record in records]
+_GAP_FIELDS = ("external_id", "first_missing", "last_missing", "missing_count")
+
+
+def _params(record: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """A record as the statement parameters (or COPY row) the drivers take."""
+    return {c: getattr(record, c) for c in columns}
 
 
 def telemetry_rows(

@@ -124,17 +124,7 @@ class SyncRun:
         self._annotations.update(fields)
 
     def figures(self) -> dict[str, int]:
-        c = self.counts
-        return {
-            "fetched": c.fetched,
-            "created": c.created,
-            "updated": c.updated,
-            "unchanged": c.unchanged,
-            "failed": c.failed,
-            "conflicts": c.conflicts,
-            "gaps": c.gaps,
-            "pages": c.pages,
-        }
+        return self.counts.figures()
 
     @property
     def _partial(self) -> bool:

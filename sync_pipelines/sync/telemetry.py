@@ -33,7 +33,6 @@ from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
-    GapRow,
     TelemetryRow,
     advance_sequences,
     insert_gaps,
@@ -119,20 +118,11 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
         )
         insert_gaps(
             conn,
-            [
-                GapRow(
-                    id=str(uuid.uuid4()),
-                    organization_id=integ.organization_id,
-                    integration_id=integ.integration_id,
-                    external_id=gap.external_id,
-                    first_missing=gap.first_missing,
-                    last_missing=gap.last_missing,
-                    missing_count=gap.missing_count,
-                    detected_at=now,
-                    run_id=run_id,
-                )
-                for gap in outcome.gaps
-            ],
+            integ.organization_id,
+            integ.integration_id,
+            outcome.gaps,
+            run_id=run_id,
+            now=now,
         )
         _hold_before_commit_if_asked(len(rows))
     outcome.absorbed = len(batch.messages) - outcome.stored
@@ -146,14 +136,18 @@ def message_rows(
     """`device_telemetry` rows of messages, one per message key (a key twice is one row);
     `request_id` is the batch (or replay) they were stored by."""
     integ = session.integration
+    stored_by = {
+        "organization_id": integ.organization_id,
+        "integration_id": integ.integration_id,
+        "run_id": session.run.run_id,
+        "request_id": request_id,
+    }
     rows: dict[tuple[str, str], TelemetryRow] = {}
     for message in messages:
         key = _message_key(message)
         if (message.external_id, key) in rows:
             continue
         rows[message.external_id, key] = TelemetryRow(
-            organization_id=integ.organization_id,
-            integration_id=integ.integration_id,
             external_id=message.external_id,
             message_key=key,
             sequence=message.sequence,
@@ -161,8 +155,7 @@ def message_rows(
             payload=dump_json(message.payload),
             device_time=message.device_time,
             received_at=message.received_at,
-            run_id=session.run.run_id,
-            request_id=request_id,
+            **stored_by,
         )
     return list(rows.values())
 
