@@ -188,7 +188,8 @@ def test_device_ids_are_quoted_into_one_path_segment(golioth, recorder):
     # `/b` another path segment) and the emulator answered that it has no such device
     (request,) = [r for r in golioth.emulator.requests() if r.path.endswith("/data")]
     assert request.path.endswith(f"/devices/{odd}/data")
-    assert failure.error_type == "permanent" and f"no device {odd!r}" in failure.error_message
+    assert failure.error_type == "permanent"
+    assert f"device {odd!r} not found in project" in failure.error_message
 
 
 def test_a_transport_failure_is_transient_with_the_integration_url_and_request_id(
