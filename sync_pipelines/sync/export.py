@@ -191,7 +191,7 @@ class _Exporter:
         recorder = self.session.recorder
         message = (
             f"device {external_id}: desired state changed on both sides since the last sync "
-            f"(our base version {changes[0]['base_version']}, provider now {state.version}); "
+            f"(our base version {changes[0].base_version}, provider now {state.version}); "
             f"resolved {resolution}"
         )
         if race:
