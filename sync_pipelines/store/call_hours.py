@@ -25,8 +25,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.histograms import LATENCY_BUCKETS, LATENCY_GROWTH, latency_bucket
-from sync_pipelines.observability.activity import PROVIDER_CALLS
+from sync_pipelines.observability.activity import ERROR_STATUSES
 from sync_pipelines.store.database import Store, parse_timestamp
+from sync_pipelines.store.provider_calls import CALL_TYPES_SQL
+from sync_pipelines.store.provider_calls import FAILED_SQL as _FAILED
 
 HOUR = timedelta(hours=1)
 #: an hour is rolled up once it closed this long ago ...
@@ -34,13 +36,7 @@ SETTLE = timedelta(minutes=10)
 #: ... and recomputed at every roll-up while it is among the newest few
 RECOMPUTE = timedelta(hours=3)
 
-#: monitoring's error statuses (integration_stats.ERROR_STATUSES: failed and retried attempts)
-_ERROR_STATUSES = ("failed", "retrying")
-_CALL_TYPES = ", ".join(f"'{t}'" for t in sorted(PROVIDER_CALLS))
-_CALLS = f"activity_type IN ({_CALL_TYPES})"
-_FAILED = "CASE WHEN status IN ({}) THEN 1 ELSE 0 END".format(
-    ", ".join(f"'{s}'" for s in _ERROR_STATUSES)
-)
+_CALLS = f"activity_type IN ({CALL_TYPES_SQL})"
 # histograms.latency_bucket in SQL: the bucket of response_time_ms (NULL: no latency)
 _BUCKET_SQL = (
     "CASE WHEN response_time_ms IS NULL THEN NULL WHEN response_time_ms <= 1 THEN 0 "
@@ -172,7 +168,7 @@ def call_hours(
     for iid, created_at, status, ms in conn.execute(query, params):
         entry = summed[(iid, floor_hour(parse_timestamp(created_at)))]
         entry[0] += 1
-        entry[1] += status in _ERROR_STATUSES
+        entry[1] += status in ERROR_STATUSES
         if ms is not None:
             entry[2] += 1
             entry[3] += float(ms)
