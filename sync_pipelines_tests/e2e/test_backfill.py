@@ -26,6 +26,7 @@ PARTITIONS = "golioth_integrations"
 ASSETS = ("golioth_devices", "golioth_device_states")
 BAD = "golioth-e2e-bad-key"
 BACKFILL_TIMEOUT_S = 300
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -89,6 +90,14 @@ def _backfill_status(stack: DagsterStack, backfill_id: str) -> str:
     return answer["status"]
 
 
+def _partition_of(run: dg.DagsterRun) -> str:
+    # a backfill run names its partitions as a range (start = end here: one partition per run)
+    # rather than with `dagster/partition`
+    start, end = run.tags[RANGE_START], run.tags[RANGE_END]
+    assert start == end, f"run {run.run_id} covers {start}..{end}"
+    return start
+
+
 def test_a_failing_partition_of_a_backfill_blocks_none_of_the_others(
     stack: DagsterStack, instance: dg.DagsterInstance, partitions: list[str]
 ):
@@ -102,7 +111,7 @@ def test_a_failing_partition_of_a_backfill_blocks_none_of_the_others(
 
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
     # one run per partition, each with its own outcome
-    outcome = {run.tags["dagster/partition"]: run.status for run in runs}
+    outcome = {_partition_of(run): run.status for run in runs}
     assert len(runs) == len(partitions), outcome
     assert outcome == {
         SYNCED: dg.DagsterRunStatus.SUCCESS,
@@ -111,7 +120,7 @@ def test_a_failing_partition_of_a_backfill_blocks_none_of_the_others(
     }
     assert status in ("COMPLETED", "COMPLETED_FAILED"), status
     for partition in (SYNCED, POLLED):
-        (run,) = [r for r in runs if r.tags["dagster/partition"] == partition]
+        (run,) = [r for r in runs if _partition_of(r) == partition]
         records = instance.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
