@@ -11,7 +11,7 @@ from sync_pipelines.defs.failure_sensors import run_failure_recorder
 from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
 from sync_pipelines.defs.jobs import test_integration_connection
 from sync_pipelines.defs.observed_sensors import observed_sensors
-from sync_pipelines.defs.organization_sync import sync_organization
+from sync_pipelines.defs.organization_sync import organization_sync_sensor, sync_organization
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.reports import REPORT_ASSETS, REPORT_JOBS, REPORT_SCHEDULES
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -42,6 +42,7 @@ defs = dg.Definitions(
             dead_letter_replay_sensor,
             webhook_inbox_sensor,
             failed_or_stale_syncs_sensor,
+            organization_sync_sensor,
         ]
         + ALERT_SENSORS
     ),

@@ -23,6 +23,7 @@ from sync_pipelines.alerts.run_failures import run_failure_key
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.failure_sensors import integration_of
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
 from sync_pipelines.store.integrations import find_integration_owner
@@ -39,6 +40,7 @@ CHECK_RESULTS_PER_TICK = 500
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def alert_evaluation_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SkipReason:
@@ -55,6 +57,7 @@ def alert_evaluation_sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def check_failure_alert_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult:
@@ -91,6 +94,7 @@ def check_failure_alert_sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def run_success_alert_resolver(
     context: dg.RunStatusSensorContext, store: SyncStoreResource
 ) -> None:
@@ -118,6 +122,7 @@ def run_success_alert_resolver(
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def alert_heartbeat_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SkipReason:

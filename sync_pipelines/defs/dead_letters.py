@@ -6,6 +6,7 @@ from datetime import datetime
 import dagster as dg
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.schedules import RUN_STATUSES_IN_FLIGHT
@@ -63,6 +64,7 @@ def replay_dead_letters() -> None:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def dead_letter_replay_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult | dg.SkipReason:

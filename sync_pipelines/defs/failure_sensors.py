@@ -7,6 +7,7 @@ from sync_pipelines.alerts.incidents import send_owed, sight
 from sync_pipelines.alerts.run_failures import run_failure_condition
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
@@ -28,6 +29,7 @@ _WILL_RETRY = "dagster/will_retry"
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )
+@observed
 def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreResource) -> None:
     run = context.dagster_run
     if run.tags.get(_WILL_RETRY) == "true":

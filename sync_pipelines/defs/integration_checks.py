@@ -22,6 +22,7 @@ from sync_pipelines.checks.due import check_due_reason
 from sync_pipelines.checks.integration_checks import CHECKS, check_integration
 from sync_pipelines.checks.outcome import CheckOutcome
 from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, ProviderDefs
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.database import Store
@@ -132,6 +133,7 @@ INTEGRATION_CHECKS: list[dg.AssetChecksDefinition] = list(CHECKS_BY_PROVIDER.val
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def failed_or_stale_syncs_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult | dg.SkipReason:

@@ -1,32 +1,31 @@
-"""`sync_organization`: one run that syncs every enabled integration of an organization.
+"""`sync_organization`: sync every enabled integration of an organization, each as its provider's
+sync job does, because each *is* a run of that job.
 
-The provider jobs sync one integration per run (a partition). This job fans out instead: one
-step lists the organization's enabled integrations, then one mapped step per integration runs
-the same streams, through the same sync engine, as that provider's sync job (devices, their
-state, and telemetry where the provider streams it). The steps are independent, so a
-distributed executor (Celery, deploy/README.md) spreads them over its workers, and one failing
-integration does not stop the others. Each step reports the materializations of the provider
-assets it refreshed, so the asset catalogue stays true whichever job did the work.
+Launching `sync_organization` (config: `organization_id`, optional `providers`) only lists the
+integrations it stands for. When it succeeds, `organization_sync_sensor` launches one run of
+each integration's provider sync job for its partition. So an organization's syncs are ordinary
+provider runs: tagged `provider` and `dagster/partition` (the run queue's per-provider and
+per-integration limits, deploy/dagster.yaml, and the poll schedule's in-flight check see them),
+their steps in the provider's concurrency pool, the integration's asset checks run after the
+devices step, and one failing integration fails only its own run. Each launched run is tagged
+with the organization run's id (`ORGANIZATION_RUN_TAG`), so the UI lists them together; its run
+key makes a second evaluation of the same organization run launch nothing twice.
 """
 
-import hashlib
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 
 import dagster as dg
 
-from sync_pipelines.defs.provider_assets import TELEMETRY_PROVIDERS
+from sync_pipelines.defs.observed_sensors import observed
+from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
+from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
-from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
-from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
-from sync_pipelines.store.integrations import find_integration_owner, list_integrations
-from sync_pipelines.sync.device_states import sync_device_states
-from sync_pipelines.sync.inventory import sync_devices
-from sync_pipelines.sync.results import SyncResult
-from sync_pipelines.sync.session import IntegrationSession, integration_session
+from sync_pipelines.store.integrations import Integration, list_integrations
 
-Stream = Callable[[IntegrationSession], SyncResult]
+#: on every provider run launched for an organization sync: the id of that `sync_organization` run
+ORGANIZATION_RUN_TAG = "sync_pipelines/organization_sync_run"
+LISTING_OP = "list_organization_integrations"
 
 
 class OrganizationSyncConfig(dg.Config):
@@ -35,81 +34,93 @@ class OrganizationSyncConfig(dg.Config):
     providers: list[str] = []
 
 
-@dg.op(
-    out=dg.DynamicOut(str),
-    description="The organization's enabled integrations (optionally of some providers), one output each.",
-)
-def enabled_integrations(
-    context: dg.OpExecutionContext, config: OrganizationSyncConfig, store: SyncStoreResource
-) -> Iterator[dg.DynamicOutput[str]]:
+def integrations_to_sync(
+    store: SyncStoreResource, config: OrganizationSyncConfig
+) -> list[Integration]:
+    """The organization's enabled integrations of the chosen providers that have a sync job."""
     with store.get_store().connect() as conn:
-        integrations = [
-            i
-            for i in list_integrations(conn, config.organization_id)
-            if i.enabled and (not config.providers or i.provider in config.providers)
-        ]
-    context.log.info(
-        f"{len(integrations)} enabled integrations of {config.organization_id} to sync"
-    )
-    for integration in integrations:
-        yield dg.DynamicOutput(
-            integration.integration_id, mapping_key=mapping_key(integration.integration_id)
-        )
+        integrations = list_integrations(conn, config.organization_id)
+    return [
+        i
+        for i in integrations
+        if i.enabled
+        and i.provider in PROVIDER_DEFS
+        and (not config.providers or i.provider in config.providers)
+    ]
 
 
 @dg.op(
-    retry_policy=SYNC_RETRY_POLICY,
-    description="Sync one integration as its provider's sync job does: devices, their state, and "
-    "telemetry where the provider streams it.",
+    name=LISTING_OP,
+    description="The organization's enabled integrations (optionally of some providers) that "
+    "organization_sync_sensor will launch a provider sync run for.",
 )
-def sync_integration(
-    context: dg.OpExecutionContext, integration_id: str, store: SyncStoreResource
+def list_organization_integrations(
+    context: dg.OpExecutionContext, config: OrganizationSyncConfig, store: SyncStoreResource
 ) -> None:
-    sync_store = store.get_store()
-    with sync_store.connect() as conn:
-        integration = find_integration_owner(conn, integration_id)
-    # a deleted integration still gets its first stream: the session fails it, recorded, at once
-    provider = integration.provider if integration else None
-    streams: list[Stream] = [sync_devices, sync_device_states]
-    if provider in TELEMETRY_PROVIDERS:
-        streams.append(_sync_telemetry)
-    for stream in streams:
-        with (
-            fail_fast_unless_retryable(),
-            integration_session(sync_store, integration_id, run_context_of(context)) as session,
-        ):
-            result = stream(session)
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=f"{provider}_{result.stream}",
-                partition=integration_id,
-                metadata=result.metadata(),
-            )
+    unknown = sorted(set(config.providers) - set(PROVIDER_DEFS))
+    if unknown:
+        raise dg.Failure(
+            f"unknown providers {', '.join(unknown)}; choose from {', '.join(sorted(PROVIDER_DEFS))}",
+            allow_retries=False,
         )
-
-
-def _sync_telemetry(session: IntegrationSession) -> SyncResult:
-    # imported late, as provider_assets does: only MQTT needs the broker client
-    from sync_pipelines.sync.telemetry import sync_telemetry
-
-    return sync_telemetry(session)
+    integrations = integrations_to_sync(store, config)
+    context.log.info(
+        f"{len(integrations)} enabled integrations of {config.organization_id} to sync: "
+        + (", ".join(f"{i.integration_id} ({i.provider})" for i in integrations) or "none")
+    )
 
 
 @dg.job(
-    description="Sync every enabled integration of one organization in one run, one step per "
-    "integration (config: organization_id, optional providers). With the Celery executor the "
-    "steps run on several workers.",
+    description="Sync every enabled integration of one organization (config: organization_id, "
+    "optional providers): once this run succeeds, organization_sync_sensor launches one run of "
+    "each integration's provider sync job, under that provider's limits and with its checks.",
     tags={"sync_pipelines/kind": "organization_sync"},
-    hooks=SENTRY_HOOKS,  # the listing step opens no integration session
+    hooks=SENTRY_HOOKS,
 )
 def sync_organization() -> None:
-    enabled_integrations().map(sync_integration)
+    list_organization_integrations()
 
 
-def mapping_key(integration_id: str) -> str:
-    """A Dagster mapping key (letters, digits, `_`) naming the integration; ids that had to be
-    rewritten get a hash suffix, so `golioth-a` and `golioth_a` stay distinct."""
-    key = re.sub(r"[^A-Za-z0-9_]", "_", integration_id)
-    if key == integration_id:
-        return key
-    return f"{key}_{hashlib.sha1(integration_id.encode()).hexdigest()[:8]}"
+def sync_requests(
+    organization_run: dg.DagsterRun, integrations: Sequence[Integration]
+) -> list[dg.RunRequest]:
+    """One provider sync run per integration, for its partition."""
+    return [
+        dg.RunRequest(
+            run_key=f"{organization_run.run_id}:{i.integration_id}",
+            job_name=PROVIDER_DEFS[i.provider].sync_job.name,
+            partition_key=i.integration_id,
+            tags={ORGANIZATION_RUN_TAG: organization_run.run_id},
+        )
+        for i in integrations
+    ]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[sync_organization],
+    request_jobs=[p.sync_job for p in PROVIDER_DEFS.values()],
+    description="When a sync_organization run succeeds, launches one run of each listed "
+    "integration's provider sync job for its partition (adding a partition the partitions "
+    "sensor has not added yet).",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+@observed
+def organization_sync_sensor(
+    context: dg.RunStatusSensorContext, store: SyncStoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    run = context.dagster_run
+    config = OrganizationSyncConfig(**run.run_config["ops"][LISTING_OP]["config"])
+    integrations = integrations_to_sync(store, config)
+    if not integrations:
+        return dg.SkipReason(f"{config.organization_id} has no enabled integration to sync")
+    new_partitions = []
+    for provider, partitions in PROVIDER_PARTITIONS.items():
+        wanted = {i.integration_id for i in integrations if i.provider == provider}
+        missing = sorted(wanted - set(context.instance.get_dynamic_partitions(partitions.name)))
+        if missing:
+            new_partitions.append(partitions.build_add_request(missing))
+    return dg.SensorResult(
+        run_requests=sync_requests(run, integrations), dynamic_partitions_requests=new_partitions
+    )

@@ -5,6 +5,16 @@ For provider `p`: `p_devices` (inventory) → `p_device_states` (reported/desire
 `mqtt_telemetry` for providers that stream telemetry; each partitioned by integration, in the
 group `p`, with a sync job (`sync_p_integration`) and an export job
 (`export_p_desired_states`). Adding a provider adds its assets here without a code change.
+
+Limits, the ways Dagster users expect them: every step that calls provider `p` takes a slot of
+the concurrency pool `p` (limits in dagster.yaml / `dagster instance concurrency set`), every
+run carries the tag `provider: p` (the run queue's per-provider limits, deploy/dagster.yaml) and,
+being one partition, `dagster/partition` (one run per integration at a time). A backfill runs one
+partition per run, so one integration's failure fails only its own run.
+
+Every materialization carries Dagster's table metadata — `dagster/table_name`,
+`dagster/column_schema`, `dagster/row_count` (the integration's rows in that table) — besides
+the sync's own figures.
 """
 
 from collections.abc import Callable
@@ -18,6 +28,15 @@ from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
+from sync_pipelines.store.stream_tables import (
+    DESIRED_CHANGES,
+    DEVICE_STATES,
+    DEVICE_TELEMETRY,
+    DEVICES,
+    STREAM_TABLES,
+    StreamTable,
+    count_integration_rows,
+)
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states
 from sync_pipelines.sync.inventory import sync_devices
@@ -34,6 +53,13 @@ PROVIDER_LABELS = {
 #: providers that stream telemetry (Provider.supports_telemetry); read without importing
 #: the provider modules, so loading the code location stays cheap
 TELEMETRY_PROVIDERS = frozenset({"mqtt"})
+#: a backfill launches one run per integration: a failing one holds back none of the others
+ONE_PARTITION_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+
+
+def provider_pool(provider: str) -> str:
+    """The concurrency pool every step calling `provider` draws a slot from."""
+    return provider
 
 
 @dataclass(frozen=True)
@@ -67,10 +93,13 @@ def build_provider_defs(provider: str) -> ProviderDefs:
         owners=["team:data-platform"],
         tags={"provider": provider},
         retry_policy=SYNC_RETRY_POLICY,
+        pool=provider_pool(provider),
+        backfill_policy=ONE_PARTITION_PER_RUN,
     )
 
     @dg.asset(
         name=f"{provider}_devices",
+        metadata=table_definition_metadata(DEVICES),
         description=(
             f"Devices of one {label} integration (partition = integration id), streamed page by page "
             "into the `devices` table. Every provider call is an activity-log row; counts, error rate "
@@ -85,6 +114,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 
     @dg.asset(
         name=f"{provider}_device_states",
+        metadata=table_definition_metadata(DEVICE_STATES),
         deps=[devices],
         description=(
             f"Reported and desired state (with the provider's version/etag) of every device of one "
@@ -99,6 +129,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 
     @dg.asset(
         name=f"{provider}_desired_exports",
+        metadata=table_definition_metadata(DESIRED_CHANGES),
         deps=[device_states],
         description=(
             f"Desired-state changes made on our side, pushed to {label} with optimistic concurrency. "
@@ -143,6 +174,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{provider}_telemetry",
+        metadata=table_definition_metadata(DEVICE_TELEMETRY),
         description=(
             f"Telemetry of one {label} integration, drained from the broker's persistent session for "
             "a bounded window and appended to `device_telemetry` (deduplicated; acknowledged only after "
@@ -167,14 +199,46 @@ def _run_stream(
 ) -> dg.MaterializeResult:
     """One stream for the partition's integration; its figures become the materialization's
     metadata. A non-retryable failure skips Dagster's retry policy."""
+    sync_store = store.get_store()
     with (
         fail_fast_unless_retryable(),
-        integration_session(
-            store.get_store(), context.partition_key, run_context_of(context)
-        ) as session,
+        integration_session(sync_store, context.partition_key, run_context_of(context)) as session,
     ):
         result = stream(session)
-    return dg.MaterializeResult(metadata=result.metadata())
+    table = STREAM_TABLES[result.stream]
+    with sync_store.connect() as conn:
+        rows = count_integration_rows(conn, table, result.organization_id, result.integration_id)
+    return dg.MaterializeResult(metadata={**result.metadata(), **table_metadata(table, rows)})
+
+
+def table_schema_of(table: StreamTable) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.description) for c in table.columns]
+    )
+
+
+#: Dagster's documented table metadata keys (what `TableMetadataSet` writes; that class is not
+#: exported by `dagster` 1.13, only by its private modules)
+TABLE_NAME_KEY = "dagster/table_name"
+COLUMN_SCHEMA_KEY = "dagster/column_schema"
+ROW_COUNT_KEY = "dagster/row_count"
+PARTITION_ROW_COUNT_KEY = "dagster/partition_row_count"
+
+
+def table_definition_metadata(table: StreamTable) -> dict[str, Any]:
+    """What the catalogue shows before any materialization: the table and its columns."""
+    return {TABLE_NAME_KEY: table.name, COLUMN_SCHEMA_KEY: table_schema_of(table)}
+
+
+def table_metadata(table: StreamTable, integration_rows: int) -> dict[str, Any]:
+    """Dagster's table metadata of one materialization. The partition is the integration, so its
+    rows are both the partition's and, as far as this asset reports, the table's: the table holds
+    other tenants' rows too, which no asset of one integration may count."""
+    return {
+        **table_definition_metadata(table),
+        ROW_COUNT_KEY: integration_rows,
+        PARTITION_ROW_COUNT_KEY: integration_rows,
+    }
 
 
 #: provider name -> its Dagster objects, for every registered provider

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.integrations import list_enabled_integrations
@@ -12,6 +13,7 @@ from sync_pipelines.store.integrations import list_enabled_integrations
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def integration_partitions_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult:

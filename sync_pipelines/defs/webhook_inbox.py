@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
@@ -75,6 +76,7 @@ def process_webhook_inbox() -> None:
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+@observed
 def webhook_inbox_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult:

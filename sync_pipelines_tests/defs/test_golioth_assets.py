@@ -12,6 +12,12 @@ from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_device_states, get_device
+from sync_pipelines.store.stream_tables import (
+    DESIRED_CHANGES,
+    DEVICE_STATES,
+    DEVICE_TELEMETRY,
+    DEVICES,
+)
 
 golioth_devices = PROVIDER_DEFS["golioth"].devices
 golioth_device_states = PROVIDER_DEFS["golioth"].device_states
@@ -98,6 +104,44 @@ def test_materialization_metadata_carries_numeric_sync_figures(
     assert metadata["error_rate"] == 0
 
 
+@pytest.mark.parametrize(
+    ("asset", "table"), [("golioth_devices", DEVICES), ("golioth_device_states", DEVICE_STATES)]
+)
+def test_materializations_carry_dagsters_table_metadata_scoped_to_the_integration(
+    store, instance, small_golioth, register_golioth, asset, table
+):
+    integ = register_golioth(store, small_golioth, per_page=10)
+    other = register_golioth(
+        store, small_golioth, organization_id="org-b", integration_id="golioth-b"
+    )
+    assert _materialize(store, instance, other.integration_id).success
+    assert _materialize(store, instance, integ.integration_id).success
+
+    metadata = _latest_metadata(instance, asset, integ.integration_id)
+
+    assert metadata["dagster/table_name"] == table.name
+    # the other organization's rows in the same table are not counted
+    assert metadata["dagster/row_count"] == DEVICE_COUNT
+    assert metadata["dagster/partition_row_count"] == DEVICE_COUNT
+    schema = metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    assert tuple(c.name for c in schema.columns) == table.column_names
+    assert metadata["fetched"] == DEVICE_COUNT  # the sync's own figures are still there
+
+
+def test_the_catalogue_shows_each_sync_assets_table_before_any_materialization():
+    for asset, table in (
+        (golioth_devices, DEVICES),
+        (golioth_device_states, DEVICE_STATES),
+        (PROVIDER_DEFS["golioth"].desired_exports, DESIRED_CHANGES),
+        (PROVIDER_DEFS["mqtt"].telemetry, DEVICE_TELEMETRY),
+    ):
+        spec = next(iter(asset.specs))
+        assert spec.metadata["dagster/table_name"] == table.name
+        columns = spec.metadata["dagster/column_schema"].columns
+        assert tuple(c.name for c in columns) == table.column_names
+
+
 def test_activity_rows_carry_the_dagster_run_id_and_step_key(
     store, instance, small_golioth, register_golioth
 ):
@@ -108,6 +152,8 @@ def test_activity_rows_carry_the_dagster_run_id_and_step_key(
     devices_rows = [r for r in rows if r["step_key"] == "golioth_devices"]
     assert {r["activity_type"] for r in devices_rows} == {"import", "http_request"}
     assert {r["step_key"] for r in rows} == {"golioth_devices", "golioth_device_states"}
+    # the keys Dagster's own event log uses for those steps
+    assert {r["step_key"] for r in rows} == {e.step_key for e in result.get_step_success_events()}
     (op,) = [r for r in devices_rows if r["activity_type"] == "import"]
     assert op["status"] == "success"
 

@@ -1,25 +1,39 @@
-"""The `sync_organization` job, in-process against the real Golioth emulator, on SQLite and
-PostgreSQL: one step per enabled integration of the organization, each syncing as the
-provider's own sync job does."""
+"""`sync_organization` and `organization_sync_sensor`, against the real Golioth emulator on SQLite
+and PostgreSQL: an organization run lists the integrations, the sensor answers its success with
+one provider sync run per integration, and those runs — launched as Dagster launches a sensor's
+run requests — carry the provider and partition tags, run the integration's checks and fail
+alone."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
-from sync_pipelines.defs.organization_sync import mapping_key, sync_organization
+from sync_pipelines.defs.organization_sync import (
+    ORGANIZATION_RUN_TAG,
+    organization_sync_sensor,
+    sync_organization,
+)
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines_tests.conftest import GOLIOTH_KEY_ENV
 
 DEVICE_COUNT = 12
+SYNC_JOB = "sync_golioth_integration"
 
 
 @pytest.fixture
 def small_golioth(golioth_factory):
     return golioth_factory(device_count=DEVICE_COUNT)
+
+
+@pytest.fixture
+def resources(store, monkeypatch):
+    # the code location's own resource resolves the store from the environment, as in a deployment
+    monkeypatch.setenv("SYNC_DATABASE_URL", store.url)
+    return {"store": SyncStoreResource(database_url=store.url)}
 
 
 def _golioth_integration(
@@ -36,84 +50,108 @@ def _golioth_integration(
     )
 
 
-def _run(store, instance, organization_id: str, **config) -> dg.ExecuteInProcessResult:
-    return sync_organization.execute_in_process(
+def _organization_run(instance, resources, organization_id: str, **config) -> dg.DagsterRun:
+    result = sync_organization.execute_in_process(
         run_config={
             "ops": {
-                "enabled_integrations": {"config": {"organization_id": organization_id, **config}}
+                "list_organization_integrations": {
+                    "config": {"organization_id": organization_id, **config}
+                }
             }
         },
         instance=instance,
-        resources={"store": SyncStoreResource(database_url=store.url)},
+        resources=resources,
         raise_on_error=False,
     )
+    assert result.success
+    return result.dagster_run
 
 
-def _device_counts(store, organization_id: str) -> dict[str, int]:
+def _sensor_answer(instance, resources, run: dg.DagsterRun) -> dg.SensorResult | dg.SkipReason:
+    success = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS
+    ).records[0]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=organization_sync_sensor.name,
+        dagster_event=success.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=resources,
+    )
+    return organization_sync_sensor(context)
+
+
+def _launch(instance, answer: dg.SensorResult) -> dict[str, dg.ExecuteInProcessResult]:
+    """What the daemon does with the sensor's result: add the partitions, then run each request
+    as a run of its job (the code location's job, so its checks and tags are the real ones)."""
+    from sync_pipelines.definitions import defs
+
+    for request in answer.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    results = {}
+    for request in answer.run_requests or []:
+        job = defs.resolve_job_def(request.job_name)
+        results[request.partition_key] = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+    return results
+
+
+def _devices(store, integration_id: str, organization_id: str = "org-a") -> int:
     with store.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT d.integration_id, COUNT(*) FROM devices d JOIN device_states s"
-                " ON s.organization_id = d.organization_id AND s.integration_id = d.integration_id"
-                " AND s.external_id = d.external_id"
-                " WHERE d.organization_id = :o GROUP BY d.integration_id"
-            ),
-            {"o": organization_id},
-        ).all()
-    return {integration_id: count for integration_id, count in rows}
+        return count_devices(conn, organization_id, integration_id)
 
 
-def _sync_steps(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {
-        e.step_key
-        for e in result.get_step_success_events()
-        if e.step_key.startswith("sync_integration")
-    }
-
-
-def test_every_enabled_integration_of_the_organization_is_synced_in_its_own_step(
-    store, instance, small_golioth, register_golioth
+def test_the_sensor_requests_one_provider_sync_run_per_enabled_integration(
+    store, instance, resources, small_golioth, register_golioth
 ):
-    for name in ("golioth-a", "golioth-b", "golioth-c"):
-        register_golioth(store, small_golioth, integration_id=name, per_page=5)
+    for name in ("golioth-a", "golioth-b"):
+        register_golioth(store, small_golioth, integration_id=name)
     register_integration(store, _golioth_integration(small_golioth, "golioth-off", enabled=False))
     register_golioth(
         store, small_golioth, organization_id="org-b", integration_id="golioth-other-org"
     )
+    run = _organization_run(instance, resources, "org-a")
 
-    result = _run(store, instance, "org-a")
+    answer = _sensor_answer(instance, resources, run)
 
-    assert result.success
-    assert _sync_steps(result) == {
-        f"sync_integration[{mapping_key(i)}]" for i in ("golioth-a", "golioth-b", "golioth-c")
+    assert {(r.job_name, r.partition_key) for r in answer.run_requests} == {
+        (SYNC_JOB, "golioth-a"),
+        (SYNC_JOB, "golioth-b"),
     }
-    assert _device_counts(store, "org-a") == {
-        "golioth-a": DEVICE_COUNT,
-        "golioth-b": DEVICE_COUNT,
-        "golioth-c": DEVICE_COUNT,
+    assert all(r.tags[ORGANIZATION_RUN_TAG] == run.run_id for r in answer.run_requests)
+    # the same organization run evaluated twice launches nothing twice
+    assert {r.run_key for r in answer.run_requests} == {
+        r.run_key for r in _sensor_answer(instance, resources, run).run_requests
     }
-    assert _device_counts(store, "org-b") == {}
+    # partitions the partitions sensor has not added yet are added with the requests
+    (added,) = answer.dynamic_partitions_requests
+    assert set(added.partition_keys) == {"golioth-a", "golioth-b"}
 
 
-def test_each_step_reports_the_provider_assets_it_refreshed(
-    store, instance, small_golioth, register_golioth
+def test_each_launched_run_carries_the_limits_tags_and_runs_the_integrations_checks(
+    store, instance, resources, small_golioth, register_golioth
 ):
     register_golioth(store, small_golioth, integration_id="golioth-a")
+    run = _organization_run(instance, resources, "org-a")
 
-    result = _run(store, instance, "org-a")
+    (result,) = _launch(instance, _sensor_answer(instance, resources, run)).values()
 
-    materialized = {
-        (m.asset_key.to_user_string(), m.partition)
-        for m in result.asset_materializations_for_node("sync_integration")
-    }
-    assert materialized == {
-        ("golioth_devices", "golioth-a"),
-        ("golioth_device_states", "golioth-a"),
-    }
+    assert result.success
+    tags = result.dagster_run.tags
+    assert tags["provider"] == "golioth"  # the run queue's per-provider limit
+    assert tags["dagster/partition"] == "golioth-a"  # one run per integration at a time
+    assert tags[ORGANIZATION_RUN_TAG] == run.run_id
+    checks = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert "error_rate_below_threshold" in checks
+    assert _devices(store, "golioth-a") == DEVICE_COUNT
 
 
-def test_a_failing_integration_does_not_stop_the_others(
-    store, instance, small_golioth, register_golioth, monkeypatch
+def test_a_failing_integration_fails_only_its_own_run(
+    store, instance, resources, small_golioth, register_golioth, monkeypatch
 ):
     register_golioth(store, small_golioth, integration_id="golioth-good")
     monkeypatch.setenv("TEST_GOLIOTH_WRONG_KEY", "not-the-key")
@@ -121,35 +159,54 @@ def test_a_failing_integration_does_not_stop_the_others(
         store,
         _golioth_integration(small_golioth, "golioth-bad-key", key_env="TEST_GOLIOTH_WRONG_KEY"),
     )
+    run = _organization_run(instance, resources, "org-a")
 
-    result = _run(store, instance, "org-a")
+    results = _launch(instance, _sensor_answer(instance, resources, run))
 
-    assert not result.success
-    assert _sync_steps(result) == {f"sync_integration[{mapping_key('golioth-good')}]"}
-    assert _device_counts(store, "org-a") == {"golioth-good": DEVICE_COUNT}
+    assert {k: r.success for k, r in results.items()} == {
+        "golioth-good": True,
+        "golioth-bad-key": False,
+    }
+    assert _devices(store, "golioth-good") == DEVICE_COUNT
+    assert _devices(store, "golioth-bad-key") == 0
 
 
-def test_the_providers_option_limits_the_run_to_those_providers(
-    store, instance, small_golioth, register_golioth
+def test_the_providers_option_limits_the_runs_to_those_providers(
+    store, instance, resources, small_golioth, register_golioth
 ):
     register_golioth(store, small_golioth, integration_id="golioth-a")
+    run = _organization_run(instance, resources, "org-a", providers=["mqtt"])
 
-    result = _run(store, instance, "org-a", providers=["mqtt"])
+    answer = _sensor_answer(instance, resources, run)
 
-    assert result.success
-    assert _sync_steps(result) == set()
-    assert _device_counts(store, "org-a") == {}
+    assert isinstance(answer, dg.SkipReason)
+    assert "org-a" in (answer.skip_message or "")
 
 
-def test_the_job_is_in_the_code_location_with_its_description():
+def test_an_unknown_provider_fails_the_organization_run_naming_the_choices(
+    store, instance, resources
+):
+    result = sync_organization.execute_in_process(
+        run_config={
+            "ops": {
+                "list_organization_integrations": {
+                    "config": {"organization_id": "org-a", "providers": ["gollioth"]}
+                }
+            }
+        },
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "gollioth" in str(failure.step_failure_data.error)
+
+
+def test_the_job_and_its_sensor_are_in_the_code_location():
     from sync_pipelines.definitions import defs
 
     job = defs.resolve_job_def("sync_organization")
     assert job.description and "organization" in job.description
-
-
-def test_mapping_keys_are_valid_and_keep_rewritten_ids_distinct():
-    assert mapping_key("golioth_a") == "golioth_a"
-    rewritten = mapping_key("golioth-a")
-    assert rewritten.startswith("golioth_a_") and rewritten != mapping_key("golioth_a")
-    assert all(c.isalnum() or c == "_" for c in mapping_key("org/ü:x"))
+    sensor = defs.resolve_sensor_def("organization_sync_sensor")
+    assert sensor.name == "organization_sync_sensor"

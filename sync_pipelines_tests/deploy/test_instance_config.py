@@ -95,6 +95,17 @@ def test_queued_run_coordinator_with_provider_and_integration_limits(
     } in limits
 
 
+def test_every_provider_pool_has_a_default_step_limit(deploy_instance: dg.DagsterInstance) -> None:
+    from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
+
+    pools = deploy_instance.get_concurrency_config().pool_config
+    assert pools.default_pool_limit == 4
+    assert pools.pool_granularity is not None and pools.pool_granularity.value == "op"
+    # every step calling a provider is in that provider's pool, so the limit applies to it
+    for provider, defs in PROVIDER_DEFS.items():
+        assert {asset.op.pool for asset in defs.assets} == {provider}
+
+
 def test_run_monitoring_and_crash_only_retries(deploy_instance: dg.DagsterInstance) -> None:
     assert deploy_instance.run_monitoring_enabled
     assert deploy_instance.run_monitoring_max_runtime_seconds == 3600

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
-from sync_pipelines.defs.observed_sensors import observed_sensors
+from sync_pipelines.defs.observed_sensors import observed, observed_sensors
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.errors import AuthError
@@ -132,6 +132,7 @@ def test_before_send_masks_cookies_authorization_and_secret_values():
 
 def test_a_failing_sensor_evaluation_is_reported_with_the_sensor(sentry_sink):
     @dg.sensor(job_name="some_job")
+    @observed
     def exploding_sensor(_context):
         raise RuntimeError("inbox table missing")
 
@@ -142,6 +143,15 @@ def test_a_failing_sensor_evaluation_is_reported_with_the_sensor(sentry_sink):
     (event,) = _sent(sentry_sink)
     assert event["tags"]["sensor"] == "exploding_sensor"
     assert event["tags"]["error.class"] == "RuntimeError"
+
+
+def test_a_sensor_without_observation_is_refused_where_the_sensors_are_assembled():
+    @dg.sensor(job_name="some_job")
+    def forgotten_sensor(_context):
+        return dg.SkipReason("nothing")
+
+    with pytest.raises(ValueError, match="forgotten_sensor"):
+        observed_sensors([forgotten_sensor])
 
 
 def test_an_error_escaping_the_receiver_is_reported_with_the_delivery(sentry_sink):
