@@ -35,7 +35,6 @@ import httpx
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
-    ConfigError,
     MalformedResponseError,
     ProviderError,
     TransientError,
@@ -62,9 +61,9 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
     StatePage,
-    state_source_of,
 )
 from sync_pipelines.providers.pools import map_in_context
+from sync_pipelines.providers.settings import AzureIotSettings
 
 API_VERSION = "2021-04-12"
 MAX_PAGE_SIZE = 100
@@ -91,33 +90,26 @@ class SasAuth(httpx.Auth):
 
 class AzureIotProvider(Provider):
     name = "azure_iot"
+    settings_model = AzureIotSettings
     required_settings = ()
     required_secrets = ("connection_string",)
     supports_desired = True
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
-        settings = config.settings
+        settings = AzureIotSettings.of(config)  # a ConfigError names a bad setting
         integration_id = config.integration_id
         self.connection = parse_connection_string(
             config.secrets["connection_string"], integration_id
         )
-        self.page_size = min(
-            _int_setting(settings, "page_size", MAX_PAGE_SIZE, integration_id), MAX_PAGE_SIZE
-        )
-        self.state_concurrency = _int_setting(
-            settings, "state_concurrency", DEFAULT_STATE_CONCURRENCY, integration_id
-        )
-        self.query = str(settings.get("query") or DEFAULT_QUERY)
+        self.page_size = min(settings.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        self.state_concurrency = settings.state_concurrency or DEFAULT_STATE_CONCURRENCY
+        self.query = settings.query or DEFAULT_QUERY
         #: "list": states come with the twin query's pages (twins carry their properties)
-        self.state_source = state_source_of(config)
-        self.api_version = str(settings.get("api_version") or API_VERSION)
-        self.tokens = SasTokenSource(
-            self.connection, _int_setting(settings, "sas_ttl_s", DEFAULT_TTL_S, integration_id)
-        )
-        self.base_url = str(
-            settings.get("base_url") or f"https://{self.connection.host_name}"
-        ).rstrip("/")
+        self.state_source = settings.state_source
+        self.api_version = settings.api_version or API_VERSION
+        self.tokens = SasTokenSource(self.connection, settings.sas_ttl_s or DEFAULT_TTL_S)
+        self.base_url = (settings.base_url or f"https://{self.connection.host_name}").rstrip("/")
         self.http = clients.http(self.base_url, {"Accept": "application/json"})
         self.http.auth = SasAuth(self.tokens)
 
@@ -591,21 +583,6 @@ def _has_request(exc: httpx.TransportError) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _int_setting(settings: Mapping[str, Any], name: str, default: int, integration_id: str) -> int:
-    raw = settings.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            integration_id, f"setting {name} must be an integer, got {raw!r}"
-        ) from None
-    if value < 1:
-        raise ConfigError(integration_id, f"setting {name} must be >= 1, got {value}")
-    return value
 
 
 def _ms_since(started: float) -> float:
