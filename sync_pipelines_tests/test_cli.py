@@ -106,7 +106,8 @@ def test_an_added_integration_is_listed_with_its_settings(cli_store):
 def test_integrations_list_shows_only_the_given_organization(cli_store):
     for org, iid in (("org-a", "golioth-a"), ("org-b", "golioth-b")):
         added = _invoke(
-            f"integrations add --organization {org} --id {iid} --provider golioth --disabled"
+            f"integrations add --organization {org} --id {iid} --provider golioth --disabled "
+            "--setting base_url=http://127.0.0.1:9 --setting project_id=p"
         )
         assert added.exit_code == 0, added.output
     listed = _invoke("integrations list --organization org-b")

@@ -276,7 +276,7 @@ def check_id(kind: str, value: str | None, integration_id: str | None = None) ->
     if not ID_PATTERN.fullmatch(value):
         raise ConfigError(
             integration_id,
-            f"{kind} {_shown(kind, value)} is not a valid id: use 1–128 letters, digits, `.`, `_` "
+            f"{kind} {_quoted(value)} is not a valid id: use 1–128 letters, digits, `.`, `_` "
             "or `-`, starting with a letter or digit",
         )
     return value
@@ -362,6 +362,15 @@ def _expectation(field: Any) -> str | None:
                 return str(meta)
         stack.extend(getattr(item, "__args__", ()))
     return None
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return (
+        "(not shown)"
+        if redact_text(text) != text
+        else f"{text[:60]}{'…' if len(text) > 60 else ''}"
+    )
 
 
 def _shown(name: str, value: Any) -> str:
