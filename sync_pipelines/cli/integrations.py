@@ -89,7 +89,7 @@ def integrations_add(
         poll_interval_s=poll_interval_s,
     )
     with _refusals():
-        register_integration(open_store(writes=True), integration, replace=replace)
+        register_integration(open_store(writes=True), integration, replace=replace, audit=True)
     click.echo(
         f"{'replaced' if replace else 'saved'} integration {integration_id} ({provider}) "
         f"for organization {organization_id}"

@@ -76,9 +76,13 @@ def checked_integration(integration: Integration) -> Integration:
     )
 
 
-def register_integration(store: Store, integration: Integration, *, replace: bool = True) -> None:
+def register_integration(
+    store: Store, integration: Integration, *, replace: bool = True, audit: bool = False
+) -> None:
     """Check (`checked_integration`) and save an integration and its organization. The way in
-    for every caller. With `replace=False` an integration id already registered is refused."""
+    for every caller. With `replace=False` an integration id already registered is refused;
+    with `audit` (an operator's change, `integrations add`) a `config_change` activity row
+    records it."""
     checked = checked_integration(integration)
     with store.transaction() as conn:
         existing = find_integration_owner(conn, checked.integration_id)
@@ -90,9 +94,9 @@ def register_integration(store: Store, integration: Integration, *, replace: boo
             )
         ensure_organization(conn, checked.organization_id)
         save_integration(conn, checked)
-        _record_config_change(
-            store, conn, checked, "replace" if existing else "add", _changed(existing, checked)
-        )
+        if audit:
+            action = "replace" if existing else "add"
+            _record_config_change(store, conn, checked, action, _changed(existing, checked))
 
 
 def update_integration(
