@@ -201,7 +201,10 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+            # not echoed: a value without its key may well be a pasted credential
+            raise click.BadParameter(
+                "must be KEY=VALUE; one given has no `=` (not shown)", param_hint=option
+            )
         pairs[key] = value
     return pairs
 
