@@ -6,7 +6,7 @@ PYTHON ?= python3
 # default too (store/database.py), so a plain shell in the checkout reads the same store.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test ui lint format bench services browser install dagster-home clean
+.PHONY: demo test ui lint validate check format bench services browser install dagster-home clean
 
 ## demo: install, start a seeded Golioth emulator, sync it through Dagster on SQLite, print figures
 demo: install dagster-home
@@ -52,9 +52,18 @@ bench: install services
 		--repeat $(BENCH_REPEAT) --timeout-s $(BENCH_TIMEOUT_S)
 	$(BIN)/python bench/sync_overhead.py --size $(BENCH_OBS_SIZE) --repeat $(BENCH_REPEAT)
 
+## lint: ruff's lint rules and formatting, checked (`make format` fixes what it can)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## validate: Dagster loads the code location and validates every definition (a throwaway instance)
+validate: install
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && touch "$$tmp/dagster.yaml" && \
+		DAGSTER_HOME="$$tmp" $(BIN)/dagster definitions validate -w workspace.yaml
+
+## check: what CI runs — lint, validate, then the whole suite
+check: lint validate test
 
 format: install
 	$(BIN)/ruff format .

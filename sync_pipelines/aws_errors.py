@@ -31,6 +31,7 @@ from sync_pipelines.errors import (
     TransientError,
     error_class_for_status,
 )
+from sync_pipelines.observability.retrying import parse_retry_after
 
 _CLASS_BY_CODE: dict[str, type[ProviderError]] = {
     **dict.fromkeys(
@@ -104,14 +105,13 @@ def exception_class(exc: BaseException) -> type[ProviderError] | None:
 
 def retry_after_s(headers: Mapping[str, Any]) -> float | None:
     """How long AWS asks us to wait: `x-amz-retry-after` (milliseconds, what botocore's
-    standard retry mode reads), else a plain `Retry-After` in seconds."""
+    standard retry mode reads), else a plain `Retry-After` (seconds or an HTTP-date)."""
     lowered = {str(k).lower(): v for k, v in headers.items()}
-    for name, scale in (("x-amz-retry-after", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(name)
-        if value is None:
-            continue
+    amz = lowered.get("x-amz-retry-after")
+    if amz is not None:
         try:
-            return max(0.0, float(value) / scale)
+            return max(0.0, float(amz) / 1000.0)
         except (TypeError, ValueError):
-            continue
-    return None
+            pass
+    plain = lowered.get("retry-after")
+    return parse_retry_after(str(plain)) if plain is not None else None

@@ -51,8 +51,10 @@ class ProviderError(SyncError):
         status_code: int | None = None,
         request_id: str | None = None,
         retry_after_s: float | None = None,
+        integration_id: str | None = None,
     ) -> None:
         self.provider = provider
+        self.integration_id = integration_id
         self.endpoint = endpoint
         self.status_code = status_code
         self.request_id = request_id

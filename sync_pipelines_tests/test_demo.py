@@ -3,7 +3,9 @@ drill — a failed check, alerts at the local sink, a degraded integration, a tr
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 from click.testing import CliRunner
 
@@ -40,3 +42,27 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     drill = again.output[again.output.index("== fault drill") :]
     assert "none new: the incidents below were already open" in drill
     assert re.search(r"critical +provider_api_failures +open since .*, seen 2x", drill)
+
+    # Every follow-up command the demo prints works pasted into a new shell: no environment of
+    # this test's (no SYNC_HOME), the printed line alone says which store to read.
+    follow_ups = {
+        label: line.split(":", 1)[1].strip()
+        for line in again.output.splitlines()
+        for label in ("Health", "Report", "Follow a run")
+        if line.startswith(f"{label}:")
+    }
+    assert set(follow_ups) == {"Health", "Report", "Follow a run"}, again.output[-800:]
+    new_shell_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    for label, command in follow_ups.items():
+        assert "<" not in command, command  # no placeholder to fill in
+        pasted = subprocess.run(
+            ["bash", "-c", command], env=new_shell_env, capture_output=True, text=True, timeout=120
+        )
+        assert pasted.returncode == 0, f"{label}: {command}\n{pasted.stdout}\n{pasted.stderr}"
+        assert "no organization" not in pasted.stdout + pasted.stderr
+    assert (
+        "demo-org"
+        in subprocess.run(
+            ["bash", "-c", follow_ups["Report"]], env=new_shell_env, capture_output=True, text=True
+        ).stdout
+    )

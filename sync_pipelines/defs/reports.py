@@ -1,18 +1,20 @@
 """The integration-health report in Dagster: the `integration_health_report` asset (Markdown
-table, headline figures and chart in its materialization metadata), the job that materializes
-it, a weekly summary schedule (Monday 08:00 UTC, last 7 days; running by default) and a daily
+table, headline figures, chart, and the report as a DataFrame — its `dagster/column_schema`, a
+table and a CSV file — in its materialization metadata), the job that materializes it, a weekly summary schedule (Monday 08:00 UTC, last 7 days; running by default) and a daily
 one (07:00 UTC, last 24 h; off by default)."""
 
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
 from sync_pipelines.reports.chart import png_data_uri, write_chart
+from sync_pipelines.reports.frames import health_frame
 from sync_pipelines.reports.integration_report import (
     IntegrationHealthReport,
     build_integration_report,
@@ -40,9 +42,50 @@ def reports_dir() -> Path:
 
 
 def chart_path(report: IntegrationHealthReport) -> Path:
+    return _report_file(report, "png")
+
+
+def csv_path(report: IntegrationHealthReport) -> Path:
+    return _report_file(report, "csv")
+
+
+def _report_file(report: IntegrationHealthReport, suffix: str) -> Path:
     scope = report.organization_id or "all"
     stamp = report.generated_at.strftime("%Y%m%dT%H%M%SZ")
-    return reports_dir() / f"integration_health_{scope}_{stamp}.png"
+    return reports_dir() / f"integration_health_{scope}_{stamp}.{suffix}"
+
+
+#: pandas dtype kind → the column type Dagster shows (TableColumn.type)
+_COLUMN_TYPES = {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime"}
+
+
+def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    """The frame's columns and their types, as Dagster's `dagster/column_schema` takes them."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=str(name), type=_COLUMN_TYPES.get(dtype.kind, "string"))
+            for name, dtype in frame.dtypes.items()
+        ]
+    )
+
+
+def table_records(frame: pd.DataFrame) -> list[dg.TableRecord]:
+    """The frame's rows as Dagster table records (missing values None, times ISO-8601)."""
+    records = []
+    for row in frame.to_dict(orient="records"):
+        records.append(
+            dg.TableRecord(
+                {
+                    str(k): None
+                    if pd.isna(v)
+                    else v.isoformat()
+                    if isinstance(v, pd.Timestamp)
+                    else v
+                    for k, v in row.items()
+                }
+            )
+        )
+    return records
 
 
 @dg.asset(
@@ -66,6 +109,9 @@ def integration_health_report(
             conn, organization_id=config.organization_id, now=now, period=period
         )
     chart = write_chart(report, chart_path(report))
+    frame = health_frame(report)
+    csv = csv_path(report)
+    frame.to_csv(csv, index=False)
     # the image travels inside the Markdown (a data: URI) because the UI cannot read our disk;
     # the file stays for anyone who wants it
     markdown = render_markdown(report, chart_uri=png_data_uri(chart))
@@ -77,6 +123,12 @@ def integration_health_report(
         metadata={
             "report": dg.MetadataValue.md(markdown),
             "chart": dg.MetadataValue.path(str(chart)),
+            "csv": dg.MetadataValue.path(str(csv)),
+            "health_table": dg.MetadataValue.table(
+                table_records(frame), schema=column_schema(frame)
+            ),
+            "dagster/column_schema": column_schema(frame),
+            "dagster/row_count": len(frame),
             "organization_id": config.organization_id or "(all organizations)",
             "period_hours": float(config.hours),
             **report.figures(),

@@ -11,6 +11,7 @@ With OpenTelemetry on (observability/otel.py) every line also carries the curren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,6 +131,22 @@ def get_logger(component: str) -> structlog.stdlib.BoundLogger:
     """A logger for one component (e.g. "sync.inventory", "http"); its lines carry `component`."""
     configure_logging()
     return structlog.get_logger(f"{ROOT_LOGGER}.{component}").bind(component=component)
+
+
+#: set on an exception once a line has logged it with its stack
+_LOGGED = "_sync_pipelines_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """`exc` has had its line (with its stack): code it passes through on its way up logs
+    nothing more about it (`was_logged`), so each failure is logged once."""
+    # an exception type without a __dict__ cannot be marked: at worst it is logged twice
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _LOGGED, True)
+
+
+def was_logged(exc: BaseException) -> bool:
+    return bool(getattr(exc, _LOGGED, False))
 
 
 def bind_context(**fields: Any) -> None:

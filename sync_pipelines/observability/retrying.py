@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -157,15 +158,14 @@ def retryable_error(exc: BaseException | None) -> bool:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds (`"2"`, tolerated `"1.5"`) or an HTTP-date
-    (RFC 9110 §10.2.3); None when absent or unreadable."""
+    """`Retry-After` as seconds — the one reading of it, for every provider and the retry
+    policy: delta-seconds (`"2"`, tolerated `"1.5"`) or an HTTP-date (RFC 9110 §10.2.3), never
+    below 0 (a date in the past is "now"); None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    try:
+    if _DELTA_SECONDS.fullmatch(value):
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -173,6 +173,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+#: delta-seconds (a sign and a fraction tolerated); not "inf", "nan" or "1e9"
+_DELTA_SECONDS = re.compile(r"[+-]?\d+(\.\d+)?")
 
 
 def _error_retry_after(state: tenacity.RetryCallState) -> float | None:

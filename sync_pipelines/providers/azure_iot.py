@@ -21,25 +21,16 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import (
-    AuthError,
-    MalformedResponseError,
-    ProviderError,
-    TransientError,
-    error_class_for_status,
-)
+from sync_pipelines.errors import ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
@@ -55,14 +46,17 @@ from sync_pipelines.providers.contract import (
     DeviceState,
     IntegrationConfig,
     JsonDict,
-    Provider,
     ProviderClients,
     PushResult,
     RejectedRecord,
-    StateFailure,
     StatePage,
 )
-from sync_pipelines.providers.pools import map_in_context
+from sync_pipelines.providers.http_provider import (
+    HttpProvider,
+    device_segment,
+    ms_since,
+    request_id_of,
+)
 from sync_pipelines.providers.settings import AzureIotSettings
 
 API_VERSION = "2021-04-12"
@@ -70,7 +64,6 @@ MAX_PAGE_SIZE = 100
 DEFAULT_QUERY = "SELECT * FROM devices"
 DEFAULT_STATE_CONCURRENCY = 8
 NEVER = "0001-01-01T00:00:00Z"
-_REQUEST_ID = "X-Request-ID"
 _JSON = "application/json; charset=utf-8"
 
 _log = get_logger("providers.azure_iot")
@@ -88,9 +81,10 @@ class SasAuth(httpx.Auth):
         yield request
 
 
-class AzureIotProvider(Provider):
+class AzureIotProvider(HttpProvider):
     name = "azure_iot"
     settings_model = AzureIotSettings
+    service = "the hub"
     required_settings = ()
     required_secrets = ("connection_string",)
     supports_desired = True
@@ -113,9 +107,6 @@ class AzureIotProvider(Provider):
         self.http = clients.http(self.base_url, {"Accept": "application/json"})
         self.http.auth = SasAuth(self.tokens)
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- contract -------------------------------------------------------------------------
 
     def test_connection(self) -> ConnectionResult:
@@ -126,20 +117,10 @@ class AzureIotProvider(Provider):
             if not isinstance(body, list):
                 raise self._malformed(response, "query response is not a JSON array")
         except ProviderError as exc:
-            reason = f"authentication failed: {exc}" if isinstance(exc, AuthError) else str(exc)
-            return ConnectionResult(
-                False,
-                _ms_since(started),
-                reason,
-                {
-                    "status_code": exc.status_code,
-                    "category": exc.category,
-                    "hub": self.connection.host_name,
-                },
-            )
+            return self._failed_connection(started, exc, hub=self.connection.host_name)
         return ConnectionResult(
             True,
-            _ms_since(started),
+            ms_since(started),
             None,
             {
                 "hub": self.connection.host_name,
@@ -183,16 +164,12 @@ class AzureIotProvider(Provider):
                 cursor_after={"continuation": next_token} if next_token else None,
                 page_number=page_number,
                 total=None,  # a query does not say how many twins match
-                request_id=response.request.headers.get(_REQUEST_ID),
+                request_id=request_id_of(response),
             )
             if next_token is None:
                 return
             continuation = next_token
             page_number += 1
-
-    @property
-    def lists_states(self) -> bool:
-        return self.state_source == "list"
 
     def list_states(self) -> Iterator[StatePage]:
         """States from the integration's twin query: a query's twins carry their `properties`
@@ -211,7 +188,7 @@ class AzureIotProvider(Provider):
                 raise self._malformed(
                     response, "the hub returned the same continuation token again"
                 )
-            request_id = response.request.headers.get(_REQUEST_ID)
+            request_id = request_id_of(response)
             listed = (_listed_state(twin, request_id) for twin in items)
             yield StatePage(
                 [state for state in listed if state is not None],
@@ -223,22 +200,6 @@ class AzureIotProvider(Provider):
                 return
             continuation = next_token
             page_number += 1
-
-    def get_states(
-        self, external_ids: Sequence[str]
-    ) -> tuple[list[DeviceState], list[StateFailure]]:
-        states: list[DeviceState] = []
-        failures: list[StateFailure] = []
-        with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="azure-twin") as pool:
-            outcomes = map_in_context(pool, self._fetch_state, external_ids)
-            for external_id, outcome in zip(external_ids, outcomes, strict=True):
-                if isinstance(outcome, DeviceState):
-                    states.append(outcome)
-                elif isinstance(outcome, AuthError):
-                    raise outcome  # no point carrying on with credentials the hub refuses
-                else:
-                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
-        return states, failures
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
@@ -264,7 +225,7 @@ class AzureIotProvider(Provider):
             external_id=external_id,
             version=_etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
             desired=_without_bookkeeping(properties.get("desired")),
-            request_id=response.request.headers.get(_REQUEST_ID),
+            request_id=request_id_of(response),
         )
 
     def parse_device(self, payload: Any) -> DeviceRecord:
@@ -299,73 +260,31 @@ class AzureIotProvider(Provider):
             external_id,
             properties,
             _etag(response.headers.get("ETag")) or _str_or_none(twin.get("etag")),
-            response.request.headers.get(_REQUEST_ID),
+            request_id_of(response),
         )
 
     def _request(
         self, method: str, path: str, *, device_id: str | None = None, **kwargs: Any
     ) -> httpx.Response:
-        try:
-            response = self.http.request(
-                method, path, params={"api-version": self.api_version}, **kwargs
-            )
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"{self._subject(device_id)}: cannot reach the hub at {self.base_url}: "
-                f"{type(exc).__name__}: {exc}",
-                provider=self.name,
-                endpoint=f"{method} {path}",
-                request_id=exc.request.headers.get(_REQUEST_ID) if _has_request(exc) else None,
-            ) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response, device_id)
-        return response
+        return self._send(
+            method, path, device_id=device_id, params={"api-version": self.api_version}, **kwargs
+        )
 
-    def _decode(self, response: httpx.Response, device_id: str | None = None) -> Any:
-        try:
-            return json.loads(response.content)
-        except ValueError as exc:
-            raise self._malformed(
-                response, f"{self._subject(device_id)}: response is not valid JSON ({exc})"
-            ) from exc
-
-    def _subject(self, device_id: str | None) -> str:
-        integration = f"integration {self.config.integration_id!r}"
-        return f"{integration}, device {device_id!r}" if device_id else integration
-
-    def _status_error(self, response: httpx.Response, device_id: str | None) -> ProviderError:
+    def _error_detail(self, response: httpx.Response, device_id: str | None) -> str:
         status = response.status_code
         detail = hub_error_detail(response)
         subject = self._subject(device_id)
         if status == 401:
-            message = (
+            return (
                 f"{subject}: the hub rejected the SAS token (it expired, or was signed with a "
                 f"policy/key the hub does not accept: check the connection string and the "
                 f"clock): {detail}"
             )
-        elif status == 412:
-            message = f"{subject}: the twin changed since the expected etag (precondition failed): {detail}"
-        elif status == 404 and device_id:
-            message = f"{subject}: no such device in hub {self.connection.host_name}: {detail}"
-        else:
-            message = f"{subject}: {detail}"
-        return error_class_for_status(status)(
-            message,
-            provider=self.name,
-            endpoint=f"{response.request.method} {response.request.url.path}",
-            status_code=status,
-            request_id=response.request.headers.get(_REQUEST_ID),
-            retry_after_s=_retry_after_s(response.headers.get("Retry-After")),
-        )
-
-    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
-        return MalformedResponseError(
-            problem,
-            provider=self.name,
-            endpoint=f"{response.request.method} {response.request.url.path}",
-            status_code=response.status_code,
-            request_id=response.request.headers.get(_REQUEST_ID),
-        )
+        if status == 412:
+            return f"{subject}: the twin changed since the expected etag (precondition failed): {detail}"
+        if status == 404 and device_id:
+            return f"{subject}: no such device in hub {self.connection.host_name}: {detail}"
+        return f"{subject}: {detail}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,21 +339,6 @@ def hub_error_detail(response: httpx.Response) -> str:
     text = message if message else response.text[:300] or response.reason_phrase
     suffix = f" [trackingId {tracking}]" if tracking else ""
     return redact_text(f"{label}: {text}{suffix}")
-
-
-def _retry_after_s(raw: str | None) -> float | None:
-    """`Retry-After` as seconds: a number, or an HTTP date."""
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,16 +478,4 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _twin_path(device_id: str) -> str:
-    return f"/twins/{quote(device_id, safe='')}"
-
-
-def _has_request(exc: httpx.TransportError) -> bool:
-    try:
-        exc.request  # noqa: B018 - raises RuntimeError when the error has no request
-    except RuntimeError:
-        return False
-    return True
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+    return f"/twins/{device_segment(device_id)}"

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,14 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import (
-    AuthError,
-    ConflictError,
-    MalformedResponseError,
-    ProviderError,
-    TransientError,
-    error_class_for_status,
-)
+from sync_pipelines.errors import ConflictError, ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
 from sync_pipelines.providers.contract import (
     ConnectionResult,
@@ -39,27 +32,31 @@ from sync_pipelines.providers.contract import (
     DeviceState,
     IntegrationConfig,
     JsonDict,
-    Provider,
     ProviderClients,
     PushResult,
     RejectedRecord,
-    StateFailure,
     StatePage,
 )
 from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
-from sync_pipelines.providers.pools import map_in_context, submit_in_context
+from sync_pipelines.providers.http_provider import (
+    HttpProvider,
+    device_segment,
+    ms_since,
+    request_id_of,
+)
+from sync_pipelines.providers.pools import submit_in_context
 from sync_pipelines.providers.settings import GoliothSettings
 
 MAX_PER_PAGE = 100
 _P = TypeVar("_P")
-_REQUEST_ID = "X-Request-ID"
 #: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
 _EMPTY_ATTRIBUTE = (None, "", [], {})
 
 
-class GoliothProvider(Provider):
+class GoliothProvider(HttpProvider):
     name = "golioth"
     settings_model = GoliothSettings
+    service = "the Golioth API"
     required_settings = ("base_url", "project_id")
     required_secrets = ("api_key",)
     supports_desired = True
@@ -80,37 +77,22 @@ class GoliothProvider(Provider):
         )
         self._prefix = f"/v1/projects/{self.project_id}"
 
-    def close(self) -> None:
-        self.http.close()
-
     # -- contract -------------------------------------------------------------------------
 
     def test_connection(self) -> ConnectionResult:
         started = time.perf_counter()
         try:
-            body = self._get_json(self._prefix)
+            body = self._decode(self._send("GET", self._prefix))
         except ProviderError as exc:
-            reason = "authentication failed" if isinstance(exc, AuthError) else str(exc)
-            return ConnectionResult(
-                False,
-                _ms_since(started),
-                f"{reason}: {exc}",
-                {"status_code": exc.status_code, "category": exc.category},
-            )
-        except httpx.TransportError as exc:
-            return ConnectionResult(
-                False,
-                _ms_since(started),
-                f"cannot reach {self.http.base_url}: {type(exc).__name__}: {exc}",
-            )
+            return self._failed_connection(started, exc)
         project = body.get("data") if isinstance(body, dict) else None
         if not isinstance(project, dict):
             return ConnectionResult(
-                False, _ms_since(started), "project response had no `data` object"
+                False, ms_since(started), "project response had no `data` object"
             )
         return ConnectionResult(
             True,
-            _ms_since(started),
+            ms_since(started),
             None,
             {"project_id": project.get("id"), "project_name": project.get("name")},
         )
@@ -122,10 +104,6 @@ class GoliothProvider(Provider):
         yield from self._stream_pages(
             self._fetch_page, start, last=lambda p: p.cursor_after is None, total=lambda p: p.total
         )
-
-    @property
-    def lists_states(self) -> bool:
-        return self.state_source == "list"
 
     def list_states(self) -> Iterator[StatePage]:
         """Every device's LightDB State from the device list (`statePath=/`), 100 devices per
@@ -171,22 +149,6 @@ class GoliothProvider(Provider):
                 last_page = max(last_page, _last_page(total(page), self.per_page))
                 page_no += 1
 
-    def get_states(
-        self, external_ids: Sequence[str]
-    ) -> tuple[list[DeviceState], list[StateFailure]]:
-        states: list[DeviceState] = []
-        failures: list[StateFailure] = []
-        with ThreadPoolExecutor(self.state_concurrency, thread_name_prefix="golioth-state") as pool:
-            outcomes = map_in_context(pool, self._fetch_state, external_ids)
-            for external_id, outcome in zip(external_ids, outcomes, strict=True):
-                if isinstance(outcome, DeviceState):
-                    states.append(outcome)
-                elif isinstance(outcome, AuthError):
-                    raise outcome  # no point carrying on with bad credentials
-                else:
-                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
-        return states, failures
-
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
     ) -> PushResult:
@@ -207,15 +169,16 @@ class GoliothProvider(Provider):
                     provider=self.name,
                     endpoint=f"devices/{external_id}/data",
                     request_id=current.request_id,
+                    integration_id=self.config.integration_id,
                 )
         # a deep merge of the same patch lands the same tree twice: safe for the transport to repeat
-        response = self.http.post(
-            f"{self._prefix}/devices/{external_id}/data/desired",
+        response = self._send(
+            "POST",
+            f"{self._device_path(external_id)}/data/desired",
+            device_id=external_id,
             json=patch,
             extensions={IDEMPOTENT_EXTENSION: True},
         )
-        if response.status_code >= 400:
-            raise self._status_error(response)
         after = self._fetch_state(external_id)
         if isinstance(after, ProviderError):
             raise after
@@ -223,7 +186,7 @@ class GoliothProvider(Provider):
             external_id,
             after.version,
             after.desired,
-            request_id=response.request.headers.get(_REQUEST_ID),
+            request_id=request_id_of(response),
         )
 
     def parse_device(self, payload: Any) -> DeviceRecord:
@@ -232,8 +195,8 @@ class GoliothProvider(Provider):
     # -- wire -----------------------------------------------------------------------------
 
     def _fetch_page(self, page: int) -> DevicePage:
-        response = self._get(
-            f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page}
+        response = self._send(
+            "GET", f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page}
         )
         typed = _typed_page(response.content)
         rejected: list[RejectedRecord] = []
@@ -249,7 +212,7 @@ class GoliothProvider(Provider):
             cursor_after=None if done else {"next_page": page + 1, "per_page": self.per_page},
             page_number=page,
             total=total,
-            request_id=response.request.headers.get(_REQUEST_ID),
+            request_id=request_id_of(response),
         )
 
     def _generic_page(
@@ -288,17 +251,13 @@ class GoliothProvider(Provider):
         return items, total
 
     def _fetch_state_page(self, page: int) -> _ListedStates:
-        try:
-            response = self._get(
-                f"{self._prefix}/devices",
-                params={"page": page, "perPage": self.per_page, "statePath": "/"},
-            )
-        except httpx.TransportError as exc:  # a ProviderError, so the engine falls back per device
-            raise TransientError(
-                f"{type(exc).__name__}: {exc}", provider=self.name, endpoint="devices?statePath=/"
-            ) from exc
+        response = self._send(
+            "GET",
+            f"{self._prefix}/devices",
+            params={"page": page, "perPage": self.per_page, "statePath": "/"},
+        )
         items, total = self._list_envelope(response)
-        request_id = response.request.headers.get(_REQUEST_ID)
+        request_id = request_id_of(response)
         states = [
             _state_of(item["id"], item["data"], request_id)
             for item in items
@@ -313,36 +272,21 @@ class GoliothProvider(Provider):
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
-            response = self._get(f"{self._prefix}/devices/{external_id}/data")
-            body = self._decode(response)
+            response = self._send(
+                "GET", f"{self._device_path(external_id)}/data", device_id=external_id
+            )
+            body = self._decode(response, external_id)
         except ProviderError as exc:
             return exc
-        except httpx.TransportError as exc:
-            return TransientError(
-                f"{type(exc).__name__}: {exc}",
-                provider=self.name,
-                endpoint=f"devices/{external_id}/data",
-            )
         if not isinstance(body, dict) or "data" not in body:
             return self._malformed(response, "state response has no `data` member")
-        return _state_of(external_id, body["data"], response.request.headers.get(_REQUEST_ID))
+        return _state_of(external_id, body["data"], request_id_of(response))
 
-    def _get_json(self, path: str) -> Any:
-        return self._decode(self._get(path))
+    def _device_path(self, external_id: str) -> str:
+        return f"{self._prefix}/devices/{device_segment(external_id)}"
 
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        response = self.http.get(path, params=params)
-        if response.status_code >= 400:
-            raise self._status_error(response)
-        return response
-
-    def _decode(self, response: httpx.Response) -> Any:
-        try:
-            return json.loads(response.content)
-        except ValueError as exc:
-            raise self._malformed(response, f"response is not valid JSON ({exc})") from exc
-
-    def _status_error(self, response: httpx.Response) -> ProviderError:
+    def _error_detail(self, response: httpx.Response, device_id: str | None) -> str:
+        """The RPC status body's `message` (with its gRPC code), else the body's text."""
         message = response.text[:300]
         try:
             body = response.json()
@@ -350,26 +294,7 @@ class GoliothProvider(Provider):
                 message = f"{body['message']} (rpc code {body.get('code')})"
         except ValueError:
             pass
-        retry_after = response.headers.get("Retry-After")
-        return error_class_for_status(response.status_code)(
-            message,
-            provider=self.name,
-            endpoint=f"{response.request.method} {response.request.url.path}",
-            status_code=response.status_code,
-            request_id=response.request.headers.get(_REQUEST_ID),
-            retry_after_s=float(retry_after)
-            if retry_after and retry_after.replace(".", "", 1).isdigit()
-            else None,
-        )
-
-    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
-        return MalformedResponseError(
-            problem,
-            provider=self.name,
-            endpoint=f"{response.request.method} {response.request.url.path}?{response.request.url.query.decode()}",
-            status_code=response.status_code,
-            request_id=response.request.headers.get(_REQUEST_ID),
-        )
+        return f"{self._subject(device_id)}: {message}"
 
 
 def _to_device(raw: Any) -> DeviceRecord:
@@ -521,7 +446,3 @@ class _ListedStates:
 
 def _last_page(total: int | None, per_page: int) -> int:
     return max(0, math.ceil((total or 0) / per_page) - 1)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +22,18 @@ FAILED = "failed"
 PROVIDER_WINS = "provider_wins"
 LOCAL_WINS = "local_wins"
 RESOLUTIONS = (PROVIDER_WINS, LOCAL_WINS)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A desired-state patch waiting to be pushed, with the state version it was made against."""
+
+    id: str
+    external_id: str
+    patch: dict[str, Any]
+    base_version: str | None
+    attempts: int
+    created_at: datetime | str | None
 
 
 def request_desired_change(
@@ -64,7 +78,7 @@ def request_desired_change(
 
 def pending_changes(
     conn: Connection, organization_id: str, integration_id: str, limit: int
-) -> list[dict[str, Any]]:
+) -> list[PendingChange]:
     """The oldest pending changes, oldest first."""
     rows = conn.execute(
         sa.text(
@@ -73,8 +87,11 @@ def pending_changes(
             "ORDER BY created_at, id LIMIT :n"
         ),
         {"o": organization_id, "i": integration_id, "n": limit},
-    ).mappings()
-    return [{**row, "patch": load_json(row["patch"])} for row in rows]
+    )
+    return [
+        PendingChange(change_id, external_id, load_json(patch), base_version, attempts, created)
+        for change_id, external_id, patch, base_version, attempts, created in rows
+    ]
 
 
 def finish_change(

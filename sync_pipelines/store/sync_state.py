@@ -65,6 +65,19 @@ class SyncCounts:
     #: telemetry sequence gaps detected (ranges of messages that never arrived)
     gaps: int = 0
 
+    def figures(self) -> dict[str, int]:
+        """Every count by name (log lines, activity metadata, Dagster metadata)."""
+        return {
+            "fetched": self.fetched,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "conflicts": self.conflicts,
+            "gaps": self.gaps,
+            "pages": self.pages,
+        }
+
 
 def start_sync_log(
     conn: Connection,

@@ -8,7 +8,9 @@ Every query is scoped by organization.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -17,19 +19,39 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.bulk import insert_rows
 
-TELEMETRY_COLUMNS = (
-    "organization_id",
-    "integration_id",
-    "external_id",
-    "message_key",
-    "sequence",
-    "topic",
-    "payload",
-    "device_time",
-    "received_at",
-    "run_id",
-    "request_id",
-)
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRow:
+    """One stored message (`device_telemetry`); `request_id` is the batch, event or replay that
+    stored it."""
+
+    organization_id: str
+    integration_id: str
+    external_id: str
+    message_key: str
+    sequence: int | None
+    topic: str | None
+    payload: str  # JSON text
+    device_time: datetime | None
+    received_at: datetime | None
+    run_id: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """A run of one device's telemetry sequence numbers that never arrived."""
+
+    external_id: str
+    first_missing: int
+    last_missing: int
+
+    @property
+    def missing_count(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
+TELEMETRY_COLUMNS = tuple(f.name for f in fields(TelemetryRow))
 GAP_COLUMNS = (
     "id",
     "organization_id",
@@ -44,10 +66,11 @@ GAP_COLUMNS = (
 _KEY = "integration_id, external_id, message_key"
 
 
-def insert_telemetry(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+def insert_telemetry(conn: Connection, messages: Sequence[TelemetryRow]) -> int:
     """Append messages, skipping any already stored; returns how many were new."""
-    if not rows:
+    if not messages:
         return 0
+    rows = [_params(message, TELEMETRY_COLUMNS) for message in messages]
     cols = ", ".join(TELEMETRY_COLUMNS)
     if conn.dialect.name == "postgresql":
         staging = "device_telemetry_staging"
@@ -66,7 +89,7 @@ def insert_telemetry(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         sa.text(
             f"INSERT INTO device_telemetry ({cols}) VALUES ({values}) ON CONFLICT ({_KEY}) DO NOTHING"
         ),
-        list(rows),
+        rows,
     )
     return result.rowcount
 
@@ -123,8 +146,32 @@ def advance_sequences(
     )
 
 
-def insert_gaps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def insert_gaps(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    gaps: Sequence[SequenceGap],
+    *,
+    run_id: str | None,
+    now: datetime,
+) -> None:
+    """Record the gaps one batch revealed (`telemetry_gaps`, one row each)."""
+    detected = {
+        "organization_id": organization_id,
+        "integration_id": integration_id,
+        "detected_at": now,
+        "run_id": run_id,
+    }
+    rows = [{**_params(gap, _GAP_FIELDS), **detected, "id": str(uuid.uuid4())} for gap in gaps]
     insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, rows)
+
+
+_GAP_FIELDS = ("external_id", "first_missing", "last_missing", "missing_count")
+
+
+def _params(record: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """A record as the statement parameters (or COPY row) the drivers take."""
+    return {c: getattr(record, c) for c in columns}
 
 
 def telemetry_rows(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import AuthError, ProviderError, category_of
+from sync_pipelines.errors import AuthError, ProviderError
 from sync_pipelines.observability.activity import RECORD_REJECTED, STATE_IMPORT
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DeviceState, Provider, StateFailure
@@ -36,33 +36,13 @@ _log = get_logger("sync.device_states")
 def sync_device_states(
     session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> SyncResult:
-    run = SyncRun(session, STREAM)
-    _log.info("sync_started", stream=STREAM, sync_id=run.sync_id)
-    try:
-        with session.recorder.operation(STATE_IMPORT, stream=STREAM, sync_id=run.sync_id) as op:
-            with session.open_provider() as provider:
-                listed = (
-                    _states_from_listing(session, run, provider) if provider.lists_states else None
-                )
-                _states_one_by_one(session, run, provider, batch_size, skip=listed)
-            op.annotate(**run.figures())
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
-        )
-        raise
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        duration_ms=round(result.duration_s * 1000, 1),
-        **run.figures(),
-    )
-    return result
+    with (
+        SyncRun(session, STREAM, STATE_IMPORT, log=_log) as run,
+        session.open_provider() as provider,
+    ):
+        listed = _states_from_listing(session, run, provider) if provider.lists_states else None
+        _states_one_by_one(session, run, provider, batch_size, skip=listed)
+    return run.result
 
 
 def _states_one_by_one(

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError, ConflictError, SyncError, category_of
+from sync_pipelines.errors import ConfigError, ConflictError, SyncError
 from sync_pipelines.observability.activity import CONFLICT as CONFLICT_ACTIVITY
 from sync_pipelines.observability.activity import DESIRED_PUSH, EXPORT
 from sync_pipelines.observability.logging import get_logger
@@ -34,6 +34,7 @@ from sync_pipelines.store.desired import (
     LOCAL_WINS,
     PROVIDER_WINS,
     PUSHED,
+    PendingChange,
     finish_change,
     pending_changes,
     record_conflict,
@@ -74,37 +75,17 @@ def export_desired_states(
     session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> SyncResult:
     """Push every pending desired change of the integration. Records, then re-raises, a failure."""
-    run = SyncRun(session, STREAM)
-    _log.info("sync_started", stream=STREAM, sync_id=run.sync_id)
-    try:
-        with session.recorder.operation(EXPORT, stream=STREAM, sync_id=run.sync_id) as op:
-            rule = conflict_resolution_of(session)
-            with session.open_provider() as provider:
-                if not provider.supports_desired:
-                    raise ConfigError(
-                        session.integration.integration_id,
-                        f"provider {provider.name} has no desired state to export to",
-                    )
-                _Exporter(session, provider, run, rule).export_all(batch_size)
-            op.annotate(**run.figures(), conflicts=run.counts.conflicts, conflict_resolution=rule)
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
-        )
-        raise
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        conflicts=run.counts.conflicts,
-        duration_ms=round(result.duration_s * 1000, 1),
-        **run.figures(),
-    )
-    return result
+    with SyncRun(session, STREAM, EXPORT, log=_log) as run:
+        rule = conflict_resolution_of(session)
+        run.annotate(conflict_resolution=rule)
+        with session.open_provider() as provider:
+            if not provider.supports_desired:
+                raise ConfigError(
+                    session.integration.integration_id,
+                    f"provider {provider.name} has no desired state to export to",
+                )
+            _Exporter(session, provider, run, rule).export_all(batch_size)
+    return run.result
 
 
 class _Exporter:
@@ -122,9 +103,9 @@ class _Exporter:
                 changes = pending_changes(conn, self.org, self.integration_id, batch_size)
             if not changes:
                 return
-            by_device: dict[str, list[dict[str, Any]]] = {}
+            by_device: dict[str, list[PendingChange]] = {}
             for change in changes:
-                by_device.setdefault(change["external_id"], []).append(change)
+                by_device.setdefault(change.external_id, []).append(change)
             self.run.counts.pages += 1
             self.run.counts.fetched += len(changes)
             states, failures = self.provider.get_states(list(by_device))
@@ -142,11 +123,11 @@ class _Exporter:
             self.session.recorder.flush()
 
     def _export_device(
-        self, external_id: str, changes: list[dict[str, Any]], state: DeviceState
+        self, external_id: str, changes: list[PendingChange], state: DeviceState
     ) -> None:
         patch = _merged_patch(changes)
-        base_version = changes[0]["base_version"]
-        change_ids = [c["id"] for c in changes]
+        base_version = changes[0].base_version
+        change_ids = [c.id for c in changes]
         with self.session.recorder.operation(
             DESIRED_PUSH,
             external_id=external_id,
@@ -194,7 +175,7 @@ class _Exporter:
     def _conflict(
         self,
         external_id: str,
-        changes: list[dict[str, Any]],
+        changes: list[PendingChange],
         patch: dict[str, Any],
         state: DeviceState,
         race: str | None = None,
@@ -205,7 +186,7 @@ class _Exporter:
         recorder = self.session.recorder
         message = (
             f"device {external_id}: desired state changed on both sides since the last sync "
-            f"(our base version {changes[0]['base_version']}, provider now {state.version}); "
+            f"(our base version {changes[0].base_version}, provider now {state.version}); "
             f"resolved {resolution}"
         )
         if race:
@@ -216,10 +197,10 @@ class _Exporter:
                 organization_id=self.org,
                 integration_id=self.integration_id,
                 external_id=external_id,
-                change_id=changes[0]["id"],
+                change_id=changes[0].id,
                 local_patch=patch,
                 provider_desired=state.desired,
-                base_version=changes[0]["base_version"],
+                base_version=changes[0].base_version,
                 provider_version=state.version,
                 resolution=resolution,
                 run_id=self.run_id,
@@ -235,7 +216,7 @@ class _Exporter:
                 "external_id": external_id,
                 "conflict_id": conflict_id,
                 "resolution": resolution,
-                "change_ids": [c["id"] for c in changes],
+                "change_ids": [c.id for c in changes],
             },
         )
         row.completed_at = row.created_at
@@ -260,7 +241,7 @@ class _Exporter:
                     state, desired=state.desired, version=state.version, request_id=state.request_id
                 )
 
-    def _fail(self, changes: list[dict[str, Any]], error_type: str, message: str) -> None:
+    def _fail(self, changes: list[PendingChange], error_type: str, message: str) -> None:
         self._finish(changes, FAILED, error_type=error_type, error_message=message)
         self.run.counts.failed += len(changes)
         first = changes[0]
@@ -269,14 +250,14 @@ class _Exporter:
             [
                 FailedRecord(
                     stream=STREAM,
-                    dedupe_key=first["id"],
-                    source_id=first["id"],
-                    external_id=first["external_id"],
+                    dedupe_key=first.id,
+                    source_id=first.id,
+                    external_id=first.external_id,
                     error_type=error_type,
                     error_message=message,
                     payload={
-                        "external_id": first["external_id"],
-                        "change_ids": [c["id"] for c in changes],
+                        "external_id": first.external_id,
+                        "change_ids": [c.id for c in changes],
                         "patch": _merged_patch(changes),
                     },
                 )
@@ -284,20 +265,20 @@ class _Exporter:
         )
         _log.warning(
             "desired_push_failed",
-            external_id=changes[0]["external_id"],
+            external_id=changes[0].external_id,
             error={"type": error_type, "message": message},
         )
 
-    def _finish(self, changes: list[dict[str, Any]], status: str, **fields: Any) -> None:
+    def _finish(self, changes: list[PendingChange], status: str, **fields: Any) -> None:
         if "error_message" in fields and fields["error_message"]:
             fields["error_message"] = redact_text(fields["error_message"])
         with self.session.store.transaction() as conn:
             for change in changes:
                 finish_change(
-                    conn, self.org, change["id"], status=status, run_id=self.run_id, **fields
+                    conn, self.org, change.id, status=status, run_id=self.run_id, **fields
                 )
             if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
-                resolve_synced(self.session, conn, STREAM, [c["id"] for c in changes])
+                resolve_synced(self.session, conn, STREAM, [c.id for c in changes])
 
     def _store_state(
         self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None
@@ -325,11 +306,11 @@ class _Exporter:
             )
 
 
-def _merged_patch(changes: list[dict[str, Any]]) -> dict[str, Any]:
+def _merged_patch(changes: list[PendingChange]) -> dict[str, Any]:
     """The changes' patches merged oldest first: what one push sends."""
     patch: dict[str, Any] = {}
     for change in changes:
-        patch = merge_patch(patch, change["patch"]) if patch else dict(change["patch"])
+        patch = merge_patch(patch, change.patch) if patch else dict(change.patch)
     return patch
 
 

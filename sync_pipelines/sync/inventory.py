@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import category_of
 from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED, ActivityRow
 from sync_pipelines.observability.logging import get_logger
@@ -44,14 +43,10 @@ def sync_devices(
     session: IntegrationSession, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> SyncResult:
     """Import the integration's inventory. Records, then re-raises, if the sync fails."""
-    run = SyncRun(session, STREAM)
-    writer = _BatchWriter(session, run)
-    batch = _Batch(session)
-    _log.info("sync_started", stream=STREAM, cursor_before=run.cursor_before, sync_id=run.sync_id)
-    try:
-        with session.recorder.operation(
-            IMPORT, stream=STREAM, cursor_before=run.cursor_before, sync_id=run.sync_id
-        ) as op:
+    with SyncRun(session, STREAM, IMPORT, log=_log) as run:
+        writer = _BatchWriter(session, run)
+        batch = _Batch(session)
+        try:
             with session.open_provider() as provider:
                 for page in provider.list_devices(since=run.cursor_before):
                     run.counts.pages += 1
@@ -68,35 +63,25 @@ def sync_devices(
                 if batch.pages:
                     writer.submit(batch.take())
                 writer.wait()
-            op.annotate(**run.figures(), cursor_after=run.cursor_after)
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        # Whole pages fetched before the failure are good: keep them, with their cursor, unless
-        # a batch write failed (a later cursor must never be committed over lost rows).
-        try:
+        except Exception:
+            _keep_fetched_pages(writer, batch)
+            raise
+        finally:
+            writer.close()
+            run.annotate(cursor_after=run.cursor_after)
+    return run.result
+
+
+def _keep_fetched_pages(writer: _BatchWriter, batch: _Batch) -> None:
+    """Whole pages fetched before a failure are good: keep them, with their cursor, unless a
+    batch write failed (a later cursor must never be committed over lost rows)."""
+    try:
+        writer.wait()
+        if batch.pages and not writer.failed:
+            writer.submit(batch.take())
             writer.wait()
-            if batch.pages and not writer.failed:
-                writer.submit(batch.take())
-                writer.wait()
-        except Exception:  # the original error is the one to report
-            _log.exception("batch_commit_after_failure_failed")
-        run.finish(exc)
-        _log.error(
-            "sync_failed", stream=STREAM, error_type=category_of(exc), exc_info=exc, **run.figures()
-        )
-        raise
-    finally:
-        writer.close()
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        duration_ms=round(result.duration_s * 1000, 1),
-        **run.figures(),
-    )
-    return result
+    except Exception:  # the sync's own error is the one to report
+        _log.error("batch_commit_after_failure_failed", exc_info=True)
 
 
 @dataclass(slots=True)

@@ -89,55 +89,35 @@ def replay_dead_letters(
     """Replay the integration's due dead letters (at most `limit`), or the unresolved ones among
     `ids` whether due or not (quarantined included: an operator asked). Records, then re-raises,
     a failure of the replay itself; letters that fail again are counted, not raised."""
-    run = SyncRun(session, STREAM)
     integ = session.integration
     tallies = {RESOLVED: 0, RETRYING: 0, QUARANTINED: 0}
-    _log.info(
-        "replay_started",
-        stream=STREAM,
-        sync_id=run.sync_id,
-        requested_ids=len(ids) if ids else None,
-    )
-    try:
-        with session.recorder.operation(
-            REPLAY,
-            stream=STREAM,
-            sync_id=run.sync_id,
-            requested_ids=list(ids) if ids else None,
-            limit=limit,
-        ) as op:
-            policy = dead_letter_policy(integ)
-            with session.store.transaction() as conn:
-                letters = claim_dead_letters(
-                    conn,
-                    integ.organization_id,
-                    integ.integration_id,
-                    policy=policy,
-                    now=utc_now(),
-                    streams=tuple(_REPLAYERS),
-                    ids=ids,
-                    limit=limit,
-                )
-            run.counts.fetched, run.counts.pages = len(letters), int(bool(letters))
-            outcomes = _replay_by_stream(_Work(session, run), letters)
-            _settle(session, run, letters, outcomes, policy, tallies)
-            op.annotate(**run.figures(), **tallies)
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "replay_failed",
-            stream=STREAM,
-            error_type=category_of(exc),
-            exc_info=exc,
-            **run.figures(),
-        )
-        raise
-    result = run.finish()
-    _log.info("replay_completed", stream=STREAM, status=result.status, **tallies, **run.figures())
+    with SyncRun(
+        session,
+        STREAM,
+        REPLAY,
+        log=_log,
+        event="replay",
+        requested_ids=list(ids) if ids else None,
+        limit=limit,
+    ) as run:
+        policy = dead_letter_policy(integ)
+        with session.store.transaction() as conn:
+            letters = claim_dead_letters(
+                conn,
+                integ.organization_id,
+                integ.integration_id,
+                policy=policy,
+                now=utc_now(),
+                streams=tuple(_REPLAYERS),
+                ids=ids,
+                limit=limit,
+            )
+        run.counts.fetched, run.counts.pages = len(letters), int(bool(letters))
+        outcomes = _replay_by_stream(_Work(session, run), letters)
+        _settle(session, run, letters, outcomes, policy, tallies)
+        run.annotate(**tallies)
     return ReplayResult(
-        **{f.name: getattr(result, f.name) for f in fields(SyncResult)},
+        **{f.name: getattr(run.result, f.name) for f in fields(SyncResult)},
         resolved=tallies[RESOLVED],
         retrying=tallies[RETRYING],
         quarantined=tallies[QUARANTINED],

@@ -41,13 +41,7 @@ class SyncResult:
         """Numbers for Dagster materialization metadata (plotted over time by the UI)."""
         c = self.counts
         figures: dict[str, float | int | str] = {
-            "fetched": c.fetched,
-            "created": c.created,
-            "updated": c.updated,
-            "unchanged": c.unchanged,
-            "failed": c.failed,
-            "conflicts": c.conflicts,
-            "pages": c.pages,
+            **c.figures(),
             "error_rate": round(self.error_rate, 6),
             "duration_s": round(self.duration_s, 3),
             "http_requests": self.http_requests,

@@ -23,7 +23,12 @@ from sync_pipelines.observability.activity import (
     ActivitySink,
     NullSink,
 )
-from sync_pipelines.observability.logging import bound_context, get_logger
+from sync_pipelines.observability.logging import (
+    bound_context,
+    get_logger,
+    mark_logged,
+    was_logged,
+)
 from sync_pipelines.providers.contract import Provider
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration, find_integration_owner
@@ -111,7 +116,9 @@ def integration_session(
             try:
                 yield IntegrationSession(store, integration, recorder, run)
             except Exception as exc:
-                get_logger("sync").exception("integration_work_failed")
+                if not was_logged(exc):  # a sync's failure has its line already (SyncRun)
+                    get_logger("sync").error("integration_work_failed", exc_info=exc)
+                    mark_logged(exc)
                 sentry.capture_failure(
                     exc,
                     provider=integration.provider,

@@ -1,14 +1,32 @@
-"""The bookkeeping every sync stream shares: its `integration_sync_log` row, counts, timing,
-and the result it returns. Streams (inventory, states) only fetch and write."""
+"""One sync of one stream, start to finish: its `integration_sync_log` row, its activity
+operation, its counts and timing, its log lines and the result it returns. Streams only fetch,
+write and count:
+
+    with SyncRun(session, STREAM, IMPORT, log=_log) as run:
+        ...  # counting into run.counts, advancing run.cursor_after
+    return run.result
+
+Entering writes the started row, opens the operation and logs `<event>_started`. Leaving
+closes both — success, partial (records failed, telemetry had gaps) or failed — and logs
+`<event>_completed`, or `<event>_failed` with the error's stack. That line is the failure's
+one log line: the exception is marked logged, so the session around the sync does not log it
+again.
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
+from types import TracebackType
 from typing import Any
+
+import structlog
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import category_of
 from sync_pipelines.observability import metrics
+from sync_pipelines.observability.activity import Operation
+from sync_pipelines.observability.logging import mark_logged
 from sync_pipelines.observability.redaction import redact_text
 from sync_pipelines.store.sync_state import SyncCounts, finish_sync_log, get_cursor, start_sync_log
 from sync_pipelines.sync.results import SyncResult
@@ -16,45 +34,130 @@ from sync_pipelines.sync.session import IntegrationSession
 
 
 class SyncRun:
-    def __init__(self, session: IntegrationSession, stream: str) -> None:
+    """See the module docstring. `details` go on the started line and the operation's row;
+    `annotate(...)` adds figures to the operation's row and the closing line."""
+
+    def __init__(
+        self,
+        session: IntegrationSession,
+        stream: str,
+        activity_type: str,
+        *,
+        log: structlog.stdlib.BoundLogger,
+        event: str = "sync",
+        **details: Any,
+    ) -> None:
         self.session = session
         self.stream = stream
         self.counts = SyncCounts()
-        integ = session.integration
+        self.cursor_before: Any = None
+        self.cursor_after: Any = None
+        self.sync_id = ""
+        self.started_at = utc_now()
+        self._activity_type = activity_type
+        self._log = log
+        self._event = event
+        self._details = details
+        self._annotations: dict[str, Any] = {}
+        self._started = time.perf_counter()
+        self._operation = ExitStack()
+        self._op: Operation | None = None
+        self._result: SyncResult | None = None
+
+    def __enter__(self) -> SyncRun:
+        integ = self.session.integration
         self.started_at, self._started = utc_now(), time.perf_counter()
-        with session.store.transaction() as conn:
+        with self.session.store.transaction() as conn:
             self.cursor_before = get_cursor(
-                conn, integ.organization_id, integ.integration_id, stream
+                conn, integ.organization_id, integ.integration_id, self.stream
             )
             self.sync_id = start_sync_log(
                 conn,
                 integ.organization_id,
                 integ.integration_id,
-                stream,
-                session.run.run_id,
+                self.stream,
+                self.session.run.run_id,
                 self.cursor_before,
             )
-        self.cursor_after: Any = self.cursor_before
+        self.cursor_after = self.cursor_before
+        where: dict[str, Any] = {"stream": self.stream, "sync_id": self.sync_id}
+        if self.cursor_before is not None:
+            where["cursor_before"] = self.cursor_before
+        self._log.info(f"{self._event}_started", **where, **self._details)
+        self._op = self._operation.enter_context(
+            self.session.recorder.operation(self._activity_type, **where, **self._details)
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is not None and not isinstance(exc, Exception):
+            # interrupted (KeyboardInterrupt, SystemExit): the operation says failed, the sync
+            # log row stays `running`, as a killed process leaves it
+            self._operation.__exit__(exc_type, exc, tb)
+            return False
+        assert self._op is not None, "SyncRun used without `with`"
+        self._op.annotate(**self.figures(), **self._annotations)
+        if exc is None and self._partial:
+            self._op.annotate(_status="partial")
+        try:
+            self._operation.__exit__(exc_type, exc, tb)
+        except Exception as late:  # the operation's row could not be written
+            self._close(late)
+            raise
+        self._close(exc)
+        return False
+
+    @property
+    def result(self) -> SyncResult:
+        """What the sync did; there once the `with` block has ended."""
+        if self._result is None:
+            raise RuntimeError("the sync has not finished: read `result` after its `with` block")
+        return self._result
+
+    def annotate(self, **fields: Any) -> None:
+        """Figures for the operation's row and the `<event>_completed` / `_failed` line."""
+        self._annotations.update(fields)
 
     def figures(self) -> dict[str, int]:
-        c = self.counts
-        return {
-            "fetched": c.fetched,
-            "created": c.created,
-            "updated": c.updated,
-            "unchanged": c.unchanged,
-            "failed": c.failed,
-            "pages": c.pages,
-        }
+        return self.counts.figures()
 
-    def finish(self, exc: BaseException | None = None) -> SyncResult:
-        """Close the sync log row: failed if `exc`, partial if records failed or telemetry had
-        gaps, else success."""
-        status = (
-            "failed"
-            if exc
-            else ("partial" if self.counts.failed or self.counts.gaps else "success")
-        )
+    @property
+    def _partial(self) -> bool:
+        return bool(self.counts.failed or self.counts.gaps)
+
+    def _close(self, exc: BaseException | None) -> None:
+        """Close the sync log row, then say how it ended in one line."""
+        if exc is None:
+            self._result = self._finish(None)
+            self._log.info(
+                f"{self._event}_completed",
+                stream=self.stream,
+                status=self._result.status,
+                duration_ms=round(self._result.duration_s * 1000, 1),
+                **self.figures(),
+                **self._annotations,
+            )
+            return
+        try:
+            self._result = self._finish(exc)
+        finally:  # logged even when the row could not be closed: the sync's failure comes first
+            self._log.error(
+                f"{self._event}_failed",
+                stream=self.stream,
+                error_type=category_of(exc),
+                exc_info=exc,
+                **self.figures(),
+                **self._annotations,
+            )
+            mark_logged(exc)
+
+    def _finish(self, exc: BaseException | None) -> SyncResult:
+        status = "failed" if exc else ("partial" if self._partial else "success")
         integ, rec = self.session.integration, self.session.recorder
         try:
             with self.session.store.transaction() as conn:
@@ -74,16 +177,15 @@ class SyncRun:
                 integ.provider, self.stream, "failed", time.perf_counter() - self._started
             )
             raise
-        metrics.sync_finished(
-            integ.provider, self.stream, status, time.perf_counter() - self._started
-        )
+        duration_s = time.perf_counter() - self._started
+        metrics.sync_finished(integ.provider, self.stream, status, duration_s)
         return SyncResult(
             integration_id=integ.integration_id,
             organization_id=integ.organization_id,
             stream=self.stream,
             status=status,
             counts=self.counts,
-            duration_s=time.perf_counter() - self._started,
+            duration_s=duration_s,
             cursor_before=self.cursor_before,
             cursor_after=self.cursor_after,
             sync_id=self.sync_id,

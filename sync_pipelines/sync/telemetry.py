@@ -20,18 +20,20 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError, category_of
+from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import MQTT_MESSAGE, TELEMETRY_GAP, TELEMETRY_IMPORT
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
+    TelemetryRow,
     advance_sequences,
     insert_gaps,
     insert_telemetry,
@@ -61,58 +63,29 @@ def sync_telemetry(
     window_s: float = DEFAULT_WINDOW_S,
 ) -> SyncResult:
     """Drain telemetry for at most `window_s`. Records, then re-raises, if the sync fails."""
-    run = SyncRun(session, STREAM)
-    _log.info(
-        "sync_started",
-        stream=STREAM,
-        sync_id=run.sync_id,
-        max_messages=max_messages,
-        window_s=window_s,
-    )
-    try:
-        with session.recorder.operation(
+    with (
+        SyncRun(
+            session,
+            STREAM,
             TELEMETRY_IMPORT,
-            stream=STREAM,
-            sync_id=run.sync_id,
+            log=_log,
             max_messages=max_messages,
             window_s=window_s,
-        ) as op:
-            with session.open_provider() as provider:
-                if not provider.supports_telemetry:
-                    raise ConfigError(
-                        session.integration.integration_id,
-                        f"provider {provider.name} has no telemetry stream to sync",
-                    )
-                for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
-                    outcome = _commit(session, batch)
-                    batch.acknowledge()  # only now: until here the broker still holds the batch
-                    _count(run, outcome)
-                    _record(session, outcome)
-                    session.recorder.flush()  # activity rows land between data transactions
-            op.annotate(**run.figures(), gaps=run.counts.gaps)
-            if run.counts.failed or run.counts.gaps:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "sync_failed",
-            stream=STREAM,
-            error_type=category_of(exc),
-            exc_info=exc,
-            gaps=run.counts.gaps,
-            **run.figures(),
-        )
-        raise
-    result = run.finish()
-    _log.info(
-        "sync_completed",
-        stream=STREAM,
-        status=result.status,
-        duration_ms=round(result.duration_s * 1000, 1),
-        gaps=run.counts.gaps,
-        **run.figures(),
-    )
-    return result
+        ) as run,
+        session.open_provider() as provider,
+    ):
+        if not provider.supports_telemetry:
+            raise ConfigError(
+                session.integration.integration_id,
+                f"provider {provider.name} has no telemetry stream to sync",
+            )
+        for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
+            outcome = _commit(session, batch)
+            batch.acknowledge()  # only now: until here the broker still holds the batch
+            _count(run, outcome)
+            _record(session, outcome)
+            session.recorder.flush()  # activity rows land between data transactions
+    return run.result
 
 
 @dataclass(slots=True)
@@ -145,20 +118,11 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
         )
         insert_gaps(
             conn,
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "organization_id": integ.organization_id,
-                    "integration_id": integ.integration_id,
-                    "external_id": gap.external_id,
-                    "first_missing": gap.first_missing,
-                    "last_missing": gap.last_missing,
-                    "missing_count": gap.missing_count,
-                    "detected_at": now,
-                    "run_id": run_id,
-                }
-                for gap in outcome.gaps
-            ],
+            integ.organization_id,
+            integ.integration_id,
+            outcome.gaps,
+            run_id=run_id,
+            now=now,
         )
         _hold_before_commit_if_asked(len(rows))
     outcome.absorbed = len(batch.messages) - outcome.stored
@@ -167,29 +131,31 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
 
 
 def message_rows(
-    session: IntegrationSession, messages: Any, *, request_id: str
-) -> list[dict[str, Any]]:
+    session: IntegrationSession, messages: Iterable[TelemetryMessage], *, request_id: str
+) -> list[TelemetryRow]:
     """`device_telemetry` rows of messages, one per message key (a key twice is one row);
     `request_id` is the batch (or replay) they were stored by."""
     integ = session.integration
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    stored_by = {
+        "organization_id": integ.organization_id,
+        "integration_id": integ.integration_id,
+        "run_id": session.run.run_id,
+        "request_id": request_id,
+    }
+    rows: dict[tuple[str, str], TelemetryRow] = {}
     for message in messages:
         key = _message_key(message)
-        rows.setdefault(
-            (message.external_id, key),
-            {
-                "organization_id": integ.organization_id,
-                "integration_id": integ.integration_id,
-                "external_id": message.external_id,
-                "message_key": key,
-                "sequence": message.sequence,
-                "topic": message.topic,
-                "payload": dump_json(message.payload),
-                "device_time": message.device_time,
-                "received_at": message.received_at,
-                "run_id": session.run.run_id,
-                "request_id": request_id,
-            },
+        if (message.external_id, key) in rows:
+            continue
+        rows[message.external_id, key] = TelemetryRow(
+            external_id=message.external_id,
+            message_key=key,
+            sequence=message.sequence,
+            topic=message.topic,
+            payload=dump_json(message.payload),
+            device_time=message.device_time,
+            received_at=message.received_at,
+            **stored_by,
         )
     return list(rows.values())
 

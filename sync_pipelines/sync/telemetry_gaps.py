@@ -15,18 +15,8 @@ persist `seq` across reboots.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class SequenceGap:
-    external_id: str
-    first_missing: int
-    last_missing: int
-
-    @property
-    def missing_count(self) -> int:
-        return self.last_missing - self.first_missing + 1
+from sync_pipelines.store.telemetry import SequenceGap
 
 
 def find_gaps(

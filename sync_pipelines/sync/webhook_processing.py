@@ -43,7 +43,7 @@ from sync_pipelines.providers.azure_iot import twin_to_device
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import upsert_devices
-from sync_pipelines.store.telemetry import insert_telemetry
+from sync_pipelines.store.telemetry import TelemetryRow, insert_telemetry
 from sync_pipelines.store.webhook_events import (
     WebhookEvent,
     claim_events,
@@ -84,73 +84,53 @@ def process_webhook_events(
     session: IntegrationSession, *, limit: int = DEFAULT_LIMIT, lease_s: float = DEFAULT_LEASE_S
 ) -> SyncResult:
     """Apply up to `limit` pending inbox events of the session's integration."""
-    run = SyncRun(session, STREAM)
     integ = session.integration
     telemetry, lost = 0, 0
     ignored: Counter[str] = Counter()  # event types nothing applies to
-    _log.info("webhook_processing_started", sync_id=run.sync_id, limit=limit)
-    try:
-        with session.recorder.operation(
-            WEBHOOK_PROCESSING, stream=STREAM, sync_id=run.sync_id, limit=limit
-        ) as op:
-            with session.store.transaction() as conn:
-                events = claim_events(
-                    conn,
-                    integ.organization_id,
-                    integ.integration_id,
-                    limit=limit,
-                    run_id=session.run.run_id,
-                    now=utc_now(),
-                    lease_s=lease_s,
-                )
-            run.counts.fetched, run.counts.pages = len(events), int(bool(events))
-            for event in events:
-                effect = _process(session, event)
-                _count_processed(integ.provider, event, effect)
-                if effect is None:
-                    run.counts.failed += 1
-                elif effect.lost:
-                    lost += 1
-                else:
-                    run.counts.created += effect.created
-                    run.counts.updated += effect.updated
-                    run.counts.unchanged += int(not (effect.created or effect.updated))
-                    telemetry += effect.telemetry
-                    if effect.ignored:
-                        ignored[effect.ignored] += 1
-            session.recorder.flush()
-            with session.store.connect() as conn:
-                delay = processing_delay(
-                    conn, integ.organization_id, integ.integration_id, since=run.started_at
-                )
-                backlog = event_counts(conn, integ.organization_id, integ.integration_id)
-            op.annotate(
-                **run.figures(),
-                telemetry_stored=telemetry,
-                ignored_types=dict(ignored),
-                claims_lost=lost,
-                pending_after=backlog["pending"],
-                delay_p50_s=delay.p50_s,
-                delay_p95_s=delay.p95_s,
-                delay_max_s=delay.max_s,
+    with SyncRun(
+        session, STREAM, WEBHOOK_PROCESSING, log=_log, event="webhook_processing", limit=limit
+    ) as run:
+        with session.store.transaction() as conn:
+            events = claim_events(
+                conn,
+                integ.organization_id,
+                integ.integration_id,
+                limit=limit,
+                run_id=session.run.run_id,
+                now=utc_now(),
+                lease_s=lease_s,
             )
-            if run.counts.failed:
-                op.annotate(_status="partial")
-    except Exception as exc:
-        run.finish(exc)
-        _log.error(
-            "webhook_processing_failed", error_type=category_of(exc), exc_info=exc, **run.figures()
+        run.counts.fetched, run.counts.pages = len(events), int(bool(events))
+        for event in events:
+            effect = _process(session, event)
+            _count_processed(integ.provider, event, effect)
+            if effect is None:
+                run.counts.failed += 1
+            elif effect.lost:
+                lost += 1
+            else:
+                run.counts.created += effect.created
+                run.counts.updated += effect.updated
+                run.counts.unchanged += int(not (effect.created or effect.updated))
+                telemetry += effect.telemetry
+                if effect.ignored:
+                    ignored[effect.ignored] += 1
+        session.recorder.flush()
+        with session.store.connect() as conn:
+            delay = processing_delay(
+                conn, integ.organization_id, integ.integration_id, since=run.started_at
+            )
+            backlog = event_counts(conn, integ.organization_id, integ.integration_id)
+        run.annotate(
+            telemetry_stored=telemetry,
+            ignored_types=dict(ignored),
+            claims_lost=lost,
+            pending_after=backlog["pending"],
+            delay_p50_s=delay.p50_s,
+            delay_p95_s=delay.p95_s,
+            delay_max_s=delay.max_s,
         )
-        raise
-    result = run.finish()
-    _log.info(
-        "webhook_processing_completed",
-        status=result.status,
-        telemetry_stored=telemetry,
-        duration_ms=round(result.duration_s * 1000, 1),
-        **run.figures(),
-    )
-    return result
+    return run.result
 
 
 def _process(session: IntegrationSession, event: WebhookEvent) -> _Effect | None:
@@ -291,19 +271,19 @@ class _Writer:
         self.effect.telemetry += insert_telemetry(
             self.conn,
             [
-                {
-                    "organization_id": self.integ.organization_id,
-                    "integration_id": self.integ.integration_id,
-                    "external_id": self.device_id(),
-                    "message_key": f"webhook:{self.event.event_id}",
-                    "sequence": None,
-                    "topic": topic,
-                    "payload": dump_json(payload),
-                    "device_time": device_time,
-                    "received_at": self.event.received_at,
-                    "run_id": self.session.run.run_id,
-                    "request_id": self.event.event_id,
-                }
+                TelemetryRow(
+                    organization_id=self.integ.organization_id,
+                    integration_id=self.integ.integration_id,
+                    external_id=self.device_id(),
+                    message_key=f"webhook:{self.event.event_id}",
+                    sequence=None,
+                    topic=topic,
+                    payload=dump_json(payload),
+                    device_time=device_time,
+                    received_at=self.event.received_at,
+                    run_id=self.session.run.run_id,
+                    request_id=self.event.event_id,
+                )
             ],
         )
         return self.touch(seen_at=device_time or self.event.received_at)

@@ -143,3 +143,12 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
         parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
     )
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("junk", ["", "  ", "inf", "nan", "1e9", "2 seconds", "Tomorrow, 25:99"])
+def test_an_unreadable_retry_after_is_none(junk):
+    assert parse_retry_after(junk) is None
+
+
+def test_a_negative_retry_after_is_clamped_to_now():
+    assert parse_retry_after("-5") == 0.0

@@ -43,6 +43,20 @@ def _run(instance, sqlite_store, integ):
     )
 
 
+def _run_failing(sqlite_store, golioth, integ) -> None:
+    """The devices asset, with the device list answering a body that is not JSON."""
+    golioth.emulator.add_faults({"kind": "malformed_json", "path": "/devices$"})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
+        dg.materialize(
+            [golioth_devices],
+            partition_key=integ.integration_id,
+            instance=instance,
+            resources={"store": SyncStoreResource(database_url=sqlite_store.url)},
+            raise_on_error=False,
+        )
+
+
 def test_sync_lines_on_stdout_are_json_with_run_and_integration_fields(
     sqlite_store, golioth, register_golioth, capfd
 ):
@@ -91,17 +105,7 @@ def test_sync_lines_reach_the_dagster_event_log(sqlite_store, golioth, register_
 def test_failures_log_a_structured_error_with_type_message_and_stack(
     sqlite_store, golioth, register_golioth, capfd
 ):
-    integ = register_golioth(sqlite_store, golioth)
-    golioth.emulator.add_faults({"kind": "malformed_json", "path": "/devices$"})
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("golioth_integrations", [integ.integration_id])
-        dg.materialize(
-            [golioth_devices],
-            partition_key=integ.integration_id,
-            instance=instance,
-            resources={"store": SyncStoreResource(database_url=sqlite_store.url)},
-            raise_on_error=False,
-        )
+    _run_failing(sqlite_store, golioth, register_golioth(sqlite_store, golioth))
     (failed,) = [
         line for line in _json_lines(capfd.readouterr().out) if line.get("event") == "sync_failed"
     ]
@@ -109,3 +113,15 @@ def test_failures_log_a_structured_error_with_type_message_and_stack(
     assert failed["error"]["type"] == "MalformedResponseError"
     assert "not valid JSON" in failed["error"]["message"]
     assert "Traceback" in failed["error"]["stack"]
+
+
+def test_a_failed_sync_logs_its_failure_once_with_its_stack(
+    sqlite_store, golioth, register_golioth, capfd
+):
+    _run_failing(sqlite_store, golioth, register_golioth(sqlite_store, golioth))
+    lines = _json_lines(capfd.readouterr().out)
+    with_stack = [
+        line for line in lines if isinstance(line.get("error"), dict) and line["error"].get("stack")
+    ]
+    assert [line["event"] for line in with_stack] == ["sync_failed"]
+    assert [line["event"] for line in lines if line.get("level") == "error"] == ["sync_failed"]

@@ -279,6 +279,18 @@ def test_a_dropped_connection_is_transient_and_names_the_integration(peer, provi
         list(provider_for(retry_max_attempts=1).list_devices())
 
 
+def test_device_ids_are_quoted_into_one_path_segment(peer, provider_for):
+    odd = "a/b c#1"
+    states, (failure,) = provider_for().get_states([odd])
+    assert states == []
+    # the whole id reached the twin route, and the hub answered that it has no such device
+    (request,) = [r for r in peer.emulator.requests() if "/twins/" in r.path]
+    assert request.path.endswith(f"/twins/{odd}")
+    assert failure.error_type == "permanent" and f"Device {odd} not registered" in (
+        failure.error_message
+    )
+
+
 def test_a_page_that_is_not_json_is_a_malformed_response(peer, provider_for):
     peer.emulator.add_faults({"kind": "malformed_json", "times": 1})
     with pytest.raises(MalformedResponseError, match="not valid JSON") as err:

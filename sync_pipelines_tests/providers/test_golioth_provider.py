@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from sync_pipelines.errors import AuthError, MalformedResponseError
+from sync_pipelines.errors import (
+    AuthError,
+    MalformedResponseError,
+    RateLimitedError,
+    TransientError,
+)
 from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
 from sync_pipelines.providers.contract import IntegrationConfig
 from sync_pipelines.sync.integration_config import open_provider
@@ -149,3 +155,55 @@ def test_every_call_is_recorded_by_the_client_not_the_provider(golioth, recorder
     assert len(rows) == 3 and all(
         r.direction == "outgoing" and r.request_headers["x-api-key"] == "[REDACTED]" for r in rows
     )
+
+
+@pytest.mark.parametrize("retry_after_format", ["seconds", "http-date"])
+def test_a_429s_retry_after_is_honoured_as_seconds_or_an_http_date(
+    golioth, recorder, retry_after_format
+):
+    golioth.emulator.add_faults(
+        {
+            "kind": "rate_limit",
+            "retry_after_s": 30,
+            "retry_after_format": retry_after_format,
+            "path": "/devices$",
+            "times": 1,
+        }
+    )
+    with (
+        _provider(golioth, recorder, retry_max_attempts=1) as provider,
+        pytest.raises(RateLimitedError) as err,
+    ):
+        list(provider.list_devices())
+    # an HTTP-date has whole seconds: the wait is what is left of the 30 s
+    assert err.value.status_code == 429 and 28.0 <= err.value.retry_after_s <= 30.0
+
+
+def test_device_ids_are_quoted_into_one_path_segment(golioth, recorder):
+    odd = "a/b c#1"
+    with _provider(golioth, recorder) as provider:
+        states, (failure,) = provider.get_states([odd])
+    assert states == []
+    # the whole id reached the device route (unquoted, `#1` would have been a fragment and
+    # `/b` another path segment) and the emulator answered that it has no such device
+    (request,) = [r for r in golioth.emulator.requests() if r.path.endswith("/data")]
+    assert request.path.endswith(f"/devices/{odd}/data")
+    assert failure.error_type == "permanent"
+    assert f"device {odd!r} not found in project" in failure.error_message
+
+
+def test_a_transport_failure_is_transient_with_the_integration_url_and_request_id(
+    recorder, golioth_factory
+):
+    running = golioth_factory(device_count=1)
+    running.server.stop()
+    with (
+        _provider(running, recorder, retry_max_attempts=1) as provider,
+        pytest.raises(TransientError) as err,
+    ):
+        list(provider.list_devices())
+    message = str(err.value)
+    assert "integration 'g-p': cannot reach the Golioth API at" in message
+    assert f"{running.url}/v1/projects/" in message and "?" not in message.split(" at ")[1]
+    assert err.value.request_id and err.value.request_id in message
+    assert err.value.integration_id == "g-p" and isinstance(err.value.__cause__, httpx.ConnectError)

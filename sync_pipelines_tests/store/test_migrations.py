@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.store.database import Store
@@ -112,3 +113,72 @@ def test_a_transaction_after_migrating_sqlite_still_rolls_back(tmp_path):
     with store.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM organizations")).scalar_one() == 0
     store.dispose()
+
+
+def _copy_packaged(to) -> None:
+    from sync_pipelines.store.migrations import sql_dir
+
+    for entry in sql_dir().iterdir():
+        if entry.name.endswith(".sql"):
+            (to / entry.name).write_bytes(entry.read_bytes())
+
+
+def test_the_migrations_ship_inside_the_package():
+    from sync_pipelines.store.migrations import sql_dir
+
+    assert "sync_pipelines/store/sql" in str(sql_dir()).replace("\\", "/")
+    assert len(migrations_for("sqlite")) >= 14
+
+
+def test_finding_no_migrations_is_an_error_not_up_to_date(tmp_path, monkeypatch):
+    from sync_pipelines.store.migrations import SQL_DIR_ENV, MigrationError
+
+    monkeypatch.setenv(SQL_DIR_ENV, str(tmp_path))
+    store = Store(f"sqlite:///{tmp_path}/empty.db")
+    with pytest.raises(MigrationError, match="no migrations found"):
+        migrate(store)
+
+
+def test_each_applied_migration_records_its_checksum(store):
+    import hashlib
+
+    with store.connect() as conn:
+        recorded = dict(
+            conn.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all()
+        )
+    for m in migrations_for(store.dialect):
+        assert recorded[m.version] == hashlib.sha256(m.path.read_bytes()).hexdigest()
+
+
+def test_a_migration_changed_after_it_was_applied_is_refused_by_name(tmp_path, monkeypatch):
+    from sync_pipelines.store.migrations import SQL_DIR_ENV, MigrationError
+
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    _copy_packaged(sql)
+    monkeypatch.setenv(SQL_DIR_ENV, str(sql))
+    store = Store(f"sqlite:///{tmp_path}/changed.db")
+    migrate(store)
+    edited = sql / "004_dead_letters.sql"
+    edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
+    with pytest.raises(
+        MigrationError, match="004_dead_letters.sql was changed after it was applied"
+    ):
+        migrate(store)
+
+
+def test_a_ledger_from_before_checksums_gains_them_without_reapplying(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/old.db")
+    migrate(store)
+    with store.transaction() as conn:  # the ledger as earlier releases wrote it
+        conn.exec_driver_sql(
+            "CREATE TABLE old_ledger AS SELECT version, applied_at FROM schema_migrations"
+        )
+        conn.exec_driver_sql("DROP TABLE schema_migrations")
+        conn.exec_driver_sql("ALTER TABLE old_ledger RENAME TO schema_migrations")
+    assert migrate(store) == []
+    with store.connect() as conn:
+        missing = conn.execute(
+            sa.text("SELECT count(*) FROM schema_migrations WHERE checksum IS NULL")
+        ).scalar_one()
+    assert missing == 0

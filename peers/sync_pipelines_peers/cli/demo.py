@@ -5,8 +5,15 @@ at a local sink, the health report, and the trace of one device), printed as one
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
 
 import click
+
+from sync_pipelines.store.database import DEFAULT_HOME, Store
 
 
 @click.command()
@@ -32,7 +39,7 @@ import click
 )
 def demo(device_count: int, providers: tuple[str, ...], drill: bool) -> None:
     """Full demo sync of every provider against its local peer, on the embedded default."""
-    from sync_pipelines.store.database import Store, default_sqlite_path
+    from sync_pipelines.store.database import default_sqlite_path
     from sync_pipelines_peers.demo import DEMO_ORG, demo_instance, run_demo
 
     store = Store()
@@ -54,21 +61,44 @@ def demo(device_count: int, providers: tuple[str, ...], drill: bool) -> None:
     lines += ["", "Dagster runs:"]
     lines += [f"  {o.provider:<10} {' '.join(o.run_ids)}" for o in outcomes]
     lines += drill_lines
+    cli = follow_up_command(store)
+    first_run = next((r for o in outcomes for r in o.run_ids), None)
     lines += [
         "",
         "Open the UI:      make ui   (then http://127.0.0.1:3000, one asset group per provider)",
-        f"Follow a run:     .venv/bin/sync-pipelines activity --organization {DEMO_ORG} --run-id <run id>",
-        f"Health:           .venv/bin/sync-pipelines health --organization {DEMO_ORG}",
-        f"Report:           .venv/bin/sync-pipelines report --organization {DEMO_ORG}",
-        f"Structured logs:  {log_path}",
-        "",
+        f"Health:           {cli} health --organization {DEMO_ORG}",
+        f"Report:           {cli} report --organization {DEMO_ORG}",
     ]
+    if first_run:
+        lines.append(
+            f"Follow a run:     {cli} activity --organization {DEMO_ORG} --run-id {first_run}"
+        )
+    lines += [f"Structured logs:  {log_path}", ""]
     click.echo("\n".join(lines))
     failed = [o.provider for o in outcomes if not o.ok]
     if failed:
         raise click.ClickException(f"demo sync failed for: {', '.join(failed)}")
     if not drill_ok:
         raise click.ClickException("the fault drill did not show what it should (see above)")
+
+
+def follow_up_command(store: Store) -> str:
+    """How to call this CLI again from a new shell in the current directory so that it reads
+    this store: the executable as it is reachable from here, and the store named only when a
+    plain shell here would resolve another one."""
+    executable = os.path.abspath(sys.argv[0])
+    on_path = shutil.which("sync-pipelines")
+    if on_path and os.path.samefile(on_path, executable):
+        command = "sync-pipelines"
+    elif os.path.exists(executable) and os.path.basename(executable) == "sync-pipelines":
+        relative = os.path.relpath(executable)
+        command = relative if not relative.startswith("..") else executable
+    else:
+        command = f"{shlex.quote(sys.executable)} -m sync_pipelines.cli"
+    plain_shell_default = f"sqlite:///{Path(DEFAULT_HOME).resolve() / 'sync_store.db'}"
+    if store.url != plain_shell_default:  # (a URL with a password prints it masked)
+        command = f"SYNC_DATABASE_URL={shlex.quote(store.location)} {command}"
+    return command
 
 
 def _sync_table(outcomes: list) -> list[str]:

@@ -74,6 +74,7 @@ from sync_pipelines_peers.emulators.faults import (
     TokenBucket,
     fault_plan_of,
 )
+from sync_pipelines_peers.emulators.quoted_ids import RouteOnRawPath
 from sync_pipelines_peers.emulators.request_log import (
     CONTROL_PREFIX,
     RecordedRequest,
@@ -579,15 +580,21 @@ class AzureIotEmulator:
     def _build_app(self) -> Starlette:
         service_routes = [
             Route("/devices/query", self._query, methods=["POST"]),
-            Route("/devices/{device_id}", self._get_device, methods=["GET"]),
-            Route("/twins/{device_id}", self._get_twin, methods=["GET"]),
-            Route("/twins/{device_id}", self._update_twin, methods=["PATCH", "PUT"]),
+            Route("/devices/{device_id:segment}", self._get_device, methods=["GET"]),
+            Route("/twins/{device_id:segment}", self._get_twin, methods=["GET"]),
+            Route("/twins/{device_id:segment}", self._update_twin, methods=["PATCH", "PUT"]),
         ]
         control_routes = [
             *fault_and_request_routes(self.faults, self.request_log),
             Route("/devices", self._control_add_devices, methods=["POST"]),
-            Route("/devices/{device_id}", self._control_device, methods=["GET", "PATCH", "DELETE"]),
-            Route("/devices/{device_id}/{part:str}", self._control_device, methods=["PATCH"]),
+            Route(
+                "/devices/{device_id:segment}",
+                self._control_device,
+                methods=["GET", "PATCH", "DELETE"],
+            ),
+            Route(
+                "/devices/{device_id:segment}/{part:str}", self._control_device, methods=["PATCH"]
+            ),
             Route("/clock", self._control_clock, methods=["GET", "POST"]),
             Route("/throttle", self._control_throttle, methods=["GET", "POST", "DELETE"]),
             Route("/stats", self._control_stats, methods=["GET"]),
@@ -618,6 +625,7 @@ class AzureIotEmulator:
                     exempt_path_prefixes=(CONTROL_PREFIX,),
                 ),
                 Middleware(HubGatewayMiddleware, emulator=self),
+                Middleware(RouteOnRawPath),  # innermost: ids may hold an encoded `/`
             ],
             exception_handlers={
                 IotHubError: handle_hub_error,

@@ -10,6 +10,7 @@ emulator passes in, so nothing here knows any provider's wire format.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
 import random
 import re
@@ -80,6 +81,9 @@ class FaultSpec:
     status: int | None = None
     #: rate_limit: Retry-After seconds (default 1)
     retry_after_s: int | None = None
+    #: rate_limit: how Retry-After says it — "seconds" (delta-seconds) or "http-date" (the
+    #: moment `retry_after_s` from now, RFC 9110 §10.2.3)
+    retry_after_format: str = "seconds"
     #: poison_record: which device to break, by creation index or by id
     device_index: int | None = None
     device_id: str | None = None
@@ -104,6 +108,10 @@ class FaultSpec:
             raise ValueError(f"fault 'latency_ms' must be >= 0, got {self.latency_ms}")
         if self.kind is FaultKind.LATENCY and self.latency_ms is None:
             raise ValueError("a 'latency' fault needs 'latency_ms'")
+        if self.retry_after_format not in ("seconds", "http-date"):
+            raise ValueError(
+                f"fault 'retry_after_format' must be seconds or http-date, got {self.retry_after_format!r}"
+            )
         if self.status is not None and not 400 <= self.status <= 599:
             raise ValueError(f"fault 'status' must be an HTTP error status, got {self.status}")
         if self.kind is FaultKind.POISON_RECORD and (self.device_index, self.device_id) == (
@@ -348,11 +356,16 @@ class FaultInjectionMiddleware:
         kind = fault.kind
         if kind is FaultKind.RATE_LIMIT:
             retry_after_s = fault.retry_after_s or DEFAULT_RETRY_AFTER_S
+            retry_after = (
+                email.utils.formatdate(time.time() + retry_after_s, usegmt=True)
+                if fault.retry_after_format == "http-date"
+                else str(retry_after_s)
+            )
             await self._send_error(
                 send,
                 429,
                 f"rate limit exceeded: retry after {retry_after_s}s",
-                extra_headers=[(b"retry-after", str(retry_after_s).encode())],
+                extra_headers=[(b"retry-after", retry_after.encode())],
             )
         elif kind is FaultKind.SERVER_ERROR:
             status = fault.status or 503

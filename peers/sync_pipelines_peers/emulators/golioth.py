@@ -55,6 +55,7 @@ from sync_pipelines_peers.emulators.golioth_inventory import (
     _rfc3339_ms,
 )
 from sync_pipelines_peers.emulators.lightdb_state import LightDbState, parse_state_path
+from sync_pipelines_peers.emulators.quoted_ids import RouteOnRawPath
 from sync_pipelines_peers.emulators.request_log import (
     CONTROL_PREFIX,
     RecordedRequest,
@@ -630,7 +631,7 @@ class GoliothEmulator:
 
     def _build_app(self) -> Starlette:
         state_methods = ["GET", "PUT", "POST", "PATCH", "DELETE"]
-        device = "/projects/{project_id}/devices/{device_id}"
+        device = "/projects/{project_id}/devices/{device_id:segment}"
         v1_routes = [
             Route("/projects", self._list_projects, methods=["GET"]),
             Route("/projects/{project_id}", self._get_project, methods=["GET"]),
@@ -642,7 +643,11 @@ class GoliothEmulator:
         control_routes = [
             *fault_and_request_routes(self.faults, self.request_log),
             Route("/devices", self._control_add_devices, methods=["POST"]),
-            Route("/devices/{device_id}", self._control_device, methods=["GET", "PATCH", "DELETE"]),
+            Route(
+                "/devices/{device_id:segment}",
+                self._control_device,
+                methods=["GET", "PATCH", "DELETE"],
+            ),
             Route("/stats", self._control_stats, methods=["GET"]),
             Route("/reset", self._control_reset, methods=["POST"]),
         ]
@@ -670,6 +675,7 @@ class GoliothEmulator:
                     render_error=render_rpc_status,
                     exempt_path_prefixes=(CONTROL_PREFIX,),
                 ),
+                Middleware(RouteOnRawPath),  # innermost: ids may hold an encoded `/`
             ],
             exception_handlers={RpcError: _handle_rpc_error, HTTPException: _handle_http_exception},
         )

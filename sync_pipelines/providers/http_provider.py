@@ -1,0 +1,190 @@
+"""What every HTTP provider (Golioth, Azure IoT Hub) shares, so its own module holds only its
+wire mapping: device ids quoted into paths, the request id of a call, one way from a failed
+call into the error taxonomy — an error status (with the server's `Retry-After`), a body that
+is not JSON, or a transport failure (timed out, refused, dropped) wrapped with the integration,
+the URL and the request id — and state reads with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from sync_pipelines.errors import (
+    AuthError,
+    MalformedResponseError,
+    ProviderError,
+    TransientError,
+    error_class_for_status,
+)
+from sync_pipelines.observability.http_recording import REQUEST_ID_HEADER
+from sync_pipelines.observability.redaction import redact_url
+from sync_pipelines.observability.retrying import parse_retry_after
+from sync_pipelines.providers.contract import (
+    ConnectionResult,
+    DeviceState,
+    IntegrationConfig,
+    Provider,
+    StateFailure,
+)
+from sync_pipelines.providers.pools import map_in_context
+
+
+def device_segment(device_id: str) -> str:
+    """A device id as one path segment: `/`, space, `#`, `?`, `%` and the like percent-encoded,
+    so no id can reach another resource or cut the path short."""
+    return quote(device_id, safe="")
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    """Our `X-Request-ID` of the call that got `response`."""
+    return response.request.headers.get(REQUEST_ID_HEADER)
+
+
+def endpoint_of(request: httpx.Request) -> str:
+    """`METHOD /path` of a call, as sent (ids still quoted); no host and no query string."""
+    return f"{request.method} {request.url.raw_path.decode('ascii').partition('?')[0]}"
+
+
+def ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+class HttpProvider(Provider):
+    """A provider over the recording httpx client (`ProviderClients.http`). Subclasses set
+    `config`, `http`, `state_concurrency` and `state_source`, and supply the wire mapping:
+    `_error_detail` (the provider's words for an error response) and `_fetch_state`."""
+
+    config: IntegrationConfig
+    http: httpx.Client
+    state_concurrency: int
+    state_source: str
+    #: what a transport failure could not reach, for its message ("the hub")
+    service = "the provider"
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def lists_states(self) -> bool:
+        return self.state_source == "list"
+
+    def get_states(
+        self, external_ids: Sequence[str]
+    ) -> tuple[list[DeviceState], list[StateFailure]]:
+        states: list[DeviceState] = []
+        failures: list[StateFailure] = []
+        with ThreadPoolExecutor(
+            self.state_concurrency, thread_name_prefix=f"{self.name}-state"
+        ) as pool:
+            outcomes = map_in_context(pool, self._fetch_state, external_ids)
+            for external_id, outcome in zip(external_ids, outcomes, strict=True):
+                if isinstance(outcome, DeviceState):
+                    states.append(outcome)
+                elif isinstance(outcome, AuthError):
+                    raise outcome  # no point carrying on with credentials the provider refuses
+                else:
+                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
+        return states, failures
+
+    def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
+        """One device's state, or the error that kept it (returned, not raised)."""
+        raise NotImplementedError
+
+    def _error_detail(self, response: httpx.Response, device_id: str | None) -> str:
+        """The provider's own words for an error response."""
+        return response.text[:300] or response.reason_phrase
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _send(
+        self, method: str, path: str, *, device_id: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One call: its response, or a ProviderError — an error status (`_status_error`) or a
+        transport failure (`_unreachable`)."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc, device_id) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response, device_id)
+        return response
+
+    def _decode(self, response: httpx.Response, device_id: str | None = None) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise self._malformed(
+                response, f"{self._subject(device_id)}: response is not valid JSON ({exc})"
+            ) from exc
+
+    def _subject(self, device_id: str | None) -> str:
+        integration = f"integration {self.config.integration_id!r}"
+        return f"{integration}, device {device_id!r}" if device_id else integration
+
+    def _failed_connection(
+        self, started: float, exc: ProviderError, **details: Any
+    ) -> ConnectionResult:
+        """What `test_connection` answers for a call that failed."""
+        reason = f"authentication failed: {exc}" if isinstance(exc, AuthError) else str(exc)
+        return ConnectionResult(
+            False,
+            ms_since(started),
+            reason,
+            {"status_code": exc.status_code, "category": exc.category, **details},
+        )
+
+    # -- failures -> the taxonomy ---------------------------------------------------------
+
+    def _status_error(self, response: httpx.Response, device_id: str | None) -> ProviderError:
+        return error_class_for_status(response.status_code)(
+            self._error_detail(response, device_id),
+            provider=self.name,
+            endpoint=endpoint_of(response.request),
+            status_code=response.status_code,
+            request_id=request_id_of(response),
+            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+            integration_id=self.config.integration_id,
+        )
+
+    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
+        return MalformedResponseError(
+            problem,
+            provider=self.name,
+            endpoint=endpoint_of(response.request),
+            status_code=response.status_code,
+            request_id=request_id_of(response),
+            integration_id=self.config.integration_id,
+        )
+
+    def _unreachable(self, exc: httpx.TransportError, device_id: str | None) -> TransientError:
+        """A call that got no answer, as a transient error saying where it went (the URL
+        without its query string, which may carry a token) under which request id."""
+        request = _request_of(exc)
+        if request is None:
+            url, endpoint, request_id = str(self.http.base_url), None, None
+        else:
+            url = redact_url(str(request.url.copy_with(query=None)))
+            endpoint = endpoint_of(request)
+            request_id = request.headers.get(REQUEST_ID_HEADER)
+        return TransientError(
+            f"{self._subject(device_id)}: cannot reach {self.service} at {url}: "
+            f"{type(exc).__name__}: {exc}",
+            provider=self.name,
+            endpoint=endpoint,
+            request_id=request_id,
+            integration_id=self.config.integration_id,
+        )
+
+
+def _request_of(exc: httpx.TransportError) -> httpx.Request | None:
+    try:
+        return exc.request
+    except RuntimeError:  # raised before a request existed
+        return None
