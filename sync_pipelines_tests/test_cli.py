@@ -14,10 +14,12 @@ from unittest.mock import patch
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sync_pipelines_peers.launchers.registry import PEERS
 
 from sync_pipelines.cli import main
+from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import get_integration
@@ -106,7 +108,8 @@ def test_an_added_integration_is_listed_with_its_settings(cli_store):
 def test_integrations_list_shows_only_the_given_organization(cli_store):
     for org, iid in (("org-a", "golioth-a"), ("org-b", "golioth-b")):
         added = _invoke(
-            f"integrations add --organization {org} --id {iid} --provider golioth --disabled"
+            f"integrations add --organization {org} --id {iid} --provider golioth --disabled "
+            "--setting base_url=http://127.0.0.1:9 --setting project_id=p"
         )
         assert added.exit_code == 0, added.output
     listed = _invoke("integrations list --organization org-b")
@@ -251,3 +254,149 @@ def test_peer_stopped_with_sigterm_stops_what_it_started(tmp_path):
     assert proc.wait(timeout=20) == 0
     with pytest.raises(OSError):  # its broker is gone with it
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- typed settings at `integrations add` -------------------------------------------------
+
+_GOLIOTH_ADD = (
+    "integrations add --organization org-a --id golioth-a --provider golioth "
+    "--secret-env api_key=GOLIOTH_A_KEY"
+)
+_GOOD = {"base_url": "http://127.0.0.1:9", "project_id": "p"}
+PASTED_KEY = "gk-live-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+def _add(*settings: str, extra: str = "", base: str = _GOLIOTH_ADD) -> Result:
+    given = dict(_GOOD)
+    for item in settings:
+        key, _, value = item.partition("=")
+        given.pop(key.removeprefix("-"), None)
+        if not key.startswith("-"):
+            given[key] = value
+    options = " ".join(f"--setting {shlex.quote(f'{k}={v}')}" for k, v in given.items())
+    return _invoke(f"{base} {options} {extra}")
+
+
+def _integration_count(store: Store) -> int:
+    migrate(store)
+    with store.connect() as conn:
+        return conn.execute(sa.text("SELECT COUNT(*) FROM integrations")).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("settings", "extra", "named"),
+    [
+        (["page_size=-5"], "", "setting 'page_size': must be an integer ≥ 1 (got '-5')"),
+        (["page_size=lots"], "", "setting 'page_size': must be an integer ≥ 1 (got 'lots')"),
+        (["page_sise=50"], "", "unknown setting 'page_sise' (did you mean 'page_size'?)"),
+        (["base_url=not-a-url"], "", "setting 'base_url': must be an http(s) URL"),
+        (["-project_id"], "", "missing required setting 'project_id' for provider golioth"),
+        (["request_timeout_s=soon"], "", "setting 'request_timeout_s': must be a number > 0"),
+        ([], "--poll-interval -300", "poll interval must be a whole number of seconds ≥ 1"),
+    ],
+    ids=[
+        "negative_page_size",
+        "page_size_lots",
+        "page_sise_typo",
+        "base_url_not_a_url",
+        "missing_project_id",
+        "request_timeout_soon",
+        "negative_poll_interval",
+    ],
+)
+def test_integrations_add_refuses_a_bad_input_naming_it_and_writes_nothing(
+    cli_store, settings, extra, named
+):
+    result = _add(*settings, extra=extra)
+    assert result.exit_code != 0
+    assert named in result.output, result.output
+    assert "Traceback" not in result.output
+    assert _integration_count(cli_store) == 0
+
+
+def test_integrations_add_refuses_an_empty_organization_id(cli_store):
+    result = _add(
+        base=_GOLIOTH_ADD.replace("--organization org-a", "--organization ''"),
+    )
+    assert result.exit_code != 0
+    assert "organization id must not be empty" in result.output
+    assert _integration_count(cli_store) == 0
+
+
+def test_the_readme_monitoring_example_is_stored_as_an_object(cli_store):
+    result = _add('monitoring={"error_rate_warn": 0.02, "freshness_sla_s": 900}')
+    assert result.exit_code == 0, result.output
+    with cli_store.connect() as conn:
+        saved = get_integration(conn, "org-a", "golioth-a")
+    assert saved.settings["monitoring"] == {"error_rate_warn": 0.02, "freshness_sla_s": 900}
+
+
+def test_a_pasted_key_as_secret_env_is_refused_and_appears_nowhere(cli_store):
+    result = _add(base=_GOLIOTH_ADD.replace("api_key=GOLIOTH_A_KEY", f"api_key={PASTED_KEY}"))
+    assert result.exit_code != 0
+    assert "secret reference for 'api_key' must be an environment-variable name" in result.output
+    assert PASTED_KEY not in result.output
+    migrate(cli_store)
+    with cli_store.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        dumped = "\n".join(
+            str(row) for t in tables for row in conn.execute(sa.text(f'SELECT * FROM "{t}"'))
+        )
+    assert PASTED_KEY not in dumped
+    assert _integration_count(cli_store) == 0
+
+
+def test_a_secret_env_without_a_name_is_refused_without_echoing_it(cli_store):
+    result = _add(base=_GOLIOTH_ADD.replace("api_key=GOLIOTH_A_KEY", PASTED_KEY))
+    assert result.exit_code != 0 and "SECRET=ENV_VAR" in result.output
+    assert PASTED_KEY not in result.output
+
+
+def test_integrations_add_of_an_existing_id_is_refused_unless_replace(cli_store):
+    assert _add().exit_code == 0
+    again = _add("page_size=20")
+    replaced = _add("page_size=20", extra="--replace")
+    assert again.exit_code != 0 and "already exists" in again.output
+    assert replaced.exit_code == 0, replaced.output
+    with cli_store.connect() as conn:
+        assert get_integration(conn, "org-a", "golioth-a").settings["page_size"] == 20
+
+
+def test_integrations_update_changes_settings_checked_like_add(cli_store):
+    assert _add().exit_code == 0
+    updated = _invoke(
+        "integrations update --organization org-a --id golioth-a --setting page_size=25 "
+        "--poll-interval 60"
+    )
+    refused = _invoke(
+        "integrations update --organization org-a --id golioth-a --setting page_sise=30"
+    )
+    assert updated.exit_code == 0, updated.output
+    assert refused.exit_code != 0 and "unknown setting 'page_sise'" in refused.output
+    with cli_store.connect() as conn:
+        saved = get_integration(conn, "org-a", "golioth-a")
+    assert (saved.settings["page_size"], saved.poll_interval_s) == (25, 60)
+
+
+def test_integrations_disable_and_enable(cli_store):
+    assert _add().exit_code == 0
+    disabled = _invoke("integrations disable --organization org-a --id golioth-a")
+    listed = _invoke("integrations list --organization org-a")
+    enabled = _invoke("integrations enable --organization org-a --id golioth-a")
+    assert disabled.exit_code == 0 and enabled.exit_code == 0, disabled.output + enabled.output
+    assert "golioth-a\tgolioth\tdisabled" in listed.output
+    with cli_store.connect() as conn:
+        assert get_integration(conn, "org-a", "golioth-a").enabled
+
+
+def test_integrations_remove_asks_for_yes_and_keeps_the_history(cli_store):
+    assert _add().exit_code == 0
+    unconfirmed = _invoke("integrations remove --organization org-a --id golioth-a")
+    assert unconfirmed.exit_code != 0 and "--yes" in unconfirmed.output
+    assert _integration_count(cli_store) == 1
+    removed = _invoke("integrations remove --organization org-a --id golioth-a --yes")
+    assert removed.exit_code == 0, removed.output
+    assert _integration_count(cli_store) == 0
+    with cli_store.connect() as conn:
+        kept = activity_rows(conn, "org-a", integration_id="golioth-a")
+    assert [r["metadata"]["action"] for r in kept] == ["add", "remove"]

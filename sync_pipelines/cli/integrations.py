@@ -1,34 +1,68 @@
-"""`sync-pipelines integrations`: register and list an organization's integrations."""
+"""`sync-pipelines integrations`: register, change, enable, disable, remove and list an
+organization's integrations. Every change is checked by the typed settings
+(providers/settings.py) before anything is written; a refusal names the setting and exits 1."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 
 from sync_pipelines.cli.context import open_store
 
-
-@click.group()
-def integrations() -> None:
-    """Register and list integrations."""
-
-
-@integrations.command("add")
-@click.option("--organization", "organization_id", required=True)
-@click.option("--id", "integration_id", required=True)
-@click.option("--provider", required=True)
-@click.option("--name", default=None)
-@click.option(
-    "--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Non-secret setting."
+_ORGANIZATION = click.option("--organization", "organization_id", required=True)
+_ID = click.option("--id", "integration_id", required=True)
+_SETTING = click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Non-secret setting (JSON-valued ones as JSON text, e.g. monitoring='{...}').",
 )
-@click.option(
+_SECRET_ENV = click.option(
     "--secret-env",
     "secret_refs",
     multiple=True,
     metavar="SECRET=ENV_VAR",
     help="Name of the environment variable holding a secret (never the secret).",
 )
+
+
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(fn: Any) -> Any:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+@click.group()
+def integrations() -> None:
+    """Register, change and list integrations."""
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A configuration problem is the command's error message (exit 1), not a traceback."""
+    from sync_pipelines.errors import ConfigError
+
+    try:
+        yield
+    except (ConfigError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@integrations.command("add")
+@_options(_ORGANIZATION, _ID)
+@click.option("--provider", required=True)
+@click.option("--name", default=None)
+@_options(_SETTING, _SECRET_ENV)
 @click.option("--poll-interval", "poll_interval_s", type=int, default=300, show_default=True)
 @click.option("--disabled", is_flag=True)
+@click.option("--replace", is_flag=True, help="Replace the integration if the id exists.")
 def integrations_add(
     organization_id: str,
     integration_id: str,
@@ -38,30 +72,114 @@ def integrations_add(
     secret_refs: tuple[str, ...],
     poll_interval_s: int,
     disabled: bool,
+    replace: bool,
 ) -> None:
-    from sync_pipelines.errors import ConfigError
+    """Register an integration; an id already registered is refused unless --replace."""
     from sync_pipelines.store.integrations import Integration
     from sync_pipelines.sync.integration_config import register_integration
 
-    store = open_store(writes=True)
-    try:
-        register_integration(
-            store,
-            Integration(
-                integration_id=integration_id,
-                organization_id=organization_id,
-                provider=provider,
-                name=name or integration_id,
-                settings=_pairs(settings, "--setting"),
-                secret_refs=_pairs(secret_refs, "--secret-env"),
-                enabled=not disabled,
-                poll_interval_s=poll_interval_s,
-            ),
-        )
-    except (ConfigError, PermissionError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    integration = Integration(
+        integration_id=integration_id,
+        organization_id=organization_id,
+        provider=provider,
+        name=name or integration_id,
+        settings=_pairs(settings, "--setting"),
+        secret_refs=_secret_pairs(secret_refs),
+        enabled=not disabled,
+        poll_interval_s=poll_interval_s,
+    )
+    with _refusals():
+        register_integration(open_store(writes=True), integration, replace=replace, audit=True)
     click.echo(
-        f"saved integration {integration_id} ({provider}) for organization {organization_id}"
+        f"{'replaced' if replace else 'saved'} integration {integration_id} ({provider}) "
+        f"for organization {organization_id}"
+    )
+
+
+@integrations.command("update")
+@_options(_ORGANIZATION, _ID)
+@click.option("--name", default=None)
+@_options(_SETTING, _SECRET_ENV)
+@click.option("--unset", "unset_settings", multiple=True, metavar="KEY", help="Remove a setting.")
+@click.option(
+    "--unset-secret", "unset_secrets", multiple=True, metavar="SECRET", help="Remove a reference."
+)
+@click.option("--poll-interval", "poll_interval_s", type=int, default=None)
+def integrations_update(
+    organization_id: str,
+    integration_id: str,
+    name: str | None,
+    settings: tuple[str, ...],
+    secret_refs: tuple[str, ...],
+    unset_settings: tuple[str, ...],
+    unset_secrets: tuple[str, ...],
+    poll_interval_s: int | None,
+) -> None:
+    """Change an integration's name, settings, secret references or poll interval (merged into
+    what it has, checked as `add` checks them)."""
+    from sync_pipelines.sync.integration_config import update_integration
+
+    changes = {
+        "settings": _pairs(settings, "--setting"),
+        "secret_refs": _secret_pairs(secret_refs),
+    }
+    with _refusals():
+        update_integration(
+            open_store(writes=True),
+            organization_id,
+            integration_id,
+            name=name,
+            unset_settings=unset_settings,
+            unset_secrets=unset_secrets,
+            poll_interval_s=poll_interval_s,
+            **changes,
+        )
+    click.echo(f"updated integration {integration_id} for organization {organization_id}")
+
+
+@integrations.command("enable")
+@_options(_ORGANIZATION, _ID)
+def integrations_enable(organization_id: str, integration_id: str) -> None:
+    """Let schedules and sensors sync the integration again."""
+    _set_enabled(organization_id, integration_id, True)
+
+
+@integrations.command("disable")
+@_options(_ORGANIZATION, _ID)
+def integrations_disable(organization_id: str, integration_id: str) -> None:
+    """Stop syncing the integration (its configuration and history are kept)."""
+    _set_enabled(organization_id, integration_id, False)
+
+
+def _set_enabled(organization_id: str, integration_id: str, enabled: bool) -> None:
+    from sync_pipelines.sync.integration_config import update_integration
+
+    with _refusals():
+        update_integration(
+            open_store(writes=True), organization_id, integration_id, enabled=enabled
+        )
+    state = "enabled" if enabled else "disabled"
+    click.echo(f"{state} integration {integration_id} for organization {organization_id}")
+
+
+@integrations.command("remove")
+@_options(_ORGANIZATION, _ID)
+@click.option("--yes", is_flag=True, help="Confirm the removal.")
+def integrations_remove(organization_id: str, integration_id: str, yes: bool) -> None:
+    """Remove an integration's configuration. Its history (sync logs, activity, devices, dead
+    letters) is kept; adding the id again carries on from it."""
+    from sync_pipelines.sync.integration_config import remove_integration
+
+    if not yes:
+        raise click.ClickException(
+            f"removing integration {integration_id} stops its syncs and deletes its "
+            "configuration (its history is kept); run again with --yes to confirm"
+        )
+    with _refusals():
+        remove_integration(open_store(writes=True), organization_id, integration_id)
+    click.echo(
+        f"removed integration {integration_id} from organization {organization_id} "
+        "(its sync logs and activity are kept)"
     )
 
 
@@ -83,6 +201,29 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+            # not echoed: a value without its key may well be a pasted credential
+            raise click.BadParameter(
+                "must be KEY=VALUE; one given has no `=` (not shown)", param_hint=option
+            )
+        pairs[key] = value
+    return pairs
+
+
+def _secret_pairs(items: tuple[str, ...]) -> dict[str, str]:
+    """`--secret-env SECRET=ENV_VAR` pairs; what is given is never printed back (a pasted
+    secret would be)."""
+    from sync_pipelines.providers.settings import is_env_var_name, secret_ref_refusal
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.isidentifier():
+            raise click.BadParameter(
+                "must be SECRET=ENV_VAR, e.g. api_key=GOLIOTH_API_KEY (the value given is not "
+                "shown)",
+                param_hint="--secret-env",
+            )
+        if not is_env_var_name(value):
+            raise click.BadParameter(secret_ref_refusal(key), param_hint="--secret-env")
         pairs[key] = value
     return pairs

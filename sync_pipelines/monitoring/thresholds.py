@@ -8,6 +8,7 @@ inbox backlog > 500 warns, > 1000 is critical. An integration overrides any of t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -56,6 +57,11 @@ class Thresholds:
         """The defaults with the integration's `monitoring` overrides; a ValueError names an
         unknown or non-numeric key."""
         overrides = (settings or {}).get(MONITORING_SETTING) or {}
+        if isinstance(overrides, str):  # stored as text before settings were typed
+            try:
+                overrides = json.loads(overrides)
+            except ValueError:
+                raise ValueError(f"setting {MONITORING_SETTING!r} is not a JSON object") from None
         if not isinstance(overrides, Mapping):
             raise ValueError(
                 f"setting {MONITORING_SETTING!r} must be an object, got {type(overrides).__name__}"

@@ -42,6 +42,8 @@ TELEMETRY_GAP = "telemetry_gap"
 WEBHOOK_PROCESSING = "webhook_processing"
 #: a dead-letter replay (the operation) and each letter's outcome (resolved, retrying, quarantined)
 REPLAY = "replay"
+#: an integration added, changed, enabled, disabled or removed (metadata names what, never values)
+CONFIG_CHANGE = "config_change"
 #: a retention purge (system-level: organization `_system`)
 RETENTION = "retention"
 

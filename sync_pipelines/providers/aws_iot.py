@@ -53,6 +53,7 @@ from sync_pipelines.providers.contract import (
     StateFailure,
 )
 from sync_pipelines.providers.pools import map_in_context
+from sync_pipelines.providers.settings import AwsIotSettings
 
 MAX_PAGE_SIZE = 250
 _NAMED_SHADOWS_PAGE_SIZE = 100
@@ -67,6 +68,7 @@ class _NoShadow(Exception):
 
 class AwsIotProvider(Provider):
     name = "aws_iot"
+    settings_model = AwsIotSettings
     required_settings = ("region",)
     required_secrets = ("access_key_id", "secret_access_key")
     #: read when present (temporary credentials); resolve_config resolves only required_secrets
@@ -76,27 +78,23 @@ class AwsIotProvider(Provider):
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
-        settings = config.settings
-        self.region = str(settings["region"])
-        self.page_size = min(max(1, int(settings.get("page_size") or MAX_PAGE_SIZE)), MAX_PAGE_SIZE)
-        self.state_concurrency = max(1, int(settings.get("state_concurrency") or 8))
-        self.tags_attribute = settings.get("tags_attribute", "tags")
+        settings = AwsIotSettings.of(config)  # a ConfigError names a bad setting
+        self.region = settings.region
+        self.page_size = min(settings.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        self.state_concurrency = settings.state_concurrency
+        self.tags_attribute = settings.tags_attribute
         self._filters = {
-            key: str(settings[setting])
-            for key, setting in (
-                ("thingTypeName", "thing_type"),
-                ("attributeName", "attribute_name"),
-                ("attributeValue", "attribute_value"),
+            key: value
+            for key, value in (
+                ("thingTypeName", settings.thing_type),
+                ("attributeName", settings.attribute_name),
+                ("attributeValue", settings.attribute_value),
             )
-            if settings.get(setting) not in (None, "")
+            if value
         }
-        self.shadow_name: str | None = settings.get("shadow_name") or None
-        self.named_shadows = _named_shadows(settings.get("named_shadows"))
-        if self.shadow_name and self.named_shadows:
-            raise ConfigError(
-                config.integration_id, "set either shadow_name or named_shadows, not both"
-            )
-        self.data_endpoint_url: str | None = settings.get("data_endpoint_url") or None
+        self.shadow_name: str | None = settings.shadow_name
+        self.named_shadows = _named_shadows(settings.named_shadows)
+        self.data_endpoint_url: str | None = settings.data_endpoint_url
         self._clients = clients
         self._client_kwargs: dict[str, Any] = {
             "region_name": self.region,
@@ -105,9 +103,7 @@ class AwsIotProvider(Provider):
             "aws_session_token": config.secrets.get("session_token") or None,
             "max_pool_connections": max(10, self.state_concurrency),
         }
-        self.iot = clients.boto(
-            "iot", endpoint_url=settings.get("endpoint_url") or None, **self._client_kwargs
-        )
+        self.iot = clients.boto("iot", endpoint_url=settings.endpoint_url, **self._client_kwargs)
         self._data: Any = None
 
     def close(self) -> None:

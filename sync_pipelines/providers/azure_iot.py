@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError, ProviderError
+from sync_pipelines.errors import ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
@@ -50,7 +50,6 @@ from sync_pipelines.providers.contract import (
     PushResult,
     RejectedRecord,
     StatePage,
-    state_source_of,
 )
 from sync_pipelines.providers.http_provider import (
     HttpProvider,
@@ -58,6 +57,7 @@ from sync_pipelines.providers.http_provider import (
     ms_since,
     request_id_of,
 )
+from sync_pipelines.providers.settings import AzureIotSettings
 
 API_VERSION = "2021-04-12"
 MAX_PAGE_SIZE = 100
@@ -83,6 +83,7 @@ class SasAuth(httpx.Auth):
 
 class AzureIotProvider(HttpProvider):
     name = "azure_iot"
+    settings_model = AzureIotSettings
     service = "the hub"
     required_settings = ()
     required_secrets = ("connection_string",)
@@ -90,27 +91,19 @@ class AzureIotProvider(HttpProvider):
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
-        settings = config.settings
+        settings = AzureIotSettings.of(config)  # a ConfigError names a bad setting
         integration_id = config.integration_id
         self.connection = parse_connection_string(
             config.secrets["connection_string"], integration_id
         )
-        self.page_size = min(
-            _int_setting(settings, "page_size", MAX_PAGE_SIZE, integration_id), MAX_PAGE_SIZE
-        )
-        self.state_concurrency = _int_setting(
-            settings, "state_concurrency", DEFAULT_STATE_CONCURRENCY, integration_id
-        )
-        self.query = str(settings.get("query") or DEFAULT_QUERY)
+        self.page_size = min(settings.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        self.state_concurrency = settings.state_concurrency or DEFAULT_STATE_CONCURRENCY
+        self.query = settings.query or DEFAULT_QUERY
         #: "list": states come with the twin query's pages (twins carry their properties)
-        self.state_source = state_source_of(config)
-        self.api_version = str(settings.get("api_version") or API_VERSION)
-        self.tokens = SasTokenSource(
-            self.connection, _int_setting(settings, "sas_ttl_s", DEFAULT_TTL_S, integration_id)
-        )
-        self.base_url = str(
-            settings.get("base_url") or f"https://{self.connection.host_name}"
-        ).rstrip("/")
+        self.state_source = settings.state_source
+        self.api_version = settings.api_version or API_VERSION
+        self.tokens = SasTokenSource(self.connection, settings.sas_ttl_s or DEFAULT_TTL_S)
+        self.base_url = (settings.base_url or f"https://{self.connection.host_name}").rstrip("/")
         self.http = clients.http(self.base_url, {"Accept": "application/json"})
         self.http.auth = SasAuth(self.tokens)
 
@@ -486,18 +479,3 @@ def _str_or_none(value: Any) -> str | None:
 
 def _twin_path(device_id: str) -> str:
     return f"/twins/{device_segment(device_id)}"
-
-
-def _int_setting(settings: Mapping[str, Any], name: str, default: int, integration_id: str) -> int:
-    raw = settings.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            integration_id, f"setting {name} must be an integer, got {raw!r}"
-        ) from None
-    if value < 1:
-        raise ConfigError(integration_id, f"setting {name} must be >= 1, got {value}")
-    return value

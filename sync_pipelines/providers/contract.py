@@ -10,9 +10,10 @@ import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sync_pipelines.errors import ConfigError
+from sync_pipelines.providers.settings import STATE_SOURCES, IntegrationSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -77,18 +78,14 @@ class DeviceState:
     request_id: str | None = None
 
 
-#: where a provider that can list states reads them: "device" (one read per device, the
-#: default) or "list" (many devices' states per call; see `Provider.list_states`)
-STATE_SOURCES = ("device", "list")
-
-
 def state_source_of(config: IntegrationConfig) -> str:
-    """The integration's `state_source` setting, checked."""
-    source = str(config.settings.get("state_source", "device"))
+    """The integration's `state_source` setting ("device": one read per device, the default;
+    "list": many devices' states per call, see `Provider.list_states`), checked."""
+    source = config.settings.get("state_source") or "device"
     if source not in STATE_SOURCES:
         raise ConfigError(
             config.integration_id,
-            f"setting `state_source` must be one of {', '.join(STATE_SOURCES)}, not {source!r}",
+            f"setting 'state_source': must be one of {', '.join(STATE_SOURCES)} (got {source!r:.40})",
         )
     return source
 
@@ -205,7 +202,10 @@ class Provider(abc.ABC):
 
     #: the `provider` value in the integrations table
     name: str = ""
-    #: settings an integration of this provider must have (checked before any call)
+    #: the typed settings of an integration of this provider (providers/settings.py): checked
+    #: when it is registered and whenever a run resolves it
+    settings_model: ClassVar[type[IntegrationSettings]] = IntegrationSettings
+    #: settings an integration of this provider must have (the model's required fields)
     required_settings: tuple[str, ...] = ()
     #: secret references an integration of this provider must have
     required_secrets: tuple[str, ...] = ()

@@ -36,7 +36,6 @@ from sync_pipelines.providers.contract import (
     PushResult,
     RejectedRecord,
     StatePage,
-    state_source_of,
 )
 from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
 from sync_pipelines.providers.http_provider import (
@@ -46,6 +45,7 @@ from sync_pipelines.providers.http_provider import (
     request_id_of,
 )
 from sync_pipelines.providers.pools import submit_in_context
+from sync_pipelines.providers.settings import GoliothSettings
 
 MAX_PER_PAGE = 100
 _P = TypeVar("_P")
@@ -55,6 +55,7 @@ _EMPTY_ATTRIBUTE = (None, "", [], {})
 
 class GoliothProvider(HttpProvider):
     name = "golioth"
+    settings_model = GoliothSettings
     service = "the Golioth API"
     required_settings = ("base_url", "project_id")
     required_secrets = ("api_key",)
@@ -62,19 +63,17 @@ class GoliothProvider(HttpProvider):
 
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
-        settings = config.settings
-        self.project_id = str(settings["project_id"])
-        self.per_page = min(
-            int(settings.get("page_size", settings.get("per_page", MAX_PER_PAGE))), MAX_PER_PAGE
-        )
-        self.page_concurrency = max(1, int(settings.get("page_concurrency", 4)))
-        self.state_concurrency = max(1, int(settings.get("state_concurrency", 8)))
+        settings = GoliothSettings.of(config)
+        self.project_id = settings.project_id
+        self.per_page = min(settings.page_size or settings.per_page or MAX_PER_PAGE, MAX_PER_PAGE)
+        self.page_concurrency = settings.page_concurrency
+        self.state_concurrency = settings.state_concurrency
         #: "device": one LightDB read per device; "list": states ride on the device list
         #: (`statePath`), 100 per call. Opt-in: the list's `statePath=/` for the whole tree is
         #: inferred from the API reference, so the per-device read stays the default.
-        self.state_source = state_source_of(config)
+        self.state_source = settings.state_source
         self.http = clients.http(
-            str(settings["base_url"]).rstrip("/"), {"x-api-key": config.secrets["api_key"]}
+            settings.base_url.rstrip("/"), {"x-api-key": config.secrets["api_key"]}
         )
         self._prefix = f"/v1/projects/{self.project_id}"
 

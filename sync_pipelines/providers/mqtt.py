@@ -57,7 +57,6 @@ import paho.mqtt.client as mqtt
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
-    ConfigError,
     ConflictError,
     MalformedResponseError,
     ProviderError,
@@ -80,7 +79,6 @@ from sync_pipelines.providers.contract import (
 )
 from sync_pipelines.providers.mqtt_client import (
     MAX_RECEIVE_MAXIMUM,
-    PROTOCOLS,
     BrokerEndpoint,
     MqttConnection,
 )
@@ -102,6 +100,7 @@ from sync_pipelines.providers.mqtt_topics import (
     TELEMETRY,
     TopicLayout,
 )
+from sync_pipelines.providers.settings import MqttSettings
 
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
@@ -121,6 +120,7 @@ class MqttProvider(Provider):
     `session_expiry_s` (86400, v5). Secrets: `username`, `password`."""
 
     name = "mqtt"
+    settings_model = MqttSettings
     required_settings = ("host",)
     required_secrets = ("username", "password")
     supports_desired = True
@@ -129,28 +129,26 @@ class MqttProvider(Provider):
     def __init__(self, config: IntegrationConfig, clients: ProviderClients) -> None:
         self.config = config
         self.clients = clients  # its MQTT connections record each broker operation
-        setting = _Settings(config)
-        self.layout = TopicLayout(setting.text("topic_prefix", DEFAULT_PREFIX))
+        setting = MqttSettings.of(config)  # a ConfigError names a bad setting
+        self.layout = TopicLayout(setting.topic_prefix or DEFAULT_PREFIX)
         self.endpoint = BrokerEndpoint(
-            host=setting.text("host", ""),
-            port=setting.number("port", 1883, int),
+            host=setting.host,
+            port=setting.port,
             username=config.secrets.get("username"),
             password=config.secrets.get("password"),
             timeout_s=clients.request_timeout_s,
             provider=self.name,
         )
-        self.client_id = setting.text("client_id", f"sync-pipelines-{config.integration_id}")
-        self.protocol = setting.choice("protocol", "3.1.1", PROTOCOLS)
-        self.read_protocol = setting.choice("read_protocol", "5", PROTOCOLS)
-        self.page_size = min(
-            max(1, setting.number("page_size", DEFAULT_PAGE_SIZE, int)), MAX_PAGE_SIZE
-        )
-        self.drain_window_s = setting.number("drain_window_s", 30.0, float)
-        self.idle_timeout_s = setting.number("idle_timeout_s", 1.0, float)
-        self.batch_linger_s = setting.number("batch_linger_s", 0.05, float)
-        self.broker_max_inflight = setting.number("broker_max_inflight", 20, int)
-        self.max_message_bytes = setting.number("max_message_bytes", 256 * 1024, int)
-        self.session_expiry_s = setting.number("session_expiry_s", 86400, int)
+        self.client_id = setting.client_id or f"sync-pipelines-{config.integration_id}"
+        self.protocol = setting.protocol
+        self.read_protocol = setting.read_protocol
+        self.page_size = min(setting.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        self.drain_window_s = setting.drain_window_s
+        self.idle_timeout_s = setting.idle_timeout_s
+        self.batch_linger_s = setting.batch_linger_s
+        self.broker_max_inflight = setting.broker_max_inflight
+        self.max_message_bytes = setting.max_message_bytes
+        self.session_expiry_s = setting.session_expiry_s
         self._reader: MqttConnection | None = None
 
     def close(self) -> None:
@@ -464,37 +462,6 @@ class _Acknowledgement:
             if message.qos > 0:
                 self.conn.ack(message.mid, message.qos)
         self.done = True
-
-
-class _Settings:
-    """Typed reads of an integration's settings; a bad value is a ConfigError naming it."""
-
-    def __init__(self, config: IntegrationConfig) -> None:
-        self.config = config
-
-    def text(self, key: str, default: str) -> str:
-        value = self.config.settings.get(key)
-        return default if value in (None, "") else str(value)
-
-    def number(self, key: str, default: Any, cast: type) -> Any:
-        value = self.config.settings.get(key)
-        if value in (None, ""):
-            return default
-        try:
-            return cast(value)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                self.config.integration_id, f"setting {key} must be a number, got {value!r}"
-            ) from None
-
-    def choice(self, key: str, default: str, allowed: Any) -> str:
-        value = self.text(key, default)
-        if value not in allowed:
-            raise ConfigError(
-                self.config.integration_id,
-                f"setting {key} must be one of {', '.join(allowed)}, got {value!r}",
-            )
-        return value
 
 
 def _state_version(reported_version: int, desired_version: int) -> str:

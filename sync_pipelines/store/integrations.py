@@ -80,6 +80,15 @@ def save_integration(conn: Connection, integration: Integration) -> None:
         )
 
 
+def delete_integration(conn: Connection, organization_id: str, integration_id: str) -> bool:
+    """Delete the integration's row only: its history (sync logs, activity, devices) stays."""
+    result = conn.execute(
+        sa.text("DELETE FROM integrations WHERE organization_id = :o AND integration_id = :i"),
+        {"o": organization_id, "i": integration_id},
+    )
+    return result.rowcount > 0
+
+
 _COLUMNS = (
     "integration_id, organization_id, provider, name, settings, secret_refs, enabled, "
     "poll_interval_s, created_at, updated_at"

@@ -34,7 +34,6 @@ from sync_pipelines.store.desired import (
     LOCAL_WINS,
     PROVIDER_WINS,
     PUSHED,
-    RESOLUTIONS,
     PendingChange,
     finish_change,
     pending_changes,
@@ -42,6 +41,7 @@ from sync_pipelines.store.desired import (
 )
 from sync_pipelines.store.devices import upsert_device_states
 from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
+from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
@@ -67,13 +67,8 @@ def merge_patch(target: Any, patch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def conflict_resolution_of(session: IntegrationSession) -> str:
-    rule = session.integration.settings.get("conflict_resolution", PROVIDER_WINS)
-    if rule not in RESOLUTIONS:
-        raise ConfigError(
-            session.integration.integration_id,
-            f"conflict_resolution must be one of {', '.join(RESOLUTIONS)}, got {rule!r}",
-        )
-    return rule
+    """The integration's `conflict_resolution` (a ConfigError names a bad one)."""
+    return integration_settings(session.integration).conflict_resolution
 
 
 def export_desired_states(

@@ -23,6 +23,7 @@ from sync_pipelines.store.dead_letters import (
     resolve_dead_letters_for,
 )
 from sync_pipelines.store.integrations import Integration
+from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.session import IntegrationSession
 
 _log = get_logger("sync.dead_letters")
@@ -31,8 +32,8 @@ _log = get_logger("sync.dead_letters")
 def dead_letter_policy(integration: Integration) -> DeadLetterPolicy:
     """The integration's retry policy (settings `dead_letter_max_attempts`, `dead_letter_backoff_s`,
     `dead_letter_backoff_max_s`)."""
-    try:
-        return DeadLetterPolicy.from_settings(integration.settings)
+    try:  # typed first: an unknown or malformed setting is named before the policy reads it
+        return DeadLetterPolicy.from_settings(integration_settings(integration).stored())
     except ValueError as exc:
         raise ConfigError(integration.integration_id, str(exc)) from exc
 

@@ -3,6 +3,7 @@ resolved from the environment (and registered for redaction), the recording clie
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -10,82 +11,246 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sync_pipelines.errors import ConfigError
-from sync_pipelines.observability.activity import ActivityRecorder
+from sync_pipelines.observability.activity import (
+    CONFIG_CHANGE,
+    ActivityRecorder,
+    ActivityScope,
+    NullSink,
+)
 from sync_pipelines.observability.http_recording import build_http_client
 from sync_pipelines.observability.redaction import redact, register_secret
 from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.contract import IntegrationConfig, Provider
 from sync_pipelines.providers.registry import provider_class
+from sync_pipelines.providers.settings import (
+    WEBHOOK_SECRET_REF,
+    IntegrationSettings,
+    check_id,
+    check_poll_interval,
+    check_secret_ref,
+    check_secret_refs,
+)
 from sync_pipelines.store.database import Store
-from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+from sync_pipelines.store.integrations import (
+    Integration,
+    delete_integration,
+    ensure_organization,
+    find_integration_owner,
+    get_integration,
+    save_integration,
+)
+from sync_pipelines.sync.activity_sink import StoreActivitySink
 
 if TYPE_CHECKING:
     from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
 
-def register_integration(store: Store, integration: Integration) -> None:
-    """Validate and save an integration (and its organization). The way in for every caller.
+def checked_integration(integration: Integration) -> Integration:
+    """The integration as it may be stored: ids, provider, settings (typed: `"50"` becomes 50,
+    JSON text a JSON value), secret references and poll interval checked. Every refusal is a
+    ConfigError naming what to fix, and none echoes a secret.
 
     Settings are stored in clear, so a secret-looking setting (an API key, a password inside a
     URL) is refused: secrets belong in environment variables named by `secret_refs`.
     """
-    provider_class(integration.provider, integration.integration_id)
+    iid = integration.integration_id
+    check_id("integration id", iid)
+    check_id("organization id", integration.organization_id, iid)
+    cls = provider_class(integration.provider, iid)
     leaked = sorted(k for k, v in integration.settings.items() if redact({k: v}) != {k: v})
     if leaked:
         raise ConfigError(
-            integration.integration_id,
+            iid,
             f"setting(s) {', '.join(leaked)} contain a credential; store it in an environment variable "
             "and name that variable in secret_refs instead",
         )
-    # bad retry_* settings are refused here, not at the first sync
-    RetryPolicy.from_settings(integration.settings, integration.integration_id)
+    settings = cls.settings_model.parse(integration.settings, iid)
+    # bad retry_* combinations are refused here, not at the first sync
+    RetryPolicy.from_settings(settings.stored(), iid)
+    check_secret_refs(integration.secret_refs, known_secrets(cls), iid)
+    check_poll_interval(integration.poll_interval_s, iid)
+    if not (integration.name or "").strip():
+        raise ConfigError(iid, "name must not be empty")
+    return dataclasses.replace(
+        integration, settings=settings.stored(), secret_refs=dict(integration.secret_refs)
+    )
+
+
+def register_integration(
+    store: Store, integration: Integration, *, replace: bool = True, audit: bool = False
+) -> None:
+    """Check (`checked_integration`) and save an integration and its organization. The way in
+    for every caller. With `replace=False` an integration id already registered is refused;
+    with `audit` (an operator's change, `integrations add`) a `config_change` activity row
+    records it."""
+    checked = checked_integration(integration)
     with store.transaction() as conn:
-        ensure_organization(conn, integration.organization_id)
-        save_integration(conn, integration)
+        existing = find_integration_owner(conn, checked.integration_id)
+        if existing is not None and not replace:
+            raise ConfigError(
+                checked.integration_id,
+                "already exists; `integrations update` changes it, `integrations add --replace` "
+                "replaces it",
+            )
+        ensure_organization(conn, checked.organization_id)
+        save_integration(conn, checked)
+        if audit:
+            action = "replace" if existing else "add"
+            _record_config_change(store, conn, checked, action, _changed(existing, checked))
+
+
+def update_integration(
+    store: Store,
+    organization_id: str,
+    integration_id: str,
+    *,
+    name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    unset_settings: tuple[str, ...] = (),
+    secret_refs: Mapping[str, str] | None = None,
+    unset_secrets: tuple[str, ...] = (),
+    poll_interval_s: int | None = None,
+    enabled: bool | None = None,
+) -> Integration:
+    """Change an integration: `settings` and `secret_refs` are merged into what it has, the
+    `unset_*` keys removed; the result is checked as `integrations add` checks a new one, and
+    nothing is written when it is refused."""
+    with store.transaction() as conn:
+        current = _owned(conn, organization_id, integration_id)
+        for kind, keys, have in (
+            ("setting", unset_settings, current.settings),
+            ("secret reference", unset_secrets, current.secret_refs),
+        ):
+            absent = [k for k in keys if k not in have]
+            if absent:
+                raise ConfigError(integration_id, f"has no {kind} {absent[0]!r} to unset")
+        merged_settings = {**current.settings, **(settings or {})}
+        merged_refs = {**current.secret_refs, **(secret_refs or {})}
+        changed = dataclasses.replace(
+            current,
+            name=current.name if name is None else name,
+            settings={k: v for k, v in merged_settings.items() if k not in unset_settings},
+            secret_refs={k: v for k, v in merged_refs.items() if k not in unset_secrets},
+            poll_interval_s=current.poll_interval_s if poll_interval_s is None else poll_interval_s,
+            enabled=current.enabled if enabled is None else enabled,
+        )
+        # disabling is never refused: it is how a broken integration is stopped
+        disabling_only = enabled is False and dataclasses.replace(current, enabled=False) == changed
+        checked = changed if disabling_only else checked_integration(changed)
+        save_integration(conn, checked)
+        action = "update" if enabled is None else ("enable" if enabled else "disable")
+        _record_config_change(store, conn, checked, action, _changed(current, checked))
+    return checked
+
+
+def remove_integration(store: Store, organization_id: str, integration_id: str) -> Integration:
+    """Delete the integration's configuration. Its history — sync logs, activity rows, devices,
+    dead letters, cursors — is kept under its id (an id added again later carries on from it),
+    and the removal itself is an activity row."""
+    with store.transaction() as conn:
+        current = _owned(conn, organization_id, integration_id)
+        delete_integration(conn, organization_id, integration_id)
+        _record_config_change(store, conn, current, "remove", [])
+    return current
+
+
+def _owned(conn: Any, organization_id: str, integration_id: str) -> Integration:
+    found = get_integration(conn, organization_id, integration_id)
+    if found is None:
+        raise ConfigError(
+            integration_id, f"no such integration in organization {organization_id!r}"
+        )
+    return found
+
+
+def _changed(before: Integration | None, after: Integration) -> list[str]:
+    """Names of what changed (never values: the activity row must not carry configuration)."""
+    if before is None:
+        return [f"settings.{k}" for k in sorted(after.settings)]
+    names = [
+        f"settings.{k}"
+        for k in sorted(set(before.settings) | set(after.settings))
+        if before.settings.get(k) != after.settings.get(k)
+    ]
+    names += [
+        f"secret_refs.{k}"
+        for k in sorted(set(before.secret_refs) | set(after.secret_refs))
+        if before.secret_refs.get(k) != after.secret_refs.get(k)
+    ]
+    names += [
+        f
+        for f in ("name", "provider", "enabled", "poll_interval_s")
+        if getattr(before, f) != getattr(after, f)
+    ]
+    return names
+
+
+def _record_config_change(
+    store: Store, conn: Any, integration: Integration, action: str, changed: list[str]
+) -> None:
+    """One `config_change` activity row, in the transaction that made the change."""
+    recorder = ActivityRecorder(
+        NullSink(), ActivityScope(integration.organization_id, integration.integration_id)
+    )
+    row = recorder.new_row(
+        CONFIG_CHANGE,
+        status="success",
+        metadata={"action": action, "provider": integration.provider, "changed": changed},
+    )
+    row.completed_at = row.created_at
+    StoreActivitySink(store).insert_within(conn, [row])
+
+
+def known_secrets(cls: type[Provider]) -> tuple[str, ...]:
+    """The secret references an integration of provider `cls` may have."""
+    return (*cls.required_secrets, *cls.optional_secrets, WEBHOOK_SECRET_REF)
+
+
+def integration_settings(integration: Integration) -> IntegrationSettings:
+    """The integration's typed settings (its provider's model); a ConfigError names a bad one."""
+    cls = provider_class(integration.provider, integration.integration_id)
+    return cls.settings_model.parse(integration.settings, integration.integration_id)
 
 
 def resolve_config(
     integration: Integration, environ: Mapping[str, str] | None = None
 ) -> IntegrationConfig:
-    """Check the integration has what its provider needs; read its secrets from the environment.
+    """Check the integration's settings and secret references; read its secrets from the
+    environment.
 
     Errors name the integration and the missing piece, so the activity row says what to fix.
     """
     environ = os.environ if environ is None else environ
-    cls = provider_class(integration.provider, integration.integration_id)
-    missing = [s for s in cls.required_settings if integration.settings.get(s) in (None, "")]
-    if missing:
-        raise ConfigError(
-            integration.integration_id,
-            f"missing setting(s) {', '.join(missing)} for provider {cls.name}",
-        )
+    iid = integration.integration_id
+    cls = provider_class(integration.provider, iid)
+    settings = cls.settings_model.parse(integration.settings, iid)
     secrets: dict[str, str] = {}
     for secret in cls.required_secrets:
         env_name = integration.secret_refs.get(secret)
         if not env_name:
             raise ConfigError(
-                integration.integration_id,
+                iid,
                 f"missing secret reference {secret!r}: set secret_refs.{secret} to the name of an environment variable",
             )
-        value = environ.get(env_name)
+        value = environ.get(check_secret_ref(secret, env_name, iid))
         if not value:
             raise ConfigError(
-                integration.integration_id,
+                iid,
                 f"secret {secret!r} expected in environment variable {env_name}, which is not set",
             )
         register_secret(value)
         secrets[secret] = value
     for secret in cls.optional_secrets:  # e.g. an AWS session token
         env_name = integration.secret_refs.get(secret)
-        value = environ.get(env_name) if env_name else None
+        value = environ.get(check_secret_ref(secret, env_name, iid)) if env_name else None
         if value:
             register_secret(value)
             secrets[secret] = value
     return IntegrationConfig(
-        integration_id=integration.integration_id,
+        integration_id=iid,
         organization_id=integration.organization_id,
         provider=integration.provider,
-        settings=dict(integration.settings),
+        settings=settings.stored(),
         secrets=secrets,
     )
 

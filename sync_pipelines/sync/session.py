@@ -34,11 +34,11 @@ from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration, find_integration_owner
 from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.sync.activity_sink import StoreActivitySink
-from sync_pipelines.sync.integration_config import open_provider, resolve_config
-
-#: how long one provider call may take before it counts as a (transient) timeout; per
-#: integration with the `request_timeout_s` setting
-DEFAULT_REQUEST_TIMEOUT_S = 30.0
+from sync_pipelines.sync.integration_config import (
+    integration_settings,
+    open_provider,
+    resolve_config,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +59,7 @@ class IntegrationSession:
 
     def open_provider(self) -> Provider:
         """Validate config, resolve secrets, build the provider (raises ConfigError)."""
-        timeout_s = float(
-            self.integration.settings.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
-        )
+        timeout_s = integration_settings(self.integration).request_timeout_s
         return open_provider(resolve_config(self.integration), self.recorder, timeout_s=timeout_s)
 
 

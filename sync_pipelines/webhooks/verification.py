@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.redaction import register_secret
+from sync_pipelines.providers.settings import WEBHOOK_SECRET_REF, check_secret_ref
 from sync_pipelines.store.integrations import Integration
 
 STANDARD_WEBHOOKS = "standard_webhooks"
@@ -40,7 +41,7 @@ SHARED_SECRET = "shared_secret"
 SCHEMES = (STANDARD_WEBHOOKS, SHARED_SECRET)
 
 #: the key in an integration's secret_refs naming the variable that holds the webhook secret
-SECRET_REF = "webhook_secret"
+SECRET_REF = WEBHOOK_SECRET_REF
 DEFAULT_SECRET_HEADER = "x-webhook-secret"
 #: providers whose senders cannot sign, and the query parameter each accepts by default
 _UNSIGNED_DEFAULT_QUERY = {"golioth": None, "aws_iot": None, "azure_iot": "code"}
@@ -98,7 +99,7 @@ def webhook_auth_for(
             iid,
             f"no webhook secret: set secret_refs.{SECRET_REF} to the name of an environment variable",
         )
-    raw = environ.get(env_name, "")
+    raw = environ.get(check_secret_ref(SECRET_REF, env_name, iid), "")
     values = raw.split()
     if not values:
         raise ConfigError(

@@ -3,11 +3,14 @@ applied on the provider, changes made before any state sync, unreadable devices,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.desired import desired_changes, request_desired_change
+from sync_pipelines.store.integrations import save_integration
 from sync_pipelines.store.sync_state import sync_log_rows
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states, merge_patch
@@ -107,7 +110,15 @@ def test_an_unknown_device_fails_its_change_and_the_rest_is_pushed(
 def test_an_unknown_conflict_rule_is_a_recorded_config_error(
     store, golioth, register_golioth, open_session
 ):
-    integ = register_golioth(store, golioth, conflict_resolution="whoever_is_louder")
+    with pytest.raises(ConfigError, match="setting 'conflict_resolution': must be one of"):
+        register_golioth(store, golioth, conflict_resolution="whoever_is_louder")
+    # stored without the check (an older version, a hand edit): refused when the run resolves it
+    integ = register_golioth(store, golioth)
+    with store.transaction() as conn:
+        save_integration(
+            conn,
+            replace(integ, settings={**integ.settings, "conflict_resolution": "whoever_is_louder"}),
+        )
     with (
         pytest.raises(ConfigError, match="conflict_resolution"),
         open_session(store, integ.integration_id) as session,
