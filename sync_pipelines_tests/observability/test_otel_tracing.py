@@ -17,6 +17,7 @@ from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.errors import AuthError
 from sync_pipelines.observability import otel
+from sync_pipelines.observability.logging import configure_logging
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines_tests.metrics.test_provider_call_metrics import REQUESTS, Figures
@@ -146,6 +147,7 @@ def test_each_batch_write_is_a_span_under_the_sync(
 def test_the_log_lines_of_a_sync_carry_its_trace_id(
     sqlite_store, golioth, register_golioth, open_session, spans, capfd
 ):
+    configure_logging("json", "DEBUG", force=True)  # batch_committed is a debug line
     integ = register_golioth(sqlite_store, golioth)
     run_id = str(uuid.uuid4())
     _sync(sqlite_store, integ, open_session, run_id)
