@@ -42,6 +42,10 @@ TELEMETRY_GAP = "telemetry_gap"
 WEBHOOK_PROCESSING = "webhook_processing"
 #: a dead-letter replay (the operation) and each letter's outcome (resolved, retrying, quarantined)
 REPLAY = "replay"
+#: a scan's deletions held by the mass-deletion guard (sync/deletions.py)
+DELETION_GUARD_TRIPPED = "deletion_guard_tripped"
+#: held deletions an operator confirmed (`sync-pipelines devices confirm-deletions`)
+DELETIONS_CONFIRMED = "deletions_confirmed"
 #: a retention purge (system-level: organization `_system`)
 RETENTION = "retention"
 
