@@ -11,7 +11,6 @@ so each peer takes a region no other live peer in the process uses.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import secrets
 import string
