@@ -184,11 +184,12 @@ def test_demo_syncs_every_provider_through_dagster_runs(cli_store):
     }
     assert set(rows) == set(PEERS)
     for provider, cells in rows.items():
-        assert cells[1:4] == ["30", "30", "30"], f"{provider}: {cells}"  # peer, devices, states
-        assert cells[5:7] == ["1", "1"], (
+        # peer, devices, deleted, states
+        assert cells[1:5] == ["30", "30", "0", "30"], f"{provider}: {cells}"
+        assert cells[6:8] == ["1", "1"], (
             f"{provider}: one change pushed, one conflict (provider wins)"
         )
-        assert int(cells[7]) > 0, f"{provider}: its provider calls are in the activity log"
+        assert int(cells[8]) > 0, f"{provider}: its provider calls are in the activity log"
         assert cells[-1] == "ok", result.output
     run_ids = [
         run_id

@@ -28,6 +28,8 @@ PROCESSING_DELAY = "processing_delay"
 INBOX_BACKLOG = "inbox_backlog"
 CHECK_FAILED = "check_failed"
 RUN_FAILED = "run_failed"
+#: a scan would have deleted more than the integration's max_delete_fraction (alerts/deletion_guard)
+DELETION_GUARD = "deletion_guard"
 #: the rules the periodic evaluation judges (the others are raised by events)
 EVALUATED_RULES = (
     ERROR_RATE,

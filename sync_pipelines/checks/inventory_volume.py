@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sync_pipelines.checks.context import CheckContext
 from sync_pipelines.checks.outcome import ERROR, CheckOutcome, failed, passed
+from sync_pipelines.store.deletions import held_deletions
 from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES, finished_stream_syncs
 
 INVENTORY_VOLUME = "inventory_volume_as_expected"
@@ -33,8 +34,20 @@ def _recent_inventories(ctx: CheckContext) -> list[_Inventory]:
 
 
 def inventory_volume_as_expected(ctx: CheckContext) -> CheckOutcome:
-    """The newest good full inventory fetched at least `volume_drop_ratio` of the good full one
-    before it. A failed or resumed scan is not judged (the failure-streak check covers failures)."""
+    """No deletions are held by the mass-deletion guard, and the newest good full inventory
+    fetched at least `volume_drop_ratio` of the good full one before it. A failed or resumed scan
+    is not judged (the failure-streak check covers failures)."""
+    held = held_deletions(ctx.conn, ctx.organization_id, ctx.integration_id)
+    if held.count:
+        return failed(
+            INVENTORY_VOLUME,
+            ERROR,
+            f"the last complete scan would have deleted {held.count} devices, more than the "
+            "integration's max_delete_fraction: the deletions are held. If the provider really "
+            f"lost them, run `sync-pipelines devices confirm-deletions {ctx.integration_id}`; "
+            "otherwise check the integration's project, filter and credentials",
+            held_deletions=held.count,
+        )
     ratio_limit = ctx.thresholds.volume_drop_ratio
     inventories = _recent_inventories(ctx)
     good_full = [i for i in inventories if i.status in GOOD_SYNC_STATUSES and i.full]
@@ -44,6 +57,7 @@ def inventory_volume_as_expected(ctx: CheckContext) -> CheckOutcome:
         previous_fetched=None,
         ratio=None,
         drop_ratio=ratio_limit,
+        held_deletions=0,
     )
     if latest is None:
         return passed(INVENTORY_VOLUME, "no inventory sync has finished yet", **figures)

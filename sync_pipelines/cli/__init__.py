@@ -15,6 +15,7 @@ from sync_pipelines.cli.activity import activity
 from sync_pipelines.cli.alerts import alerts
 from sync_pipelines.cli.dead_letters import dead_letters, quarantine, replay
 from sync_pipelines.cli.desired import desired
+from sync_pipelines.cli.devices import devices
 from sync_pipelines.cli.health import health
 from sync_pipelines.cli.integrations import integrations
 from sync_pipelines.cli.migrate import migrate
@@ -108,6 +109,7 @@ for _command in (
     sync,
     test_connection,
     desired,
+    devices,
     activity,
     receiver,
     replay,

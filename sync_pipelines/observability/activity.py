@@ -44,6 +44,10 @@ WEBHOOK_PROCESSING = "webhook_processing"
 REPLAY = "replay"
 #: an integration added, changed, enabled, disabled or removed (metadata names what, never values)
 CONFIG_CHANGE = "config_change"
+#: a scan's deletions held by the mass-deletion guard (sync/deletions.py)
+DELETION_GUARD_TRIPPED = "deletion_guard_tripped"
+#: held deletions an operator confirmed (`sync-pipelines devices confirm-deletions`)
+DELETIONS_CONFIRMED = "deletions_confirmed"
 #: a retention purge (system-level: organization `_system`)
 RETENTION = "retention"
 

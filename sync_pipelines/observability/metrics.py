@@ -116,6 +116,18 @@ PROVIDER_ERRORS = Counter(
     "Failed provider call attempts (retried or final), by error type (the error taxonomy's category).",
     ["provider", "error_type"],
 )
+DEVICES_DELETED = Counter(
+    "sync_pipelines_devices_deleted",
+    "Devices soft-deleted, by provider and source: scan (missing from a complete inventory scan), "
+    "event (a provider's deletion event) or confirmed (held by the mass-deletion guard, then "
+    "confirmed by an operator).",
+    ["provider", "source"],
+)
+DELETION_GUARD_TRIPS = Counter(
+    "sync_pipelines_deletion_guard_trips",
+    "Complete inventory scans whose deletions the mass-deletion guard held.",
+    ["provider"],
+)
 WEBHOOK_EVENTS_RECEIVED = Counter(
     "sync_pipelines_webhook_events_received",
     "Webhook deliveries: events accepted or duplicate (one per event of a batch); handshakes and "
@@ -206,6 +218,15 @@ def sync_finished(provider: str, stream: str, status: str, duration_s: float) ->
             LAST_SUCCESSFUL_SYNC.labels(provider, stream).set(time.time())
 
     _safely("syncs", record)
+
+
+def devices_deleted(provider: str, source: str, count: int) -> None:
+    if count > 0:
+        _safely("devices_deleted", lambda: DEVICES_DELETED.labels(provider, source).inc(count))
+
+
+def deletion_guard_tripped(provider: str) -> None:
+    _safely("deletion_guard_trips", lambda: DELETION_GUARD_TRIPS.labels(provider).inc())
 
 
 def webhook_received(provider: str, outcome: str, events: int = 1) -> None:

@@ -30,6 +30,8 @@ DEVICES = KeyedTable(
         "last_request_id",
         "created_at",
         "updated_at",
+        # None: a device listed again is restored (see store/deletions.py)
+        "deleted_at",
     ),
     scope=("organization_id", "integration_id"),
     key="external_id",
@@ -65,10 +67,12 @@ def upsert_device_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> Up
 
 
 def count_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
+    """The integration's active devices (a soft-deleted one is not counted)."""
     return int(
         conn.execute(
             sa.text(
-                "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i"
+                "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i "
+                "AND deleted_at IS NULL"
             ),
             {"o": organization_id, "i": integration_id},
         ).scalar_one()
@@ -89,12 +93,14 @@ def count_device_states(conn: Connection, organization_id: str, integration_id: 
 def device_ids_after(
     conn: Connection, organization_id: str, integration_id: str, after: str, limit: int
 ) -> list[str]:
-    """The next `limit` device ids after `after`, in key order (keyset paging)."""
+    """The next `limit` active device ids after `after`, in key order (keyset paging); a
+    soft-deleted device has no state to read."""
     return list(
         conn.execute(
             sa.text(
                 "SELECT external_id FROM devices WHERE organization_id = :o AND "
-                "integration_id = :i AND external_id > :after ORDER BY external_id LIMIT :n"
+                "integration_id = :i AND external_id > :after AND deleted_at IS NULL "
+                "ORDER BY external_id LIMIT :n"
             ),
             {"o": organization_id, "i": integration_id, "after": after, "n": limit},
         ).scalars()

@@ -67,6 +67,8 @@ class SyncCounts:
     pages: int = 0
     #: telemetry sequence gaps detected (ranges of messages that never arrived)
     gaps: int = 0
+    #: devices soft-deleted: missing from a complete scan, or deleted by a provider event
+    deleted: int = 0
 
     def figures(self) -> dict[str, int]:
         """Every count by name (log lines, activity metadata, Dagster metadata)."""
@@ -77,6 +79,7 @@ class SyncCounts:
             "unchanged": self.unchanged,
             "failed": self.failed,
             "conflicts": self.conflicts,
+            "deleted": self.deleted,
             "gaps": self.gaps,
             "pages": self.pages,
         }
@@ -128,7 +131,7 @@ def finish_sync_log(
             "UPDATE integration_sync_log SET status = :status, completed_at = :done, "
             "duration_ms = :ms, cursor_after = :cursor, fetched = :fetched, created = :created, "
             "updated = :updated, unchanged = :unchanged, failed = :failed, conflicts = :conflicts, "
-            "pages = :pages, gaps = :gaps, error_type = :etype, error_message = :emsg "
+            "deleted = :deleted, pages = :pages, gaps = :gaps, error_type = :etype, error_message = :emsg "
             "WHERE organization_id = :o AND id = :id"
         ),
         {
@@ -142,6 +145,7 @@ def finish_sync_log(
             "unchanged": counts.unchanged,
             "failed": counts.failed,
             "conflicts": counts.conflicts,
+            "deleted": counts.deleted,
             "pages": counts.pages,
             "gaps": counts.gaps,
             "etype": error_type,

@@ -258,7 +258,8 @@ def touch_device(
     sets = ["last_run_id = :r", "last_request_id = :q", "updated_at = :t"]
     params: dict[str, Any] = {**key, "r": run_id, "q": request_id, "t": now}
     if status is not None:
-        sets.append("status = :s")
+        # a soft-deleted device keeps status 'deleted' until an inventory or event restores it
+        sets.append("status = CASE WHEN deleted_at IS NULL THEN :s ELSE status END")
         params["s"] = status
     if seen_at is not None:
         sets.append(

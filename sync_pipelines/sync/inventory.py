@@ -27,6 +27,7 @@ from sync_pipelines.store.bulk import UpsertCounts
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import upsert_devices
 from sync_pipelines.store.sync_state import set_cursor
+from sync_pipelines.sync.deletions import ScanEnd, ScanEpoch, report_scan_end
 from sync_pipelines.sync.failed_records import dead_letter, payload_key, resolve_synced
 from sync_pipelines.sync.records import device_row
 from sync_pipelines.sync.results import SyncResult
@@ -44,7 +45,9 @@ def sync_devices(
 ) -> SyncResult:
     """Import the integration's inventory. Records, then re-raises, if the sync fails."""
     with SyncRun(session, STREAM, IMPORT, log=_log) as run:
-        writer = _BatchWriter(session, run)
+        scan = ScanEpoch.begin(session, STREAM, run.cursor_before)
+        run.annotate(scan_epoch=scan.epoch)
+        writer = _BatchWriter(session, run, scan)
         batch = _Batch(session)
         try:
             with session.open_provider() as provider:
@@ -59,7 +62,7 @@ def sync_devices(
                         _record_rejected(session, page)
                     batch.add(page)
                     if len(batch.rows) >= batch_size or page.cursor_after is None:
-                        writer.submit(batch.take())
+                        writer.submit(batch.take(completes=page.cursor_after is None))
                 if batch.pages:
                     writer.submit(batch.take())
                 writer.wait()
@@ -84,6 +87,10 @@ def _keep_fetched_pages(writer: _BatchWriter, batch: _Batch) -> None:
         _log.error("batch_commit_after_failure_failed", exc_info=True)
 
 
+#: what a batch write did: its upsert counts, and the scan's end when the batch ended the listing
+_Written = tuple[UpsertCounts, ScanEnd | None]
+
+
 @dataclass(slots=True)
 class _Pending:
     """A batch handed to the writer: its rows and the cursor after its last page."""
@@ -91,6 +98,10 @@ class _Pending:
     rows: dict[str, dict[str, Any]]
     pages: int
     cursor_after: Any
+    #: records of its pages that were rejected
+    rejected: int = 0
+    #: its last page ended a listing that ran to the end: the scan's deletions are judged with it
+    completes: bool = False
 
 
 class _Batch:
@@ -101,6 +112,7 @@ class _Batch:
         self.session = session
         self.rows: dict[str, dict[str, Any]] = {}
         self.pages = 0
+        self.rejected = 0
         self.cursor_after: Any = None
 
     def add(self, page: DevicePage) -> None:
@@ -115,11 +127,12 @@ class _Batch:
                 now=now,
             )
         self.pages += 1
+        self.rejected += len(page.rejected)
         self.cursor_after = page.cursor_after
 
-    def take(self) -> _Pending:
-        pending = _Pending(self.rows, self.pages, self.cursor_after)
-        self.rows, self.pages = {}, 0
+    def take(self, *, completes: bool = False) -> _Pending:
+        pending = _Pending(self.rows, self.pages, self.cursor_after, self.rejected, completes)
+        self.rows, self.pages, self.rejected = {}, 0, 0
         return pending
 
 
@@ -133,12 +146,13 @@ class _BatchWriter:
     passes rows that were not stored.
     """
 
-    def __init__(self, session: IntegrationSession, run: SyncRun) -> None:
+    def __init__(self, session: IntegrationSession, run: SyncRun, scan: ScanEpoch) -> None:
         self.session = session
         self.run = run
+        self.scan = scan
         self.failed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
-        self._in_flight: tuple[_Pending, Future[UpsertCounts]] | None = None
+        self._in_flight: tuple[_Pending, Future[_Written]] | None = None
 
     def submit(self, batch: _Pending) -> None:
         self.wait()
@@ -156,7 +170,7 @@ class _BatchWriter:
         batch, future = self._in_flight
         self._in_flight = None
         try:
-            written = future.result()
+            written, scan_end = future.result()
         except BaseException:
             self.failed = True
             raise
@@ -165,11 +179,15 @@ class _BatchWriter:
         counts.updated += written.updated
         counts.unchanged += written.unchanged
         self.run.cursor_after = batch.cursor_after
+        if scan_end is not None:
+            counts.deleted += scan_end.deleted
+            self.run.annotate(deletions_held=scan_end.held, active_devices=scan_end.active)
+            report_scan_end(self.session, scan_end)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _write(self, batch: _Pending, activity: list[ActivityRow]) -> UpsertCounts:
+    def _write(self, batch: _Pending, activity: list[ActivityRow]) -> _Written:
         session, recorder = self.session, self.session.recorder
         integ = session.integration
         try:
@@ -196,6 +214,13 @@ class _BatchWriter:
                     batch.cursor_after,
                     session.run.run_id,
                 )
+                scan_end = self.scan.commit_batch(
+                    conn,
+                    batch.rows,
+                    rejected=batch.rejected,
+                    cursor_after=batch.cursor_after,
+                    completes=batch.completes,
+                )
                 if activity:
                     recorder.sink.insert_within(conn, activity)
         except BaseException:
@@ -208,7 +233,7 @@ class _BatchWriter:
             pages=batch.pages,
             cursor_after=batch.cursor_after,
         )
-        return written
+        return written, scan_end
 
 
 def _record_rejected(session: IntegrationSession, page: DevicePage) -> None:

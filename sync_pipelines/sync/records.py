@@ -102,6 +102,7 @@ def device_row(
         "last_request_id": request_id,
         "created_at": now,
         "updated_at": now,
+        "deleted_at": None,
     }
 
 

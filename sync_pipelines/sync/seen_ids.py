@@ -17,7 +17,13 @@ class SeenIds:
         self._sorted: np.ndarray | None = None
 
     def add(self, ids: Iterable[str]) -> None:
-        chunk = np.fromiter((_digest64(i) for i in ids), dtype=np.uint64)
+        self._add_chunk(np.fromiter((_digest64(i) for i in ids), dtype=np.uint64))
+
+    def add_digests(self, packed: bytes) -> None:
+        """Add ids packed by `pack_digests` (read back from the store)."""
+        self._add_chunk(np.frombuffer(packed, dtype="<u8").astype(np.uint64))
+
+    def _add_chunk(self, chunk: np.ndarray) -> None:
         if chunk.size:
             self._chunks.append(chunk)
             self._sorted = None
@@ -37,6 +43,11 @@ class SeenIds:
         positions = np.searchsorted(self._sorted, wanted).clip(max=self._sorted.size - 1)
         found = self._sorted[positions] == wanted
         return [i for i, hit in zip(ids, found, strict=True) if not hit]
+
+
+def pack_digests(ids: Iterable[str]) -> bytes:
+    """The ids' digests as bytes (8 a device, little-endian): how a scan stores what it saw."""
+    return np.fromiter((_digest64(i) for i in ids), dtype="<u8").tobytes()
 
 
 def _digest64(external_id: str) -> int:

@@ -10,7 +10,7 @@ event id as `last_request_id` and the run as `last_run_id`; telemetry rows are k
 What is applied, per provider:
 - Azure (Event Grid): DeviceCreated → the twin, upserted like an inventory row;
   DeviceConnected / DeviceDisconnected → status connected / disconnected (+ last_seen_at);
-  DeviceDeleted → status deleted; DeviceTelemetry → a telemetry row (+ last_seen_at).
+  DeviceDeleted → soft-deleted at once (store/deletions.py); DeviceTelemetry → a telemetry row (+ last_seen_at).
 - Golioth (pipeline webhook): the body (or the `data` of an inject-metadata envelope) is a
   telemetry reading of the `Ce-Source` device (+ last_seen_at).
 - AWS (rule HTTPS action): presence events (`eventType` connected / disconnected with a
@@ -42,6 +42,7 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.azure_iot import twin_to_device
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
+from sync_pipelines.store.deletions import mark_deleted
 from sync_pipelines.store.devices import upsert_devices
 from sync_pipelines.store.telemetry import TelemetryRow, insert_telemetry
 from sync_pipelines.store.webhook_events import (
@@ -76,6 +77,7 @@ class _Effect:
     created: int = 0
     updated: int = 0
     telemetry: int = 0
+    deleted: int = 0
     ignored: str | None = None  # the event type, when nothing applies to it
     lost: bool = False  # another run holds the claim now: nothing done here
 
@@ -111,7 +113,11 @@ def process_webhook_events(
             else:
                 run.counts.created += effect.created
                 run.counts.updated += effect.updated
-                run.counts.unchanged += int(not (effect.created or effect.updated))
+                run.counts.deleted += effect.deleted
+                metrics.devices_deleted(integ.provider, "event", effect.deleted)
+                run.counts.unchanged += int(
+                    not (effect.created or effect.updated or effect.deleted)
+                )
                 telemetry += effect.telemetry
                 if effect.ignored:
                     ignored[effect.ignored] += 1
@@ -294,6 +300,21 @@ class _Writer:
         self.effect.updated += counts.updated
         return self.effect
 
+    def delete_device(self) -> _Effect:
+        """The provider deleted the device: soft-delete it now (a device never stored, or
+        deleted already, is left as it is)."""
+        if mark_deleted(
+            self.conn,
+            self.integ.organization_id,
+            self.integ.integration_id,
+            self.device_id(),
+            run_id=self.session.run.run_id,
+            request_id=self.event.event_id,
+            now=utc_now(),
+        ):
+            self.effect.deleted += 1
+        return self.effect
+
     def ignore(self) -> _Effect:
         self.effect.ignored = self.event.event_type
         return self.effect
@@ -326,7 +347,7 @@ def _apply_azure(w: _Writer) -> _Effect:
     if kind == "DeviceDisconnected":
         return w.touch(status="disconnected")
     if kind == "DeviceDeleted":
-        return w.touch(status="deleted")
+        return w.delete_device()
     if kind == "DeviceTelemetry":
         return w.reading("azure/telemetry", data.get("body"), when)
     return w.ignore()

@@ -103,14 +103,16 @@ def follow_up_command(store: Store) -> str:
 
 def _sync_table(outcomes: list) -> list[str]:
     header = (
-        f"{'provider':<10} {'peer':>6} {'devices':>8} {'states':>7} {'telemetry':>9} {'exported':>8} "
+        f"{'provider':<10} {'peer':>6} {'devices':>8} {'deleted':>7} {'states':>7} {'telemetry':>9} "
+        f"{'exported':>8} "
         f"{'conflicts':>9} {'calls':>6} {'p95 ms':>7} {'checks':>7} {'time s':>7}  result"
     )
     lines = [header, "-" * len(header)]
     for o in outcomes:
         a = o.activity
         lines.append(
-            f"{o.provider:<10} {o.peer_devices:>6} {o.stored_devices:>8} {o.stored_states:>7} "
+            f"{o.provider:<10} {o.peer_devices:>6} {o.stored_devices:>8} {o.deleted_devices:>7} "
+            f"{o.stored_states:>7} "
             f"{'-' if o.telemetry_messages is None else o.telemetry_messages:>9} {o.exported:>8} "
             f"{o.conflicts:>9} {a.calls if a else 0:>6} "
             f"{(a.p95_latency_ms or 0) if a else 0:>7.1f} {o.checks_summary:>7} {o.duration_s:>7.1f}  "

@@ -318,6 +318,10 @@ class AzureIotEmulator:
     def delete_device(self, device_id: str) -> None:
         self.twins.delete(self._index_of(device_id))
 
+    def restore_device(self, device_id: str) -> None:
+        """A deleted device is registered again with the same id."""
+        self.twins.restore(device_id)
+
     def update_device(self, device_id: str, fields: Mapping[str, Any]) -> JsonDict:
         """Change registry fields (status, statusReason, connectionState) and/or `tags`."""
         fields = dict(fields)

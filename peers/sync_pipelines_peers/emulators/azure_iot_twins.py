@@ -430,6 +430,18 @@ class TwinStore:
             self._generated_count += count
             return range(first, first + count)
 
+    def restore(self, device_id: str) -> None:
+        """A deleted device is registered again with the same id (as generated)."""
+        index = self.generator.index_from_id(device_id)
+        with self._lock:
+            if (
+                index is None
+                or not 0 <= index < self._generated_count
+                or self.generator.device_id(index) != device_id
+            ):
+                raise KeyError(device_id)
+            self._deleted.discard(index)
+
     def delete(self, index: int) -> None:
         with self._lock:
             self._deleted.add(index)

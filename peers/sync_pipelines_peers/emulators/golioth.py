@@ -412,6 +412,20 @@ class GoliothEmulator:
         self.inventory.delete(index)
         self.state.forget(index)
 
+    def restore_device(self, device_id: str) -> None:
+        """A deleted device is re-created with the same id (the generated device)."""
+        view = self.inventory.view
+        index = view.generator.index_from_id(device_id)
+        if index is None or not 0 <= index < view.generated_count:
+            raise KeyError(
+                f"no device {device_id!r} was ever in project {self.config.project_id!r}"
+            )
+        if view.generated(index).id != device_id:
+            raise KeyError(
+                f"no device {device_id!r} was ever in project {self.config.project_id!r}"
+            )
+        self.inventory.restore(index)
+
     def read_state(self, device_id: str, path: str = "") -> Any:
         index = self._index_of(device_id)
         return self.state.read(index, self._state_generator(index), parse_state_path(path))

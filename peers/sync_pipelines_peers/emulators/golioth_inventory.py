@@ -370,6 +370,22 @@ class Inventory:
                 view.batches,
             )
 
+    def restore(self, index: int) -> None:
+        """A deleted device exists again (as generated: its patches went with the deletion)."""
+        with self._lock:
+            view = self.view
+            if index not in view.deleted_set:
+                return
+            self.view = InventoryView(
+                view.generator,
+                view.initial_count,
+                view.generated_count,
+                tuple(d for d in view.deleted if d != index),
+                view.deleted_set - {index},
+                view.patches,
+                view.batches,
+            )
+
     def delete(self, index: int) -> None:
         with self._lock:
             view = self.view

@@ -10,6 +10,7 @@ so each peer takes a region no other live peer in the process uses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
@@ -138,41 +139,57 @@ class AwsIotPeer(ProviderPeer):
 
     def seed(self, count: int, *, with_shadow: bool = True) -> list[str]:
         self._reset_backends()
-        iot, data = self._backends()
+        iot, _data = self._backends()
         iot.create_thing_type(THING_TYPE, {"thingTypeDescription": "seeded by the AWS IoT peer"})
-        names = []
-        for index in range(count):
-            name = f"thing-{index:05d}"
-            iot.create_thing(
+        return [self._create_seeded(index, with_shadow=with_shadow) for index in range(count)]
+
+    def _create_seeded(self, index: int, *, with_shadow: bool = True) -> str:
+        iot, data = self._backends()
+        name = f"thing-{index:05d}"
+        iot.create_thing(
+            name,
+            THING_TYPE,
+            {
+                "attributes": {
+                    "model": f"m{index % 3}",
+                    "site": f"site-{index % 7}",
+                    "revision": "1",
+                    "tags": f"fleet-{index % 2},seeded",
+                }
+            },
+        )
+        if with_shadow:
+            data.update_thing_shadow(
                 name,
-                THING_TYPE,
-                {
-                    "attributes": {
-                        "model": f"m{index % 3}",
-                        "site": f"site-{index % 7}",
-                        "revision": "1",
-                        "tags": f"fleet-{index % 2},seeded",
-                    }
-                },
-            )
-            if with_shadow:
-                data.update_thing_shadow(
-                    name,
-                    json.dumps(
-                        {
-                            "state": {
-                                "reported": {
-                                    "temperature": 20 + index % 10,
-                                    "battery": 100 - index % 50,
-                                },
-                                "desired": {"interval_s": 60},
-                            }
+                json.dumps(
+                    {
+                        "state": {
+                            "reported": {
+                                "temperature": 20 + index % 10,
+                                "battery": 100 - index % 50,
+                            },
+                            "desired": {"interval_s": 60},
                         }
-                    ),
-                    None,
-                )
-            names.append(name)
-        return names
+                    }
+                ),
+                None,
+            )
+        return name
+
+    def delete_devices(self, external_ids: Iterable[str]) -> None:
+        """DeleteThing (the shadow goes with it, as on AWS)."""
+        iot, data = self._backends()
+        from moto.iotdata.exceptions import ResourceNotFoundException
+
+        for name in external_ids:
+            with contextlib.suppress(ResourceNotFoundException):  # a thing without a shadow
+                data.delete_thing_shadow(name, None)
+            iot.delete_thing(name)
+
+    def restore_devices(self, external_ids: Iterable[str]) -> None:
+        """The seeded thing of that name is created again."""
+        for name in external_ids:
+            self._create_seeded(int(name.removeprefix("thing-")))
 
     def create_thing(self, name: str, attributes: dict[str, str] | None = None) -> None:
         """A thing without any shadow (for tests of the no-shadow case)."""

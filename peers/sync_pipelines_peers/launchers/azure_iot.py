@@ -68,6 +68,14 @@ class AzureIotPeer(EmulatorPeer):
             generation = int(tags.get("peerRevision", 0)) + 1
             self.emulator.update_device(external_id, {"tags": {"peerRevision": generation}})
 
+    def delete_devices(self, external_ids: Iterable[str]) -> None:
+        for external_id in external_ids:
+            self.emulator.delete_device(external_id)
+
+    def restore_devices(self, external_ids: Iterable[str]) -> None:
+        for external_id in external_ids:
+            self.emulator.restore_device(external_id)
+
     def reported_state(self, external_id: str) -> JsonDict | None:
         return _without_bookkeeping(self.emulator.get_twin(external_id)["properties"]["reported"])
 

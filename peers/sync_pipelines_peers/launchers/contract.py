@@ -99,6 +99,15 @@ class ProviderPeer(abc.ABC):
         """Change something a sync imports about each device (its attributes/name/tags)."""
 
     @abc.abstractmethod
+    def delete_devices(self, external_ids: Iterable[str]) -> None:
+        """The provider deletes these devices, as its console or API would (Golioth and Azure:
+        `DELETE /_emulator/devices/{id}`; AWS: DeleteThing; MQTT: an empty retained `meta`)."""
+
+    @abc.abstractmethod
+    def restore_devices(self, external_ids: Iterable[str]) -> None:
+        """Devices deleted by `delete_devices` exist again, with the same ids."""
+
+    @abc.abstractmethod
     def reported_state(self, external_id: str) -> JsonDict | None:
         """The device's reported state as the peer holds it."""
 

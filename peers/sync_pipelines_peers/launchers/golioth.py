@@ -47,6 +47,14 @@ class GoliothPeer(EmulatorPeer):
             device = self.emulator.get_device(external_id)
             self.emulator.patch_device(external_id, {"name": f"{device['name']}-renamed"})
 
+    def delete_devices(self, external_ids: Iterable[str]) -> None:
+        for external_id in external_ids:
+            self.emulator.delete_device(external_id)
+
+    def restore_devices(self, external_ids: Iterable[str]) -> None:
+        for external_id in external_ids:
+            self.emulator.restore_device(external_id)
+
     def reported_state(self, external_id: str) -> JsonDict | None:
         return self.emulator.read_state(external_id, "reported")
 

@@ -156,6 +156,15 @@ class MqttPeer(ProviderPeer):
                 )
                 sim.publish_meta(external_id, meta)
 
+    def delete_devices(self, external_ids: Iterable[str]) -> None:
+        """Empty retained `meta` (and state) documents: how an MQTT registry deletes a device."""
+        with self.simulator() as sim:
+            sim.clear(sorted(external_ids))
+
+    def restore_devices(self, external_ids: Iterable[str]) -> None:
+        with self.simulator() as sim:
+            sim.publish_inventory(sorted(external_ids))
+
     def reported_state(self, external_id: str) -> JsonDict | None:
         return self._state(external_id, REPORTED)[1]
 
