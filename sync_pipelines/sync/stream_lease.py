@@ -142,6 +142,8 @@ class StreamLease:
         self.settings = settings
         self.holder = this_process(run_id)
         self.epoch: int | None = None
+        #: a commit found the lease taken over: this sync is a stale writer, whatever it does next
+        self.fenced = False
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -227,6 +229,7 @@ class StreamLease:
         """Inside a batch's transaction, before it writes: renew the lease, or raise FencedError
         (the transaction then rolls back: nothing of the batch commits)."""
         if not renew_lease(conn, self.key, now=utc_now(), ttl_s=self.settings.ttl_s):
+            self.fenced = True
             raise FencedError(self.integration_id, self.stream, epoch=self.key[3])
 
     def start_heartbeat(self) -> None:

@@ -213,10 +213,12 @@ class SyncRun:
             mark_logged(exc)
 
     def _finish(self, exc: BaseException | None) -> SyncResult:
-        if exc is None:
+        if self.lease.fenced or (exc is not None and isinstance(sync_error_of(exc), FencedError)):
+            status = FENCED
+        elif exc is None:
             status = "partial" if self._partial else "success"
         else:
-            status = FENCED if isinstance(sync_error_of(exc), FencedError) else "failed"
+            status = "failed"
         integ, rec = self.session.integration, self.session.recorder
         try:
             with self.session.store.transaction() as conn:
