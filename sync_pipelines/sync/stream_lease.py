@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sqlalchemy.engine import Connection
 
@@ -97,11 +97,22 @@ def this_process(run_id: str | None) -> LeaseHolder:
     return LeaseHolder(run_id=run_id, host=socket.gethostname(), pid=pid, process=_start_time(pid))
 
 
+#: the leases syncs of this process hold now: one this process took but no longer holds was left
+#: behind by a sync that ended without releasing it (the store was down at its end)
+_HELD_HERE: set[tuple[str, str, str, int]] = set()
+_HELD_HERE_LOCK = threading.Lock()
+
+
 def holder_is_dead(lease: Lease, here: LeaseHolder) -> bool:
     """True only when the holder is known gone: it ran on this host and its process no longer
-    exists (or its pid now belongs to a younger process). Other hosts' holders wait for expiry."""
+    exists (or its pid now belongs to a younger process), or it is this process and no sync of
+    it holds the lease any more. Other hosts' holders are waited for until the lease expires."""
     if not lease.held or lease.holder_host != here.host or lease.holder_pid is None:
         return False
+    if lease.holder_pid == here.pid and lease.holder_process == here.process:
+        key = (lease.organization_id, lease.integration_id, lease.stream, lease.epoch)
+        with _HELD_HERE_LOCK:
+            return key not in _HELD_HERE
     try:
         os.kill(lease.holder_pid, 0)
     except ProcessLookupError:
@@ -163,31 +174,14 @@ class StreamLease:
             with self.store.connect() as conn:  # read apart: the taking transaction writes first
                 seen = read_lease(conn, self.organization_id, self.integration_id, self.stream)
             dead = seen is not None and holder_is_dead(seen, self.holder)
-            with self.store.transaction() as conn:
-                now = utc_now()
-                epoch = take_lease(
-                    conn,
-                    self.organization_id,
-                    self.integration_id,
-                    self.stream,
-                    self.holder,
-                    seen=seen,
-                    now=now,
-                    ttl_s=self.settings.ttl_s,
-                    dead=dead,
-                )
-                if epoch is not None:
-                    self.epoch = epoch
-                    closed = close_abandoned(
-                        conn,
-                        self.organization_id,
-                        self.integration_id,
-                        self.stream,
-                        dead=seen if seen is not None and seen.held else None,
-                        now=now,
-                        closed_by=f"the next sync of the stream (run {self.holder.run_id})",
-                    )
-                    started = begin(conn)
+            try:
+                started, epoch, closed = self._take(seen, dead, begin)
+            except BaseException:
+                if self.epoch is not None:  # taken, then rolled back: not held after all
+                    with _HELD_HERE_LOCK:
+                        _HELD_HERE.discard(self.key)
+                    self.epoch = None
+                raise
             if epoch is not None:
                 if closed:
                     _log.warning(
@@ -196,7 +190,7 @@ class StreamLease:
                         sync_ids=closed,
                         dead_run_id=seen.holder_run_id if seen else None,
                     )
-                return started
+                return cast(T, started)
             remaining = deadline - time.monotonic()
             if (seen is None or not seen.held) and remaining > 0:
                 time.sleep(0.01)
@@ -220,6 +214,42 @@ class StreamLease:
                     waited_s=time.monotonic() - waited_since,
                 )
             time.sleep(min(0.25, remaining))
+
+    def _take(
+        self, seen: Lease | None, dead: bool, begin: Callable[[Connection], T]
+    ) -> tuple[T | None, int | None, list[str]]:
+        """One attempt, in one transaction: take the lease, close what the dead holder left
+        `running`, `begin(conn)`."""
+        started: T | None = None
+        closed: list[str] = []
+        with self.store.transaction() as conn:
+            now = utc_now()
+            epoch = take_lease(
+                conn,
+                self.organization_id,
+                self.integration_id,
+                self.stream,
+                self.holder,
+                seen=seen,
+                now=now,
+                ttl_s=self.settings.ttl_s,
+                dead=dead,
+            )
+            if epoch is not None:
+                self.epoch = epoch
+                with _HELD_HERE_LOCK:
+                    _HELD_HERE.add(self.key)
+                closed = close_abandoned(
+                    conn,
+                    self.organization_id,
+                    self.integration_id,
+                    self.stream,
+                    dead=seen if seen is not None and seen.held else None,
+                    now=now,
+                    closed_by=f"the next sync of the stream (run {self.holder.run_id})",
+                )
+                started = begin(conn)
+        return started, epoch, closed
 
     def name_holder(self, *, sync_id: str | None = None, activity_id: str | None = None) -> None:
         with self.store.transaction() as conn:
@@ -252,6 +282,8 @@ class StreamLease:
         self.stop_heartbeat()
         if self.epoch is None:
             return
+        with _HELD_HERE_LOCK:
+            _HELD_HERE.discard(self.key)
         try:
             with self.store.transaction() as conn:
                 release_lease(conn, self.key, now=utc_now())
