@@ -15,6 +15,10 @@ PERMANENT = "permanent"
 VALIDATION = "validation"
 CONFLICT = "conflict"
 CONFIG = "config"
+#: another sync of the same integration and stream holds its lease (sync/stream_lease.py)
+LEASE_HELD = "lease_held"
+#: this sync lost its lease to a newer one: a stale writer, stopped before it could commit
+FENCED = "fenced"
 
 RETRYABLE_CATEGORIES = frozenset({RATE_LIMITED, TRANSIENT})
 
@@ -89,6 +93,48 @@ class MalformedResponseError(ProviderError):
 
 class ConflictError(ProviderError):
     category = CONFLICT
+
+
+class LeaseHeldError(SyncError):
+    """Another sync of this integration and stream is running: only one may write at a time.
+    Not retried: the holder is doing the work, and a retry would only queue behind it."""
+
+    category = LEASE_HELD
+
+    def __init__(
+        self,
+        integration_id: str,
+        stream: str,
+        *,
+        holder_run_id: str | None,
+        since: object,
+        expires_at: object,
+        waited_s: float,
+    ) -> None:
+        self.integration_id = integration_id
+        self.stream = stream
+        self.holder_run_id = holder_run_id
+        super().__init__(
+            f"integration {integration_id!r}, stream {stream!r}: another sync holds the lease "
+            f"(run {holder_run_id}, since {since}); waited {waited_s:.0f} s. Let that run "
+            f"finish, or, if its process died, run again after its lease expires at {expires_at}"
+        )
+
+
+class FencedError(SyncError):
+    """This sync's lease was taken over (it stalled past the lease's expiry and a newer sync
+    took the stream): it must not write, and stops at its next commit."""
+
+    category = FENCED
+
+    def __init__(self, integration_id: str, stream: str, *, epoch: int) -> None:
+        self.integration_id = integration_id
+        self.stream = stream
+        self.epoch = epoch
+        super().__init__(
+            f"integration {integration_id!r}, stream {stream!r}: this sync lost its lease "
+            f"(epoch {epoch}) to a newer sync and wrote nothing more; the newer one carries on"
+        )
 
 
 def error_class_for_status(status_code: int) -> type[ProviderError]:

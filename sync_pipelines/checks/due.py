@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.store.check_results import latest_check_at
 from sync_pipelines.store.integrations import Integration
-from sync_pipelines.store.sync_state import finished_syncs
+from sync_pipelines.store.sync_state import finished_syncs, is_failed_sync
 
 SYNC_FAILED = "a sync failed after the last check"
 NOT_CHECKED_WITHIN_SLA = "no check within the freshness SLA"
@@ -26,7 +26,7 @@ def _newest_failure_at(conn: Connection, integration: Integration) -> datetime |
     rows = finished_syncs(
         conn, integration.organization_id, integration.integration_id, limit=_RECENT_SYNCS
     )
-    return max((done for status, done in rows if status == "failed" and done), default=None)
+    return max((done for status, done in rows if is_failed_sync(status) and done), default=None)
 
 
 def check_due_reason(conn: Connection, integration: Integration, *, now: datetime) -> str | None:

@@ -16,6 +16,8 @@ from sync_pipelines.store.dead_letters import open_dead_letter_count
 from sync_pipelines.store.provider_calls import call_figures, call_p95_ms, windowed_call_figures
 from sync_pipelines.store.sync_state import (
     GOOD_SYNC_STATUSES,
+    RUNNING,
+    is_failed_sync,
     last_good_sync_at,
     recent_sync_log,
 )
@@ -112,9 +114,10 @@ def sync_history(
     stale_before = now - timedelta(seconds=stale_running_s)
 
     def outcome(row: Any) -> str:
-        if row["status"] == "running":
-            return "failed" if parse_timestamp(row["started_at"]) < stale_before else "running"
-        return row["status"]
+        """`failed` for every way a sync fails (failed, abandoned, fenced, stale `running`)."""
+        if row["status"] == RUNNING:
+            return "failed" if parse_timestamp(row["started_at"]) < stale_before else RUNNING
+        return "failed" if is_failed_sync(row["status"]) else row["status"]
 
     streak = 0
     for row in rows:

@@ -26,7 +26,7 @@ from sync_pipelines.store.call_hours import (
     rolled_up_hours,
     rolled_up_until,
 )
-from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES
+from sync_pipelines.store.sync_state import FAILED_SYNC_STATUSES, GOOD_SYNC_STATUSES
 
 #: periods this long are read from the rolled-up hours (a weekly report reads ~4k hour rows per
 #: organization instead of ~150k calls at 10M activity rows); shorter ones from the calls, exactly
@@ -62,7 +62,7 @@ def _outcomes(counts: Mapping[str, int]) -> SyncOutcomes:
     return SyncOutcomes(
         syncs=sum(counts.values()),
         succeeded=sum(counts.get(s, 0) for s in GOOD_SYNC_STATUSES),
-        failed=counts.get("failed", 0),
+        failed=sum(counts.get(s, 0) for s in FAILED_SYNC_STATUSES),
         running=counts.get("running", 0),
     )
 

@@ -39,8 +39,9 @@ from sync_pipelines.store.activity_partitions import (
     expired_partitions,
     list_activity_partitions,
 )
-from sync_pipelines.store.database import Store, format_timestamp
+from sync_pipelines.store.database import Store, format_timestamp, sql_list
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
+from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES
 
 RETENTION_DAYS_ENV = "SYNC_RETENTION_DAYS"
 TELEMETRY_RETENTION_DAYS_ENV = "SYNC_TELEMETRY_RETENTION_DAYS"
@@ -141,7 +142,7 @@ def _newer_sync(extra: str = "") -> str:
     )
 
 
-_GOOD_SYNC = "('success', 'partial')"
+_GOOD_SYNC = f"({sql_list(GOOD_SYNC_STATUSES)})"
 
 #: in order: webhook events before dead letters (a failed event goes once its letter is settled)
 RULES: tuple[PurgeRule, ...] = (

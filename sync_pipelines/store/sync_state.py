@@ -10,10 +10,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, utc_now
+from sync_pipelines.store.database import (
+    dump_json,
+    load_json,
+    parse_timestamp,
+    sql_list,
+    utc_now,
+)
+
+RUNNING = "running"
+#: the process died mid-sync (no heartbeat); closed by the next sync of its stream or the
+#: stale-sync sensor (store/sync_leases.py)
+ABANDONED = "abandoned"
+#: a stale writer: its lease was taken over, and it stopped at its next commit
+FENCED = "fenced"
 
 #: sync log statuses of a sync that stored its data (`partial`: some records dead-lettered)
 GOOD_SYNC_STATUSES = ("success", "partial")
+#: sync log statuses of a sync that failed — the one definition health, reports, checks, the
+#: console and metrics count failures by
+FAILED_SYNC_STATUSES = ("failed", ABANDONED, FENCED)
+
+
+def is_failed_sync(status: str | None) -> bool:
+    return status in FAILED_SYNC_STATUSES
 
 
 def get_cursor(conn: Connection, organization_id: str, integration_id: str, stream: str) -> Any:
@@ -201,7 +221,7 @@ def last_good_sync_at(
         conn.execute(
             sa.text(
                 "SELECT max(completed_at) FROM integration_sync_log WHERE organization_id = :o "
-                "AND integration_id = :i AND status IN ('success', 'partial')"
+                f"AND integration_id = :i AND status IN ({sql_list(GOOD_SYNC_STATUSES)})"
             ),
             {"o": organization_id, "i": integration_id},
         ).scalar()

@@ -128,6 +128,7 @@ def _store_states(
         for s in states
     ]
     with session.store.transaction() as conn:
+        run.fence(conn)  # a sync whose lease was taken over writes nothing
         written = upsert_device_states(conn, rows)
         resolve_synced(session, conn, STREAM, [s.external_id for s in states])
     c = run.counts

@@ -204,6 +204,7 @@ class _BatchWriter:
                 ),
                 session.store.transaction() as conn,
             ):
+                self.run.fence(conn)  # a sync whose lease was taken over writes nothing
                 written = upsert_devices(conn, list(batch.rows.values()))
                 resolve_synced(session, conn, STREAM, list(batch.rows))
                 set_cursor(

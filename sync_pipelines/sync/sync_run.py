@@ -6,8 +6,11 @@ write and count:
         ...  # counting into run.counts, advancing run.cursor_after
     return run.result
 
-Entering writes the started row, opens the operation and logs `<event>_started`. Leaving
-closes both — success, partial (records failed, telemetry had gaps) or failed — and logs
+Entering takes the stream's lease (one sync per integration and stream at a time; waits, then
+raises LeaseHeldError — see sync/stream_lease.py), writes the started row, opens the operation
+and logs `<event>_started`. Every batch commit calls `run.fence(conn)` in its transaction, so a
+sync whose lease was taken over cannot write: it ends `fenced`. Leaving releases the lease and
+closes both — success, partial (records failed, telemetry had gaps), failed or fenced — and logs
 `<event>_completed`, or `<event>_failed` with the error's stack. That line is the failure's
 one log line: the exception is marked logged, so the session around the sync does not log it
 again.
@@ -21,21 +24,30 @@ from types import TracebackType
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import category_of
+from sync_pipelines.errors import FencedError, category_of, sync_error_of
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import Operation
 from sync_pipelines.observability.logging import mark_logged
 from sync_pipelines.observability.redaction import redact_text
-from sync_pipelines.store.sync_state import SyncCounts, finish_sync_log, get_cursor, start_sync_log
+from sync_pipelines.store.sync_state import (
+    FENCED,
+    SyncCounts,
+    finish_sync_log,
+    get_cursor,
+    start_sync_log,
+)
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
+from sync_pipelines.sync.stream_lease import LeaseSettings, StreamLease
 
 
 class SyncRun:
     """See the module docstring. `details` go on the started line and the operation's row;
-    `annotate(...)` adds figures to the operation's row and the closing line."""
+    `annotate(...)` adds figures to the operation's row and the closing line. `lease_*` override
+    the lease settings (SYNC_LEASE_TTL_S, SYNC_LEASE_WAIT_S, SYNC_LEASE_HEARTBEAT_S)."""
 
     def __init__(
         self,
@@ -45,6 +57,9 @@ class SyncRun:
         *,
         log: structlog.stdlib.BoundLogger,
         event: str = "sync",
+        lease_ttl_s: float | None = None,
+        lease_wait_s: float | None = None,
+        lease_heartbeat_s: float | None = None,
         **details: Any,
     ) -> None:
         self.session = session
@@ -63,22 +78,45 @@ class SyncRun:
         self._operation = ExitStack()
         self._op: Operation | None = None
         self._result: SyncResult | None = None
+        integ = session.integration
+        self.lease = StreamLease(
+            session.store,
+            integ.organization_id,
+            integ.integration_id,
+            stream,
+            session.run.run_id,
+            LeaseSettings.resolve(
+                ttl_s=lease_ttl_s, wait_s=lease_wait_s, heartbeat_s=lease_heartbeat_s
+            ),
+        )
 
     def __enter__(self) -> SyncRun:
+        self.lease.acquire(self._begin)
+        try:
+            self._open()
+        except BaseException:
+            self.lease.release()  # the row stays `running`: the next sync closes it `abandoned`
+            raise
+        return self
+
+    def _begin(self, conn: Connection) -> None:
+        """In the transaction that took the lease: the cursor and the started row."""
         integ = self.session.integration
         self.started_at, self._started = utc_now(), time.perf_counter()
-        with self.session.store.transaction() as conn:
-            self.cursor_before = get_cursor(
-                conn, integ.organization_id, integ.integration_id, self.stream
-            )
-            self.sync_id = start_sync_log(
-                conn,
-                integ.organization_id,
-                integ.integration_id,
-                self.stream,
-                self.session.run.run_id,
-                self.cursor_before,
-            )
+        self.cursor_before = get_cursor(
+            conn, integ.organization_id, integ.integration_id, self.stream
+        )
+        self.sync_id = start_sync_log(
+            conn,
+            integ.organization_id,
+            integ.integration_id,
+            self.stream,
+            self.session.run.run_id,
+            self.cursor_before,
+        )
+
+    def _open(self) -> None:
+        self.lease.name_holder(sync_id=self.sync_id)
         self.cursor_after = self.cursor_before
         where: dict[str, Any] = {"stream": self.stream, "sync_id": self.sync_id}
         if self.cursor_before is not None:
@@ -87,7 +125,13 @@ class SyncRun:
         self._op = self._operation.enter_context(
             self.session.recorder.operation(self._activity_type, **where, **self._details)
         )
-        return self
+        self.lease.name_holder(activity_id=self._op.id)
+        self.lease.start_heartbeat()
+
+    def fence(self, conn: Connection) -> None:
+        """Call first in each batch's transaction: renews the lease, or raises FencedError when a
+        newer sync took it over (the batch then rolls back)."""
+        self.lease.fence(conn)
 
     def __exit__(
         self,
@@ -95,9 +139,21 @@ class SyncRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        try:
+            return self._exit(exc_type, exc, tb)
+        finally:
+            self.lease.release()
+
+    def _exit(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
         if exc is not None and not isinstance(exc, Exception):
             # interrupted (KeyboardInterrupt, SystemExit): the operation says failed, the sync
-            # log row stays `running`, as a killed process leaves it
+            # log row stays `running`, as a killed process leaves it; its lease is released, so
+            # the next sync of the stream closes it `abandoned` without waiting
             self._operation.__exit__(exc_type, exc, tb)
             return False
         assert self._op is not None, "SyncRun used without `with`"
@@ -157,7 +213,12 @@ class SyncRun:
             mark_logged(exc)
 
     def _finish(self, exc: BaseException | None) -> SyncResult:
-        status = "failed" if exc else ("partial" if self._partial else "success")
+        if self.lease.fenced or (exc is not None and isinstance(sync_error_of(exc), FencedError)):
+            status = FENCED
+        elif exc is None:
+            status = "partial" if self._partial else "success"
+        else:
+            status = "failed"
         integ, rec = self.session.integration, self.session.recorder
         try:
             with self.session.store.transaction() as conn:

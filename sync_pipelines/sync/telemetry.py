@@ -80,7 +80,7 @@ def sync_telemetry(
                 f"provider {provider.name} has no telemetry stream to sync",
             )
         for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
-            outcome = _commit(session, batch)
+            outcome = _commit(session, run, batch)
             batch.acknowledge()  # only now: until here the broker still holds the batch
             _count(run, outcome)
             _record(session, outcome)
@@ -98,7 +98,7 @@ class _BatchOutcome:
     gaps: list[SequenceGap] = field(default_factory=list)
 
 
-def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome:
+def _commit(session: IntegrationSession, run: SyncRun, batch: TelemetryBatch) -> _BatchOutcome:
     integ, run_id = session.integration, session.run.run_id
     outcome = _BatchOutcome(batch, batch_id=f"mqtt-batch-{uuid.uuid4()}")
     rows = message_rows(session, batch.messages, request_id=outcome.batch_id)
@@ -108,6 +108,7 @@ def _commit(session: IntegrationSession, batch: TelemetryBatch) -> _BatchOutcome
             sequences.setdefault(message.external_id, []).append(message.sequence)
     started, now = time.perf_counter(), utc_now()
     with session.store.transaction() as conn:
+        run.fence(conn)  # a sync whose lease was taken over writes nothing (the broker keeps it)
         outcome.stored = insert_telemetry(conn, rows)
         baselines = last_sequences(
             conn, integ.organization_id, integ.integration_id, sorted(sequences)

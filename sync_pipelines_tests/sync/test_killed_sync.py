@@ -1,5 +1,6 @@
 """A sync process killed mid-way (SIGKILL, no cleanup) loses nothing and doubles nothing:
-the re-run resumes from the last committed cursor and ends with exactly N rows."""
+the re-run resumes from the last committed cursor and ends with exactly N rows, and closes the
+killed sync's rows as `abandoned` (its process is gone: the re-run does not wait for its lease)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.sync_state import get_cursor, sync_log_rows
 from sync_pipelines.sync.inventory import sync_devices
@@ -34,22 +36,18 @@ def test_killed_sync_is_resumed_without_loss_or_duplicates(
         GOLIOTH_KEY_ENV: running.api_key,
         "SYNC_LOG_FORMAT": "json",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sync_pipelines.cli",
-            "sync",
-            integ.integration_id,
-            "--stream",
-            "devices",
-            "--batch-size",
-            "100",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "sync_pipelines.cli",
+        "sync",
+        integ.integration_id,
+        "--stream",
+        "devices",
+        "--batch-size",
+        "100",
+    ]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -77,3 +75,62 @@ def test_killed_sync_is_resumed_without_loss_or_duplicates(
     with store.connect() as conn:
         assert count_devices(conn, integ.organization_id, integ.integration_id) == 1500
     assert _committed_cursor(store, integ) is None
+
+
+def test_rerun_of_a_killed_sync_closes_it_as_abandoned(store, golioth_factory, register_golioth):
+    running = golioth_factory(device_count=1000)
+    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 60})
+    integ = register_golioth(store, running, page_concurrency=1)
+    env = {
+        **os.environ,
+        "SYNC_DATABASE_URL": store.url,
+        GOLIOTH_KEY_ENV: running.api_key,
+        "SYNC_LOG_FORMAT": "json",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "sync_pipelines.cli",
+        "sync",
+        integ.integration_id,
+        "--stream",
+        "devices",
+        "--batch-size",
+        "100",
+    ]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            cursor = _committed_cursor(store, integ)
+            if cursor and cursor["next_page"] >= 3:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    running.emulator.clear_faults()
+
+    # the same command again: no waiting for the dead process's lease
+    started = time.monotonic()
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    assert time.monotonic() - started < 20
+
+    with store.connect() as conn:
+        killed, good = sync_log_rows(conn, integ.organization_id, integ.integration_id)
+        assert count_devices(conn, integ.organization_id, integ.integration_id) == 1000
+        imports = activity_rows(
+            conn, integ.organization_id, integration_id=integ.integration_id, activity_type="import"
+        )
+    assert (killed["status"], good["status"]) == ("abandoned", "success")
+    assert killed["completed_at"] is not None
+    assert killed["error_type"] == "abandoned"
+    assert killed["error_message"].startswith("process died: no heartbeat since")
+    assert killed["run_id"] in killed["error_message"]
+    assert not [r for r in imports if r["status"] == "started"]
+    (killed_op,) = [r for r in imports if r["run_id"] == killed["run_id"]]
+    assert (killed_op["status"], killed_op["error_type"]) == ("failed", "abandoned")

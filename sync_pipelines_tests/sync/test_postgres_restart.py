@@ -114,7 +114,8 @@ def test_a_database_down_at_commit_fails_the_sync_as_transient_and_the_rerun_com
     assert len(ids) == len(set(ids)) == DEVICES and set(ids) == set(running.emulator.device_ids())
     with pg_store.connect() as conn:
         first, second = sync_log_rows(conn, integ.organization_id, integ.integration_id)
-    # the first sync could not record its own end (the database was down): it stays `running`,
-    # with the cursor its last committed batch left, which is where the re-run started
-    assert first["status"] == "running" and second["status"] == "success"
+    # the first sync could not record its own end (the database was down): the re-run, taking
+    # the stream's lease, closed it `abandoned`; it started from the cursor the first one's last
+    # committed batch left
+    assert first["status"] == "abandoned" and second["status"] == "success"
     assert second["cursor_before"] is not None
