@@ -10,7 +10,8 @@ since a failed check does not fail its run and the alert sensor reads failures t
 
 A sync that fails never reaches its checks, and an integration that stops syncing has none:
 `failed_or_stale_syncs_sensor` evaluates those integrations outside any run and reports the
-evaluations to the event log (runless, under the integration's partition).
+evaluations to the event log (runless, under the integration's partition). It is also the
+stale-sync sensor: first it closes, as `abandoned`, syncs whose process died (lease expired).
 """
 
 import warnings
@@ -31,6 +32,7 @@ from sync_pipelines.store.integrations import (
     find_integration_owner,
     list_enabled_integrations,
 )
+from sync_pipelines.sync.stream_lease import close_abandoned_syncs
 
 #: integrations the sensor evaluates per tick; the rest are still due at the next tick
 MAX_INTEGRATIONS_PER_TICK = 50
@@ -129,7 +131,8 @@ INTEGRATION_CHECKS: list[dg.AssetChecksDefinition] = list(CHECKS_BY_PROVIDER.val
     description="Evaluates an integration's checks where no sync run does: after a sync that failed "
     "(a run's checks follow the devices step, which a failure skips) and when no check has run "
     "for a freshness SLA (an integration that stopped syncing). Evaluations go to the event log "
-    "(runless, under the integration's partition) and to integration_check_results.",
+    "(runless, under the integration's partition) and to integration_check_results. Closes "
+    "syncs whose process died (lease expired) as abandoned first.",
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -138,6 +141,11 @@ def failed_or_stale_syncs_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
     now, sync_store = utc_now(), store.get_store()
+    # syncs whose process died are closed first (as `abandoned`, a failure), so their
+    # integrations' checks are due in this same tick
+    abandoned = close_abandoned_syncs(sync_store, now)
+    if abandoned:
+        context.log.warning(f"closed {len(abandoned)} abandoned sync(s): {', '.join(abandoned)}")
     due: list[tuple[Integration, str]] = []
     with sync_store.connect() as conn:
         # system-level scan across tenants: each integration is then handled with its own org

@@ -18,6 +18,7 @@ import httpx
 
 from sync_pipelines.errors import (
     AuthError,
+    ConfigError,
     MalformedResponseError,
     ProviderError,
     TransientError,
@@ -110,6 +111,10 @@ class HttpProvider(Provider):
         transport failure (`_unreachable`)."""
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.UnsupportedProtocol as exc:  # a URL no HTTP client can call: never retried
+            raise ConfigError(
+                self.config.integration_id, f"setting 'base_url': not an http(s) URL ({exc})"
+            ) from exc
         except httpx.TransportError as exc:
             raise self._unreachable(exc, device_id) from exc
         if response.status_code >= 400:

@@ -74,6 +74,13 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _not_a_flag(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: a number setting given a boolean is a mistake
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    return value
+
+
 def _as_text(value: Any) -> Any:
     # `--setting protocol=5` and stored JSON `5` both mean "5"
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
@@ -98,13 +105,14 @@ def _monitoring(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-PositiveInt = Annotated[int, Field(ge=1), Expect("an integer ≥ 1")]
-NonNegativeInt = Annotated[int, Field(ge=0), Expect("an integer ≥ 0")]
-PositiveFloat = Annotated[float, Field(gt=0), Expect("a number > 0")]
-NonNegativeFloat = Annotated[float, Field(ge=0), Expect("a number ≥ 0")]
+_NUMBER = BeforeValidator(_not_a_flag)
+PositiveInt = Annotated[int, Field(ge=1), _NUMBER, Expect("an integer ≥ 1")]
+NonNegativeInt = Annotated[int, Field(ge=0), _NUMBER, Expect("an integer ≥ 0")]
+PositiveFloat = Annotated[float, Field(gt=0), _NUMBER, Expect("a number > 0")]
+NonNegativeFloat = Annotated[float, Field(ge=0), _NUMBER, Expect("a number ≥ 0")]
 Text = Annotated[str, Field(min_length=1), Expect("a non-empty text")]
 HttpUrl = Annotated[str, AfterValidator(_http_url), Expect("an http(s) URL")]
-Port = Annotated[int, Field(ge=1, le=65535), Expect("a port number 1–65535")]
+Port = Annotated[int, Field(ge=1, le=65535), _NUMBER, Expect("a port number 1–65535")]
 StateSource = Annotated[Literal["device", "list"], Expect(f"one of {', '.join(STATE_SOURCES)}")]
 Monitoring = Annotated[
     dict[str, Any],
@@ -142,6 +150,11 @@ class IntegrationSettings(BaseModel):
     dead_letter_max_attempts: PositiveInt | None = None
     dead_letter_backoff_s: PositiveFloat | None = None
     dead_letter_backoff_max_s: PositiveFloat | None = None
+    #: the mass-deletion guard: a complete scan that would delete more than this fraction of the
+    #: active inventory is held for `sync-pipelines devices confirm-deletions` (sync.deletions)
+    max_delete_fraction: Annotated[
+        float, Field(gt=0, le=1), _NUMBER, Expect("a number above 0 and at most 1")
+    ] = 0.2
     #: overrides of the monitoring thresholds (monitoring.thresholds.Thresholds)
     monitoring: Monitoring | None = None
     # webhook verification (webhooks.verification)

@@ -32,10 +32,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import DELETION_GUARD_TRIPPED
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.settings import IntegrationSettings
 from sync_pipelines.store.deletions import (
     ScanState,
     active_ids_stored_before,
@@ -50,10 +50,11 @@ from sync_pipelines.store.deletions import (
     set_scan_state,
 )
 from sync_pipelines.store.integrations import Integration
+from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.seen_ids import SeenIds, pack_digests
 from sync_pipelines.sync.session import IntegrationSession
 
-DEFAULT_MAX_DELETE_FRACTION = 0.2
+DEFAULT_MAX_DELETE_FRACTION = IntegrationSettings.model_fields["max_delete_fraction"].default
 #: active device ids read per query at the end of a scan
 _ID_PAGE = 5000
 
@@ -61,19 +62,8 @@ _log = get_logger("sync.deletions")
 
 
 def max_delete_fraction(integration: Integration) -> float:
-    """The integration's `max_delete_fraction` setting (0 < x ≤ 1, default 0.2): the one place
-    it is read."""
-    value: Any = integration.settings.get("max_delete_fraction", DEFAULT_MAX_DELETE_FRACTION)
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        fraction = -1.0
-    if isinstance(value, bool) or not 0 < fraction <= 1:
-        raise ConfigError(
-            integration.integration_id,
-            f"setting `max_delete_fraction` must be a number above 0 and at most 1, not {value!r}",
-        )
-    return fraction
+    """The integration's `max_delete_fraction` (typed setting: 0 < x ≤ 1, default 0.2)."""
+    return integration_settings(integration).max_delete_fraction
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from sync_pipelines.defs.partitions import golioth_integrations
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.check_results import check_results
+from sync_pipelines.store.sync_state import start_sync_log, sync_log_rows
 
 CHECK_NAMES = [c.name for c in CHECKS]
 DEVICES = dg.AssetKey("golioth_devices")
@@ -112,3 +113,26 @@ def test_a_failed_sync_skips_the_run_checks_and_the_sensor_judges_it_once(
     assert [(r.check_name, r.run_id) for r in failed] == [("failure_streak_below_threshold", None)]
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         assert isinstance(failed_or_stale_syncs_sensor(context), dg.SkipReason)  # judged already
+
+
+def test_the_sensor_closes_a_sync_whose_process_died_and_judges_it_as_a_failure(
+    store, instance, golioth, register_golioth
+):
+    integ = register_golioth(store, golioth)
+    assert _sync(store, instance, integ.integration_id).success
+    with store.transaction() as conn:  # a later sync whose process died: no lease, `running`
+        dead = start_sync_log(
+            conn, integ.organization_id, integ.integration_id, "devices", "run-killed", None
+        )
+    resources = {"store": SyncStoreResource(database_url=store.url)}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        tick = failed_or_stale_syncs_sensor(context)
+    with store.connect() as conn:
+        rows = {
+            r["id"]: r for r in sync_log_rows(conn, integ.organization_id, integ.integration_id)
+        }
+    assert rows[dead]["status"] == "abandoned"
+    assert "running" not in {r["status"] for r in rows.values()}
+    assert isinstance(tick, dg.SensorResult)  # the abandoned sync made its checks due
+    streak = {e.check_name: e for e in tick.asset_events}["failure_streak_below_threshold"]
+    assert streak.metadata["streak"].value == 1
