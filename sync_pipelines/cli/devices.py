@@ -1,5 +1,6 @@
 """`sync-pipelines devices confirm-deletions INTEGRATION`: apply the deletions the mass-deletion
-guard held for an integration (sync/deletions.py), exactly once."""
+guard held for an integration (sync/deletions.py), exactly once, with a `deletions_confirmed`
+activity row naming the count and the scan epoch."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def confirm_deletions_command(integration_id: str) -> None:
                 "deleted": confirmed.deleted,
                 "scan_epoch": confirmed.epoch,
                 "held_at": confirmed.held_at.isoformat() if confirmed.held_at else None,
+                "activity_id": confirmed.activity_id,
             }
         )
     )

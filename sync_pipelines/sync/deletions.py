@@ -33,7 +33,12 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability import metrics
-from sync_pipelines.observability.activity import DELETION_GUARD_TRIPPED
+from sync_pipelines.observability.activity import (
+    DELETION_GUARD_TRIPPED,
+    DELETIONS_CONFIRMED,
+    ActivityRecorder,
+    ActivityScope,
+)
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.settings import IntegrationSettings
 from sync_pipelines.store.deletions import (
@@ -270,21 +275,45 @@ class Confirmed:
     held: int
     epoch: str | None
     held_at: datetime | None
+    #: the `deletions_confirmed` activity row (None when nothing was held)
+    activity_id: str | None = None
 
 
 def confirm_deletions(
     store: Any, integration: Integration, *, run_id: str | None = None
 ) -> Confirmed:
-    """Apply the deletions the guard held for the integration, once (the hold is then gone)."""
+    """Apply the deletions the guard held for the integration, once (the hold is then gone), and
+    record who did it: one `deletions_confirmed` activity row naming the count and the scan
+    epoch, in the same transaction. `run_id` (default: a new `cli-…` id, the operator's action)
+    goes on the row and on the deleted devices."""
     from sync_pipelines.store.deletions import held_deletions
+    from sync_pipelines.sync.activity_sink import StoreActivitySink
 
     o, i = integration.organization_id, integration.integration_id
+    run_id = run_id or f"cli-{uuid.uuid4()}"
+    recorder = ActivityRecorder(
+        StoreActivitySink(store),
+        ActivityScope(o, i, run_id=run_id, step_key="cli_confirm_deletions", job_name="cli"),
+    )
     with store.transaction() as conn:
         hold = held_deletions(conn, o, i)
-        deleted = (
-            apply_held_deletions(conn, o, i, run_id=run_id, now=utc_now()) if hold.count else 0
+        if not hold.count:
+            return Confirmed(0, 0, hold.epoch, hold.held_at)
+        deleted = apply_held_deletions(conn, o, i, run_id=run_id, now=utc_now())
+        row = recorder.new_row(
+            DELETIONS_CONFIRMED,
+            status="success",
+            metadata={
+                "deleted": deleted,
+                "held": hold.count,
+                "scan_epoch": hold.epoch,
+                "held_at": hold.held_at.isoformat() if hold.held_at else None,
+                "by": "cli",
+            },
         )
-    if hold.count:
-        metrics.devices_deleted(integration.provider, "confirmed", deleted)
-        resolve_guard_alert(store, integration, reason=f"{deleted} held deletions confirmed")
-    return Confirmed(deleted, hold.count, hold.epoch, hold.held_at)
+        row.completed_at = row.created_at
+        recorder.record(row)
+        recorder.sink.insert_within(conn, recorder.take_buffered())
+    metrics.devices_deleted(integration.provider, "confirmed", deleted)
+    resolve_guard_alert(store, integration, reason=f"{deleted} held deletions confirmed")
+    return Confirmed(deleted, hold.count, hold.epoch, hold.held_at, activity_id=row.id)

@@ -13,12 +13,20 @@ Several pending changes for one device are merged (JSON merge patch, oldest firs
 Changes that fail (the device's state unreadable, the push refused) are dead-lettered — payload:
 their ids and merged patch — and replayed by setting them back to pending; a change that is
 later pushed (or settled as a conflict) resolves its letter.
+
+Each device's outcome (the changes' status, the conflict, the stored state, the dead letter) is
+one transaction fenced by the export's lease, and the lease is checked again just before each
+push: an export that stalled past its lease, taken over by a newer one, pushes and writes nothing
+more and ends `fenced`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConfigError, ConflictError, SyncError
@@ -137,7 +145,8 @@ class _Exporter:
         ) as op:
             if merge_patch(state.desired, patch) == (state.desired or {}):
                 # The provider already holds what we want (both sides made the same change).
-                self._finish(changes, PUSHED, version_after=state.version)
+                with self._commit() as conn:
+                    self._finish(conn, changes, PUSHED, version_after=state.version)
                 self.run.counts.unchanged += 1
                 op.annotate(outcome="already_applied")
                 return
@@ -150,6 +159,10 @@ class _Exporter:
             # Without a base (a change made before the first state sync) the provider's current
             # version is the base: the write still fails if someone moves it under us.
             expected = state.version if provider_moved or base_version is None else base_version
+            with self.session.store.transaction() as conn:
+                self.run.fence(
+                    conn
+                )  # renewed just before the push: a stale exporter pushes nothing
             try:
                 result = self.provider.push_desired(external_id, patch, expected_version=expected)
             except ConflictError as exc:
@@ -160,15 +173,24 @@ class _Exporter:
                 self._fail(changes, exc.category, str(exc))
                 op.annotate(outcome="failed", _status="failed")
                 return
-            self._finish(
-                changes, PUSHED, version_after=result.version, request_id=result.request_id
-            )
             desired = (
                 result.desired if result.desired is not None else merge_patch(state.desired, patch)
             )
-            self._store_state(
-                state, desired=desired, version=result.version, request_id=result.request_id
-            )
+            with self._commit() as conn:
+                self._finish(
+                    conn,
+                    changes,
+                    PUSHED,
+                    version_after=result.version,
+                    request_id=result.request_id,
+                )
+                self._store_state(
+                    conn,
+                    state,
+                    desired=desired,
+                    version=result.version,
+                    request_id=result.request_id,
+                )
             self.run.counts.updated += 1
             op.annotate(outcome="pushed", version_after=result.version)
 
@@ -191,7 +213,7 @@ class _Exporter:
         )
         if race:
             message = f"device {external_id}: the provider refused the conditional write ({race}); resolved {resolution}"
-        with self.session.store.transaction() as conn:
+        with self._commit() as conn:
             conflict_id = record_conflict(
                 conn,
                 organization_id=self.org,
@@ -206,6 +228,23 @@ class _Exporter:
                 run_id=self.run_id,
                 request_id=state.request_id,
             )
+            if resolution == PROVIDER_WINS:  # our change is set aside; our copy takes theirs
+                self._finish(
+                    conn,
+                    changes,
+                    CONFLICT,
+                    error_type="conflict",
+                    error_message=message,
+                    request_id=state.request_id,
+                )
+                if not race:
+                    self._store_state(
+                        conn,
+                        state,
+                        desired=state.desired,
+                        version=state.version,
+                        request_id=state.request_id,
+                    )
         row = recorder.new_row(
             CONFLICT_ACTIVITY,
             status="success",
@@ -228,60 +267,63 @@ class _Exporter:
             conflict_id=conflict_id,
         )
         self.run.counts.conflicts += 1
-        if resolution == PROVIDER_WINS:
-            self._finish(
-                changes,
-                CONFLICT,
-                error_type="conflict",
-                error_message=message,
-                request_id=state.request_id,
-            )
-            if not race:
-                self._store_state(
-                    state, desired=state.desired, version=state.version, request_id=state.request_id
-                )
 
     def _fail(self, changes: list[PendingChange], error_type: str, message: str) -> None:
-        self._finish(changes, FAILED, error_type=error_type, error_message=message)
-        self.run.counts.failed += len(changes)
         first = changes[0]
-        dead_letter(
-            self.session,
-            [
-                FailedRecord(
-                    stream=STREAM,
-                    dedupe_key=first.id,
-                    source_id=first.id,
-                    external_id=first.external_id,
-                    error_type=error_type,
-                    error_message=message,
-                    payload={
-                        "external_id": first.external_id,
-                        "change_ids": [c.id for c in changes],
-                        "patch": _merged_patch(changes),
-                    },
-                )
-            ],
-        )
+        with self._commit() as conn:
+            self._finish(conn, changes, FAILED, error_type=error_type, error_message=message)
+            dead_letter(
+                self.session,
+                [
+                    FailedRecord(
+                        stream=STREAM,
+                        dedupe_key=first.id,
+                        source_id=first.id,
+                        external_id=first.external_id,
+                        error_type=error_type,
+                        error_message=message,
+                        payload={
+                            "external_id": first.external_id,
+                            "change_ids": [c.id for c in changes],
+                            "patch": _merged_patch(changes),
+                        },
+                    )
+                ],
+                conn,
+            )
+        self.run.counts.failed += len(changes)
         _log.warning(
             "desired_push_failed",
             external_id=changes[0].external_id,
             error={"type": error_type, "message": message},
         )
 
-    def _finish(self, changes: list[PendingChange], status: str, **fields: Any) -> None:
+    @contextmanager
+    def _commit(self) -> Iterator[Connection]:
+        """The transaction of one device's outcome, fenced: an exporter whose lease was taken
+        over writes nothing (FencedError; the export ends `fenced`)."""
+        with self.session.store.transaction() as conn:
+            self.run.fence(conn)
+            yield conn
+
+    def _finish(
+        self, conn: Connection, changes: list[PendingChange], status: str, **fields: Any
+    ) -> None:
         if "error_message" in fields and fields["error_message"]:
             fields["error_message"] = redact_text(fields["error_message"])
-        with self.session.store.transaction() as conn:
-            for change in changes:
-                finish_change(
-                    conn, self.org, change.id, status=status, run_id=self.run_id, **fields
-                )
-            if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
-                resolve_synced(self.session, conn, STREAM, [c.id for c in changes])
+        for change in changes:
+            finish_change(conn, self.org, change.id, status=status, run_id=self.run_id, **fields)
+        if status != FAILED:  # pushed, or settled as a conflict: nothing left to retry
+            resolve_synced(self.session, conn, STREAM, [c.id for c in changes])
 
     def _store_state(
-        self, state: DeviceState, *, desired: Any, version: str | None, request_id: str | None
+        self,
+        conn: Connection,
+        state: DeviceState,
+        *,
+        desired: Any,
+        version: str | None,
+        request_id: str | None,
     ) -> None:
         pushed = DeviceState(
             external_id=state.external_id,
@@ -291,19 +333,18 @@ class _Exporter:
             observed_at=utc_now(),
             request_id=request_id,
         )
-        with self.session.store.transaction() as conn:
-            upsert_device_states(
-                conn,
-                [
-                    state_row(
-                        pushed,
-                        organization_id=self.org,
-                        integration_id=self.integration_id,
-                        run_id=self.run_id,
-                        now=utc_now(),
-                    )
-                ],
-            )
+        upsert_device_states(
+            conn,
+            [
+                state_row(
+                    pushed,
+                    organization_id=self.org,
+                    integration_id=self.integration_id,
+                    run_id=self.run_id,
+                    now=utc_now(),
+                )
+            ],
+        )
 
 
 def _merged_patch(changes: list[PendingChange]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -38,9 +39,14 @@ def dead_letter_policy(integration: Integration) -> DeadLetterPolicy:
         raise ConfigError(integration.integration_id, str(exc)) from exc
 
 
-def dead_letter(session: IntegrationSession, records: Sequence[FailedRecord]) -> None:
-    """Store failed records as dead letters, in a transaction of their own (redacted like every
-    other row: a payload's secret-named keys and an error's secret-shaped text are masked)."""
+def dead_letter(
+    session: IntegrationSession,
+    records: Sequence[FailedRecord],
+    conn: Connection | None = None,
+) -> None:
+    """Store failed records as dead letters, in `conn` (a stream's own fenced transaction) or in a
+    transaction of their own; redacted like every other row: a payload's secret-named keys and an
+    error's secret-shaped text are masked."""
     if not records:
         return
     integ = session.integration
@@ -48,9 +54,9 @@ def dead_letter(session: IntegrationSession, records: Sequence[FailedRecord]) ->
         replace(r, error_message=redact_text(r.error_message), payload=redact(r.payload))
         for r in records
     ]
-    with session.store.transaction() as conn:
+    with nullcontext(conn) if conn is not None else session.store.transaction() as tx:
         written = record_dead_letters(
-            conn,
+            tx,
             organization_id=integ.organization_id,
             integration_id=integ.integration_id,
             provider=integ.provider,

@@ -10,6 +10,11 @@ resolved letter is never claimed again, so replaying twice never applies a recor
 The replay is one `replay` operation in the activity log with one `replay` row per letter
 (status success / retrying / failed = quarantined) and one sync-log row (stream
 `dead_letter_replay`).
+
+Every commit of the replay (the claim, each stream's writes, the letters' outcomes) is fenced by
+the replay's lease: a replay that stalled past it, taken over by a newer one, writes nothing more
+and ends `fenced`; the letters it claimed come due again. (A replay of desired exports runs the
+export, which holds and fences by the export stream's own lease.)
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ def replay_dead_letters(
     ) as run:
         policy = dead_letter_policy(integ)
         with session.store.transaction() as conn:
+            run.fence(conn)  # a replay whose lease was taken over writes nothing
             letters = claim_dead_letters(
                 conn,
                 integ.organization_id,
@@ -136,6 +142,8 @@ def _replay_by_stream(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
             try:
                 outcomes.update(replayer(work, group))
             except Exception as exc:
+                if work.run.lease.fenced:  # this replay lost its lease: it stops, writing nothing
+                    raise
                 _log.warning(
                     "replay_group_failed",
                     dead_letter_stream=stream,
@@ -202,6 +210,7 @@ def _replay_devices(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
         outcomes[letter.id] = None
     if rows:
         with work.session.store.transaction() as conn:
+            work.run.fence(conn)  # a replay whose lease was taken over writes nothing
             written = upsert_devices(conn, list(rows.values()))
         work.count_written(written.created, written.updated, written.unchanged)
     return outcomes
@@ -229,6 +238,7 @@ def _replay_states(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
             for s in states
         ]
         with work.session.store.transaction() as conn:
+            work.run.fence(conn)  # a replay whose lease was taken over writes nothing
             written = upsert_device_states(conn, rows)
         work.count_written(written.created, written.updated, written.unchanged)
     read = {s.external_id for s in states}
@@ -251,6 +261,7 @@ def _replay_exports(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
     change_ids = {letter.id: _change_ids(letter) for letter in letters}
     every = sorted({c for ids in change_ids.values() for c in ids})
     with work.session.store.transaction() as conn:
+        work.run.fence(conn)  # a replay whose lease was taken over writes nothing
         requeue_failed_changes(conn, work.org, work.integration_id, every, now=utc_now())
     export.export_desired_states(work.session)
     with work.session.store.connect() as conn:
@@ -290,6 +301,7 @@ def _replay_telemetry(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
             work.session, messages, request_id=f"replay-{work.run.sync_id}"
         )
         with work.session.store.transaction() as conn:
+            work.run.fence(conn)  # a replay whose lease was taken over writes nothing
             stored = insert_telemetry(conn, rows)
         work.count_written(stored, 0, len(rows) - stored)
     return outcomes
@@ -303,6 +315,7 @@ def _replay_webhook_events(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
 
     event_ids = {letter.id: letter.source_id for letter in letters if letter.source_id}
     with work.session.store.transaction() as conn:
+        work.run.fence(conn)  # a replay whose lease was taken over writes nothing
         requeue_events(conn, work.org, sorted(set(event_ids.values())))
     process_webhook_events(work.session, limit=max(1, len(event_ids)))
     with work.session.store.connect() as conn:
@@ -355,6 +368,7 @@ def _settle(
     now = utc_now()
     statuses: dict[str, str] = {}
     with session.store.transaction() as conn:
+        run.fence(conn)  # a replay whose lease was taken over writes nothing
         processed = [
             letter.id for letter in letters if letter.id in outcomes and outcomes[letter.id] is None
         ]

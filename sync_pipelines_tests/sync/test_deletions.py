@@ -16,6 +16,8 @@ from sync_pipelines.checks.outcome import ERROR
 from sync_pipelines.cli import main
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConfigError, MalformedResponseError
+from sync_pipelines.observability.activity import DELETIONS_CONFIRMED
+from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.deletions import held_deletions
 from sync_pipelines.store.devices import count_devices, get_device
 from sync_pipelines.sync.inventory import sync_devices
@@ -135,6 +137,45 @@ def test_confirm_deletions_applies_the_held_set_once(
     assert json.loads(again.output.splitlines()[0])["deleted"] == 0
     unknown = CliRunner().invoke(main, ["devices", "confirm-deletions", "no-such"])
     assert unknown.exit_code != 0 and "no integration 'no-such'" in unknown.output
+
+
+def test_confirm_deletions_records_one_activity_row_naming_the_count_and_the_epoch(
+    store, golioth, register_golioth, open_session, monkeypatch
+):
+    integ = register_golioth(store, golioth, max_delete_fraction=0.01)
+    _sync(open_session, store, integ)
+    gone = _delete_at_peer(golioth, 5)
+    _sync(open_session, store, integ)
+    with store.connect() as conn:
+        hold = held_deletions(conn, integ.organization_id, integ.integration_id)
+    monkeypatch.setenv("SYNC_DATABASE_URL", store.url)
+    first = CliRunner().invoke(main, ["devices", "confirm-deletions", integ.integration_id])
+    again = CliRunner().invoke(main, ["devices", "confirm-deletions", integ.integration_id])
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+
+    with store.connect() as conn:
+        rows = activity_rows(
+            conn,
+            integ.organization_id,
+            integration_id=integ.integration_id,
+            activity_type=DELETIONS_CONFIRMED,
+        )
+        devices = [get_device(conn, integ.organization_id, integ.integration_id, e) for e in gone]
+    [row] = rows  # confirming again, with nothing held, records nothing
+    assert row["id"] == json.loads(first.output.splitlines()[0])["activity_id"]
+    assert (row["status"], row["step_key"], row["run_id"][:4]) == (
+        "success",
+        "cli_confirm_deletions",
+        "cli-",
+    )
+    assert row["metadata"] == {
+        "deleted": 5,
+        "held": 5,
+        "scan_epoch": hold.epoch,
+        "held_at": hold.held_at.isoformat(),
+        "by": "cli",
+    }
+    assert {d["last_run_id"] for d in devices} == {row["run_id"]}
 
 
 @pytest.mark.parametrize("value", [0, 1.5, "lots", True])

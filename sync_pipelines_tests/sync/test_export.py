@@ -1,20 +1,24 @@
 """Export details the conformance suite does not cover: merge semantics, changes already
-applied on the provider, changes made before any state sync, unreadable devices, bad rules."""
+applied on the provider, changes made before any state sync, unreadable devices, bad rules, an
+export whose lease was taken over."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
 import pytest
 
-from sync_pipelines.errors import ConfigError
+from sync_pipelines.errors import ConfigError, FencedError
 from sync_pipelines.store.activity import activity_rows
-from sync_pipelines.store.desired import desired_changes, request_desired_change
+from sync_pipelines.store.desired import desired_changes, request_desired_change, sync_conflicts
 from sync_pipelines.store.integrations import save_integration
 from sync_pipelines.store.sync_state import sync_log_rows
 from sync_pipelines.sync.device_states import sync_device_states
-from sync_pipelines.sync.export import export_desired_states, merge_patch
+from sync_pipelines.sync.export import STREAM, export_desired_states, merge_patch
 from sync_pipelines.sync.inventory import sync_devices
+from sync_pipelines.sync.stream_lease import LEASE_HEARTBEAT_ENV, LEASE_TTL_ENV
 
 
 def test_merge_patch_merges_objects_and_deletes_nulls():
@@ -137,3 +141,76 @@ def test_an_empty_patch_is_refused_with_the_device_named(store, golioth, registe
     integ = register_golioth(store, golioth)
     with pytest.raises(ValueError, match="dev-1"), store.transaction() as conn:
         request_desired_change(conn, "org-a", integ.integration_id, "dev-1", {})
+
+
+def test_an_export_whose_lease_was_taken_over_is_fenced_and_writes_nothing_more(
+    store, golioth_factory, register_golioth, open_session, monkeypatch
+):
+    running = golioth_factory(device_count=5)
+    integ = _synced(store, running, register_golioth, open_session)
+    devices = list(running.emulator.device_ids())
+    with store.transaction() as conn:
+        for n, device in enumerate(devices):
+            request_desired_change(conn, "org-a", integ.integration_id, device, {"interval_s": n})
+    # the stale export stalls on its third push, past its (short) lease
+    running.emulator.add_faults(
+        {
+            "kind": "latency",
+            "method": "POST",
+            "path": "/data/desired$",
+            "latency_ms": 3000,
+            "after": 2,
+            "times": 1,
+        }
+    )
+    monkeypatch.setenv(LEASE_TTL_ENV, "0.5")
+    monkeypatch.setenv(LEASE_HEARTBEAT_ENV, "0")  # a stalled process: no heartbeat either
+    outcome: dict[str, object] = {}
+
+    def stale_export() -> None:
+        try:
+            with open_session(store, integ.integration_id, run_id="run-stale") as session:
+                outcome["result"] = export_desired_states(session)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    stale = threading.Thread(target=stale_export)
+    stale.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with store.connect() as conn:
+            changes = desired_changes(conn, "org-a", integ.integration_id)
+        if sum(c["status"] == "pushed" for c in changes) >= 2:
+            break
+        time.sleep(0.02)
+    monkeypatch.delenv(LEASE_TTL_ENV)
+    monkeypatch.delenv(LEASE_HEARTBEAT_ENV)
+
+    with open_session(store, integ.integration_id, run_id="run-new") as session:
+        result = export_desired_states(session)  # waits out the stale lease, takes over
+    stale.join(timeout=30)
+
+    assert result.status == "success" and result.counts.updated == 3
+    assert isinstance(outcome.get("error"), FencedError), outcome
+    with store.connect() as conn:
+        changes = desired_changes(conn, "org-a", integ.integration_id)
+        conflicts = sync_conflicts(conn, "org-a", integ.integration_id)
+        log = {
+            r["run_id"]: r
+            for r in sync_log_rows(conn, "org-a", integ.integration_id)
+            if r["stream"] == STREAM
+        }
+    # the stale export's third push never committed: the new export pushed changes 3-5
+    assert [(c["status"], c["run_id"]) for c in changes] == [("pushed", "run-stale")] * 2 + [
+        ("pushed", "run-new")
+    ] * 3
+    assert conflicts == []
+    assert (log["run-stale"]["status"], log["run-stale"]["error_type"]) == ("fenced", "fenced")
+    assert log["run-new"]["status"] == "success"
+    assert [running.emulator.read_state(d, "desired")["interval_s"] for d in devices] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]

@@ -2,16 +2,19 @@
 and PostgreSQL: poison records and failed reads and pushes become dead letters while the rest of
 the sync completes; the same failure is one letter however often it is found; a record that
 syncs fine later resolves it; replay resolves what it can exactly once, retries the rest with
-backoff and quarantines it after its attempts."""
+backoff and quarantines it after its attempts; a replay whose lease was taken over writes
+nothing more."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import pytest
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import FencedError
 from sync_pipelines.observability.activity import RECORD_REJECTED, REPLAY
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.dead_letters import (
@@ -33,7 +36,9 @@ from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.export import export_desired_states
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.sync.inventory import sync_devices
+from sync_pipelines.sync.replay import STREAM as REPLAY_STREAM
 from sync_pipelines.sync.replay import replay_dead_letters
+from sync_pipelines.sync.stream_lease import LEASE_HEARTBEAT_ENV, LEASE_TTL_ENV
 from sync_pipelines.sync.telemetry import sync_telemetry
 
 from ..mqtt_support import new_broker, register_mqtt, simulator, unique_prefix
@@ -313,6 +318,69 @@ def test_a_failed_push_is_dead_lettered_and_replay_pushes_it_exactly_once(
     assert [(d.status, d.resolved_by_run_id) for d in _letters(store, integ)] == [
         (RESOLVED, "run-replay-1")
     ]
+
+
+def test_a_replay_whose_lease_was_taken_over_is_fenced_and_writes_nothing_more(
+    store, golioth_factory, register_golioth, open_session, monkeypatch
+):
+    running = golioth_factory(device_count=4)
+    integ = register_golioth(store, running)
+    target = list(running.emulator.device_ids())[2]
+    _sync(open_session, store, integ, "run-devices", sync_devices)
+    running.emulator.add_faults(
+        {"kind": "server_error", "status": 400, "method": "GET", "path": f"{target}/data$"}
+    )
+    _sync(open_session, store, integ, "run-states", sync_device_states)
+    [letter] = _letters(store, integ)
+    running.emulator.clear_faults()
+    # the stale replay stalls reading the device's state again, past its (short) lease
+    running.emulator.add_faults(
+        {
+            "kind": "latency",
+            "method": "GET",
+            "path": f"{target}/data$",
+            "latency_ms": 3000,
+            "times": 1,
+        }
+    )
+    monkeypatch.setenv(LEASE_TTL_ENV, "0.5")
+    monkeypatch.setenv(LEASE_HEARTBEAT_ENV, "0")  # a stalled process: no heartbeat either
+    outcome: dict[str, object] = {}
+
+    def stale_replay() -> None:
+        try:
+            outcome["result"] = _replay(open_session, store, integ, "run-stale", ids=[letter.id])
+        except Exception as exc:
+            outcome["error"] = exc
+
+    stale = threading.Thread(target=stale_replay)
+    stale.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _letters(store, integ)[0].attempts < 1:
+        time.sleep(0.02)  # claimed by the stale replay
+    monkeypatch.delenv(LEASE_TTL_ENV)
+    monkeypatch.delenv(LEASE_HEARTBEAT_ENV)
+
+    new = _replay(open_session, store, integ, "run-new", ids=[letter.id])  # takes over
+    stale.join(timeout=30)
+
+    assert (new.status, new.resolved, new.counts.created) == ("success", 1, 1)
+    assert isinstance(outcome.get("error"), FencedError), outcome
+    [done] = _letters(store, integ)
+    assert (done.status, done.resolved_by_run_id, done.attempts) == (RESOLVED, "run-new", 2)
+    with store.connect() as conn:
+        rows = activity_rows(conn, integ.organization_id, activity_type=REPLAY)
+        log = {
+            r["run_id"]: r
+            for r in sync_log_rows(conn, integ.organization_id, integ.integration_id)
+            if r["stream"] == REPLAY_STREAM
+        }
+    # the stale replay's state write and its letter's outcome never committed
+    assert [(r["run_id"], r["metadata"]["outcome"]) for r in rows if r["parent_id"]] == [
+        ("run-new", RESOLVED)
+    ]
+    assert (log["run-stale"]["status"], log["run-stale"]["error_type"]) == ("fenced", "fenced")
+    assert log["run-new"]["status"] == "success"
 
 
 @pytest.fixture(scope="module")
