@@ -1,5 +1,12 @@
 """Schedules: poll each enabled integration when its poll interval has elapsed and no sync of it
-is already queued or running."""
+is already queued or running.
+
+A run whose worker died stays STARTED: the default run launcher has no worker health check, so
+Dagster's run monitoring fails it only at `max_runtime_seconds`. The schedule does not wait that
+long: a STARTED run whose sync is known dead in the store (a lease held in its name expired, or
+its sync was closed `abandoned`) no longer holds its integration, so a dead run holds it back at
+most one lease TTL (SYNC_LEASE_TTL_S) plus a tick.
+"""
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -11,6 +18,7 @@ from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, PROVIDER_LABELS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.store.integrations import list_enabled_integrations
+from sync_pipelines.store.sync_leases import runs_known_dead
 from sync_pipelines.store.sync_state import last_sync_started_at
 from sync_pipelines.sync.inventory import STREAM as DEVICES_STREAM
 
@@ -41,9 +49,13 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
 
 
 def partitions_with_runs_in_flight(
-    instance: dg.DagsterInstance, job_name: str, partition_keys: Iterable[str]
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_keys: Iterable[str],
+    store: SyncStoreResource | None = None,
 ) -> set[str]:
-    """Those of `partition_keys` that already have a run of `job_name` queued or running."""
+    """Those of `partition_keys` that already have a run of `job_name` queued or running. With
+    the `store`, a STARTED run whose sync is known dead there (`dead_runs`) does not count."""
     keys = list(partition_keys)
     if not keys:
         return set()
@@ -52,7 +64,19 @@ def partitions_with_runs_in_flight(
             job_name=job_name, statuses=RUN_STATUSES_IN_FLIGHT, tags={PARTITION_TAG: keys}
         )
     )
-    return {run.tags[PARTITION_TAG] for run in runs} & set(keys)
+    dead = dead_runs(store, runs) if store is not None else set()
+    return {run.tags[PARTITION_TAG] for run in runs if run.run_id not in dead} & set(keys)
+
+
+def dead_runs(store: SyncStoreResource, runs: Iterable[dg.DagsterRun]) -> set[str]:
+    """The ids of those STARTED `runs` whose sync the store knows dead: a lease held in the run's
+    name expired (no heartbeat for a TTL), or its sync was closed `abandoned`. Dagster still says
+    STARTED because the default run launcher cannot check a run worker's health."""
+    started = [run.run_id for run in runs if run.status == dg.DagsterRunStatus.STARTED]
+    if not started:
+        return set()
+    with store.get_store().connect() as conn:
+        return runs_known_dead(conn, started, now=utc_now())
 
 
 def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
@@ -75,7 +99,7 @@ def build_poll_schedule(provider: str) -> dg.ScheduleDefinition:
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         due = [i for i in due if i in known]  # the partitions sensor adds new ones within a minute
         # a run queued longer than a poll interval (the run coordinator's limits) must not get a twin
-        in_flight = partitions_with_runs_in_flight(context.instance, sync_job.name, due)
+        in_flight = partitions_with_runs_in_flight(context.instance, sync_job.name, due, store)
         due = [i for i in due if i not in in_flight]
         held = f"due, but a sync is still queued or running: {', '.join(sorted(in_flight))}"
         if not due:

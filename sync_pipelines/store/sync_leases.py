@@ -268,3 +268,23 @@ def close_abandoned(
             },
         )
     return ids
+
+
+def runs_known_dead(conn: Connection, run_ids: list[str], *, now: datetime) -> set[str]:
+    """Those of `run_ids` whose sync is known dead, every organization (the poll schedule's
+    question): a lease still held in the run's name past its expiry (no heartbeat for a TTL), or
+    a sync of the run closed `abandoned` (by the next sync of its stream or the stale-sync
+    sensor, which take such a lease over). A run that holds no lease — between its steps, waiting
+    for a pool slot, a sync that ended — is not known dead."""
+    if not run_ids:
+        return set()
+    rows = conn.execute(
+        sa.text(
+            "SELECT holder_run_id FROM sync_leases WHERE holder_run_id IN :ids "
+            "AND holder_host IS NOT NULL AND expires_at < :now "
+            "UNION SELECT run_id FROM integration_sync_log WHERE run_id IN :ids "
+            "AND status = :abandoned"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {"ids": list(run_ids), "now": now, "abandoned": ABANDONED},
+    )
+    return {run_id for (run_id,) in rows}

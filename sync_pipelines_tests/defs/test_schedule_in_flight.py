@@ -1,17 +1,19 @@
 """A poll schedule never starts a second sync of an integration whose sync is still queued or
 running (a run held by the queued run coordinator past a poll interval), says so in its skip
-reason, and polls the integration again once that run has finished. The runs are real runs of
-the sync job in a test instance with production's QueuedRunCoordinator; a queued one got there
-through the coordinator's own submit."""
+reason, and polls the integration again once that run has finished — or once the store knows
+its sync dead (a run whose worker died stays STARTED: the default run launcher has no health
+check). The runs are real runs of the sync job in a test instance with production's
+QueuedRunCoordinator; a queued one got there through the coordinator's own submit."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
 from dagster._core.remote_origin import (
     ManagedGrpcPythonEnvCodeLocationOrigin,
@@ -21,11 +23,15 @@ from dagster._core.remote_origin import (
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from sync_pipelines.clock import utc_now
 from sync_pipelines.definitions import defs
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.schedules import golioth_poll_schedule
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+from sync_pipelines.store.sync_leases import LeaseHolder, take_lease
+from sync_pipelines.store.sync_state import start_sync_log
+from sync_pipelines.sync.stream_lease import close_abandoned_syncs
 
 PARTITIONS = "golioth_integrations"
 TICK = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
@@ -159,3 +165,56 @@ def test_a_succeeded_sync_lets_the_integration_be_polled_again_when_due(due, ins
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
     # no sync log row was written, so golioth-a is still due: it is requested again
     assert _requested(_tick(due, instance)) == ["golioth-a", "golioth-b"]
+
+
+def _syncing(store, run: dg.DagsterRun, *, renewed_ago: timedelta, ttl_s: float = 120) -> None:
+    """The run's devices sync as its worker left it: started ten minutes ago (two poll intervals:
+    golioth-a is due again), its lease held in the run's name (on another host, so nobody can see
+    its process) and last renewed `renewed_ago`."""
+    with store.transaction() as conn:
+        sync_id = start_sync_log(conn, "org-a", "golioth-a", "devices", run.run_id, None)
+        conn.execute(
+            sa.text("UPDATE integration_sync_log SET started_at = :t WHERE id = :id"),
+            {"t": utc_now() - timedelta(minutes=10), "id": sync_id},
+        )
+        holder = LeaseHolder(run_id=run.run_id, host="worker-7", pid=4242, process="1")
+        took = take_lease(
+            conn,
+            "org-a",
+            "golioth-a",
+            "devices",
+            holder,
+            seen=None,
+            now=utc_now() - renewed_ago,
+            ttl_s=ttl_s,
+        )
+        assert took == 1
+
+
+def test_a_started_sync_whose_lease_expired_no_longer_holds_its_integration(due, instance):
+    run = _run_of(instance, "golioth-a", dg.DagsterRunStatus.STARTED)
+    _syncing(due, run, renewed_ago=timedelta(seconds=121))  # no heartbeat for a TTL: dead
+
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    assert _requested(_tick(due, instance)) == ["golioth-a", "golioth-b"]
+
+
+def test_a_started_sync_whose_lease_is_live_still_holds_its_integration(due, instance):
+    run = _run_of(instance, "golioth-a", dg.DagsterRunStatus.STARTED)
+    _syncing(due, run, renewed_ago=timedelta(seconds=30))
+    assert _requested(_tick(due, instance)) == ["golioth-b"]
+
+
+def test_a_started_sync_the_stale_sync_sensor_closed_abandoned_no_longer_holds_it(due, instance):
+    run = _run_of(instance, "golioth-a", dg.DagsterRunStatus.STARTED)
+    _syncing(due, run, renewed_ago=timedelta(seconds=121))
+    # the sensor takes the expired lease over, closes the sync `abandoned` and releases the lease:
+    # nothing is held in the run's name any more, its abandoned sync says it is dead
+    assert len(close_abandoned_syncs(due)) == 1
+    assert _requested(_tick(due, instance)) == ["golioth-a", "golioth-b"]
+
+
+def test_a_queued_sync_is_never_judged_dead_by_the_store(due, instance):
+    run = _run_of(instance, "golioth-a", dg.DagsterRunStatus.QUEUED)
+    _syncing(due, run, renewed_ago=timedelta(seconds=121))
+    assert _requested(_tick(due, instance)) == ["golioth-b"]

@@ -1,6 +1,7 @@
 """deploy/dagster.yaml validates against Dagster's instance schema and builds a working
 instance on the real PostgreSQL with the queue, monitoring and retry settings it declares."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ import psycopg
 import pytest
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.launcher import DefaultRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from sync_pipelines.providers.registry import PROVIDERS
@@ -115,6 +117,21 @@ def test_run_monitoring_and_crash_only_retries(deploy_instance: dg.DagsterInstan
     assert deploy_instance.run_retries_enabled
     assert deploy_instance.run_retries_max_retries == 2
     assert deploy_instance.run_retries_retry_on_asset_or_op_failure is False
+
+
+def test_the_local_instance_monitors_runs_like_production(tmp_path: Path) -> None:
+    # the yaml `make ui` uses, built in a home of its own (its SQLite storage lands there)
+    shutil.copy(DEPLOY_YAML.parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as local:
+        assert local.run_monitoring_enabled
+        assert local.run_monitoring_start_timeout_seconds == 300
+        assert local.run_monitoring_cancel_timeout_seconds == 300
+        assert local.run_monitoring_max_runtime_seconds == 3600
+        assert local.run_monitoring_poll_interval_seconds == 60
+        # why the poll schedules judge dead runs by their sync leases: this launcher cannot tell
+        # Dagster a run worker died, so monitoring fails a dead STARTED run only at max runtime
+        assert isinstance(local.run_launcher, DefaultRunLauncher)
+        assert not local.run_launcher.supports_check_run_worker_health
 
 
 def test_structured_logging_matches_the_local_instance(deploy_instance: dg.DagsterInstance) -> None:
