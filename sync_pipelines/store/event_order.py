@@ -125,11 +125,13 @@ def apply_registry_write(
     )
     if created:
         return "created"
-    seen = ""
-    if row.get("last_seen_at") is not None:  # last_seen_at only moves forward, whatever the order
-        seen = (
-            ", last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < :last_seen_at "
-            "THEN :last_seen_at ELSE last_seen_at END"
+    if row.get("last_seen_at") is not None:  # moves forward, however late the event
+        conn.execute(
+            sa.text(
+                f"UPDATE devices SET last_seen_at = :last_seen_at WHERE {_KEY} "
+                "AND (last_seen_at IS NULL OR last_seen_at < :last_seen_at)"
+            ),
+            params,
         )
     updated = conn.execute(
         sa.text(
@@ -137,7 +139,7 @@ def apply_registry_write(
             "status = COALESCE(connection_status, :status), enabled = :enabled, "
             "attributes = :attributes, provider_created_at = :provider_created_at, "
             "provider_updated_at = :provider_updated_at, content_hash = :content_hash, "
-            f"deleted_at = NULL, {_PROVENANCE}, {_REGISTRY_SET}{seen} "
+            f"deleted_at = NULL, {_PROVENANCE}, {_REGISTRY_SET} "
             f"WHERE {_KEY} AND {_registry_newer(key, deleting=False)}"
         ),
         params,
@@ -226,17 +228,19 @@ def apply_connection(
         if key.sequence is not None:  # the sequence decides where both sides have one
             by_time = f"(connection_sequence IS NULL AND {by_time})"
         clauses.append(by_time)
-    seen = ""
-    if seen_at is not None:
-        seen = (
-            ", last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < :seen "
-            "THEN :seen ELSE last_seen_at END"
+    if seen_at is not None:  # the device was seen then, however late the news of it arrives
+        conn.execute(
+            sa.text(
+                f"UPDATE devices SET last_seen_at = :seen WHERE {_KEY} "
+                "AND (last_seen_at IS NULL OR last_seen_at < :seen)"
+            ),
+            params,
         )
     updated = conn.execute(
         sa.text(
             "UPDATE devices SET status = CASE WHEN deleted_at IS NULL THEN :s ELSE status END, "
             "connection_status = :s, connection_sequence = :seq, connection_at = :cat, "
-            f"{_PROVENANCE}{seen} WHERE {_KEY} AND ({' OR '.join(clauses)})"
+            f"{_PROVENANCE} WHERE {_KEY} AND ({' OR '.join(clauses)})"
         ),
         params,
     ).rowcount
