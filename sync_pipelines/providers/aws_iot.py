@@ -177,7 +177,7 @@ class AwsIotProvider(Provider):
         return states, failures
 
     def parse_device(self, payload: Any) -> DeviceRecord:
-        return _to_device(payload, self.tags_attribute)
+        return thing_to_device(payload, self.tags_attribute)
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
@@ -277,7 +277,7 @@ class AwsIotProvider(Provider):
         devices, rejected = [], []
         for raw in things:
             try:
-                devices.append(_to_device(raw, self.tags_attribute))
+                devices.append(thing_to_device(raw, self.tags_attribute))
             except (TypeError, ValueError) as exc:
                 name = raw.get("thingName") if isinstance(raw, dict) else None
                 rejected.append(
@@ -539,8 +539,8 @@ def _not_found(exc: ProviderError) -> bool:
     )
 
 
-def _to_device(raw: Any, tags_attribute: str | None) -> DeviceRecord:
-    """ThingAttribute → record: `thingName` is the id and the name; the rest are attributes."""
+def thing_to_device(raw: Any, tags_attribute: str | None) -> DeviceRecord:
+    """ThingAttribute (or a registry event's thing) → record: `thingName` is the id and the name; the rest are attributes."""
     if not isinstance(raw, dict):
         raise TypeError(f"thing is a {type(raw).__name__}, not an object")
     name = raw.get("thingName")

@@ -7,18 +7,33 @@ processed; `processed_at − received_at` is the processing delay. Device rows w
 event id as `last_request_id` and the run as `last_run_id`; telemetry rows are keyed
 `webhook:<event id>`.
 
+Every device write of a registry or connection event is conditional on the event being newer
+than what the row holds (store/event_order.py), so events apply in the provider's order, not in
+arrival order; an older one is processed and counted `stale`, changing nothing.
+
 What is applied, per provider:
-- Azure (Event Grid): DeviceCreated → the twin, upserted like an inventory row;
-  DeviceConnected / DeviceDisconnected → status connected / disconnected (+ last_seen_at);
-  DeviceDeleted → soft-deleted at once (store/deletions.py); DeviceTelemetry → a telemetry row (+ last_seen_at).
+- Azure (Event Grid): DeviceCreated → the twin, written like an inventory row, ordered by
+  eventTime; DeviceDeleted → soft-deleted at once, ordered the same way (an older creation
+  cannot restore the device, a newer one does); DeviceConnected / DeviceDisconnected → status
+  connected / disconnected (+ last_seen_at), ordered by
+  `data.deviceConnectionStateEventInfo.sequenceNumber` (else eventTime); DeviceTelemetry → a
+  telemetry row (+ last_seen_at).
 - Golioth (pipeline webhook): the body (or the `data` of an inject-metadata envelope) is a
-  telemetry reading of the `Ce-Source` device (+ last_seen_at).
-- AWS (rule HTTPS action): presence events (`eventType` connected / disconnected with a
-  `clientId`) → status; any other payload with a `thingName` → a telemetry reading.
+  telemetry reading of the `Ce-Source` device (+ last_seen_at, which only moves forward).
+- AWS (rule HTTPS action): registry events (`eventType` THING_EVENT, `operation` CREATED /
+  UPDATED / DELETED) → the thing written or soft-deleted, ordered by `versionNumber` within one
+  `thingId` (else `timestamp`); lifecycle events (`eventType` connected / disconnected with a
+  `clientId`) → status, ordered by (`versionNumber`, connected before disconnected) (else
+  `timestamp`); any other payload with a `thingName` → a telemetry reading.
 Other event types are marked processed and counted as ignored. An event that cannot be applied
 (no device named, malformed data, a store constraint) is marked failed and dead-lettered, and
 the run ends `partial`; a store outage fails the run instead, and the claim's lease hands the
 events to a later run.
+
+Fencing: every transaction that writes (the claim, each event's, each failure's mark) calls
+`run.fence(conn)` after taking its inbox rows, so a processor whose stream lease was taken over
+writes nothing more and ends `fenced` (its claimed events go to a later run when the claim's
+lease expires). The inbox row is always locked before the lease row: no lock-order deadlock.
 
 Counts in the sync log: fetched = events claimed, created / updated = device rows,
 unchanged = events that changed no device row, failed = events dead-lettered.
@@ -35,15 +50,24 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.errors import category_of
+from sync_pipelines.errors import FencedError, category_of
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.aws_iot import thing_to_device
 from sync_pipelines.providers.azure_iot import twin_to_device
+from sync_pipelines.providers.contract import DeviceRecord
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
-from sync_pipelines.store.deletions import mark_deleted
-from sync_pipelines.store.devices import upsert_devices
+from sync_pipelines.store.event_order import (
+    ConnectionKey,
+    DeviceRef,
+    Outcome,
+    RegistryKey,
+    apply_connection,
+    apply_registry_deletion,
+    apply_registry_write,
+)
 from sync_pipelines.store.telemetry import TelemetryRow, insert_telemetry
 from sync_pipelines.store.webhook_events import (
     WebhookEvent,
@@ -55,12 +79,15 @@ from sync_pipelines.store.webhook_events import (
     touch_device,
 )
 from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
+from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.records import device_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.sync_run import SyncRun
 
 STREAM = "webhook_events"
+#: Azure's sequenceNumber: a 256-bit number as 64 hex digits ("compare as strings", per the docs)
+AZURE_SEQUENCE_DIGITS = 64
 DEFAULT_LIMIT = 200
 #: a claim older than this is presumed abandoned (its run died) and may be claimed again
 DEFAULT_LEASE_S = 900.0
@@ -78,6 +105,7 @@ class _Effect:
     updated: int = 0
     telemetry: int = 0
     deleted: int = 0
+    stale: bool = False  # older than what the device row holds: nothing written
     ignored: str | None = None  # the event type, when nothing applies to it
     lost: bool = False  # another run holds the claim now: nothing done here
 
@@ -87,7 +115,7 @@ def process_webhook_events(
 ) -> SyncResult:
     """Apply up to `limit` pending inbox events of the session's integration."""
     integ = session.integration
-    telemetry, lost = 0, 0
+    telemetry, lost, stale = 0, 0, 0
     ignored: Counter[str] = Counter()  # event types nothing applies to
     with SyncRun(
         session, STREAM, WEBHOOK_PROCESSING, log=_log, event="webhook_processing", limit=limit
@@ -102,9 +130,10 @@ def process_webhook_events(
                 now=utc_now(),
                 lease_s=lease_s,
             )
+            run.fence(conn)  # a processor whose lease was taken over claims nothing
         run.counts.fetched, run.counts.pages = len(events), int(bool(events))
         for event in events:
-            effect = _process(session, event)
+            effect = _process(run, event)
             _count_processed(integ.provider, event, effect)
             if effect is None:
                 run.counts.failed += 1
@@ -119,6 +148,7 @@ def process_webhook_events(
                     not (effect.created or effect.updated or effect.deleted)
                 )
                 telemetry += effect.telemetry
+                stale += int(effect.stale)
                 if effect.ignored:
                     ignored[effect.ignored] += 1
         session.recorder.flush()
@@ -131,6 +161,7 @@ def process_webhook_events(
             telemetry_stored=telemetry,
             ignored_types=dict(ignored),
             claims_lost=lost,
+            stale_events=stale,
             pending_after=backlog["pending"],
             delay_p50_s=delay.p50_s,
             delay_p95_s=delay.p95_s,
@@ -139,8 +170,9 @@ def process_webhook_events(
     return run.result
 
 
-def _process(session: IntegrationSession, event: WebhookEvent) -> _Effect | None:
+def _process(run: SyncRun, event: WebhookEvent) -> _Effect | None:
     """Apply one event: its effect, or None when it failed (and was dead-lettered)."""
+    session = run.session
     integ, run_id = session.integration, session.run.run_id
     try:
         with session.store.transaction() as conn:
@@ -149,16 +181,19 @@ def _process(session: IntegrationSession, event: WebhookEvent) -> _Effect | None
                 conn, integ.organization_id, event.id, run_id=run_id, now=utc_now()
             ):
                 return _Effect(lost=True)
+            run.fence(conn)  # a processor whose lease was taken over writes nothing
             effect = _apply(conn, session, event)
             resolve_synced(session, conn, STREAM, [event.event_id])  # keys: dedupe keys
         return effect
+    except FencedError:
+        raise  # the run ends `fenced`; the event stays claimed for a later run
     except DBAPIError as exc:
         if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
             raise  # the store is unreachable: not this event's fault
         failure: Exception = exc
     except Exception as exc:  # noqa: BLE001 - every other failure is this event's
         failure = exc
-    _fail(session, event, failure)
+    _fail(run, event, failure)
     return None
 
 
@@ -170,7 +205,8 @@ def _count_processed(provider: str, event: WebhookEvent, effect: _Effect | None)
     metrics.webhook_processed(provider, status, delay_s)
 
 
-def _fail(session: IntegrationSession, event: WebhookEvent, exc: Exception) -> None:
+def _fail(run: SyncRun, event: WebhookEvent, exc: Exception) -> None:
+    session = run.session
     integ, run_id = session.integration, session.run.run_id
     error_type = category_of(exc)
     message = f"event {event.event_id} ({event.event_type}"
@@ -207,6 +243,7 @@ def _fail(session: IntegrationSession, event: WebhookEvent, exc: Exception) -> N
             error_message=message,
             now=utc_now(),
         )
+        run.fence(conn)  # after the inbox row, like every transaction here
     row = session.recorder.new_row(
         WEBHOOK_PROCESSING,
         status="failed",
@@ -253,7 +290,7 @@ class _Writer:
             raise UnapplicableEvent("the event names no device")
         return self.event.external_id
 
-    def touch(self, *, status: str | None = None, seen_at: datetime | None = None) -> _Effect:
+    def touch(self, *, seen_at: datetime | None = None) -> _Effect:
         outcome = touch_device(
             self.conn,
             organization_id=self.integ.organization_id,
@@ -262,7 +299,6 @@ class _Writer:
             run_id=self.session.run.run_id,
             request_id=self.event.event_id,
             now=utc_now(),
-            status=status,
             seen_at=seen_at,
         )
         if outcome == "created":
@@ -294,30 +330,57 @@ class _Writer:
         )
         return self.touch(seen_at=device_time or self.event.received_at)
 
-    def upsert_device(self, row: dict[str, Any]) -> _Effect:
-        counts = upsert_devices(self.conn, [row])
-        self.effect.created += counts.created
-        self.effect.updated += counts.updated
-        return self.effect
-
-    def delete_device(self) -> _Effect:
-        """The provider deleted the device: soft-delete it now (a device never stored, or
-        deleted already, is left as it is)."""
-        if mark_deleted(
-            self.conn,
+    def ref(self) -> DeviceRef:
+        return DeviceRef(
             self.integ.organization_id,
             self.integ.integration_id,
             self.device_id(),
+            self.session.run.run_id,
+            self.event.event_id,
+            utc_now(),
+        )
+
+    def count(self, outcome: Outcome) -> _Effect:
+        if outcome == "created":
+            self.effect.created += 1
+        elif outcome == "updated":
+            self.effect.updated += 1
+        else:
+            self.effect.stale = True
+        return self.effect
+
+    def write_device(self, record: DeviceRecord, key: RegistryKey) -> _Effect:
+        """The provider created or changed the device: store it, if newer than the row."""
+        integ = self.integ
+        row = device_row(
+            record,
+            organization_id=integ.organization_id,
+            integration_id=integ.integration_id,
             run_id=self.session.run.run_id,
             request_id=self.event.event_id,
             now=utc_now(),
-        ):
+        )
+        return self.count(apply_registry_write(self.conn, self.ref(), row, key))
+
+    def delete_device(self, key: RegistryKey) -> _Effect:
+        """The provider deleted the device: soft-delete it now, if newer than the row (one never
+        stored is remembered as a deleted tombstone, so an older creation cannot bring it in)."""
+        outcome = apply_registry_deletion(self.conn, self.ref(), key)
+        if outcome == "updated":
             self.effect.deleted += 1
+        elif outcome == "unchanged":
+            self.effect.stale = True
         return self.effect
+
+    def connection(self, status: str, key: ConnectionKey, seen_at: datetime | None) -> _Effect:
+        return self.count(apply_connection(self.conn, self.ref(), status, key, seen_at=seen_at))
 
     def ignore(self) -> _Effect:
         self.effect.ignored = self.event.event_type
         return self.effect
+
+    def received_at(self) -> datetime:
+        return self.event.received_at or utc_now()
 
 
 def _apply_azure(w: _Writer) -> _Effect:
@@ -326,31 +389,41 @@ def _apply_azure(w: _Writer) -> _Effect:
     data = event.get("data") if isinstance(event, dict) else None
     data = data if isinstance(data, dict) else {}
     when = _iso_time(event.get("eventTime")) if isinstance(event, dict) else None
-    if kind == "DeviceCreated":
-        twin = data.get("twin")
+    twin = data.get("twin")
+    if kind in ("DeviceCreated", "DeviceDeleted"):
+        version = twin.get("version") if isinstance(twin, dict) else None
+        key = RegistryKey(
+            at=when or w.received_at(),
+            version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+        )
+        if kind == "DeviceDeleted":
+            return w.delete_device(key)
         if not isinstance(twin, dict):
             raise UnapplicableEvent("DeviceCreated event has no data.twin object")
-        record = twin_to_device({"deviceId": w.device_id(), **twin})
-        integ = w.integ
-        return w.upsert_device(
-            device_row(
-                record,
-                organization_id=integ.organization_id,
-                integration_id=integ.integration_id,
-                run_id=w.session.run.run_id,
-                request_id=w.event.event_id,
-                now=utc_now(),
-            )
-        )
-    if kind == "DeviceConnected":
-        return w.touch(status="connected", seen_at=when)
-    if kind == "DeviceDisconnected":
-        return w.touch(status="disconnected")
-    if kind == "DeviceDeleted":
-        return w.delete_device()
+        return w.write_device(twin_to_device({**twin, "deviceId": w.device_id()}), key)
+    if kind in ("DeviceConnected", "DeviceDisconnected"):
+        info = data.get("deviceConnectionStateEventInfo")
+        sequence = info.get("sequenceNumber") if isinstance(info, dict) else None
+        key = ConnectionKey(_azure_sequence(sequence), when)
+        if kind == "DeviceConnected":
+            return w.connection("connected", key, seen_at=when)
+        return w.connection("disconnected", key, seen_at=None)
     if kind == "DeviceTelemetry":
         return w.reading("azure/telemetry", data.get("body"), when)
     return w.ignore()
+
+
+def _azure_sequence(value: Any) -> str | None:
+    """sequenceNumber as fixed-width upper-case hex: compared bytewise it orders like the number."""
+    if value is None:
+        return None
+    digits = value.strip().upper() if isinstance(value, str) else ""
+    if not digits or len(digits) > AZURE_SEQUENCE_DIGITS or digits.strip("0123456789ABCDEF"):
+        raise UnapplicableEvent(
+            f"sequenceNumber {value!r:.80} is not a hexadecimal number of at most "
+            f"{AZURE_SEQUENCE_DIGITS} digits"
+        )
+    return digits.rjust(AZURE_SEQUENCE_DIGITS, "0")
 
 
 def _apply_golioth(w: _Writer) -> _Effect:
@@ -362,21 +435,68 @@ def _apply_golioth(w: _Writer) -> _Effect:
     return w.reading(w.event.event_type, payload, device_time)
 
 
+#: AWS registry events: `$aws/events/thing/<name>/created|updated|deleted`
+AWS_THING_EVENT = "THING_EVENT"
+
+
 def _apply_aws(w: _Writer) -> _Effect:
     payload = w.event.payload
     if w.event.event_type == "DestinationConfirmation":
         return w.ignore()  # recorded for an operator to confirm; nothing to apply
     when = _epoch_ms_time(payload.get("timestamp")) if isinstance(payload, dict) else None
+    if w.event.event_type == AWS_THING_EVENT and isinstance(payload, dict):
+        return _apply_aws_thing_event(w, payload, when)
     if (
         w.event.event_type in ("connected", "disconnected")
         and isinstance(payload, dict)
         and "clientId" in payload
     ):
-        return w.touch(
-            status=w.event.event_type, seen_at=when if w.event.event_type == "connected" else None
+        connected = w.event.event_type == "connected"
+        version = _aws_version(payload)
+        # one versionNumber per connection of a client: its disconnection comes after it
+        sequence = None if version is None else f"{version:020d}{0 if connected else 1}"
+        return w.connection(
+            w.event.event_type, ConnectionKey(sequence, when), seen_at=when if connected else None
         )
     topic = payload.get("topic") if isinstance(payload, dict) else None
     return w.reading(topic if isinstance(topic, str) and topic else "aws/rule", payload, when)
+
+
+def _apply_aws_thing_event(w: _Writer, payload: dict[str, Any], when: datetime | None) -> _Effect:
+    operation = payload.get("operation")
+    thing_id = payload.get("thingId")
+    key = RegistryKey(
+        at=when or w.received_at(),
+        version=_aws_version(payload),
+        generation=thing_id if isinstance(thing_id, str) and thing_id else None,
+    )
+    if operation == "DELETED":
+        return w.delete_device(key)
+    if operation not in ("CREATED", "UPDATED"):
+        raise UnapplicableEvent(
+            f"registry event operation {operation!r:.40} is not CREATED, UPDATED or DELETED"
+        )
+    thing = {
+        "thingName": w.device_id(),
+        "attributes": payload.get("attributes") or {},
+        "thingTypeName": payload.get("thingTypeName"),
+        "version": key.version,
+    }
+    tags_attribute = getattr(integration_settings(w.integ), "tags_attribute", "tags")
+    try:
+        record = thing_to_device(thing, tags_attribute)
+    except (TypeError, ValueError) as exc:
+        raise UnapplicableEvent(str(exc)) from exc
+    return w.write_device(record, key)
+
+
+def _aws_version(payload: dict[str, Any]) -> int | None:
+    version = payload.get("versionNumber")
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise UnapplicableEvent(f"versionNumber {version!r:.40} is not a non-negative integer")
+    return version
 
 
 _APPLIERS = {"azure_iot": _apply_azure, "golioth": _apply_golioth, "aws_iot": _apply_aws}

@@ -8,8 +8,9 @@ Idempotency keys (the inbox is unique on integration + event id):
 - Golioth pipeline webhook: `Ce-Id` when present (CloudEvents binary mode), else
   `sha256:` of (`Ce-Source`, raw body) — so two identical readings without a timestamp are one
   event; add the `inject-metadata` transformer, which puts the time in the body;
-- AWS IoT rule HTTPS action: the body's `id` (put `newuuid() AS id` in the rule SQL), else
-  `sha256:` of the raw body.
+- AWS IoT rule HTTPS action: a registry event's `eventId` (stable across AWS's at-least-once
+  redeliveries), else the body's `id` (put `newuuid() AS id` in the rule SQL), else `sha256:` of
+  the raw body.
 
 Handshakes are answered, not queued as work: Event Grid's SubscriptionValidation (answered with
 its code) and AWS's DestinationConfirmation (stored with its enableUrl for an operator to open;
@@ -227,6 +228,9 @@ def _read_aws(delivery: Delivery) -> Handshake | list[InboxEvent]:
         return _aws_confirmation(payload)
     if delivery.signed_id is not None:
         event_id = _event_id(delivery.signed_id, "webhook-id")
+    elif isinstance(payload, dict) and payload.get("eventId") is not None:
+        # a registry event's own id: AWS publishes at least once, and a redelivery keeps it
+        event_id = _event_id(payload["eventId"], "body `eventId`")
     elif isinstance(payload, dict) and payload.get("id") is not None:
         event_id = _event_id(payload["id"], "body `id`")
     else:
