@@ -105,9 +105,10 @@ class Chaos:
 
     # -- syncs ----------------------------------------------------------------------------
 
-    def clean_sync(self) -> None:
+    def clean_sync(self) -> bool:
         """Devices, replay of due dead letters, states (and telemetry on MQTT): what a schedule
-        runs."""
+        runs. True when the device scan started from the beginning (False: it resumed the cursor a
+        failed sync committed, finishing that scan)"""
         with self.session(f"ledger-clean-{uuid.uuid4()}") as session:
             devices = sync_devices(session, batch_size=PAGE_SIZE)
             replay = replay_dead_letters(session)
@@ -116,7 +117,12 @@ class Chaos:
             if isinstance(self.setup.peer, MqttLedgerPeer):
                 statuses.append(sync_telemetry(session, window_s=5.0).status)
         self.replayed += replay.resolved
-        self.log.append(f"clean sync: {statuses} replay resolved={replay.resolved}")
+        resumed = devices.cursor_before is not None
+        self.log.append(
+            f"clean sync: {statuses} replay resolved={replay.resolved}"
+            + (" (resumed a failed scan)" if resumed else "")
+        )
+        return not resumed
 
     def kill_a_cli_sync(self) -> None:
         """`sync-pipelines sync <id> --stream devices` in its own process, SIGKILLed at a random
@@ -284,7 +290,10 @@ def test_after_kills_faults_and_a_restart_a_clean_sync_leaves_the_store_equal_to
             chaos.restart_postgres_mid_write()
         else:
             chaos.fault_burst(SERVER_ERROR if disruption == SERVER_ERRORS else RATE_LIMIT)
-    chaos.clean_sync()
+    # the final clean sync is a whole scan: one that resumes a failed scan's cursor finishes that
+    # scan (changes before its cursor are the next scan's), so the next poll is the final one
+    if not chaos.clean_sync():
+        assert chaos.clean_sync(), "a scan resumed twice"
 
     truth = chaos.truth()
     ledger = compare(truth, chaos.store_rows())
