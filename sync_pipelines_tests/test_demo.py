@@ -21,7 +21,8 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     logs = tmp_path / "demo-logs.jsonl"
     assert result.exit_code == 0, out + (logs.read_text()[-4000:] if logs.exists() else "")
     golioth_row = next(line for line in out.splitlines() if line.startswith("golioth "))
-    assert golioth_row.split()[1:4] == ["30", "30", "30"] and golioth_row.endswith("ok")
+    # peer, devices, deleted, states
+    assert golioth_row.split()[1:5] == ["30", "30", "0", "30"] and golioth_row.endswith("ok")
     assert "10/10" in golioth_row  # every asset check of the clean integration passed
     drill = out[out.index("== fault drill") :]
     assert "ERROR error_rate_below_threshold" in drill

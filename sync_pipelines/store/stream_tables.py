@@ -54,6 +54,15 @@ DEVICES = StreamTable(
         Column("last_request_id", "text", "Request (or webhook event) id that last wrote the row"),
         Column("created_at", "timestamp", "First stored"),
         Column("updated_at", "timestamp", "Last written"),
+        Column("deleted_at", "timestamp", "When a complete scan or a provider event deleted it"),
+        Column(
+            "registry_generation", "text", "Provider identity of the registry entry (AWS thingId)"
+        ),
+        Column("registry_version", "bigint", "Version of the last registry event applied"),
+        Column("registry_at", "timestamp", "Time of the last registry event applied"),
+        Column("connection_sequence", "text", "Ordering key of the last connection event applied"),
+        Column("connection_at", "timestamp", "Time of the last connection event applied"),
+        Column("connection_status", "text", "Connection state from the last event applied"),
     ),
 )
 DEVICE_STATES = StreamTable(

@@ -284,8 +284,8 @@ def _record(session: IntegrationSession, outcome: _BatchOutcome) -> None:
 
 def _hold_before_commit_if_asked(rows: int) -> None:
     marker = os.environ.get(HOLD_BEFORE_COMMIT_ENV)
-    if not marker:
-        return
+    if not marker or not rows:  # a kill test holds a batch that has rows (a slow broker's
+        return  # first window may close empty)
     path = Path(marker)
     path.write_text(str(rows))
     while path.exists():
