@@ -278,17 +278,38 @@ class StreamLease:
 
     def release(self) -> None:
         """Give the lease up (a no-op if it was taken over). Never raises: the sync's own outcome
-        matters more, and an unreleased lease only expires."""
+        matters more. A release the store refused (it was down) is retried in the background
+        until it lands or the lease would have expired anyway: while this process lives, another
+        process cannot tell its lease is stale, and would wait for it."""
         self.stop_heartbeat()
         if self.epoch is None:
             return
         with _HELD_HERE_LOCK:
             _HELD_HERE.discard(self.key)
+        if self._try_release():
+            return
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(self._retry_release,), name="sync-lease-release", daemon=True
+        ).start()
+
+    def _try_release(self) -> bool:
         try:
             with self.store.transaction() as conn:
                 release_lease(conn, self.key, now=utc_now())
+            return True
         except Exception:
             _log.warning("sync_lease_release_failed", stream=self.stream, exc_info=True)
+            return False
+
+    def _retry_release(self) -> None:
+        deadline, pause = time.monotonic() + self.settings.ttl_s, 0.5
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            if self._try_release():
+                _log.info("sync_lease_released_late", stream=self.stream)
+                return
+            pause = min(pause * 2, 5.0)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_s):

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sync_pipelines.errors import category_of
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate
+from sync_pipelines.store.sync_leases import read_lease
 from sync_pipelines.store.sync_state import sync_log_rows
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines_tests.private_postgres import PrivatePostgres, running_private_postgres
@@ -67,6 +68,15 @@ def _after_first_batch(store, integ, action) -> threading.Thread:
     return thread
 
 
+def _lease_released(store, integ) -> bool:
+    try:
+        with store.connect() as conn:
+            lease = read_lease(conn, integ.organization_id, integ.integration_id, "devices")
+    except sa.exc.OperationalError:  # the restarted server is not answering yet
+        return False
+    return lease is not None and not lease.held
+
+
 def _slow_page_two(running) -> None:
     # pages 0 and 1 (the first batch) come fast; page 2 takes long enough for the database to
     # go away and come back while the sync waits on the provider, between two transactions (a
@@ -106,6 +116,12 @@ def test_a_database_down_at_commit_fails_the_sync_as_transient_and_the_rerun_com
     watcher.join(timeout=30)
     assert category_of(failed.value) == "transient", repr(failed.value)
     private_pg.start()
+    # the lease release the dead store refused lands once it is back (retried in the
+    # background), so a sync in another process need not wait for the lease to expire
+    deadline = time.monotonic() + 20
+    while not _lease_released(pg_store, integ):
+        assert time.monotonic() < deadline, "the failed sync's lease was never released"
+        time.sleep(0.2)
 
     with open_session(pg_store, integ.integration_id) as session:
         rerun = sync_devices(session, batch_size=BATCH)
