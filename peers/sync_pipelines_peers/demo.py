@@ -19,7 +19,6 @@ import dagster as dg
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.check_results import check_results
 from sync_pipelines.store.database import Store
-from sync_pipelines.store.deletions import count_deleted_devices
 from sync_pipelines.store.desired import request_desired_change
 from sync_pipelines.store.devices import count_device_states, count_devices
 from sync_pipelines.store.integrations import Integration
@@ -189,7 +188,7 @@ def _run_all(
     outcome.success = all(r.success for r in runs)
     with store.connect() as conn:
         outcome.stored_devices = count_devices(conn, DEMO_ORG, iid)
-        outcome.deleted_devices = count_deleted_devices(conn, DEMO_ORG, iid)
+        outcome.deleted_devices = count_devices(conn, DEMO_ORG, iid, deleted=True)
         outcome.stored_states = count_device_states(conn, DEMO_ORG, iid)
         if defs.telemetry is not None:
             outcome.telemetry_messages = count_telemetry(conn, DEMO_ORG, iid)

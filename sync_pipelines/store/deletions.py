@@ -149,30 +149,6 @@ def active_ids_stored_before(
     )
 
 
-def count_active_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
-    return int(
-        conn.execute(
-            sa.text(
-                "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i "
-                "AND deleted_at IS NULL"
-            ),
-            {"o": organization_id, "i": integration_id},
-        ).scalar_one()
-    )
-
-
-def count_deleted_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
-    return int(
-        conn.execute(
-            sa.text(
-                "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i "
-                "AND deleted_at IS NOT NULL"
-            ),
-            {"o": organization_id, "i": integration_id},
-        ).scalar_one()
-    )
-
-
 def hold_deletions(
     conn: Connection,
     organization_id: str,

@@ -10,22 +10,28 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.bulk import KeyedTable, UpsertCounts, upsert_rows
 
+#: what a provider says about a device (a sync or an event writes these; the rest is keys,
+#: provenance and bookkeeping)
+DEVICE_CONTENT_COLUMNS = (
+    "name",
+    "hardware_ids",
+    "tags",
+    "status",
+    "enabled",
+    "attributes",
+    "provider_created_at",
+    "provider_updated_at",
+    "last_seen_at",
+    "content_hash",
+)
+
 DEVICES = KeyedTable(
     name="devices",
     columns=(
         "organization_id",
         "integration_id",
         "external_id",
-        "name",
-        "hardware_ids",
-        "tags",
-        "status",
-        "enabled",
-        "attributes",
-        "provider_created_at",
-        "provider_updated_at",
-        "last_seen_at",
-        "content_hash",
+        *DEVICE_CONTENT_COLUMNS,
         "last_run_id",
         "last_request_id",
         "created_at",
@@ -66,13 +72,16 @@ def upsert_device_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> Up
     return upsert_rows(conn, DEVICE_STATES, rows)
 
 
-def count_devices(conn: Connection, organization_id: str, integration_id: str) -> int:
-    """The integration's active devices (a soft-deleted one is not counted)."""
+def count_devices(
+    conn: Connection, organization_id: str, integration_id: str, *, deleted: bool = False
+) -> int:
+    """The integration's active devices, or (`deleted=True`) its soft-deleted ones."""
+    which = "IS NOT NULL" if deleted else "IS NULL"
     return int(
         conn.execute(
             sa.text(
                 "SELECT count(*) FROM devices WHERE organization_id = :o AND integration_id = :i "
-                "AND deleted_at IS NULL"
+                f"AND deleted_at {which}"
             ),
             {"o": organization_id, "i": integration_id},
         ).scalar_one()

@@ -13,7 +13,8 @@ row lock and re-checks the condition against what it committed.
   event has written yet (polled, or a placeholder) is overwritten unless the poll saw a provider
   change (`provider_updated_at`) later than the event.
 - **Connection** (connected / disconnected): `connection_sequence` (fixed-width text compared
-  bytewise) when both sides have one, else `connection_at`.
+  bytewise) when both sides have one, the later `connection_at` breaking a tie; else
+  `connection_at`.
 
 A deleted device keeps status `deleted` whatever connection event comes; a registry write newer
 than the deletion restores it. A deletion of a device never stored leaves a tombstone row
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.devices import DEVICE_CONTENT_COLUMNS
 
 Outcome = Literal["created", "updated", "unchanged"]
 
@@ -225,7 +228,9 @@ def apply_connection(
         clauses.append("connection_sequence < :seq")
     if key.at is not None:
         by_time = "(connection_at IS NULL OR connection_at < :cat)"
-        if key.sequence is not None:  # the sequence decides where both sides have one
+        if key.sequence is not None:  # the sequence decides where both sides have one; the
+            # event time breaks a tie (two events of one AWS connection share its version)
+            clauses.append(f"(connection_sequence = :seq AND {by_time})")
             by_time = f"(connection_sequence IS NULL AND {by_time})"
         clauses.append(by_time)
     if seen_at is not None:  # the device was seen then, however late the news of it arrives
@@ -248,18 +253,4 @@ def apply_connection(
 
 
 def _device_values(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        c: row.get(c)
-        for c in (
-            "name",
-            "hardware_ids",
-            "tags",
-            "status",
-            "enabled",
-            "attributes",
-            "provider_created_at",
-            "provider_updated_at",
-            "last_seen_at",
-            "content_hash",
-        )
-    }
+    return {c: row.get(c) for c in DEVICE_CONTENT_COLUMNS}

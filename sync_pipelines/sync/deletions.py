@@ -45,7 +45,6 @@ from sync_pipelines.store.deletions import (
     ScanState,
     active_ids_stored_before,
     apply_held_deletions,
-    count_active_devices,
     drop_held_deletions,
     forget_seen,
     get_scan_state,
@@ -54,6 +53,7 @@ from sync_pipelines.store.deletions import (
     seen_digests,
     set_scan_state,
 )
+from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.seen_ids import SeenIds, pack_digests
@@ -166,7 +166,7 @@ class ScanEpoch:
                 hold_deletions(conn, o, i, self.epoch, gone, now)
                 missing += len(gone)
             after = ids[-1]
-        active = count_active_devices(conn, o, i)
+        active = count_devices(conn, o, i)
         end = ScanEnd(self.epoch, judged=True, active=active, max_delete_fraction=fraction)
         if missing == 0:
             return end

@@ -5,6 +5,7 @@ lifecycle versions, Golioth readings), and a processor whose lease was taken ove
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -264,7 +265,7 @@ def test_a_shuffled_duplicated_stream_ends_in_the_store_the_ordered_stream_gives
     sqlite_store, monkeypatch, open_session, provider
 ):
     @settings(
-        max_examples=30,
+        max_examples=int(os.environ.get("EVENT_ORDER_EXAMPLES", "30")),  # more for a deep run
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
