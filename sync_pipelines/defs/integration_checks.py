@@ -11,11 +11,13 @@ since a failed check does not fail its run and the alert sensor reads failures t
 A sync that fails never reaches its checks, and an integration that stops syncing has none:
 `failed_or_stale_syncs_sensor` evaluates those integrations outside any run and reports the
 evaluations to the event log (runless, under the integration's partition). It is also the
-stale-sync sensor: first it closes, as `abandoned`, syncs whose process died (lease expired).
+stale-sync sensor: first it closes, as `abandoned`, syncs whose process died (lease expired), and
+reports their runs failed.
 """
 
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 
 import dagster as dg
 
@@ -32,10 +34,13 @@ from sync_pipelines.store.integrations import (
     find_integration_owner,
     list_enabled_integrations,
 )
+from sync_pipelines.store.sync_leases import runs_known_dead
 from sync_pipelines.sync.stream_lease import close_abandoned_syncs
 
 #: integrations the sensor evaluates per tick; the rest are still due at the next tick
 MAX_INTEGRATIONS_PER_TICK = 50
+#: STARTED runs looked at per tick for a dead sync
+MAX_RUNS_PER_TICK = 500
 
 
 def _metadata(outcome: CheckOutcome) -> dict[str, int | float]:
@@ -127,12 +132,32 @@ CHECKS_BY_PROVIDER: dict[str, dg.AssetChecksDefinition] = {
 INTEGRATION_CHECKS: list[dg.AssetChecksDefinition] = list(CHECKS_BY_PROVIDER.values())
 
 
+def fail_dead_runs(instance: dg.DagsterInstance, store: Store, now: datetime) -> list[str]:
+    """STARTED runs the store knows are dead (a sync lease expired in the run's name, or a sync
+    of it closed `abandoned`) are reported failed, as run monitoring would only at their max
+    runtime: the default run launcher cannot check a worker's health, and until then a dead run
+    holds its integration's run slot in the queue. Returns the run ids reported."""
+    started = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=MAX_RUNS_PER_TICK
+    )
+    if not started:
+        return []
+    with store.connect() as conn:
+        dead = runs_known_dead(conn, [run.run_id for run in started], now=now)
+    for run in started:
+        if run.run_id in dead:
+            instance.report_run_failed(
+                run, "its sync's process died (no lease heartbeat for a TTL): see the sync log"
+            )
+    return [run.run_id for run in started if run.run_id in dead]
+
+
 @dg.sensor(
     description="Evaluates an integration's checks where no sync run does: after a sync that failed "
     "(a run's checks follow the devices step, which a failure skips) and when no check has run "
     "for a freshness SLA (an integration that stopped syncing). Evaluations go to the event log "
     "(runless, under the integration's partition) and to integration_check_results. Closes "
-    "syncs whose process died (lease expired) as abandoned first.",
+    "syncs whose process died (lease expired) as abandoned first, and reports their runs failed.",
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -146,6 +171,8 @@ def failed_or_stale_syncs_sensor(
     abandoned = close_abandoned_syncs(sync_store, now)
     if abandoned:
         context.log.warning(f"closed {len(abandoned)} abandoned sync(s): {', '.join(abandoned)}")
+    for run_id in fail_dead_runs(context.instance, sync_store, now):
+        context.log.warning(f"run {run_id} reported failed: its sync's process died")
     due: list[tuple[Integration, str]] = []
     with sync_store.connect() as conn:
         # system-level scan across tenants: each integration is then handled with its own org

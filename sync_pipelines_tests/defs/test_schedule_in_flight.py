@@ -25,12 +25,13 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.definitions import defs
+from sync_pipelines.defs.integration_checks import failed_or_stale_syncs_sensor
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.schedules import golioth_poll_schedule
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
 from sync_pipelines.store.sync_leases import LeaseHolder, take_lease
-from sync_pipelines.store.sync_state import start_sync_log
+from sync_pipelines.store.sync_state import start_sync_log, sync_log_rows
 from sync_pipelines.sync.stream_lease import close_abandoned_syncs
 
 PARTITIONS = "golioth_integrations"
@@ -218,3 +219,23 @@ def test_a_queued_sync_is_never_judged_dead_by_the_store(due, instance):
     run = _run_of(instance, "golioth-a", dg.DagsterRunStatus.QUEUED)
     _syncing(due, run, renewed_ago=timedelta(seconds=121))
     assert _requested(_tick(due, instance)) == ["golioth-b"]
+
+
+def test_the_stale_sync_sensor_reports_a_dead_started_run_failed_and_leaves_a_live_one(
+    due, instance
+):
+    dead = _run_of(instance, "golioth-a", dg.DagsterRunStatus.STARTED)
+    _syncing(due, dead, renewed_ago=timedelta(seconds=121))  # no heartbeat for a TTL
+    live = _run_of(instance, "golioth-b", dg.DagsterRunStatus.STARTED)  # holds no lease
+
+    with dg.build_sensor_context(
+        instance=instance, resources={"store": SyncStoreResource(database_url=due.url)}
+    ) as context:
+        failed_or_stale_syncs_sensor(context)
+
+    # the dead run frees its partition's slot in the run queue now, not at its max runtime
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.STARTED
+    with due.connect() as conn:
+        rows = sync_log_rows(conn, "org-a", "golioth-a")
+    assert [r["status"] for r in rows if r["run_id"] == dead.run_id] == ["abandoned"]
