@@ -42,7 +42,9 @@ class PrivatePostgres:
     def _run(self, tool: str, *args: str) -> None:
         cmd = [os.path.join(self.bin, tool), *args]
         if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            # /usr/sbin is not on every PATH (a minimal `env -i` shell's, a cron job's)
+            runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+            cmd = [runuser or "runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
     def _ctl(self, action: str, *extra: str) -> None:
