@@ -23,36 +23,29 @@ def _committed_cursor(store, integ):
         return get_cursor(conn, integ.organization_id, integ.integration_id, "devices")
 
 
-def test_killed_sync_is_resumed_without_loss_or_duplicates(
-    store, golioth_factory, register_golioth, open_session
-):
-    running = golioth_factory(device_count=1500)
-    # slow pages so the kill lands mid-scan
-    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 60})
-    integ = register_golioth(store, running, page_concurrency=1)
+def _cli_sync(store, running, integ) -> tuple[dict[str, str], list[str]]:
+    """The environment and command of `sync-pipelines sync ID --stream devices` for a process
+    of its own."""
     env = {
         **os.environ,
         "SYNC_DATABASE_URL": store.url,
         GOLIOTH_KEY_ENV: running.api_key,
         "SYNC_LOG_FORMAT": "json",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "sync_pipelines.cli",
-        "sync",
-        integ.integration_id,
-        "--stream",
-        "devices",
-        "--batch-size",
-        "100",
-    ]
+    command = [sys.executable, "-m", "sync_pipelines.cli", "sync", integ.integration_id]
+    return env, command + ["--stream", "devices", "--batch-size", "100"]
+
+
+def _kill_cli_sync_after_pages(store, running, integ, *, pages: int):
+    """Start the CLI sync and SIGKILL it (no cleanup) once `pages` pages are committed; returns
+    its environment and command, to run it again."""
+    env, command = _cli_sync(store, running, integ)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             cursor = _committed_cursor(store, integ)
-            if cursor and cursor["next_page"] >= 4:
+            if cursor and cursor["next_page"] >= pages:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.02)
@@ -61,6 +54,17 @@ def test_killed_sync_is_resumed_without_loss_or_duplicates(
     finally:
         if proc.poll() is None:
             proc.kill()
+    return env, command
+
+
+def test_killed_sync_is_resumed_without_loss_or_duplicates(
+    store, golioth_factory, register_golioth, open_session
+):
+    running = golioth_factory(device_count=1500)
+    # slow pages so the kill lands mid-scan
+    running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 60})
+    integ = register_golioth(store, running, page_concurrency=1)
+    _kill_cli_sync_after_pages(store, running, integ, pages=4)
     with store.connect() as conn:
         stored_at_kill = count_devices(conn, integ.organization_id, integ.integration_id)
         (interrupted,) = sync_log_rows(conn, integ.organization_id, integ.integration_id)
@@ -81,37 +85,7 @@ def test_rerun_of_a_killed_sync_closes_it_as_abandoned(store, golioth_factory, r
     running = golioth_factory(device_count=1000)
     running.emulator.add_faults({"kind": "latency", "path": "/devices$", "latency_ms": 60})
     integ = register_golioth(store, running, page_concurrency=1)
-    env = {
-        **os.environ,
-        "SYNC_DATABASE_URL": store.url,
-        GOLIOTH_KEY_ENV: running.api_key,
-        "SYNC_LOG_FORMAT": "json",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "sync_pipelines.cli",
-        "sync",
-        integ.integration_id,
-        "--stream",
-        "devices",
-        "--batch-size",
-        "100",
-    ]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            cursor = _committed_cursor(store, integ)
-            if cursor and cursor["next_page"] >= 3:
-                break
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    env, command = _kill_cli_sync_after_pages(store, running, integ, pages=3)
     running.emulator.clear_faults()
 
     # the same command again: no waiting for the dead process's lease
