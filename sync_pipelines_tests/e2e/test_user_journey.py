@@ -267,6 +267,10 @@ def page(stack: DagsterStack) -> Iterator[Page]:
             # tall: the UI scrolls inside its own panes, so the page is as long as the window
             page = browser.new_page(viewport={"width": 1440, "height": 1400})
             page.set_default_timeout(30_000)
+            # expect() has its own 5 s default: on a busy 2-core CI machine the asset page first
+            # renders from the workspace snapshot (shown as "External Asset") and fills in the
+            # definition and materializations when its queries answer, which took longer once
+            expect.set_options(timeout=30_000)
             yield page
         finally:
             browser.close()
