@@ -25,7 +25,7 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     assert golioth_row.split()[1:5] == ["30", "30", "0", "30"] and golioth_row.endswith("ok")
     assert "10/10" in golioth_row  # every asset check of the clean integration passed
     drill = out[out.index("== fault drill") :]
-    assert "ERROR error_rate_below_threshold" in drill
+    assert "ERROR call_failure_rate_below_threshold" in drill
     assert "[webhook] [CRITICAL] provider_api_failures on golioth-flaky (demo-org)" in drill
     assert "[slack] :rotating_light:" in drill
     assert re.search(r"golioth-flaky +demo-org +golioth +degraded", drill)

@@ -186,18 +186,18 @@ def test_running_syncs_are_listed_oldest_first_and_the_dead_one_is_stale(seeded)
     assert 7000 < float(rows[0]["age_s"]) < 7300 and float(rows[1]["age_s"]) < 300
 
 
-def test_the_error_rate_counts_retried_attempts_as_errors(seeded):
+def test_the_call_failure_rate_counts_retried_attempts_as_failures(seeded):
     (rows,) = _run(
         seeded,
-        RUNBOOK / "error_rate_by_integration.sql",
+        RUNBOOK / "call_failure_rate_by_integration.sql",
         organization_id=ORG,
         since=_since(seeded, timedelta(hours=1)),
     )
     assert [(r["integration_id"], r["calls"], r["failed"]) for r in rows] == [(INTEGRATION, 2, 1)]
-    assert float(rows[0]["error_rate"]) == 0.5
+    assert float(rows[0]["call_failure_rate"]) == 0.5
     (later,) = _run(
         seeded,
-        RUNBOOK / "error_rate_by_integration.sql",
+        RUNBOOK / "call_failure_rate_by_integration.sql",
         organization_id=ORG,
         since=_since(seeded, timedelta(minutes=1)),
     )

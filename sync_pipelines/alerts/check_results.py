@@ -19,10 +19,14 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.alerts.incidents import AlertOutcome, clear_alert, raise_alert
 from sync_pipelines.alerts.rules import CHECK_FAILED, CRITICAL, WARNING, Condition, dedupe_key
 from sync_pipelines.alerts.settings import AlertSettings
+from sync_pipelines.checks.health_check import INTEGRATION_HEALTH
 from sync_pipelines.store.check_results import CheckResult
 from sync_pipelines.store.check_results import check_results_after as stored_results_after
 from sync_pipelines.store.database import Store
 
+#: checks that summarize the others (the health model's verdict): the check or signal under them
+#: raises the alert, so one cause opens one incident, not two
+SUMMARY_CHECKS = frozenset({INTEGRATION_HEALTH})
 #: Dagster's AssetCheckSeverity names → alert severities
 _SEVERITIES = {"ERROR": CRITICAL, "WARN": WARNING}
 
@@ -99,6 +103,8 @@ def alert_on_check_result(
     now: datetime,
     failed_channels: set[str] | None = None,
 ) -> AlertOutcome:
+    if result.check_name in SUMMARY_CHECKS:
+        return AlertOutcome(incident=None)
     if result.passed:
         return clear_alert(
             store,

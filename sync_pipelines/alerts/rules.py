@@ -21,7 +21,7 @@ from sync_pipelines.monitoring.integration_stats import CallWindow, InboxBacklog
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.store.integrations import Integration
 
-ERROR_RATE = "error_rate"
+ERROR_RATE = "call_failure_rate"
 PROVIDER_API_FAILURES = "provider_api_failures"
 FAILURE_STREAK = "failure_streak"
 PROCESSING_DELAY = "processing_delay"
@@ -129,7 +129,7 @@ def _condition(
 def _error_rate(
     integration: Integration, window: CallWindow, t: Thresholds
 ) -> Condition | bool | None:
-    rate = window.error_rate
+    rate = window.failure_rate
     if rate is None or window.calls < t.min_calls:
         return None
     if rate > t.error_rate_critical:
@@ -146,7 +146,7 @@ def _error_rate(
         f"(threshold {limit:.0%})",
         calls=window.calls,
         failed=window.failed,
-        error_rate=round(rate, 4),
+        call_failure_rate=round(rate, 4),
         threshold=limit,
         window_s=t.window_s,
     )
@@ -171,7 +171,7 @@ def _provider_api_failures(
         provider_failed=provider_failed,
         failed=window.failed,
         provider_failure_rate=round(rate, 4),
-        error_rate=round(window.error_rate or 0.0, 4),
+        call_failure_rate=round(window.failure_rate or 0.0, 4),
         threshold=limit,
         window_s=t.window_s,
     )

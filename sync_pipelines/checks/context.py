@@ -13,6 +13,7 @@ from sync_pipelines.monitoring.integration_stats import (
     CallWindow,
     SyncHistory,
     call_window,
+    dead_letter_depth,
     sync_history,
 )
 from sync_pipelines.monitoring.thresholds import Thresholds
@@ -60,3 +61,8 @@ class CheckContext:
             now=self.now,
             stale_running_s=self.thresholds.stale_running_s,
         )
+
+    @cached_property
+    def dead_letters(self) -> int:
+        """Open (pending + retrying) dead letters."""
+        return dead_letter_depth(self.conn, self.organization_id, self.integration_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sync_pipelines.checks.context import CheckContext
 from sync_pipelines.checks.outcome import CheckOutcome, graded
-from sync_pipelines.monitoring.integration_stats import dead_letter_depth
 
 DEAD_LETTERS = "dead_letters_below_threshold"
 
@@ -12,7 +11,7 @@ DEAD_LETTERS = "dead_letters_below_threshold"
 def dead_letters_below_threshold(ctx: CheckContext) -> CheckOutcome:
     """Open (pending + retrying) letters; quarantined ones wait for an operator and are not counted."""
     t = ctx.thresholds
-    depth = dead_letter_depth(ctx.conn, ctx.organization_id, ctx.integration_id)
+    depth = ctx.dead_letters
     return graded(
         DEAD_LETTERS,
         depth,

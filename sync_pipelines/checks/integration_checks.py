@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.checks import (
     data_quality,
     dead_letters,
+    health_check,
     inventory_volume,
     provider_calls,
     sync_outcomes,
@@ -33,18 +34,26 @@ class IntegrationCheck:
 
 CHECKS: tuple[IntegrationCheck, ...] = (
     IntegrationCheck(
-        provider_calls.ERROR_RATE,
+        health_check.INTEGRATION_HEALTH,
+        "The integration's health (healthy / warning / degraded / unhealthy / unknown) with its "
+        "reasons, as /health, the CLI, the console and the report show it: WARN when warning, "
+        "ERROR when degraded or unhealthy. Raises no alert of its own: the check or signal under "
+        "it does.",
+        health_check.integration_health_check,
+    ),
+    IntegrationCheck(
+        provider_calls.CALL_FAILURE_RATE,
         "Share of failed provider calls (failed and retried attempts) over the last window: WARN above "
         "`error_rate_warn` (5 %), ERROR above `error_rate_critical` (10 %); fewer than `min_calls` calls "
         "are not judged.",
-        provider_calls.error_rate_below_threshold,
+        provider_calls.call_failure_rate_below_threshold,
     ),
     IntegrationCheck(
-        provider_calls.ERROR_RATE_TREND,
-        "The current window's error rate against the `trend_windows` before it (two-proportion z-test, "
+        provider_calls.CALL_FAILURE_TREND,
+        "The current window's call failure rate against the `trend_windows` before it (two-proportion z-test, "
         "z >= `trend_z` and a rise of at least `trend_min_increase`): flags a significant worsening, "
         "not noise. WARN; ERROR when the current rate is also critical.",
-        provider_calls.error_rate_not_trending_up,
+        provider_calls.call_failure_rate_not_trending_up,
     ),
     IntegrationCheck(
         provider_calls.P95_LATENCY,
@@ -63,6 +72,13 @@ CHECKS: tuple[IntegrationCheck, ...] = (
         "Syncs failed in a row: WARN from `failure_streak_warn` (2), ERROR from "
         "`failure_streak_critical` (3).",
         sync_outcomes.failure_streak_below_threshold,
+    ),
+    IntegrationCheck(
+        sync_outcomes.SYNCS_COMPLETE,
+        "The newest sync of every stream stored all it fetched: WARN when one ended partial "
+        "(records dead-lettered, telemetry gaps, messages the broker dropped) or the newest "
+        "dead-letter replay or export failed or left letters failing.",
+        sync_outcomes.last_syncs_complete,
     ),
     IntegrationCheck(
         dead_letters.DEAD_LETTERS,

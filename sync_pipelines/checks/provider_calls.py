@@ -1,5 +1,7 @@
-"""Checks on an integration's provider calls (HTTP requests, MQTT broker operations): the error
-rate over the current window, its trend against the trailing windows, and p95 latency."""
+"""Checks on an integration's provider calls (HTTP requests, MQTT broker operations): the call
+failure rate over the current window, its trend against the trailing windows, and p95 latency.
+(The share of *records* a sync failed to store is `record_failure_rate`, on the asset's
+materializations; these judge calls.)"""
 
 from __future__ import annotations
 
@@ -8,15 +10,16 @@ from sync_pipelines.checks.outcome import ERROR, WARN, CheckOutcome, failed, gra
 from sync_pipelines.monitoring.integration_stats import call_windows
 from sync_pipelines.monitoring.trend import error_rate_trend
 
-ERROR_RATE = "error_rate_below_threshold"
-ERROR_RATE_TREND = "error_rate_not_trending_up"
+CALL_FAILURE_RATE = "call_failure_rate_below_threshold"
+CALL_FAILURE_TREND = "call_failure_rate_not_trending_up"
 P95_LATENCY = "p95_latency_below_threshold"
 
 
-def error_rate_below_threshold(ctx: CheckContext) -> CheckOutcome:
+def call_failure_rate_below_threshold(ctx: CheckContext) -> CheckOutcome:
     t, w = ctx.thresholds, ctx.window
     figures = dict(
-        error_rate=w.error_rate,
+        call_failure_rate=w.failure_rate,
+        throttled=w.throttled,
         calls=w.calls,
         failed=w.failed,
         window_s=t.window_s,
@@ -25,16 +28,17 @@ def error_rate_below_threshold(ctx: CheckContext) -> CheckOutcome:
     )
     if w.calls < t.min_calls:  # 1 failure in 3 calls is not an incident
         return passed(
-            ERROR_RATE,
+            CALL_FAILURE_RATE,
             f"{w.failed} of {w.calls} provider calls failed in the last {t.window_s} s: "
             f"too few calls to judge (at least {t.min_calls})",
             **figures,
         )
     rate = w.failed / w.calls
-    summary = f"{rate:.1%} of {w.calls} provider calls failed in the last {t.window_s} s"
+    throttled = f", {w.throttled} of them throttled" if w.throttled else ""
+    summary = f"{rate:.1%} of {w.calls} provider calls failed in the last {t.window_s} s{throttled}"
     limit = t.error_rate_critical if rate > t.error_rate_critical else t.error_rate_warn
     return graded(
-        ERROR_RATE,
+        CALL_FAILURE_RATE,
         rate,
         warn=t.error_rate_warn,
         critical=t.error_rate_critical,
@@ -44,7 +48,7 @@ def error_rate_below_threshold(ctx: CheckContext) -> CheckOutcome:
     )
 
 
-def error_rate_not_trending_up(ctx: CheckContext) -> CheckOutcome:
+def call_failure_rate_not_trending_up(ctx: CheckContext) -> CheckOutcome:
     """The current window against the `trend_windows` before it (a two-proportion z-test with an
     absolute floor, `monitoring/trend.py`), so noise around a stable rate does not fire."""
     t = ctx.thresholds
@@ -72,20 +76,20 @@ def error_rate_not_trending_up(ctx: CheckContext) -> CheckOutcome:
     )
     if trend.z is None:
         return passed(
-            ERROR_RATE_TREND,
+            CALL_FAILURE_TREND,
             f"too few provider calls to compare ({trend.current_calls} now, "
             f"{trend.baseline_calls} in the {t.trend_windows} windows before; at least {t.min_calls} each)",
             **figures,
         )
     summary = (
-        f"error rate {trend.current_rate:.1%} in the last {t.window_s} s against "
+        f"call failure rate {trend.current_rate:.1%} in the last {t.window_s} s against "
         f"{trend.baseline_rate:.1%} over the {t.trend_windows} windows before (z = {trend.z:.1f})"
     )
     if not trend.worsening:
-        return passed(ERROR_RATE_TREND, f"{summary}: no significant rise", **figures)
+        return passed(CALL_FAILURE_TREND, f"{summary}: no significant rise", **figures)
     # a significant rise is a warning; it is an error once the rate itself is critical
     severity = ERROR if (trend.current_rate or 0) > t.error_rate_critical else WARN
-    return failed(ERROR_RATE_TREND, severity, f"{summary}: rising significantly", **figures)
+    return failed(CALL_FAILURE_TREND, severity, f"{summary}: rising significantly", **figures)
 
 
 def p95_latency_below_threshold(ctx: CheckContext) -> CheckOutcome:

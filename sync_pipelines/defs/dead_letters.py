@@ -41,11 +41,18 @@ def replay_dead_letters_op(
         store.get_store(), config.integration_id, run_context_of(context)
     ) as session:
         result = replay_letters(session, ids=config.ids or None, limit=config.limit)
-    context.add_output_metadata(result.metadata())
-    context.log.info(
+    summary = (
         f"replayed {result.counts.fetched} dead letter(s) of {config.integration_id}: "
         f"{result.resolved} resolved, {result.retrying} retrying, {result.quarantined} quarantined"
     )
+    if result.counts.fetched and not result.resolved:
+        # every letter failed again: the run says so (red), rather than green over nothing done
+        raise dg.Failure(summary, metadata=result.metadata(), allow_retries=False)
+    context.add_output_metadata(result.metadata())
+    if result.counts.failed:
+        context.log.warning(summary)
+    else:
+        context.log.info(summary)
 
 
 @dg.job(

@@ -117,7 +117,7 @@ def integration_health_report(
     markdown = render_markdown(report, chart_uri=png_data_uri(chart))
     context.log.info(
         f"{report.title}: {report.failed_integrations} failed, {report.degraded_integrations} "
-        f"degraded of {len(report.integrations)}; chart at {chart}"
+        f"degraded, {report.count('warning')} warning of {len(report.integrations)}; chart at {chart}"
     )
     return dg.MaterializeResult(
         metadata={

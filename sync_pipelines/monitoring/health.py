@@ -1,34 +1,94 @@
-"""One integration's health, from its figures and thresholds: healthy / degraded / unhealthy /
-unknown, with the reasons. Unhealthy means data is not flowing (syncs failing, none ever
-succeeded, inbox overflowing); degraded means it flows with trouble (errors, staleness, latency). The health command and
-endpoint, the reports and the alert rules all classify through here."""
+"""The health model: one integration's state, with its reasons, computed here and nowhere else.
+`/health`, `sync-pipelines health`, the console, the report, the `sync_integration_health`
+metric and the `integration_health` asset check all show what this module says.
+
+States, best to worst: healthy, unknown (no evidence: never synced, disabled, not checked),
+warning (data flows, something needs a look), degraded (data flows with real trouble, or is late),
+unhealthy (data is not flowing, or will not until someone acts). The state is the worst of the
+signals below; every signal that is not healthy adds its reason. Where a signal is an asset
+check, health takes the check's own verdict, so a threshold means the same thing everywhere:
+
+| signal                          | warning                    | degraded          | unhealthy                   |
+|---------------------------------|----------------------------|-------------------|-----------------------------|
+| disabled                        | (unknown: nothing else is judged)                                            |
+| never synced                    | (unknown, unless another signal is worse)                                    |
+| last sync failed (data streams) | 1 failure                  | check WARN (2)    | check ERROR (3); or 1 on auth/config |
+| freshness check                 |                            | ERROR (stale)     | ERROR, never succeeded      |
+| last syncs complete check       | WARN (partial, replay/export failed)             |                             |
+| call failure rate check         | WARN (> 5 %)               | ERROR (> 10 %)    |                             |
+| call failure trend check        | WARN                       | ERROR             |                             |
+| p95 latency check               | WARN (> 2 s)               | ERROR (> 5 s)     |                             |
+| dead letters check              | WARN (>= 1 open)           | ERROR (>= 100)    |                             |
+| inventory volume check          | WARN                       | ERROR             |                             |
+| webhook inbox                   | > 500 waiting, or oldest > 10 min | > 1000 waiting (data stuck) |                  |
+
+The figures are the integration's thresholds (`monitoring` setting, defaults in brackets).
+Data-quality checks (duplicate or missing ids) judge the data, not its flow: they show in the
+Checks tab and alerts, not in health.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.checks import dead_letters, inventory_volume, provider_calls, sync_outcomes
+from sync_pipelines.checks.context import CheckContext
+from sync_pipelines.checks.outcome import ERROR, CheckOutcome
+from sync_pipelines.errors import AUTH, CONFIG
 from sync_pipelines.monitoring.integration_stats import (
     CallWindow,
     InboxBacklog,
     SyncHistory,
-    call_window,
-    dead_letter_depth,
     inbox_backlog,
-    sync_history,
 )
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.store.integrations import Integration
 
-HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN = "healthy", "degraded", "unhealthy", "unknown"
-_RANK = {HEALTHY: 0, UNKNOWN: 1, DEGRADED: 2, UNHEALTHY: 3}
+HEALTHY, WARNING, DEGRADED, UNHEALTHY, UNKNOWN = (
+    "healthy",
+    "warning",
+    "degraded",
+    "unhealthy",
+    "unknown",
+)
+#: every state, best first (the order views list them in)
+STATES = (HEALTHY, UNKNOWN, WARNING, DEGRADED, UNHEALTHY)
+_RANK = {state: rank for rank, state in enumerate(STATES)}
+
+#: signal names that are not asset checks
+DISABLED, NEVER_SYNCED, LAST_SYNC, WEBHOOK_INBOX, NOT_CHECKED = (
+    "disabled",
+    "never_synced",
+    "last_sync_failed",
+    "webhook_inbox",
+    "not_checked",
+)
 
 
 def worst(states: list[str]) -> str:
     return max(states, key=_RANK.__getitem__, default=HEALTHY)
+
+
+def rank(state: str) -> int:
+    """0 for healthy up to 4 for unhealthy (unknown is 1): the metric's and the check's figure."""
+    return _RANK[state]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One reason an integration is not healthy."""
+
+    name: str
+    state: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"signal": self.name, "state": self.state, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,130 +97,218 @@ class IntegrationHealth:
     integration_id: str
     provider: str
     name: str
+    enabled: bool
     state: str
-    reasons: list[str]
+    signals: tuple[Signal, ...]
     last_success_at: datetime | None
     last_attempt_at: datetime | None
     last_error: str | None
     failure_streak: int
-    window: CallWindow
+    window: CallWindow | None
     dead_letters: int
-    inbox: InboxBacklog
-    thresholds: Thresholds = field(repr=False)
+    inbox: InboxBacklog | None
+    thresholds: Thresholds | None = field(default=None, repr=False)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [s.reason for s in self.signals]
+
+    def signal_state(self, name: str) -> str:
+        """The state one signal gave (healthy when it said nothing)."""
+        return worst([s.state for s in self.signals if s.name == name])
 
     def as_json(self) -> dict[str, Any]:
+        w, inbox = self.window, self.inbox
         return {
             "organization_id": self.organization_id,
             "integration_id": self.integration_id,
             "provider": self.provider,
             "name": self.name,
+            "enabled": self.enabled,
             "state": self.state,
             "reasons": self.reasons,
+            "signals": [s.as_json() for s in self.signals],
             "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
             "last_attempt_at": self.last_attempt_at.isoformat() if self.last_attempt_at else None,
             "last_error": self.last_error,
             "failure_streak": self.failure_streak,
-            "calls": self.window.calls,
-            "failed_calls": self.window.failed,
-            "error_rate": self.window.error_rate,
-            "p95_latency_ms": self.window.p95_latency_ms,
+            "calls": w.calls if w else None,
+            "failed_calls": w.failed if w else None,
+            "throttled_calls": w.throttled if w else None,
+            "call_failure_rate": w.failure_rate if w else None,
+            "p95_latency_ms": w.p95_latency_ms if w else None,
             "dead_letters": self.dead_letters,
-            "inbox_backlog": self.inbox.pending,
-            "oldest_pending_age_s": self.inbox.oldest_pending_age_s,
+            "inbox_backlog": inbox.pending if inbox else None,
+            "oldest_pending_age_s": inbox.oldest_pending_age_s if inbox else None,
         }
 
 
-def classify(
-    history: SyncHistory,
-    window: CallWindow,
-    dead_letters: int,
-    inbox: InboxBacklog,
-    thresholds: Thresholds,
-    *,
-    poll_interval_s: int,
-    now: datetime,
-) -> tuple[str, list[str]]:
-    """The state and the human reasons behind it."""
-    t = thresholds
-    if history.syncs == 0 and window.calls == 0:
-        return UNKNOWN, ["no sync has run yet"]
-    reasons: list[tuple[str, str]] = []
-    if history.failure_streak >= t.failure_streak_critical:
-        reasons.append((UNHEALTHY, f"{history.failure_streak} syncs failed in a row"))
-    elif history.failure_streak >= t.failure_streak_warn:
-        reasons.append((DEGRADED, f"{history.failure_streak} syncs failed in a row"))
-    elif history.last_status == "failed":
-        reasons.append((DEGRADED, "the last sync failed"))
-    sla = t.freshness_sla_for(poll_interval_s)
-    if history.last_success_at is None:
-        reasons.append((UNHEALTHY, "no successful sync yet"))
-    elif (age := (now - history.last_success_at).total_seconds()) > sla:
-        reasons.append((DEGRADED, f"last successful sync {age:.0f} s ago (SLA {sla:.0f} s)"))
-    # Provider errors alone make an integration degraded, not unhealthy: while its syncs still
-    # succeed (retries absorb the errors) data is flowing. Alerts and checks rate them critical.
-    rate = window.error_rate
-    if rate is not None and window.calls >= t.min_calls and rate > t.error_rate_warn:
-        level = "critical" if rate > t.error_rate_critical else "warning"
-        reasons.append(
-            (DEGRADED, f"provider error rate {rate:.1%} over the last {t.window_s} s ({level})")
-        )
-    p95 = window.p95_latency_ms
-    if p95 is not None and p95 > t.p95_latency_critical_ms:
-        reasons.append((DEGRADED, f"p95 latency {p95:.0f} ms"))
-    if dead_letters >= t.dead_letters_critical:
-        reasons.append((DEGRADED, f"{dead_letters} open dead letters"))
+#: asset checks health takes its verdict from: check -> (state on WARN, state on ERROR)
+_CHECK_SIGNALS: tuple[tuple[str, Callable[[CheckContext], CheckOutcome], str, str], ...] = (
+    (
+        sync_outcomes.FAILURE_STREAK,
+        sync_outcomes.failure_streak_below_threshold,
+        DEGRADED,
+        UNHEALTHY,
+    ),
+    (sync_outcomes.FRESHNESS, sync_outcomes.synced_within_freshness_sla, DEGRADED, DEGRADED),
+    (sync_outcomes.SYNCS_COMPLETE, sync_outcomes.last_syncs_complete, WARNING, WARNING),
+    (
+        provider_calls.CALL_FAILURE_RATE,
+        provider_calls.call_failure_rate_below_threshold,
+        WARNING,
+        DEGRADED,
+    ),
+    (
+        provider_calls.CALL_FAILURE_TREND,
+        provider_calls.call_failure_rate_not_trending_up,
+        WARNING,
+        DEGRADED,
+    ),
+    (provider_calls.P95_LATENCY, provider_calls.p95_latency_below_threshold, WARNING, DEGRADED),
+    (dead_letters.DEAD_LETTERS, dead_letters.dead_letters_below_threshold, WARNING, DEGRADED),
+    (
+        inventory_volume.INVENTORY_VOLUME,
+        inventory_volume.inventory_volume_as_expected,
+        WARNING,
+        DEGRADED,
+    ),
+)
+
+
+def classify(ctx: CheckContext, inbox: InboxBacklog) -> list[Signal]:
+    """Every signal that is not healthy, in the table's order."""
+    t, history = ctx.thresholds, ctx.history
+    signals: list[Signal] = []
+    if history.syncs == 0 and ctx.window.calls == 0:
+        signals.append(Signal(NEVER_SYNCED, UNKNOWN, "never synced"))
+    signals += _last_sync(history, t)
+    for name, evaluate, on_warn, on_error in _CHECK_SIGNALS:
+        outcome = evaluate(ctx)
+        if outcome.passed:
+            continue
+        state = on_error if outcome.severity == ERROR else on_warn
+        if name == sync_outcomes.FRESHNESS and history.last_success_at is None:
+            state = UNHEALTHY  # past its SLA without ever storing anything
+        if name == sync_outcomes.SYNCS_COMPLETE:
+            # one reason per incomplete stream, as the check lists them
+            signals += [Signal(name, state, r) for r in sync_outcomes.incomplete_reasons(history)]
+        else:
+            signals.append(Signal(name, state, outcome.description))
+    signals += _inbox(inbox, t)
+    return signals
+
+
+def _last_sync(history: SyncHistory, t: Thresholds) -> list[Signal]:
+    """The newest data sync failed: a warning while the streak check passes (it takes over from
+    `failure_streak_warn`), and unhealthy at once when it failed on credentials or configuration,
+    which no retry fixes."""
+    if history.last_status != "failed":
+        return []
+    error = f"{history.last_error_type}: {history.last_error_message}"
+    if history.last_error_type in (AUTH, CONFIG):
+        return [
+            Signal(
+                LAST_SYNC,
+                UNHEALTHY,
+                f"the last sync failed on its {history.last_error_type} ({error}); it will fail "
+                "until that is fixed",
+            )
+        ]
+    if history.failure_streak >= t.failure_streak_warn:
+        return []
+    return [Signal(LAST_SYNC, WARNING, f"the last sync failed ({error})")]
+
+
+def _inbox(inbox: InboxBacklog, t: Thresholds) -> list[Signal]:
     if inbox.pending > t.inbox_backlog_critical:
-        reasons.append((UNHEALTHY, f"webhook inbox backlog {inbox.pending}"))
+        state = UNHEALTHY
     elif inbox.pending > t.inbox_backlog_warn:
-        reasons.append((DEGRADED, f"webhook inbox backlog {inbox.pending}"))
-    if (
-        inbox.oldest_pending_age_s is not None
-        and inbox.oldest_pending_age_s > t.processing_delay_warn_s
-    ):
-        reasons.append(
-            (DEGRADED, f"oldest webhook event waiting {inbox.oldest_pending_age_s:.0f} s")
+        state = WARNING
+    else:
+        state = None
+    signals = []
+    if state:
+        signals.append(
+            Signal(
+                WEBHOOK_INBOX,
+                state,
+                f"{inbox.pending} webhook events waiting (warn above {t.inbox_backlog_warn}, "
+                f"unhealthy above {t.inbox_backlog_critical})",
+            )
         )
-    if not reasons:
-        return HEALTHY, []
-    return worst([s for s, _ in reasons]), [r for _, r in reasons]
+    age = inbox.oldest_pending_age_s
+    if age is not None and age > t.processing_delay_warn_s:
+        signals.append(
+            Signal(
+                WEBHOOK_INBOX,
+                WARNING,
+                f"oldest webhook event waiting {age:.0f} s (warn above {t.processing_delay_warn_s:.0f} s)",
+            )
+        )
+    return signals
 
 
 def integration_health(
     conn: Connection, integration: Integration, *, now: datetime
 ) -> IntegrationHealth:
-    thresholds = Thresholds.from_settings(integration.settings)
-    org, iid = integration.organization_id, integration.integration_id
-    history = sync_history(conn, org, iid, now=now, stale_running_s=thresholds.stale_running_s)
-    window = call_window(conn, org, iid, now - timedelta(seconds=thresholds.window_s), now)
-    depth = dead_letter_depth(conn, org, iid)
-    inbox = inbox_backlog(conn, org, iid, now=now)
-    state, reasons = classify(
-        history,
-        window,
-        depth,
-        inbox,
-        thresholds,
-        poll_interval_s=integration.poll_interval_s,
-        now=now,
-    )
+    """The integration's state and reasons at `now`. A disabled integration is `unknown` without
+    reading anything; a malformed `monitoring` setting is `unknown`, naming the setting."""
+    if not integration.enabled:
+        return _without_figures(
+            integration, Signal(DISABLED, UNKNOWN, "disabled: not synced or judged")
+        )
+    try:
+        ctx = CheckContext.of(conn, integration, now=now)
+    except ValueError as exc:
+        return _without_figures(integration, Signal(NOT_CHECKED, UNKNOWN, f"not checked: {exc}"))
+    return health_in(ctx)
+
+
+def health_in(ctx: CheckContext) -> IntegrationHealth:
+    """The health of the context's integration, sharing the figures its checks read."""
+    integration = ctx.integration
+    inbox = inbox_backlog(ctx.conn, ctx.organization_id, ctx.integration_id, now=ctx.now)
+    signals = classify(ctx, inbox)
+    history = ctx.history
     last_error = (
         f"{history.last_error_type}: {history.last_error_message}"
         if history.last_error_type
         else None
     )
     return IntegrationHealth(
-        organization_id=org,
-        integration_id=iid,
+        organization_id=ctx.organization_id,
+        integration_id=ctx.integration_id,
         provider=integration.provider,
         name=integration.name,
-        state=state,
-        reasons=reasons,
+        enabled=integration.enabled,
+        state=worst([s.state for s in signals]),
+        signals=tuple(signals),
         last_success_at=history.last_success_at,
         last_attempt_at=history.last_attempt_at,
         last_error=last_error,
         failure_streak=history.failure_streak,
-        window=window,
-        dead_letters=depth,
+        window=ctx.window,
+        dead_letters=ctx.dead_letters,
         inbox=inbox,
-        thresholds=thresholds,
+        thresholds=ctx.thresholds,
+    )
+
+
+def _without_figures(integration: Integration, signal: Signal) -> IntegrationHealth:
+    return IntegrationHealth(
+        organization_id=integration.organization_id,
+        integration_id=integration.integration_id,
+        provider=integration.provider,
+        name=integration.name,
+        enabled=integration.enabled,
+        state=signal.state,
+        signals=(signal,),
+        last_success_at=None,
+        last_attempt_at=None,
+        last_error=None,
+        failure_streak=0,
+        window=None,
+        dead_letters=0,
+        inbox=None,
     )

@@ -16,7 +16,9 @@ from sync_pipelines.store.dead_letters import open_dead_letter_count
 from sync_pipelines.store.provider_calls import call_figures, call_p95_ms, windowed_call_figures
 from sync_pipelines.store.sync_state import (
     GOOD_SYNC_STATUSES,
+    PARTIAL,
     RUNNING,
+    SIDE_STREAMS,
     is_failed_sync,
     last_good_sync_at,
     recent_sync_log,
@@ -34,9 +36,12 @@ class CallWindow:
     failed: int
     avg_latency_ms: float | None = None
     p95_latency_ms: float | None = None
+    #: failed calls the provider refused as too many (429 / throttling); counted in `failed`
+    throttled: int = 0
 
     @property
-    def error_rate(self) -> float | None:
+    def failure_rate(self) -> float | None:
+        """Failed calls (final failures and retried attempts) / calls: the call failure rate."""
         return self.failed / self.calls if self.calls else None
 
 
@@ -49,11 +54,11 @@ def call_window(
     *,
     with_latency: bool = True,
 ) -> CallWindow:
-    calls, failed, avg = call_figures(conn, organization_id, integration_id, start, end)
+    calls, failed, avg, throttled = call_figures(conn, organization_id, integration_id, start, end)
     p95 = None
     if with_latency and calls:
         p95 = call_p95_ms(conn, organization_id, integration_id, start, end)
-    return CallWindow(start, end, calls, failed, avg, p95)
+    return CallWindow(start, end, calls, failed, avg, p95, throttled)
 
 
 def call_windows(
@@ -76,14 +81,30 @@ def call_windows(
         conn, organization_id, integration_id, starts, width, end, with_latency=with_latency
     )
     return [
-        CallWindow(start, start + width, *figures.get(k, (0, 0, None, None)))
+        CallWindow(start, start + width, *figures.get(k, (0, 0, None, None, 0)))
         for k, start in enumerate(starts)
     ]
 
 
 @dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """How one stream's newest finished sync ended: what a partial one failed to store, or why
+    a failed one failed."""
+
+    stream: str
+    status: str
+    fetched: int
+    failed: int
+    gaps: int
+    error_type: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SyncHistory:
-    """What the sync log says about an integration's recent syncs (all streams)."""
+    """What the sync log says about an integration's recent syncs. The streak, the last status
+    and the last error are of the streams that bring data in; the dead-letter replay and the
+    exports (SIDE_STREAMS) are judged apart, in `side_outcomes`."""
 
     syncs: int
     last_attempt_at: datetime | None
@@ -99,6 +120,10 @@ class SyncHistory:
     #: devices fetched by the newest good inventory sync, and by the good one before it
     last_inventory_fetched: int | None
     previous_inventory_fetched: int | None
+    #: data streams whose newest finished sync was `partial`
+    partial_outcomes: tuple[StreamOutcome, ...] = ()
+    #: the newest finished replay and export, when there is one
+    side_outcomes: tuple[StreamOutcome, ...] = ()
 
 
 def sync_history(
@@ -110,7 +135,8 @@ def sync_history(
     stale_running_s: float = 3600.0,
     limit: int = 50,
 ) -> SyncHistory:
-    rows = recent_sync_log(conn, organization_id, integration_id, limit=limit)
+    every = recent_sync_log(conn, organization_id, integration_id, limit=limit)
+    rows = [r for r in every if r["stream"] not in SIDE_STREAMS]
     stale_before = now - timedelta(seconds=stale_running_s)
 
     def outcome(row: Any) -> str:
@@ -134,6 +160,10 @@ def sync_history(
     good_inventory = [
         r for r in rows if r["stream"] == "devices" and r["status"] in GOOD_SYNC_STATUSES
     ]
+    newest: dict[str, Any] = {}
+    for row in every:  # newest first: the first finished row of each stream is its newest
+        if row["status"] != RUNNING:
+            newest.setdefault(row["stream"], row)
     return SyncHistory(
         syncs=len(rows),
         last_attempt_at=parse_timestamp(rows[0]["started_at"]) if rows else None,
@@ -154,6 +184,26 @@ def sync_history(
         previous_inventory_fetched=(
             int(good_inventory[1]["fetched"]) if len(good_inventory) > 1 else None
         ),
+        partial_outcomes=tuple(
+            _stream_outcome(row)
+            for stream, row in sorted(newest.items())
+            if stream not in SIDE_STREAMS and row["status"] == PARTIAL
+        ),
+        side_outcomes=tuple(
+            _stream_outcome(newest[stream]) for stream in SIDE_STREAMS if stream in newest
+        ),
+    )
+
+
+def _stream_outcome(row: Any) -> StreamOutcome:
+    return StreamOutcome(
+        stream=row["stream"],
+        status=row["status"],
+        fetched=int(row["fetched"] or 0),
+        failed=int(row["failed"] or 0),
+        gaps=int(row["gaps"] or 0),
+        error_type=row["error_type"],
+        error_message=row["error_message"],
     )
 
 

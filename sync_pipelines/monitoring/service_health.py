@@ -3,8 +3,11 @@ integration, the webhook inbox, the dead letters and — once `sync_pipelines.al
 `alert_path_health(conn, now)` — the alert path. `sync-pipelines health` and the receiver's
 `GET /health` both report through here.
 
-Each part is healthy / degraded / unhealthy, or unknown (no evidence yet: an integration that
-never synced, no DAGSTER_HOME), which is shown but does not move the overall status. The
+Each part is healthy / warning / degraded / unhealthy, or unknown (no evidence yet: an
+integration that never synced, no DAGSTER_HOME), which is shown but does not move the overall
+status. Integrations are judged by the one health model (`monitoring/health.py`); the inbox and
+dead-letter parts are the worst of the integrations' own inbox and dead-letter signals, so they
+use each integration's thresholds and say what the integrations' rows say. The
 overall status is the worst part, with one rule: in the system-wide check (no organization,
 which is what the endpoint reports) the workload parts — integrations, inbox backlog, dead
 letters — count as degraded at most. One tenant's expired key or a processing backlog is not
@@ -32,10 +35,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from sync_pipelines.checks.dead_letters import DEAD_LETTERS as DEAD_LETTER_SIGNAL
 from sync_pipelines.clock import utc_now
+from sync_pipelines.monitoring import health as health_model
 from sync_pipelines.monitoring.health import (
     DEGRADED,
     HEALTHY,
+    STATES,
     UNHEALTHY,
     UNKNOWN,
     integration_health,
@@ -54,14 +60,12 @@ from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import redact
 from sync_pipelines.store.database import Store, ping
 from sync_pipelines.store.integrations import (
-    Integration,
     list_enabled_integrations,
     list_integrations,
     organization_exists,
 )
 from sync_pipelines.store.migrations import applied_versions, migrations_for
 
-STATES = (HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN)
 STORE, DAGSTER, INTEGRATIONS, WEBHOOK_INBOX, DEAD_LETTERS, ALERTING = (
     "store",
     "dagster",
@@ -255,18 +259,30 @@ def _check_workload(
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     budget_s = options.integrations_timeout_s
 
-    def ask(conn: Connection) -> tuple[int, list[dict[str, Any]], list[ProviderQueueDepth]] | None:
+    def ask(
+        conn: Connection,
+    ) -> tuple[int, int, list[dict[str, Any]], list[ProviderQueueDepth]] | None:
         if organization_id is not None:
             if not organization_exists(conn, organization_id):
                 return None
-            enabled = [i for i in list_integrations(conn, organization_id) if i.enabled]
+            # the organization's every integration: a disabled one is listed, `unknown`
+            listed = list_integrations(conn, organization_id)
         else:
-            enabled = list_enabled_integrations(conn)  # system-level scan across tenants
+            listed = list_enabled_integrations(conn)  # system-level scan across tenants
+        enabled = sum(1 for i in listed if i.enabled)
         deadline = time.monotonic() + budget_s
         results = [
-            _integration_entry(conn, integ, now) for integ in enabled if time.monotonic() < deadline
+            integration_health(conn, integ, now=now).as_json()
+            for integ in listed
+            if time.monotonic() < deadline
         ]
-        return len(enabled), results, queue_depths(conn, now=now, organization_id=organization_id)
+        unchecked = len(listed) - len(results)
+        return (
+            enabled,
+            unchecked,
+            results,
+            queue_depths(conn, now=now, organization_id=organization_id),
+        )
 
     try:
         answer = probe.run(ask, timeout_s=budget_s + options.store_timeout_s)
@@ -281,36 +297,20 @@ def _check_workload(
             f"no organization {organization_id!r} in {probe.store_location} "
             "(see `sync-pipelines integrations list`)"
         )
-    enabled, results, depths = answer
+    enabled, unchecked, results, depths = answer
     return [
-        _integrations_check(enabled, results, budget_s),
-        _inbox_check(depths),
-        _dead_letters_check(depths),
+        _integrations_check(enabled, unchecked, results, budget_s),
+        _inbox_check(depths, results),
+        _dead_letters_check(depths, results),
     ], results
 
 
-def _integration_entry(conn: Connection, integ: Integration, now: datetime) -> dict[str, Any]:
-    try:
-        return integration_health(conn, integ, now=now).as_json()
-    except ValueError as exc:  # the integration's `monitoring` overrides are malformed
-        return {
-            "organization_id": integ.organization_id,
-            "integration_id": integ.integration_id,
-            "provider": integ.provider,
-            "name": integ.name,
-            "state": UNKNOWN,
-            "reasons": [f"not checked: {exc}"],
-            "last_success_at": None,
-            "last_attempt_at": None,
-            "last_error": None,
-        }
-
-
-def _integrations_check(enabled: int, results: list[dict[str, Any]], budget_s: float) -> Check:
-    states = Counter(r["state"] for r in results)
-    unchecked = enabled - len(results)
+def _integrations_check(
+    enabled: int, unchecked: int, results: list[dict[str, Any]], budget_s: float
+) -> Check:
+    states = Counter(r["state"] for r in results if r["enabled"])
     status = worst([s for s in states if s != UNKNOWN])
-    counts = ", ".join(f"{states[s]} {s}" for s in STATES)
+    counts = ", ".join(f"{states[s]} {s}" for s in STATES if states[s])
     detail = f"{enabled} enabled: {counts}" if enabled else "no enabled integrations"
     if unchecked:
         status = worst([status, DEGRADED])
@@ -319,35 +319,40 @@ def _integrations_check(enabled: int, results: list[dict[str, Any]], budget_s: f
     return Check(INTEGRATIONS, status, detail, data, workload=True)
 
 
-def _inbox_check(depths: list[ProviderQueueDepth]) -> Check:
-    t = Thresholds()  # service-wide: the seeds' defaults (per-integration overrides apply above)
+def _signal_state(results: list[dict[str, Any]], signal: str) -> str:
+    """The worst state the integrations' `signal` gave (healthy when none said anything)."""
+    return worst([s["state"] for r in results for s in r["signals"] if s["signal"] == signal])
+
+
+def _inbox_check(depths: list[ProviderQueueDepth], results: list[dict[str, Any]]) -> Check:
     total = totals(depths)
     pending, oldest = total["inbox_pending"], total["inbox_oldest_age_s"]
-    status = HEALTHY
-    if pending > t.inbox_backlog_critical:
-        status = UNHEALTHY
-    elif pending > t.inbox_backlog_warn or (
-        oldest is not None and oldest > t.processing_delay_warn_s
-    ):
-        status = DEGRADED
     detail = f"{pending} event(s) waiting" + (f", the oldest for {oldest:.0f} s" if oldest else "")
     data = {
         "pending": pending,
         "oldest_pending_age_s": round(oldest, 1) if oldest is not None else None,
         "by_provider": {d.provider: d.inbox_pending for d in depths if d.inbox_pending},
     }
-    return Check(WEBHOOK_INBOX, status, detail, data, workload=True)
+    return Check(
+        WEBHOOK_INBOX,
+        _signal_state(results, health_model.WEBHOOK_INBOX),
+        detail,
+        data,
+        workload=True,
+    )
 
 
-def _dead_letters_check(depths: list[ProviderQueueDepth]) -> Check:
-    t = Thresholds()
+def _dead_letters_check(depths: list[ProviderQueueDepth], results: list[dict[str, Any]]) -> Check:
     letters = totals(depths)["dead_letters"]
     open_letters = letters["pending"] + letters["retrying"]
-    status = DEGRADED if open_letters >= t.dead_letters_critical else HEALTHY
+    status = _signal_state(results, DEAD_LETTER_SIGNAL)
     detail = (
         f"{open_letters} open ({letters['pending']} pending, {letters['retrying']} retrying), "
         f"{letters['quarantined']} quarantined"
     )
+    if status != HEALTHY:
+        t = Thresholds()
+        detail += f"; {status} (warn at {t.dead_letters_warn}, error at {t.dead_letters_critical} by default)"
     data = {
         "open": open_letters,
         **letters,

@@ -62,7 +62,7 @@ def error_rate_trend(
     base_rate = base_failed / base_calls if base_calls else None
     enough = current.calls >= min_calls and base_calls >= min_calls
     z = two_proportion_z(current.failed, current.calls, base_failed, base_calls) if enough else None
-    delta = (current.error_rate - base_rate) if enough and base_rate is not None else None
+    delta = (current.failure_rate - base_rate) if enough and base_rate is not None else None
     worsening = bool(
         z is not None and z >= z_threshold and delta is not None and delta >= min_increase
     )
@@ -75,7 +75,7 @@ def error_rate_trend(
     else:
         direction = "flat"
     return Trend(
-        current_rate=current.error_rate,
+        current_rate=current.failure_rate,
         baseline_rate=base_rate,
         current_calls=current.calls,
         baseline_calls=base_calls,

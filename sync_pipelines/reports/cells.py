@@ -10,7 +10,7 @@ COLUMNS = (
     "integration",
     "provider",
     "state",
-    "syncs ok",
+    "syncs ok (of finished)",
     "calls ok",
     "avg ms",
     "p95 ms",
@@ -40,16 +40,24 @@ def error_text(error: ErrorCount, limit: int = 80, *, with_count: bool = True) -
     return f"{text} (×{error.count})" if with_count else text
 
 
+def sync_cell(row: IntegrationReportRow) -> str:
+    """ "3/5 (60.0 %), 1 partial, 1 failed": clean successes of finished syncs, and what the
+    others were."""
+    s = row.syncs
+    text = share(s.succeeded, s.finished, s.success_rate)
+    others = [f"{n} {what}" for n, what in ((s.partial, "partial"), (s.failed, "failed")) if n]
+    return ", ".join([text, *others]) if s.finished else text
+
+
 def row_cells(row: IntegrationReportRow, *, error_limit: int = 80) -> list[str]:
     name = row.integration_id
     if row.integration.name and row.integration.name != row.integration_id:
         name += f" ({row.integration.name})"
-    finished = row.syncs.succeeded + row.syncs.failed
     return [
         name,
         row.integration.provider,
         row.state,
-        share(row.syncs.succeeded, finished, row.syncs.success_rate),
+        sync_cell(row),
         share(row.calls.calls - row.calls.failed, row.calls.calls, row.call_success_rate),
         ms(row.calls.avg_latency_ms),
         ms(row.calls.p95_latency_ms),
@@ -62,7 +70,9 @@ def headline(report: IntegrationHealthReport) -> str:
     f = report.figures()
     return (
         f"{f['failed_integrations']} failed (unhealthy) · {f['degraded_integrations']} degraded · "
-        f"{f['integrations']} integration{'' if f['integrations'] == 1 else 's'} · syncs ok {percent(report.sync_success_rate)} · "
+        f"{f['warning_integrations']} warning · "
+        f"{f['integrations']} integration{'' if f['integrations'] == 1 else 's'} · syncs ok {percent(report.sync_success_rate)} "
+        f"({f['syncs_partial']} partial, {f['syncs_failed']} failed) · "
         f"provider calls ok {percent(report.call_success_rate)} ({f['calls']:,} calls) · "
         f"avg {ms(report.totals.avg_latency_ms)} ms · p95 {ms(report.totals.p95_latency_ms)} ms"
     )

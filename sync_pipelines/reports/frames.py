@@ -36,8 +36,9 @@ HEALTH_COLUMNS: dict[str, str] = {
     "reasons": "string",
     "syncs": "Int64",
     "syncs_succeeded": "Int64",
+    "syncs_partial": "Int64",
     "syncs_failed": "Int64",
-    # the share of finished syncs that stored their data (success or partial)
+    # clean successes among finished syncs (partial and failed ones are not)
     "sync_success_rate": "Float64",
     # provider calls (HTTP requests and MQTT operations) over the period; failed = failed or retried
     "calls": "Int64",
@@ -96,11 +97,12 @@ def _health_record(row: IntegrationReportRow) -> dict[str, Any]:
         "reasons": "; ".join(health.reasons) or None,
         "syncs": syncs.syncs,
         "syncs_succeeded": syncs.succeeded,
+        "syncs_partial": syncs.partial,
         "syncs_failed": syncs.failed,
         "sync_success_rate": syncs.success_rate,
         "calls": calls.calls,
         "calls_failed": calls.failed,
-        "call_failure_rate": calls.error_rate,
+        "call_failure_rate": calls.failure_rate,
         "avg_latency_ms": calls.avg_latency_ms,
         "p95_latency_ms": calls.p95_latency_ms,
         "error_rate_trend": row.trend.direction,

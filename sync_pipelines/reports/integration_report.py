@@ -22,10 +22,12 @@ from sync_pipelines.monitoring.health import (
     HEALTHY,
     UNHEALTHY,
     UNKNOWN,
+    WARNING,
     IntegrationHealth,
     integration_health,
 )
 from sync_pipelines.monitoring.integration_stats import CallWindow, call_windows
+from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.monitoring.trend import Trend, error_rate_trend
 from sync_pipelines.reports.period_stats import (
     ROLLED_UP_PERIOD,
@@ -50,7 +52,7 @@ from sync_pipelines.store.integrations import (
 #: the arrow a report shows for a trend direction (`up`: the error rate is worsening)
 TREND_ARROWS = {"up": "↑", "down": "↓", "flat": "→", "unknown": "?"}
 #: worst first, for ordering the table
-_STATE_ORDER = {UNHEALTHY: 0, DEGRADED: 1, UNKNOWN: 2, HEALTHY: 3}
+_STATE_ORDER = {UNHEALTHY: 0, DEGRADED: 1, WARNING: 2, UNKNOWN: 3, HEALTHY: 4}
 DEFAULT_PERIOD = timedelta(hours=24)
 WEEKLY_PERIOD = timedelta(days=7)
 
@@ -82,7 +84,7 @@ class IntegrationReportRow:
 
     @property
     def call_success_rate(self) -> float | None:
-        rate = self.calls.error_rate
+        rate = self.calls.failure_rate
         return None if rate is None else 1.0 - rate
 
     @property
@@ -101,6 +103,7 @@ class IntegrationReportRow:
             "last_error": self.health.last_error,
             "syncs": self.syncs.syncs,
             "syncs_succeeded": self.syncs.succeeded,
+            "syncs_partial": self.syncs.partial,
             "syncs_failed": self.syncs.failed,
             "sync_success_rate": self.syncs.success_rate,
             "calls": self.calls.calls,
@@ -130,7 +133,7 @@ class IntegrationReportRow:
                     "start": p.start.isoformat(),
                     "calls": p.calls,
                     "failed": p.failed,
-                    "error_rate": p.error_rate,
+                    "call_failure_rate": p.failure_rate,
                     "p95_latency_ms": p.p95_latency_ms,
                 }
                 for p in self.series
@@ -177,12 +180,12 @@ class IntegrationHealthReport:
     @property
     def sync_success_rate(self) -> float | None:
         succeeded = sum(r.syncs.succeeded for r in self.integrations)
-        finished = succeeded + sum(r.syncs.failed for r in self.integrations)
+        finished = sum(r.syncs.finished for r in self.integrations)
         return succeeded / finished if finished else None
 
     @property
     def call_success_rate(self) -> float | None:
-        rate = self.totals.error_rate
+        rate = self.totals.failure_rate
         return None if rate is None else 1.0 - rate
 
     def figures(self) -> dict[str, int | float | None]:
@@ -191,11 +194,13 @@ class IntegrationHealthReport:
             "integrations": len(self.integrations),
             "failed_integrations": self.failed_integrations,
             "degraded_integrations": self.degraded_integrations,
+            "warning_integrations": self.count(WARNING),
             "healthy_integrations": self.count(HEALTHY),
             "unknown_integrations": self.count(UNKNOWN),
             "syncs": sum(r.syncs.syncs for r in self.integrations),
+            "syncs_partial": sum(r.syncs.partial for r in self.integrations),
             "syncs_failed": sum(r.syncs.failed for r in self.integrations),
-            # "success rate" without qualifier is the syncs': the share that stored their data
+            # "success rate" without qualifier is the syncs': clean successes of finished syncs
             "success_rate": self.sync_success_rate,
             "calls": self.totals.calls,
             "calls_failed": self.totals.failed,
@@ -245,7 +250,8 @@ def build_integration_report(
     if period <= timedelta(0):
         raise ValueError(f"the report period must be positive, got {period}")
     if organization_id is not None:
-        integrations = [i for i in list_integrations(conn, organization_id) if i.enabled]
+        # every integration of the organization: a disabled one is listed as such (unknown)
+        integrations = list_integrations(conn, organization_id)
     else:
         # system-level scan across tenants: a report over every organization, on request only
         integrations = list_enabled_integrations(conn)
@@ -283,7 +289,7 @@ def build_integration_report(
     rows.sort(
         key=lambda r: (
             _STATE_ORDER.get(r.state, 9),
-            -(r.calls.error_rate or 0.0),
+            -(r.calls.failure_rate or 0.0),
             r.organization_id,
             r.integration_id,
         )
@@ -343,7 +349,7 @@ def _report_row(
     errors: list[ErrorCount],
 ) -> IntegrationReportRow:
     health = integration_health(conn, integ, now=end)
-    t = health.thresholds
+    t = health.thresholds or Thresholds()  # disabled, or its `monitoring` setting unusable
     # the trend over the report's period: its last 1/(n+1) against the n windows before
     # (a weekly summary compares the last day with the six before), never finer than the
     # monitoring window

@@ -26,7 +26,7 @@ from sync_pipelines.store.call_hours import (
     rolled_up_hours,
     rolled_up_until,
 )
-from sync_pipelines.store.sync_state import FAILED_SYNC_STATUSES, GOOD_SYNC_STATUSES
+from sync_pipelines.store.sync_state import FAILED_SYNC_STATUSES, PARTIAL, SUCCESS
 
 #: periods this long are read from the rolled-up hours (a weekly report reads ~4k hour rows per
 #: organization instead of ~150k calls at 10M activity rows); shorter ones from the calls, exactly
@@ -38,17 +38,24 @@ class SyncOutcomes:
     """Syncs (sync-log rows, every stream) started in the period, by outcome."""
 
     syncs: int
-    #: stored their data: `success`, or `partial` (some records dead-lettered)
+    #: stored everything they fetched (`success`)
     succeeded: int
+    #: stored their data but not all of it (`partial`: records dead-lettered, gaps, loss)
+    partial: int
+    #: failed, abandoned (process died) or fenced (a stale writer)
     failed: int
     #: still running (or died without saying so)
     running: int
 
     @property
+    def finished(self) -> int:
+        return self.succeeded + self.partial + self.failed
+
+    @property
     def success_rate(self) -> float | None:
-        """Succeeded / finished; None when nothing finished."""
-        finished = self.succeeded + self.failed
-        return self.succeeded / finished if finished else None
+        """Clean successes / finished syncs (a partial sync is not a success); None when
+        nothing finished."""
+        return self.succeeded / self.finished if self.finished else None
 
 
 def sync_outcomes(
@@ -61,7 +68,8 @@ def sync_outcomes(
 def _outcomes(counts: Mapping[str, int]) -> SyncOutcomes:
     return SyncOutcomes(
         syncs=sum(counts.values()),
-        succeeded=sum(counts.get(s, 0) for s in GOOD_SYNC_STATUSES),
+        succeeded=counts.get(SUCCESS, 0),
+        partial=counts.get(PARTIAL, 0),
         failed=sum(counts.get(s, 0) for s in FAILED_SYNC_STATUSES),
         running=counts.get("running", 0),
     )
@@ -100,7 +108,8 @@ class SeriesPoint:
     p95_latency_ms: float | None
 
     @property
-    def error_rate(self) -> float | None:
+    def failure_rate(self) -> float | None:
+        """Failed calls / calls: the call failure rate."""
         return self.failed / self.calls if self.calls else None
 
 

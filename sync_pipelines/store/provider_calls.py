@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.errors import RATE_LIMITED
 from sync_pipelines.figures import percentile
 from sync_pipelines.observability.activity import ERROR_STATUSES, PROVIDER_CALLS
 from sync_pipelines.store.database import sql_list
@@ -23,6 +24,11 @@ from sync_pipelines.store.database import sql_list
 CALL_TYPES_SQL = sql_list(sorted(PROVIDER_CALLS))
 ERRORS_SQL = sql_list(ERROR_STATUSES)
 FAILED_SQL = f"CASE WHEN status IN ({ERRORS_SQL}) THEN 1 ELSE 0 END"
+#: failed calls the provider refused as too many (our own constants, never input)
+THROTTLED_SQL = (
+    f"coalesce(sum(CASE WHEN status IN ({ERRORS_SQL}) AND error_type = '{RATE_LIMITED}' "
+    "THEN 1 ELSE 0 END), 0)"
+)
 
 _CALL_FILTER = (
     "organization_id = :o AND integration_id = :i AND created_at >= :start AND created_at < :end "
@@ -32,13 +38,15 @@ _CALL_FILTER = (
 
 def call_figures(
     conn: Connection, organization_id: str, integration_id: str, start: datetime, end: datetime
-) -> tuple[int, int, float | None]:
-    """(calls, failed, average latency ms) of the integration's calls in [start, end)."""
+) -> tuple[int, int, float | None, int]:
+    """(calls, failed, average latency ms, throttled) of the integration's calls in [start, end);
+    throttled calls (the provider answered "slow down") are among the failed ones."""
     row = (
         conn.execute(
             sa.text(
                 f"SELECT count(*) AS calls, "
                 f"coalesce(sum(CASE WHEN status IN ({ERRORS_SQL}) THEN 1 ELSE 0 END), 0) AS failed, "
+                f"{THROTTLED_SQL} AS throttled, "
                 f"avg(response_time_ms) AS avg_ms FROM integration_activity_log WHERE {_CALL_FILTER}"
             ),
             _params(organization_id, integration_id, start, end),
@@ -47,7 +55,12 @@ def call_figures(
         .one()
     )
     avg = row["avg_ms"]
-    return int(row["calls"]), int(row["failed"]), float(avg) if avg is not None else None
+    return (
+        int(row["calls"]),
+        int(row["failed"]),
+        float(avg) if avg is not None else None,
+        int(row["throttled"]),
+    )
 
 
 def call_p95_ms(
@@ -83,8 +96,8 @@ def windowed_call_figures(
     end: datetime,
     *,
     with_latency: bool = False,
-) -> dict[int, tuple[int, int, float | None, float | None]]:
-    """Window number → (calls, failed, average ms, p95 ms) of the consecutive windows
+) -> dict[int, tuple[int, int, float | None, float | None, int]]:
+    """Window number → (calls, failed, average ms, p95 ms, throttled) of the consecutive windows
     [start, start + width) of `starts`, the last one ending at `end`; windows without a call are
     absent.
 
@@ -108,15 +121,21 @@ def windowed_call_figures(
         sa.text(
             f"SELECT {bucket} AS w, count(*) AS calls, "
             f"sum(CASE WHEN status IN ({ERRORS_SQL}) THEN 1 ELSE 0 END) AS failed, "
-            f"avg(response_time_ms) AS avg_ms FROM integration_activity_log WHERE {_CALL_FILTER} "
-            "GROUP BY 1"
+            f"avg(response_time_ms) AS avg_ms, {THROTTLED_SQL} AS throttled "
+            f"FROM integration_activity_log WHERE {_CALL_FILTER} GROUP BY 1"
         ),
         params,
     ).all()
     p95s = _p95_by_window(conn, params, bucket) if with_latency and rows else {}
     return {
-        int(w): (int(calls), int(failed), float(avg) if avg is not None else None, p95s.get(int(w)))
-        for w, calls, failed, avg in rows
+        int(w): (
+            int(calls),
+            int(failed),
+            float(avg) if avg is not None else None,
+            p95s.get(int(w)),
+            int(throttled),
+        )
+        for w, calls, failed, avg, throttled in rows
     }
 
 

@@ -19,6 +19,9 @@ from sync_pipelines.store.database import (
 )
 
 RUNNING = "running"
+SUCCESS = "success"
+#: stored its data but not all of it: records dead-lettered, telemetry gaps, broker-reported loss
+PARTIAL = "partial"
 #: the process died mid-sync (no heartbeat); closed by the next sync of its stream or the
 #: stale-sync sensor (store/sync_leases.py)
 ABANDONED = "abandoned"
@@ -26,10 +29,14 @@ ABANDONED = "abandoned"
 FENCED = "fenced"
 
 #: sync log statuses of a sync that stored its data (`partial`: some records dead-lettered)
-GOOD_SYNC_STATUSES = ("success", "partial")
+GOOD_SYNC_STATUSES = (SUCCESS, PARTIAL)
 #: sync log statuses of a sync that failed — the one definition health, reports, checks, the
 #: console and metrics count failures by
 FAILED_SYNC_STATUSES = ("failed", ABANDONED, FENCED)
+#: streams that redo or send rather than bring data in: the dead-letter replay and the desired
+#: exports. Their outcomes are judged on their own; they never make an integration's data fresh
+#: nor end (or hide) a streak of failed syncs (sync/replay.py, sync/export.py name them)
+SIDE_STREAMS = ("dead_letter_replay", "desired_exports")
 
 
 def is_failed_sync(status: str | None) -> bool:
@@ -207,8 +214,10 @@ def recent_sync_log(
     conn: Connection, organization_id: str, integration_id: str, *, limit: int
 ) -> list[dict[str, Any]]:
     """The integration's newest sync-log rows (every stream), newest first: stream, status,
-    started_at, completed_at, fetched, error_type, error_message."""
-    columns = "stream, status, started_at, completed_at, fetched, error_type, error_message"
+    started_at, completed_at, fetched, failed, gaps, error_type, error_message."""
+    columns = (
+        "stream, status, started_at, completed_at, fetched, failed, gaps, error_type, error_message"
+    )
     rows = _newest(conn, columns, "", {"o": organization_id, "i": integration_id, "n": limit})
     return [dict(r._mapping) for r in rows]
 
@@ -216,12 +225,14 @@ def recent_sync_log(
 def last_good_sync_at(
     conn: Connection, organization_id: str, integration_id: str
 ) -> datetime | None:
-    """When the integration's newest sync that stored its data completed."""
+    """When the integration's newest sync that brought data in (not a replay or an export)
+    and stored it completed."""
     return parse_timestamp(
         conn.execute(
             sa.text(
                 "SELECT max(completed_at) FROM integration_sync_log WHERE organization_id = :o "
-                f"AND integration_id = :i AND status IN ({sql_list(GOOD_SYNC_STATUSES)})"
+                f"AND integration_id = :i AND status IN ({sql_list(GOOD_SYNC_STATUSES)}) "
+                f"AND stream NOT IN ({sql_list(SIDE_STREAMS)})"
             ),
             {"o": organization_id, "i": integration_id},
         ).scalar()

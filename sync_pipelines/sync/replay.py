@@ -121,6 +121,9 @@ def replay_dead_letters(
         run.counts.fetched, run.counts.pages = len(letters), int(bool(letters))
         outcomes = _replay_by_stream(_Work(session, run), letters)
         _settle(session, run, letters, outcomes, policy, tallies)
+        # letters that failed again are the replay's failed records: it ends `partial`, and
+        # health, the report and the checks count it so (never as a clean success)
+        run.counts.failed = tallies[RETRYING] + tallies[QUARANTINED]
         run.annotate(**tallies)
     return ReplayResult(
         **{f.name: getattr(run.result, f.name) for f in fields(SyncResult)},

@@ -29,9 +29,15 @@ class SyncResult:
     call_latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
-    def error_rate(self) -> float:
-        """Share of records that failed (the asset's data error rate)."""
+    def record_failure_rate(self) -> float:
+        """Records that failed (dead-lettered) / records fetched."""
         return self.counts.failed / self.counts.fetched if self.counts.fetched else 0.0
+
+    @property
+    def call_failure_rate(self) -> float | None:
+        """Provider calls that failed (final failures and retried attempts) / calls."""
+        calls = self.http_requests + self.mqtt_requests
+        return (self.http_failed + self.mqtt_failed) / calls if calls else None
 
     @property
     def p95_latency_ms(self) -> float | None:
@@ -42,7 +48,7 @@ class SyncResult:
         c = self.counts
         figures: dict[str, float | int | str] = {
             **c.figures(),
-            "error_rate": round(self.error_rate, 6),
+            "record_failure_rate": round(self.record_failure_rate, 6),
             "duration_s": round(self.duration_s, 3),
             "http_requests": self.http_requests,
             "http_failed": self.http_failed,
@@ -50,6 +56,8 @@ class SyncResult:
         }
         if self.mqtt_requests:
             figures.update(mqtt_requests=self.mqtt_requests, mqtt_failed=self.mqtt_failed)
+        if (call_rate := self.call_failure_rate) is not None:
+            figures["call_failure_rate"] = round(call_rate, 6)
         p95 = self.p95_latency_ms
         if p95 is not None:
             figures["p95_latency_ms"] = round(p95, 3)

@@ -22,9 +22,9 @@ def test_every_check_is_recorded_with_its_figures_and_run_id(store, integ):
     assert [r.check_name for r in rows] == [c.name for c in CHECKS]
     assert all(r.provider == "golioth" and r.created_at == NOW for r in rows)
     by_name = {r.check_name: r for r in rows}
-    error_rate = by_name["error_rate_below_threshold"]
+    error_rate = by_name["call_failure_rate_below_threshold"]
     assert (error_rate.passed, error_rate.severity) == (False, "ERROR")
-    assert error_rate.metadata["error_rate"] == pytest.approx(0.2)
+    assert error_rate.metadata["call_failure_rate"] == pytest.approx(0.2)
     assert error_rate.metadata["calls"] == 40
     assert by_name["synced_within_freshness_sla"].passed
     for row in rows:  # numeric figures on every result
@@ -48,10 +48,19 @@ def test_reads_are_scoped_by_organization_and_the_scan_reads_every_tenant_in_ord
     ]
     assert [r.check_name for r in rest] == [c.name for c in CHECKS[1:]]
     failures = [(r.organization_id, r.check_name) for r in first + rest if not r.passed]
+    # the health check gives the model's verdict on the same figures: 20 % of calls failed is
+    # an ERROR check, so degraded; never synced past its SLA is unhealthy
     assert failures == [
-        (ORG, "error_rate_below_threshold"),
+        (ORG, "integration_health"),
+        (ORG, "call_failure_rate_below_threshold"),
+        ("org-other", "integration_health"),
         ("org-other", "synced_within_freshness_sla"),
     ]
+    health = {r.organization_id: r for r in first + rest if r.check_name == "integration_health"}
+    assert health[ORG].description.startswith("degraded: 20.0% of 40 provider calls failed")
+    assert health["org-other"].description.startswith(
+        "unhealthy: never synced; no successful sync in the"
+    )
 
 
 def test_an_unusable_monitoring_setting_is_named(store):

@@ -78,7 +78,7 @@ def test_a_sync_run_evaluates_its_integration_with_metadata_and_records_it(
     assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
     by_name = {e.check_name: e for e in evaluations}
     assert by_name["required_fields_present"].metadata["devices"].value == 30
-    assert by_name["error_rate_below_threshold"].metadata["calls"].value >= 3  # the listing's pages
+    assert by_name["call_failure_rate_below_threshold"].metadata["calls"].value >= 3  # the listing's pages
     assert isinstance(by_name["synced_within_freshness_sla"].metadata["age_s"].value, float)
     with store.connect() as conn:
         rows = check_results(conn, integ.organization_id, integration_id=integ.integration_id)
@@ -110,7 +110,11 @@ def test_a_failed_sync_skips_the_run_checks_and_the_sensor_judges_it_once(
     assert streak.metadata["streak"].value == 2
     with store.connect() as conn:
         failed = check_results(conn, integ.organization_id, failed_only=True)
-    assert [(r.check_name, r.run_id) for r in failed] == [("failure_streak_below_threshold", None)]
+    assert [(r.check_name, r.run_id) for r in failed] == [
+        ("integration_health", None),  # the health model's verdict: degraded by the streak
+        ("failure_streak_below_threshold", None),
+    ]
+    assert failed[0].severity == "ERROR" and "2 syncs failed in a row" in failed[0].description
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         assert isinstance(failed_or_stale_syncs_sensor(context), dg.SkipReason)  # judged already
 

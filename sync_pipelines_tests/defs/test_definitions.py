@@ -82,8 +82,8 @@ def test_the_monitoring_objects_exist_by_name():
             if k.asset_key.path == [f"{provider}_devices"]
         }
         assert {
-            "error_rate_below_threshold",
-            "error_rate_not_trending_up",
+            "call_failure_rate_below_threshold",
+            "call_failure_rate_not_trending_up",
             "synced_within_freshness_sla",
         } <= keys
     for sensor in (

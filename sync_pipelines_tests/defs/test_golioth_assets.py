@@ -29,7 +29,7 @@ FIGURES = (
     "updated",
     "unchanged",
     "failed",
-    "error_rate",
+    "record_failure_rate",
     "duration_s",
     "p95_latency_ms",
 )
@@ -101,7 +101,7 @@ def test_materialization_metadata_carries_numeric_sync_figures(
         DEVICE_COUNT,
         0,
     )
-    assert metadata["error_rate"] == 0
+    assert metadata["record_failure_rate"] == 0
 
 
 @pytest.mark.parametrize(
@@ -203,4 +203,4 @@ def test_a_poison_record_leaves_the_run_successful_with_one_failed_record(
         DEVICE_COUNT - 1,
         1,
     )
-    assert metadata["error_rate"] == pytest.approx(1 / DEVICE_COUNT, abs=1e-6)
+    assert metadata["record_failure_rate"] == pytest.approx(1 / DEVICE_COUNT, abs=1e-6)

@@ -146,7 +146,7 @@ def test_each_launched_run_carries_the_limits_tags_and_runs_the_integrations_che
     assert tags["dagster/partition"] == "golioth-a"  # one run per integration at a time
     assert tags[ORGANIZATION_RUN_TAG] == run.run_id
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
-    assert "error_rate_below_threshold" in checks
+    assert "call_failure_rate_below_threshold" in checks
     assert _devices(store, "golioth-a") == DEVICE_COUNT
 
 

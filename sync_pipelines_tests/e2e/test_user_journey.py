@@ -284,7 +284,7 @@ def test_the_asset_page_shows_the_checks_and_the_sync_figures(
         expect(page.get_by_text("Latest materialization")).to_be_visible()
         expect(page.get_by_text("Latest check results")).to_be_visible()
         # the latest materialization's figures (of whichever integration synced last)
-        for key, value in {"fetched": DEVICE_COUNT, "failed": 0, "error_rate": 0}.items():
+        for key, value in {"fetched": DEVICE_COUNT, "failed": 0, "record_failure_rate": 0}.items():
             expect(_metadata_value(page, key)).to_have_text(str(value))
         for key in ("duration_s", "devices_per_s", "p95_latency_ms"):
             expect(_metadata_value(page, key)).to_have_text(re.compile(r"^\d+(\.\d+)?$"))

@@ -1,6 +1,7 @@
 """Each enabled integration's state, from real syncs against the Golioth emulator: healthy
-(synced), degraded (the last sync failed after a good one), unhealthy (three auth failures in a
-row, never a success), unknown (never synced). Scoped to its organization an unhealthy
+(synced), degraded (synced, but older than its freshness SLA), unhealthy (its key was revoked
+after a good sync: no retry fixes that; or three auth failures in a row, never a success),
+unknown (never synced). Scoped to its organization an unhealthy
 integration makes the check unhealthy (CLI exit 1, HTTP 503); system-wide it counts as degraded
 (exit 0, 200). No API key or other secret appears in any output."""
 
@@ -31,12 +32,15 @@ WRONG_KEY = f"wrong-{secrets.token_hex(16)}"
 ORG_A_STATES = {
     "gl-healthy": "healthy",
     "gl-degraded": "degraded",
+    "gl-revoked": "unhealthy",
     "gl-unhealthy": "unhealthy",
     "gl-unknown": "unknown",
 }
 
 
-def _register(store, running, integration_id: str, organization_id: str, key_env: str) -> None:
+def _register(
+    store, running, integration_id: str, organization_id: str, key_env: str, **settings
+) -> None:
     register_integration(
         store,
         Integration(
@@ -44,7 +48,11 @@ def _register(store, running, integration_id: str, organization_id: str, key_env
             organization_id=organization_id,
             provider="golioth",
             name=integration_id,
-            settings={"base_url": running.url, "project_id": running.emulator.config.project_id},
+            settings={
+                "base_url": running.url,
+                "project_id": running.emulator.config.project_id,
+                **settings,
+            },
             secret_refs={"api_key": key_env},
         ),
     )
@@ -69,15 +77,18 @@ def seed_states(store, golioth_factory, monkeypatch, open_session):
     monkeypatch.setenv(FLAKY_ENV, running.api_key)
     monkeypatch.setenv(WRONG_ENV, WRONG_KEY)
     _register(store, running, "gl-healthy", "org-a", GOOD_ENV)
-    _register(store, running, "gl-degraded", "org-a", FLAKY_ENV)
+    # its data is older than its SLA as soon as it lands
+    _register(store, running, "gl-degraded", "org-a", GOOD_ENV, monitoring={"freshness_sla_s": 0})
+    _register(store, running, "gl-revoked", "org-a", FLAKY_ENV)
     _register(store, running, "gl-unhealthy", "org-a", WRONG_ENV)
     _register(store, running, "gl-unknown", "org-a", GOOD_ENV)
     _register(store, running, "gl-b", "org-b", GOOD_ENV)
     _sync(store, open_session, "gl-healthy")
     _sync(store, open_session, "gl-b")
     _sync(store, open_session, "gl-degraded")
+    _sync(store, open_session, "gl-revoked")
     monkeypatch.setenv(FLAKY_ENV, WRONG_KEY)  # its key was revoked since
-    _sync(store, open_session, "gl-degraded", fails=True)
+    _sync(store, open_session, "gl-revoked", fails=True)
     for _ in range(3):
         _sync(store, open_session, "gl-unhealthy", fails=True)
     return running
@@ -90,16 +101,25 @@ def test_each_state_is_reported_with_its_last_success_attempt_and_error(
     scoped = check_service_health(store, HealthOptions(), organization_id="org-a")
     entries = {e["integration_id"]: e for e in scoped.integrations}
     assert {i: e["state"] for i, e in entries.items()} == ORG_A_STATES
-    healthy, degraded = entries["gl-healthy"], entries["gl-degraded"]
+    healthy, degraded, revoked = entries["gl-healthy"], entries["gl-degraded"], entries["gl-revoked"]
     unhealthy, unknown = entries["gl-unhealthy"], entries["gl-unknown"]
     assert (
         healthy["last_success_at"] and healthy["last_attempt_at"] and healthy["last_error"] is None
     )
-    assert degraded["last_success_at"] and degraded["last_error"].startswith("auth: ")
-    assert degraded["reasons"] == ["the last sync failed"]
+    assert healthy["reasons"] == []
+    assert degraded["last_success_at"] and degraded["last_error"] is None
+    assert len(degraded["reasons"]) == 1 and degraded["reasons"][0].startswith(
+        "last successful sync"
+    )
+    assert degraded["reasons"][0].endswith("(SLA 0 s): stale")
+    assert revoked["last_success_at"] and revoked["last_error"].startswith("auth: ")
+    assert len(revoked["reasons"]) == 1
+    assert revoked["reasons"][0].startswith("the last sync failed on its auth (auth: ")
+    assert revoked["reasons"][0].endswith("it will fail until that is fixed")
     assert unhealthy["last_success_at"] is None and unhealthy["last_attempt_at"]
     assert unhealthy["last_error"].startswith("auth: ")
-    assert "3 syncs failed in a row" in unhealthy["reasons"]
+    assert any(r.startswith("3 syncs failed in a row") for r in unhealthy["reasons"])
+    assert unknown["reasons"] == ["never synced"]
     assert (unknown["last_success_at"], unknown["last_attempt_at"], unknown["last_error"]) == (
         None,
         None,
@@ -107,13 +127,9 @@ def test_each_state_is_reported_with_its_last_success_attempt_and_error(
     )
     assert (scoped.status, scoped.http_status) == ("unhealthy", 503)
     integrations = scoped.check("integrations")
-    assert (integrations.status, integrations.data["enabled"]) == ("unhealthy", 4)
-    assert [integrations.data[s] for s in ("healthy", "degraded", "unhealthy", "unknown")] == [
-        1,
-        1,
-        1,
-        1,
-    ]
+    assert (integrations.status, integrations.data["enabled"]) == ("unhealthy", 5)
+    counts = ("healthy", "warning", "degraded", "unhealthy", "unknown")
+    assert [integrations.data[s] for s in counts] == [1, 0, 1, 2, 1]
 
     # system-wide: every tenant's integrations; one tenant's broken key degrades the service
     everyone = check_service_health(store, HealthOptions())
@@ -176,7 +192,7 @@ def test_the_endpoint_lists_integrations_only_to_a_caller_with_the_health_token(
     for public in (anyone, wrong):
         body = public.json()
         assert body["status"] == "degraded" and "integrations" not in body
-        assert body["checks"]["integrations"]["unhealthy"] == 1
+        assert body["checks"]["integrations"]["unhealthy"] == 2
         assert "gl-unhealthy" not in public.text and "org-a" not in public.text
     listed = {e["integration_id"]: e["state"] for e in operator.json()["integrations"]}
     assert listed == {**ORG_A_STATES, "gl-b": "healthy"}

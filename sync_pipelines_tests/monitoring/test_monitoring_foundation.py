@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.monitoring.health import (
-    DEGRADED,
     HEALTHY,
     UNHEALTHY,
     UNKNOWN,
+    WARNING,
     integration_health,
 )
 from sync_pipelines.monitoring.integration_stats import (
@@ -83,7 +83,7 @@ def test_call_window_counts_failed_and_retried_attempts_of_one_tenant(store, int
         window = call_window(conn, ORG, IID, NOW - timedelta(seconds=300), NOW)
         windows = call_windows(conn, ORG, IID, end=NOW, window_s=300, count=3)
     assert (window.calls, window.failed) == (20, 2)
-    assert window.error_rate == pytest.approx(0.1)
+    assert window.failure_rate == pytest.approx(0.1)
     assert window.p95_latency_ms == 50.0  # nearest rank over 0..17 and two 50 ms failures
     assert [w.calls for w in windows] == [0, 1, 20]
     assert windows[-1].end == NOW
@@ -120,9 +120,10 @@ def test_health_states_from_real_rows(store, integration):
         insert_activity_rows(conn, [_call(NOW - timedelta(seconds=20), "failed") for _ in range(3)])
     with store.connect() as conn:
         health = integration_health(conn, integration, now=NOW)  # 3 / 33 = 9 %: warn, not critical
-    assert (
-        health.state == DEGRADED
-        and "error rate 9.1% over the last 300 s (warning)" in health.reasons[0]
+    # health takes the check's verdict: WARN (above 5 %) is a warning, with the check's words
+    assert (health.state, health.reasons) == (
+        WARNING,
+        ["9.1% of 33 provider calls failed in the last 300 s: above 5.0%"],
     )
     with store.transaction() as conn:
         for minutes in (3, 2, 1):

@@ -1,6 +1,6 @@
 """A small fleet with real sync history, on SQLite and Postgres: in organization `org-a` one
 Golioth integration that syncs fine, one whose last sync failed (a 503 injected after a good
-sync: degraded) and one that never got through (every list call 503: failed / unhealthy); and
+sync: a warning) and one that never got through (every list call 503: failed / unhealthy); and
 one healthy integration in `org-b` that an org-scoped report must not show."""
 
 from __future__ import annotations

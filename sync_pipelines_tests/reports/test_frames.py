@@ -37,7 +37,7 @@ def test_the_health_frame_has_one_row_per_integration_with_the_reports_figures(f
     frame = health_frame(report)
     assert list(frame.columns) == list(HEALTH_COLUMNS)
     assert list(frame["integration_id"]) == [DOWN, FLAKY, OK]  # worst first, as the report
-    assert list(frame["state"]) == ["unhealthy", "degraded", "healthy"]
+    assert list(frame["state"]) == ["unhealthy", "warning", "healthy"]
     by_id = frame.set_index("integration_id")
     for row in report.integrations:
         got = by_id.loc[row.integration_id]

@@ -31,19 +31,21 @@ def _rows(report):
     return {row.integration_id: row for row in report.integrations}
 
 
-def test_the_failing_integration_is_failed_and_the_flaky_one_degraded(fleet):
+def test_the_failing_integration_is_failed_and_the_flaky_one_a_warning(fleet):
     report = _report(fleet)
     assert [r.integration_id for r in report.integrations] == [DOWN, FLAKY, OK]  # worst first
-    assert [r.state for r in report.integrations] == ["unhealthy", "degraded", "healthy"]
+    assert [r.state for r in report.integrations] == ["unhealthy", "warning", "healthy"]
     figures = report.figures()
     assert (
         figures["integrations"],
         figures["failed_integrations"],
         figures["degraded_integrations"],
-    ) == (3, 1, 1)
+        figures["warning_integrations"],
+    ) == (3, 1, 0, 1)
     rows = _rows(report)
-    assert "3 syncs failed in a row" in rows[DOWN].health.reasons
-    assert "the last sync failed" in rows[FLAKY].health.reasons
+    assert rows[DOWN].health.reasons[0].startswith("3 syncs failed in a row; last error transient")
+    (flaky_reason,) = rows[FLAKY].health.reasons
+    assert flaky_reason.startswith("the last sync failed (transient: ") and "503" in flaky_reason
 
 
 def test_the_failing_integration_shows_its_top_error_and_success_rates(fleet):
@@ -68,7 +70,7 @@ def test_the_headline_rates_add_up_over_the_organization(fleet):
     assert report.totals.calls == sum(r.calls.calls for r in rows)
     assert report.totals.failed == sum(r.calls.failed for r in rows)
     succeeded = sum(r.syncs.succeeded for r in rows)
-    assert report.sync_success_rate == succeeded / (succeeded + sum(r.syncs.failed for r in rows))
+    assert report.sync_success_rate == succeeded / sum(r.syncs.finished for r in rows)
     # a pooled p95 lies between the integrations' own p95s
     p95s = [r.calls.p95_latency_ms for r in rows if r.calls.p95_latency_ms is not None]
     assert min(p95s) <= report.figures()["p95_ms"] <= max(p95s)
@@ -90,7 +92,7 @@ def test_the_series_has_every_bucket_and_adds_up_to_the_period(fleet):
         assert len(row.series) == 24  # hourly over 24 h
         assert sum(p.calls for p in row.series) == row.calls.calls
         assert sum(p.failed for p in row.series) == row.calls.failed
-    assert _rows(report)[DOWN].series[-1].error_rate == 1.0
+    assert _rows(report)[DOWN].series[-1].failure_rate == 1.0
 
 
 def test_a_weekly_period_buckets_by_hour_and_a_short_one_by_five_minutes(fleet):
@@ -166,7 +168,7 @@ def test_the_markdown_table_has_one_row_per_integration_and_every_column(fleet):
         "integration",
         "provider",
         "state",
-        "syncs ok",
+        "syncs ok (of finished)",
         "calls ok",
         "avg ms",
         "p95 ms",
@@ -176,14 +178,14 @@ def test_the_markdown_table_has_one_row_per_integration_and_every_column(fleet):
     assert separator == ["---"] * 9
     assert [(r[0].split()[0], r[2]) for r in body] == [
         (DOWN, "unhealthy"),
-        (FLAKY, "degraded"),
+        (FLAKY, "warning"),
         (OK, "healthy"),
     ]
     assert all(len(r) == 9 for r in body)
     down = body[0]
-    assert down[3] == "0/3 (0.0%)" and down[4] == "0/6 (0.0%)"
+    assert down[3] == "0/3 (0.0%), 3 failed" and down[4] == "0/6 (0.0%)"
     assert down[8].startswith("transient: HTTP 503") and down[8].endswith("(×6)")
-    assert "**1 failed (unhealthy) · 1 degraded · 3 integrations" in markdown
+    assert "**1 failed (unhealthy) · 0 degraded · 1 warning · 3 integrations" in markdown
     assert "## Why" in markdown and f"**{DOWN}** (unhealthy): 3 syncs failed in a row" in markdown
     assert "## Top errors" in markdown
 
@@ -216,5 +218,5 @@ def test_the_terminal_table_lists_the_integrations_worst_first_with_their_errors
     header = next(n for n, line in enumerate(lines) if line.startswith("integration"))
     assert set(lines[header + 1]) == {"-"}
     assert [lines[header + 2 + k].split()[0] for k in range(3)] == [DOWN, FLAKY, OK]
-    assert "1 failed (unhealthy) · 1 degraded" in lines[2]
+    assert "1 failed (unhealthy) · 0 degraded · 1 warning" in lines[2]
     assert f"{DOWN} (unhealthy)" in text and "! transient: HTTP 503" in text

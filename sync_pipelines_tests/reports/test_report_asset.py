@@ -40,11 +40,12 @@ def test_the_report_asset_materializes_with_its_table_figures_and_chart(
     )
     assert result.success
     meta = _metadata(result)
-    assert (meta["failed_integrations"], meta["degraded_integrations"], meta["integrations"]) == (
-        1,
-        1,
-        3,
-    )
+    assert (
+        meta["failed_integrations"],
+        meta["degraded_integrations"],
+        meta["warning_integrations"],
+        meta["integrations"],
+    ) == (1, 0, 1, 3)
     assert meta["period_hours"] == 24.0 and meta["organization_id"] == ORG
     assert 0 < meta["success_rate"] < 1 and 0 < meta["call_success_rate"] < 1 and meta["p95_ms"] > 0
     chart = Path(meta["chart"])

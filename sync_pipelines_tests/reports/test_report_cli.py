@@ -36,7 +36,11 @@ def test_report_json_over_every_organization_for_seven_days(run_report):
     result = run_report("--all-organizations", "--days", "7", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert (data["failed_integrations"], data["degraded_integrations"]) == (1, 1)
+    assert (
+        data["failed_integrations"],
+        data["degraded_integrations"],
+        data["warning_integrations"],
+    ) == (1, 0, 1)
     assert {i["integration_id"] for i in data["integrations"]} >= {DOWN, OTHER}
     assert data["bucket_s"] == 3600 and data["title"].endswith("last 7 days")
     down = next(i for i in data["integrations"] if i["integration_id"] == DOWN)
