@@ -1,12 +1,15 @@
 """A device's own story: its state reads failed three times against the Golioth emulator (a 500
 each attempt, one call), and `sync-pipelines trace DEVICE` shows those attempts and the dead
-letter with the request id that failed — on SQLite and Postgres, through click's runner."""
+letter with the request id that failed — on SQLite and Postgres, through click's runner — and
+the console's search and trace page show them too."""
 
 from __future__ import annotations
 
 import click
+import httpx
 import pytest
 from click.testing import CliRunner
+from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.cli.reports import trace
 from sync_pipelines.store.activity import activity_rows
@@ -14,6 +17,8 @@ from sync_pipelines.store.dead_letters import list_dead_letters
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.tracing.chain import build_chain
+from sync_pipelines.webhooks.app import create_receiver_app
+from sync_pipelines_tests.console.conftest import CONSOLE_ENV
 
 ORG = "org-a"
 
@@ -89,3 +94,25 @@ def test_trace_of_the_device_shows_its_three_failed_attempts_and_its_dead_letter
     assert f"device {device}" in letter_line and f"request {letter.request_id})" in letter_line
     # the listing call that wrote the device row is there too, and the rejected record
     assert "record_rejected" in out
+
+
+def test_the_console_search_and_trace_of_the_device_show_its_failed_reads(failed_reads):
+    store, device = failed_reads
+    with store.connect() as conn:
+        (letter,) = list_dead_letters(conn, ORG)
+    admin = {"authorization": f"Bearer {CONSOLE_ENV['SYNC_CONSOLE_TOKEN']}"}
+    with (
+        EmulatorServer(create_receiver_app(store, environ=CONSOLE_ENV)) as server,
+        httpx.Client(base_url=f"{server.url}/console", headers=admin, timeout=30) as console,
+    ):
+        found = console.get("/api/activity", params={"q": device, "limit": 500})
+        page = console.get("/trace", params={"id": device, "organization": ORG})
+    assert found.status_code == 200 and page.status_code == 200, found.text + page.text
+    attempts = [
+        (r["attempt"], r["status"])
+        for r in found.json()["rows"]
+        if r["request_id"] == letter.request_id and r["activity_type"] == "http_request"
+    ]
+    assert sorted(attempts) == [(1, "retrying"), (2, "retrying"), (3, "failed")]
+    assert f"request {letter.request_id})" in page.text  # the dead letter, in the chain's text
+    assert page.text.count(letter.request_id) >= 4  # each attempt's row names the call

@@ -6,7 +6,9 @@
 -- parent reach every monthly partition, and partitions created later inherit them.
 ALTER TABLE integration_activity_log ADD COLUMN external_id TEXT;
 
--- A device's rows, newest first; only rows naming a device enter it.
+-- A device's rows, newest first, within an organization or across them (an unscoped operator's
+-- console search; device ids rarely repeat across tenants, like devices_external_id_idx). Only
+-- rows naming a device enter it.
 CREATE INDEX activity_device_idx
-    ON integration_activity_log (organization_id, external_id, created_at)
+    ON integration_activity_log (external_id, created_at)
     WHERE external_id IS NOT NULL;
