@@ -90,7 +90,7 @@ def _statuses(store, organization_id="org-a"):
 def test_list_prints_one_json_line_per_letter_of_the_organization_only(cli_store):
     _fail(cli_store, "golioth-a", "a1", "a2")
     _fail(cli_store, "golioth-b", "b1", organization_id="org-b")
-    result = _invoke("dead-letters list --organization org-a --status pending")
+    result = _invoke("dead-letters list --organization org-a --status pending --json")
     assert result.exit_code == 0, result.output
     printed = _printed(result)
     assert [(p["external_id"], p["status"], p["integration_id"]) for p in printed] == [
@@ -216,3 +216,49 @@ def test_requeue_puts_a_quarantined_letter_back_in_line(cli_store):
     assert result.exit_code == 0, result.output
     [printed, summary] = _printed(result)
     assert (printed["status"], printed["attempts"], summary["count"]) == ("pending", 0, 1)
+
+
+def test_list_prints_a_table_with_the_failed_request_and_errors_cut_between_words(cli_store):
+    long_error = "golioth GET /devices/a1/data -> HTTP 500: " + "upstream unavailable " * 10
+    with cli_store.transaction() as conn:
+        record_dead_letters(
+            conn,
+            organization_id="org-a",
+            integration_id="golioth-a",
+            provider="golioth",
+            records=[
+                FailedRecord(
+                    stream="device_states",
+                    dedupe_key="a1",
+                    error_type="transient",
+                    error_message=long_error,
+                    payload={"external_id": "a1"},
+                    external_id="a1",
+                    request_id="req-0001",
+                )
+            ],
+            policy=DeadLetterPolicy(),
+            run_id="run-sync",
+            now=utc_now(),
+        )
+    result = _invoke("dead-letters list --organization org-a")
+    assert result.exit_code == 0, result.output
+    header, row = [line for line in result.output.splitlines() if not line.startswith("{")]
+    assert header.split() == [
+        "ID",
+        "INTEGRATION",
+        "STREAM",
+        "DEVICE",
+        "STATUS",
+        "ATTEMPTS",
+        "LAST",
+        "FAILED",
+        "REQUEST",
+        "ERROR",
+    ]
+    # each column starts where its header does (widths from the content)
+    for name, value in [("DEVICE", "a1"), ("REQUEST", "req-0001"), ("ATTEMPTS", "0/5")]:
+        assert row[header.index(name) :].startswith(value)
+    error = row[header.index("ERROR") :]
+    assert error.startswith("transient: golioth GET /devices/a1/data -> HTTP 500: upstream")
+    assert error.endswith("unavailable …") and len(error) <= 80

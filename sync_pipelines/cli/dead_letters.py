@@ -1,6 +1,7 @@
 """`sync-pipelines replay`, `quarantine` and `dead-letters list|requeue`: the operator's hands on
 dead letters, by id (repeatable), id range (ids are time-ordered) or time range, always within
-one organization. Output is JSON lines: one per letter, then a summary."""
+one organization. `dead-letters list` prints a table (`--json`: one JSON object a letter); the
+commands that move letters print JSON lines: one per letter, then a summary."""
 
 from __future__ import annotations
 
@@ -197,15 +198,58 @@ def dead_letters() -> None:
     help="Repeatable.",
 )
 @click.option("--limit", type=int, default=1000, show_default=True)
-def list_letters(criteria: _Criteria, statuses: tuple[str, ...], limit: int) -> None:
-    """Print dead letters as JSON lines, oldest first."""
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, every field.")
+def list_letters(criteria: _Criteria, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Print dead letters, oldest first: a table, or JSON lines with --json."""
     from sync_pipelines.store.dead_letters import list_dead_letters
 
     with store_session(writes=False) as store, store.connect() as conn:
-        for letter in list_dead_letters(
+        letters = list_dead_letters(
             conn, criteria.organization_id, criteria.selection(statuses), limit=limit
-        ):
+        )
+    if as_json:
+        for letter in letters:
             click.echo(json.dumps(letter.as_json(), default=str))
+        return
+    click.echo("\n".join(_letters_table(letters)))
+
+
+_LETTER_HEADERS = (
+    "ID",
+    "INTEGRATION",
+    "STREAM",
+    "DEVICE",
+    "STATUS",
+    "ATTEMPTS",
+    "LAST FAILED",
+    "REQUEST",
+    "ERROR",
+)
+
+
+def _letters_table(letters: list[DeadLetter]) -> list[str]:
+    from sync_pipelines.text_table import render_table
+
+    if not letters:
+        return ["(no dead letters)"]
+    return render_table(
+        _LETTER_HEADERS,
+        [
+            (
+                letter.id,
+                letter.integration_id,
+                letter.stream,
+                letter.external_id,
+                letter.status,
+                f"{letter.attempts}/{letter.max_attempts}",
+                letter.last_failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                letter.request_id,
+                f"{letter.error_type}: {letter.error_message or ''}",
+            )
+            for letter in letters
+        ],
+        max_widths={"ERROR": 80},
+    )
 
 
 @dead_letters.command("requeue")

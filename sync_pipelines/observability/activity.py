@@ -101,6 +101,8 @@ class ActivityRow:
     #: the OpenTelemetry span the row was recorded in (W3C hex), when tracing is on
     trace_id: str | None = None
     span_id: str | None = None
+    #: the device the row is about (a state read, a push, a rejected record), when it is one
+    external_id: str | None = None
 
 
 def activity_row(
@@ -109,7 +111,11 @@ def activity_row(
     """The one way an activity row is made: a new id, the scope's ids, and the OpenTelemetry span
     it is recorded in when tracing is on (joining it to the trace). `fields` are the row's other
     columns (direction, status, request_id, method, endpoint, metadata ...; ActivityRow has the
-    defaults). Redact it (`redact_row`) before it is stored; the recorder does."""
+    defaults). A row whose metadata names a device (`external_id`) carries it in its column too.
+    Redact it (`redact_row`) before it is stored; the recorder does."""
+    if fields.get("external_id") is None:
+        named = (fields.get("metadata") or {}).get("external_id")
+        fields["external_id"] = named if isinstance(named, str) and named else None
     if otel.tracing_enabled():
         fields["trace_id"], fields["span_id"] = otel.current_ids()
     ids = (scope.organization_id, scope.integration_id, scope.run_id, scope.step_key)

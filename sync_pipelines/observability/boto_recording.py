@@ -65,6 +65,8 @@ _CONTEXT_ATTEMPT = "sync_attempt"
 _CONTEXT_PENDING = "sync_pending_row"
 #: time.monotonic() when the call's first attempt was created (the policy's time budget)
 _CONTEXT_STARTED = "sync_call_started"
+#: the device (AWS IoT thing) the call is about, from its `thingName` parameter
+_CONTEXT_DEVICE = "sync_external_id"
 
 _log = get_logger("http")
 
@@ -81,6 +83,8 @@ class _Attempt:
     started: float
     #: its CLIENT span when tracing is on (observability/otel.py)
     span: Any = None
+    #: the thing the call is about, if any
+    external_id: str | None = None
 
 
 def request_id_of(outcome: Any) -> str | None:
@@ -114,6 +118,7 @@ class BotoActivityHooks:
         self._trace_parent = otel.current_context()
 
     def register(self, events: Any, service_event_name: str | None = None) -> None:
+        events.register("before-parameter-build", self.on_parameter_build)
         events.register("request-created", self.on_request_created)
         events.register("before-send", self.on_before_send)
         events.register("response-received", self.on_response_received)
@@ -124,6 +129,14 @@ class BotoActivityHooks:
             events.register_first(f"needs-retry.{service_event_name}", self.on_needs_retry)
 
     # -- handlers (botocore passes everything as keywords) ---------------------------------
+
+    def on_parameter_build(
+        self, params: Mapping[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        """A call about one thing (a shadow read or update, DescribeThing) names it on its rows."""
+        thing = params.get("thingName")
+        if isinstance(thing, str) and thing:
+            context[_CONTEXT_DEVICE] = thing
 
     def on_request_created(self, request: Any, **_: Any) -> None:
         context = request.context
@@ -141,6 +154,7 @@ class BotoActivityHooks:
             url=request.url,
             headers={k: _text(v) for k, v in request.headers.items()},
             started=time.perf_counter(),
+            external_id=context.get(_CONTEXT_DEVICE),
         )
         if otel.tracing_enabled():
             attempt.span = otel.start_client_span(
@@ -251,6 +265,7 @@ class BotoActivityHooks:
             method=attempt.method,
             endpoint=endpoint,
             request_headers=redact_headers(attempt.headers),
+            external_id=attempt.external_id,
         )
         row.response_time_ms = elapsed_ms
         row.completed_at = utc_now()

@@ -50,6 +50,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 #: set to True in a POST/PATCH request's `extensions` by a provider whose operation is
 #: idempotent, so the transport may repeat it (see `is_repeatable`)
 IDEMPOTENT_EXTENSION = "sync_idempotent"
+#: the device a request is about, set in its `extensions` by the provider (a state read, a
+#: desired push): each attempt's row carries it, so a device's trace finds its calls
+DEVICE_EXTENSION = "sync_device_id"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 _log = get_logger("http")
@@ -134,6 +137,7 @@ class RecordingTransport(httpx.BaseTransport):
             method=request.method,
             endpoint=call.endpoint,
             request_headers=redact_headers(request.headers),
+            external_id=request.extensions.get(DEVICE_EXTENSION),
         )
         call.pending, call.response = row, None
         started = time.perf_counter()

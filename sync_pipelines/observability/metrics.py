@@ -24,6 +24,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sync_pipelines.errors import (
+    AUTH,
+    CONFIG,
+    CONFLICT,
+    PERMANENT,
+    RATE_LIMITED,
+    TRANSIENT,
+    VALIDATION,
+)
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import default_sqlite_path
 
@@ -145,6 +154,44 @@ WEBHOOK_PROCESSING_DELAY = Histogram(
     ["provider"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600),
 )
+
+#: every instrument above: each is in every scrape, with or without series (`_EveryFamily`)
+INSTRUMENTS = (
+    SYNCS,
+    SYNC_DURATION,
+    LAST_SUCCESSFUL_SYNC,
+    PROVIDER_REQUESTS,
+    PROVIDER_REQUEST_DURATION,
+    PROVIDER_ERRORS,
+    DEVICES_DELETED,
+    DELETION_GUARD_TRIPS,
+    WEBHOOK_EVENTS_RECEIVED,
+    WEBHOOK_EVENTS_PROCESSED,
+    WEBHOOK_PROCESSING_DELAY,
+)
+
+# -- the label values known before anything happens ----------------------------------------------
+# A counter's series appears with its first event, so `rate()` and `absent()` would see nothing on a
+# healthy system that has not failed yet: `_known_series` creates these at zero. Only values known
+# in advance: providers (providers/registry.py), streams, the taxonomy's categories and the
+# outcomes the code records. Operations and status classes are open-ended, and a timestamp of 0
+# would claim a sync in 1970: those families are exported without series until their first value.
+
+PROVIDERS = ("aws_iot", "azure_iot", "golioth", "mqtt")
+SYNC_STREAMS = (
+    "devices",
+    "device_states",
+    "desired_exports",
+    "telemetry",
+    "webhook_events",
+    "dead_letter_replay",
+)
+SYNC_STATUSES = ("success", "partial", "failed")
+PROVIDER_ERROR_TYPES = (AUTH, RATE_LIMITED, TRANSIENT, PERMANENT, VALIDATION, CONFLICT, CONFIG)
+DELETION_SOURCES = ("scan", "event", "confirmed")
+#: the healthy outcomes; rejections (bad_secret, not_found ...) appear when they happen
+WEBHOOK_RECEIVED_OUTCOMES = ("accepted", "duplicate")
+WEBHOOK_PROCESSED_STATUSES = ("applied", "ignored", "failed")
 
 # Computed at scrape time from the store (see StoreGaugeCollector), not recorded by processes.
 STORE_UP = "sync_pipelines_store_up"
@@ -281,7 +328,8 @@ class StoreGaugeCollector:
             "Dead letters by status (pending and retrying are open; quarantined wait for an operator).",
             labels=["provider", "status"],
         )
-        for depth in depths:
+        listed = {depth.provider for depth in depths}
+        for depth in [*depths, *(_empty_depth(p) for p in PROVIDERS if p not in listed)]:
             backlog.add_metric([depth.provider], depth.inbox_pending)
             if depth.inbox_oldest_age_s is not None:
                 oldest.add_metric([depth.provider], depth.inbox_oldest_age_s)
@@ -290,21 +338,70 @@ class StoreGaugeCollector:
         yield from (backlog, oldest, letters)
 
 
-class _ProcessLocal:
-    """This process's own instruments, for when multiprocess mode is off."""
+def _empty_depth(provider: str) -> ProviderQueueDepth:
+    """Zero depths for a provider the store has no rows of (imported late: monitoring reads the
+    store, which this module must not load at import)."""
+    from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth
+
+    return ProviderQueueDepth(provider)
+
+
+_known_series_created = False
+
+
+def _known_series() -> None:
+    """Create the known series at zero in this process (once): in multiprocess mode they land in
+    its files, so the merged scrape has them however little has happened on the host yet."""
+    global _known_series_created
+    if _known_series_created:
+        return
+    _known_series_created = True
+
+    def create() -> None:
+        for provider in PROVIDERS:
+            for stream in SYNC_STREAMS:
+                SYNC_DURATION.labels(provider, stream)
+                for status in SYNC_STATUSES:
+                    SYNCS.labels(provider, stream, status)
+            for error_type in PROVIDER_ERROR_TYPES:
+                PROVIDER_ERRORS.labels(provider, error_type)
+            for source in DELETION_SOURCES:
+                DEVICES_DELETED.labels(provider, source)
+            DELETION_GUARD_TRIPS.labels(provider)
+            for outcome in WEBHOOK_RECEIVED_OUTCOMES:
+                WEBHOOK_EVENTS_RECEIVED.labels(provider, outcome)
+            for status in WEBHOOK_PROCESSED_STATUSES:
+                WEBHOOK_EVENTS_PROCESSED.labels(provider, status)
+            WEBHOOK_PROCESSING_DELAY.labels(provider)
+
+    _safely("known_series", create)
+
+
+class _EveryFamily:
+    """The instruments' values (every process's files merged in multiprocess mode, else this
+    process's own), plus each instrument not among them as a family without samples, so a scrape
+    always names every family it documents."""
+
+    def __init__(self) -> None:
+        self._values: Any = multiprocess.MultiProcessCollector(None) if MULTIPROCESS else REGISTRY
 
     def collect(self) -> Iterable[Metric]:
-        return REGISTRY.collect()
+        seen = set()
+        for family in self._values.collect():
+            seen.add(family.name)
+            yield family
+        for instrument in INSTRUMENTS:
+            for family in instrument.describe():
+                if family.name not in seen:
+                    yield family
 
 
 def scrape_registry(*collectors: Any) -> CollectorRegistry:
     """A registry for one scrape: every process's files merged (the library's multiprocess
-    collector), plus `collectors`."""
+    collector) with the known series at zero and every instrument's family, plus `collectors`."""
+    _known_series()
     registry = CollectorRegistry()
-    if MULTIPROCESS:
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(_ProcessLocal())
+    registry.register(_EveryFamily())
     for collector in collectors:
         registry.register(collector)
     return registry

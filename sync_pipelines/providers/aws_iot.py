@@ -173,7 +173,11 @@ class AwsIotProvider(Provider):
                 elif isinstance(outcome, AuthError):
                     raise outcome  # no point carrying on with bad credentials
                 else:
-                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
+                    failures.append(
+                        StateFailure(
+                            external_id, outcome.category, str(outcome), outcome.request_id
+                        )
+                    )
         return states, failures
 
     def parse_device(self, payload: Any) -> DeviceRecord:

@@ -109,6 +109,8 @@ class StateFailure:
     external_id: str
     error_type: str
     error_message: str
+    #: our X-Request-ID of the call that failed, when there was one
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from sync_pipelines.errors import (
     TransientError,
     error_class_for_status,
 )
-from sync_pipelines.observability.http_recording import REQUEST_ID_HEADER
+from sync_pipelines.observability.http_recording import DEVICE_EXTENSION, REQUEST_ID_HEADER
 from sync_pipelines.observability.redaction import redact_url
 from sync_pipelines.observability.retrying import parse_retry_after
 from sync_pipelines.providers.contract import (
@@ -91,7 +91,11 @@ class HttpProvider(Provider):
                 elif isinstance(outcome, AuthError):
                     raise outcome  # no point carrying on with credentials the provider refuses
                 else:
-                    failures.append(StateFailure(external_id, outcome.category, str(outcome)))
+                    failures.append(
+                        StateFailure(
+                            external_id, outcome.category, str(outcome), outcome.request_id
+                        )
+                    )
         return states, failures
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
@@ -108,7 +112,10 @@ class HttpProvider(Provider):
         self, method: str, path: str, *, device_id: str | None = None, **kwargs: Any
     ) -> httpx.Response:
         """One call: its response, or a ProviderError — an error status (`_status_error`) or a
-        transport failure (`_unreachable`)."""
+        transport failure (`_unreachable`). A call about a device names it to the recording
+        transport, so its activity rows carry the device."""
+        if device_id:
+            kwargs["extensions"] = {**kwargs.get("extensions", {}), DEVICE_EXTENSION: device_id}
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.UnsupportedProtocol as exc:  # a URL no HTTP client can call: never retried

@@ -42,6 +42,7 @@ ACTIVITY_COLUMNS = (
     "completed_at",
     "trace_id",
     "span_id",
+    "external_id",
 )
 
 _COMPLETION_COLUMNS = (
@@ -68,12 +69,12 @@ def activity_values(row: ActivityRow) -> dict[str, Any]:
 
 
 def insert_activity_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    # rows shaped before trace context existed (seeds, imports) simply have none
+    # rows shaped before trace context and device ids existed (seeds, imports) simply have none
     insert_rows(
         conn,
         "integration_activity_log",
         ACTIVITY_COLUMNS,
-        [{"trace_id": None, "span_id": None, **r} for r in rows],
+        [{"trace_id": None, "span_id": None, "external_id": None, **r} for r in rows],
     )
 
 

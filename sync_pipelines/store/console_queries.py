@@ -112,7 +112,12 @@ def resolve_search(conn: Connection, term: str, organization_id: str | None) -> 
         requests.update(v for v in (delivery, event) if v)
         if run:
             runs.add(run)
-    # a device: the calls that last wrote its rows, the events that named it, its dead letters
+    # a device: its own calls (state reads, pushes: every attempt, failed ones too), the calls
+    # that last wrote its rows, the events that named it, its dead letters
+    collect(
+        f"SELECT request_id FROM integration_activity_log WHERE {org}external_id = :x "
+        "AND request_id IS NOT NULL ORDER BY created_at DESC"
+    )
     collect(f"SELECT last_request_id FROM devices WHERE {org}external_id = :x")
     collect(f"SELECT last_request_id FROM device_states WHERE {org}external_id = :x")
     collect(

@@ -145,7 +145,7 @@ def _store_states(
 def _record_failures(session: IntegrationSession, failures: list[StateFailure]) -> None:
     """Each device whose state could not be read is an activity row naming it (the call's own
     row may well be a 200: an invalid shadow, a document that is not JSON) and a dead letter
-    (replayed by reading the device's state again)."""
+    (replayed by reading the device's state again), both under the failed call's request id."""
     recorder, integration_id = session.recorder, session.integration.integration_id
     letters = []
     for failure in failures:
@@ -155,6 +155,7 @@ def _record_failures(session: IntegrationSession, failures: list[StateFailure]) 
         row = recorder.new_row(
             RECORD_REJECTED,
             status="failed",
+            request_id=failure.request_id,
             error_type=failure.error_type,
             error_message=f"integration {integration_id}: {message}",
             metadata={"stream": STREAM, "external_id": failure.external_id},
@@ -174,6 +175,7 @@ def _record_failures(session: IntegrationSession, failures: list[StateFailure]) 
                 error_message=message,
                 payload={"external_id": failure.external_id},
                 external_id=failure.external_id,
+                request_id=failure.request_id,
             )
         )
     dead_letter(session, letters)

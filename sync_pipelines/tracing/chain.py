@@ -12,6 +12,8 @@ webhooks/app.py, sync/webhook_processing.py, sync/inventory.py):
   call's `X-Request-ID`;
 - a device row and its state row carry `last_run_id` / `last_request_id`: the run and the call
   (or, when a webhook wrote it, the event id) that last wrote them;
+- an activity row about one device (a state read or desired push, each attempt; a rejected
+  record; a failed webhook event; a replay) carries it as `external_id`;
 - dead letters carry the run and request they failed in; check results their run; alert
   incidents their run, else their integration and time.
 
@@ -45,7 +47,8 @@ WEBHOOK_RECEIVED = "webhook_received"
 EVENT_LIMIT = 20
 DEAD_LETTER_LIMIT = 100
 DEVICE_LIMIT = 100
-#: provider calls of a traced run read in full (its failed and retried calls first)
+#: provider calls of a traced run read in full (its failed and retried calls first); a device's
+#: newest activity rows read
 CALL_LIMIT = 200
 #: how long after a chain's last row an alert may still be about it (the alert sensor's lag)
 ALERT_LAG = timedelta(minutes=30)
@@ -542,11 +545,30 @@ def _time_span(
 # -- seeds: what each kind of id leads to first --------------------------------------------------
 
 
-def _seed_device(links: _Links, external_id: str, _call_limit: int) -> None:
+def _seed_device(links: _Links, external_id: str, call_limit: int) -> None:
     where, params = links.scoped("external_id = :x"), links.params(x=external_id)
     for table in ("devices", "device_states"):
         for row in select_rows(links.conn, table, links.org, where, params, limit=DEVICE_LIMIT):
             links.add_written_row(table, row)
+    # the device's own rows, newest first: its calls (each then read with every attempt by its
+    # request id), rejected records, failed events, replays
+    rows = select_rows(
+        links.conn,
+        "integration_activity_log",
+        links.org,
+        where,
+        params,
+        order_by="created_at DESC, id DESC",
+        limit=call_limit + 1,
+    )
+    for row in links.limited("device_activity", rows, call_limit):
+        links.activity[row["id"]] = row
+        if row.get("integration_id"):
+            links.integration_ids.add(row["integration_id"])
+        if row.get("request_id"):
+            links.request_ids.add(row["request_id"])
+        elif row.get("run_id"):
+            links.run_ids.add(row["run_id"])
     _add_events_and_letters(links, where, params, newest_first=True)
 
 

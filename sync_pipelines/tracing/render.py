@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sync_pipelines.store.trace_rows import Row
+from sync_pipelines.text_table import shorten
 from sync_pipelines.tracing.chain import ProviderCall, RunLink, TraceChain
 
 _KIND_LABEL = {
@@ -141,7 +142,7 @@ def _devices(chain: TraceChain) -> list[str]:
     out = ["", "Rows written (provenance as it stands now)"]
     for link in chain.devices:
         key = f"{link.integration_id}/{link.external_id}"
-        out.append(f"  device {key}: " + _provenance(link.device))
+        out.append(f"  device {key}: " + _provenance(link.device) + _deletion(link.device))
         out.append(f"  state  {key}: " + _provenance(link.state, version=True))
     return out
 
@@ -154,6 +155,13 @@ def _provenance(row: Row | None, *, version: bool = False) -> str:
     if version and row.get("version"):
         text += f" (version {row['version']})"
     return text
+
+
+def _deletion(row: Row | None) -> str:
+    """A soft-deleted device: when (its provenance is the run that deleted it)."""
+    if row is None or not row.get("deleted_at"):
+        return ""
+    return f"; DELETED at {_time(row['deleted_at'])}"
 
 
 def _dead_letters(chain: TraceChain) -> list[str]:
@@ -212,5 +220,4 @@ def _ms(value: Any) -> str:
 def _error(row: Row) -> str:
     if not row.get("error_type"):
         return ""
-    message = " ".join(str(row.get("error_message") or "").split())
-    return f"  {row['error_type']}: {message[:160]}"
+    return f"  {row['error_type']}: {shorten(row.get('error_message') or '', 160)}"

@@ -8,6 +8,7 @@ The receiver's /metrics must add up what the other processes counted."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.monitoring.service_health import HealthOptions
-from sync_pipelines.observability.metrics import MULTIPROC_DIR_ENV
+from sync_pipelines.observability.metrics import INSTRUMENTS, MULTIPROC_DIR_ENV, PROVIDERS
+from sync_pipelines.providers.registry import PROVIDERS as REGISTERED_PROVIDERS
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.sync.webhook_processing import process_webhook_events
@@ -71,7 +73,8 @@ class Processes:
         self.receiver: subprocess.Popen | None = None
         self.url = ""
 
-    def start_receiver(self, database_url: str) -> None:
+    def start_receiver(self, database_url: str, *, probe: str = "/metrics") -> None:
+        """Start it and wait until `probe` answers."""
         port = _free_port()
         self.receiver = subprocess.Popen(
             [CLI, "receiver", "--port", str(port), "--database-url", database_url],
@@ -83,7 +86,7 @@ class Processes:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{self.url}/metrics", timeout=2)
+                httpx.get(f"{self.url}{probe}", timeout=2)
                 return
             except httpx.TransportError:
                 if self.receiver.poll() is not None:
@@ -119,6 +122,18 @@ def processes(tmp_path) -> Iterator[Processes]:
     running = Processes(env)
     yield running
     running.stop()
+
+
+def documented_families() -> list[str]:
+    """The metric names the Metrics table of docs/monitoring.md lists (`..._x` stands for
+    `sync_pipelines_x`)."""
+    text = (REPO / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    names = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += re.findall(r"`([^`]+)`", line.split("|")[1])
+    return [n.replace("..._", "sync_pipelines_") for n in names]
 
 
 def _reading(secret: str, device: str | None, n: int) -> tuple[dict[str, str], bytes]:
@@ -233,6 +248,50 @@ def test_metrics_add_up_a_real_sync_and_webhook_delivery_across_processes(
     # every process left its own files: the figures above are their sum
     pids = {p.stem.rsplit("_", 1)[-1] for p in Path(processes.env[MULTIPROC_DIR_ENV]).glob("*.db")}
     assert len(pids) >= 4  # receiver, two syncs, the inbox worker
+
+
+def test_first_scrape_of_a_fresh_receiver_carries_every_documented_family(store, processes):
+    processes.env["SYNC_DATABASE_URL"] = store.url
+    processes.start_receiver(store.url, probe="/health")  # so the scrape below is its first
+
+    scrape = httpx.get(f"{processes.url}/metrics", timeout=10)
+    assert scrape.status_code == 200
+    families = {line.split()[2] for line in scrape.text.splitlines() if line.startswith("# TYPE")}
+    documented = documented_families()
+    # the table names every instrument (a counter's family is exposed with `_total`)
+    assert {
+        f.name + ("_total" if f.type == "counter" else "")
+        for instrument in INSTRUMENTS
+        for f in instrument.describe()
+    } <= set(documented)
+    assert [name for name in documented if name not in families] == []
+    # nothing happened yet: the series rate() and absent() rules read are there, at zero
+    m = samples(scrape.text)
+    for provider in PROVIDERS:
+        labels = {"provider": provider}
+        assert (
+            value(m, "sync_pipelines_provider_errors_total", **labels, error_type="transient") == 0
+        )
+        assert (
+            value(m, "sync_pipelines_syncs_total", **labels, stream="devices", status="failed") == 0
+        )
+        for status in ("applied", "ignored", "failed"):
+            assert (
+                value(m, "sync_pipelines_webhook_events_processed_total", **labels, status=status)
+                == 0
+            )
+        assert (
+            value(m, "sync_pipelines_webhook_events_received_total", **labels, outcome="accepted")
+            == 0
+        )
+        assert value(m, "sync_pipelines_webhook_processing_delay_seconds_count", **labels) == 0
+        assert value(m, "sync_pipelines_webhook_inbox_backlog", **labels) == 0
+        assert value(m, "sync_pipelines_dead_letters", **labels, status="pending") == 0
+    assert value(m, "sync_pipelines_store_up") == 1
+
+
+def test_metrics_know_every_registered_provider():
+    assert sorted(PROVIDERS) == sorted(REGISTERED_PROVIDERS)
 
 
 def test_queue_depth_gauges_follow_the_stores_rows(store, monkeypatch, open_session):

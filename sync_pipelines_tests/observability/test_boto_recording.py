@@ -77,6 +77,17 @@ def test_an_error_row_carries_the_status_the_aws_code_and_its_category(peer, rec
     assert request_id_of(err.value) == row.request_id
 
 
+def test_a_call_about_a_thing_names_it_on_its_row_and_a_listing_names_none(peer, recorder):
+    client = _client(recorder, peer)
+    client.list_things(maxResults=2)
+    with pytest.raises(ClientError):
+        client.describe_thing(thingName="ghost")
+    assert [(r.endpoint.split("?")[0], r.external_id) for r in _rows(recorder)] == [
+        ("/things", None),
+        ("/things/ghost", "ghost"),
+    ]
+
+
 def test_by_default_a_client_makes_exactly_one_attempt(peer, recorder):
     peer.inject_fault("server_error", times=3)  # botocore's own default would retry a 503 twice
     with pytest.raises(ClientError):
