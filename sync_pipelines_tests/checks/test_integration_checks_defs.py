@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from sync_pipelines.checks.integration_checks import CHECKS
 from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
@@ -136,3 +138,40 @@ def test_the_sensor_closes_a_sync_whose_process_died_and_judges_it_as_a_failure(
     assert isinstance(tick, dg.SensorResult)  # the abandoned sync made its checks due
     streak = {e.check_name: e for e in tick.asset_events}["failure_streak_below_threshold"]
     assert streak.metadata["streak"].value == 1
+
+
+def _tick_as_the_daemon(store, instance) -> dg.SensorResult | dg.SkipReason:
+    """Evaluate the sensor, then store what it returns the way Dagster's sensor daemon does
+    (dagster/_daemon/sensor.py: each of `asset_events` through `report_runless_asset_event`)."""
+    resources = {"store": SyncStoreResource(database_url=store.url)}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        tick = failed_or_stale_syncs_sensor(context)
+    for event in tick.asset_events if isinstance(tick, dg.SensorResult) else []:
+        instance.report_runless_asset_event(event)
+    return tick
+
+
+def test_a_partition_judged_outside_runs_again_and_again_keeps_every_evaluation(
+    store, instance, golioth_factory, register_golioth
+):
+    # Dagster 1.13 stores a runless evaluation under run id "" and keys check executions by
+    # (asset, check, run id, partition) UNIQUE: a partition's second runless evaluation used to
+    # fail the tick with `UNIQUE constraint failed: asset_check_executions...`.
+    running = golioth_factory(device_count=5)
+    integ = register_golioth(store, running)
+    running.emulator.add_faults({"kind": "auth_failure"})
+    for _ in range(2):  # each failed sync makes the integration due again
+        assert not _sync(store, instance, integ.integration_id).success
+        _tick_as_the_daemon(store, instance)
+    streak_key = dg.AssetCheckKey(DEVICES, "failure_streak_below_threshold")
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        streak_key, limit=10, partition_filter=PartitionKeyFilter(key=integ.integration_id)
+    )
+    streaks = [r.event.dagster_event.event_specific_data.metadata["streak"].value for r in history]
+    assert streaks == [2, 1]  # newest first: both evaluations kept
+    assert len({r.run_id for r in history}) == 2  # each evaluation its own execution
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [streak_key], partition_filter=PartitionKeyFilter(key=integ.integration_id)
+    )[streak_key]
+    assert latest.id == history[0].id
+    assert latest.status == AssetCheckExecutionRecordStatus.FAILED
