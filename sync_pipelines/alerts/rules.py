@@ -9,7 +9,8 @@ Each rule judges its condition *active* (with a severity), *clear*, or leaves it
   outage of the provider is one incident ("the provider is failing"), not two.
 
 Incidents raised by events rather than by evaluation — a failed asset check, a failed run —
-are conditions too (`check_failed`, `run_failed`), built where the event is seen.
+are conditions too (`check_failed`, `run_failed`, `sensor_failed`), built where the event is
+seen.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ PROCESSING_DELAY = "processing_delay"
 INBOX_BACKLOG = "inbox_backlog"
 CHECK_FAILED = "check_failed"
 RUN_FAILED = "run_failed"
+#: a sensor tick raised (alerts/sensor_failures; Dagster OSS alerts on no sensor failure)
+SENSOR_FAILED = "sensor_failed"
 #: a scan would have deleted more than the integration's max_delete_fraction (alerts/deletion_guard)
 DELETION_GUARD = "deletion_guard"
 #: the rules the periodic evaluation judges (the others are raised by events)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sync_pipelines.alerts.channels import SLACK, WEBHOOK, Channel
+from sync_pipelines.observability.logging import get_logger
 
 WEBHOOK_URL_ENV = "SYNC_ALERT_WEBHOOK_URL"
 SLACK_WEBHOOK_URL_ENV = "SYNC_ALERT_SLACK_WEBHOOK_URL"
@@ -25,6 +26,8 @@ COOLDOWN_ENV = "SYNC_ALERT_COOLDOWN_S"
 HEARTBEAT_INTERVAL_ENV = "SYNC_ALERT_HEARTBEAT_INTERVAL_S"
 TIMEOUT_ENV = "SYNC_ALERT_TIMEOUT_S"
 MAX_ATTEMPTS_ENV = "SYNC_ALERT_MAX_ATTEMPTS"
+
+_log = get_logger("alerts.settings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,17 @@ class AlertSettings:
             timeout_s=_number(env, TIMEOUT_ENV, 5.0),
             max_attempts=int(_number(env, MAX_ATTEMPTS_ENV, 2)),
         )
+
+
+def settings_or_store_only() -> AlertSettings:
+    """The environment's settings; invalid ones are logged and replaced by no channel at all, so
+    whoever raises an incident still records it in the store (the health command reports the
+    settings) instead of failing on the alert path."""
+    try:
+        return AlertSettings.from_env()
+    except ValueError as exc:
+        _log.error("alert_settings_invalid", error={"type": "ValueError", "message": str(exc)})
+        return AlertSettings()
 
 
 def _number(env: Mapping[str, str], variable: str, default: float) -> float:

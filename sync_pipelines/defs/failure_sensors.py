@@ -5,7 +5,7 @@ import dagster as dg
 
 from sync_pipelines.alerts.incidents import send_owed, sight
 from sync_pipelines.alerts.run_failures import run_failure_condition
-from sync_pipelines.alerts.settings import AlertSettings
+from sync_pipelines.alerts.settings import settings_or_store_only
 from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -50,7 +50,7 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
     error_type = error.cls_name if error else None
     sync_store = store.get_store()
     ensure_migrated(sync_store)
-    alert_settings, now, owed = _alert_settings(), utc_now(), None
+    alert_settings, now, owed = settings_or_store_only(), utc_now(), None
     with sync_store.transaction() as conn:
         owner = find_integration_owner(conn, integration_id) if integration_id else None
         failure = dict(
@@ -81,16 +81,6 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
         )
     if owed is not None:  # a channel failure is recorded in the alert history, never raised
         send_owed(sync_store, owed, alert_settings, now=now)
-
-
-def _alert_settings() -> AlertSettings:
-    """The alert channels; a misconfigured one must not stop failures being recorded (the
-    incident is still raised in the store, and the health command reports the settings)."""
-    try:
-        return AlertSettings.from_env()
-    except ValueError as exc:
-        _log.error("alert_settings_invalid", error={"type": "ValueError", "message": str(exc)})
-        return AlertSettings()
 
 
 def _wraps_the_real_error(cls_name: str) -> bool:

@@ -10,13 +10,14 @@ since a failed check does not fail its run and the alert sensor reads failures t
 
 A sync that fails never reaches its checks, and an integration that stops syncing has none:
 `failed_or_stale_syncs_sensor` evaluates those integrations outside any run and reports the
-evaluations to the event log (runless, under the integration's partition). It is also the
-stale-sync sensor: first it closes, as `abandoned`, syncs whose process died (lease expired), and
-reports their runs failed.
+evaluations to the event log under the integration's partition (`report_check_evaluations`). It
+is also the stale-sync sensor: first it closes, as `abandoned`, syncs whose process died (lease
+expired), and reports their runs failed.
 """
 
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import dagster as dg
@@ -72,6 +73,37 @@ def check_evaluation_of(
         blocking=False,
         partition=partition,
     )
+
+
+def report_check_evaluations(
+    instance: dg.DagsterInstance, evaluations: Sequence[dg.AssetCheckEvaluation]
+) -> str | None:
+    """Store evaluations made outside any run, each as a new execution of its check and partition;
+    returns the evaluation id they share (None: there were none).
+
+    Not through `SensorResult(asset_events=...)` / `report_runless_asset_event`: Dagster 1.13
+    stores those under run id "" and keys `asset_check_executions` UNIQUE on (asset, check, run
+    id, partition), so a partition's second runless evaluation failed the tick (`UNIQUE
+    constraint failed`, SQLite and Postgres alike). Under an id of their own, each evaluation is
+    a new row, the partition's latest status is the newest evaluation (Dagster reads the highest
+    row id) and the history stays whole. The id names no run, so the UI links to none.
+    """
+    if not evaluations:
+        return None
+    keys = [(e.asset_key, e.check_name, e.partition) for e in evaluations]
+    if len(set(keys)) != len(keys):  # they would collide on the same UNIQUE key
+        raise ValueError(f"a check and partition evaluated twice in one report: {keys}")
+    evaluation_id = str(uuid.uuid4())
+    for evaluation in evaluations:
+        instance.report_dagster_event(
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                event_specific_data=evaluation,
+                job_name="",  # as Dagster's runless events: no job
+            ),
+            run_id=evaluation_id,
+        )
+    return evaluation_id
 
 
 def build_integration_checks(provider_defs: ProviderDefs) -> dg.AssetChecksDefinition:
@@ -156,7 +188,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, store: Store, now: datetime) ->
     description="Evaluates an integration's checks where no sync run does: after a sync that failed "
     "(a run's checks follow the devices step, which a failure skips) and when no check has run "
     "for a freshness SLA (an integration that stopped syncing). Evaluations go to the event log "
-    "(runless, under the integration's partition) and to integration_check_results. Closes "
+    "(outside any run, under the integration's partition) and to integration_check_results. Closes "
     "syncs whose process died (lease expired) as abandoned first, and reports their runs failed.",
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -164,7 +196,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, store: Store, now: datetime) ->
 @observed
 def failed_or_stale_syncs_sensor(
     context: dg.SensorEvaluationContext, store: SyncStoreResource
-) -> dg.SensorResult | dg.SkipReason:
+) -> dg.SkipReason:
     now, sync_store = utc_now(), store.get_store()
     # syncs whose process died are closed first (as `abandoned`, a failure), so their
     # integrations' checks are due in this same tick
@@ -200,4 +232,9 @@ def failed_or_stale_syncs_sensor(
         )
     if not events:
         return dg.SkipReason("no integration has a failed sync or a stale check to evaluate")
-    return dg.SensorResult(asset_events=events)
+    evaluation_id = report_check_evaluations(context.instance, events)
+    # the sensor starts no runs: what it did is the tick's message
+    return dg.SkipReason(
+        f"evaluated {len(due)} integration(s) outside any run ({len(events)} check "
+        f"evaluations, id {evaluation_id})"
+    )

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from sync_pipelines.checks.integration_checks import CHECKS
 from sync_pipelines.defs.integration_checks import INTEGRATION_CHECKS, failed_or_stale_syncs_sensor
@@ -20,6 +22,7 @@ from sync_pipelines.store.sync_state import start_sync_log, sync_log_rows
 
 CHECK_NAMES = [c.name for c in CHECKS]
 DEVICES = dg.AssetKey("golioth_devices")
+EVALUATED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,26 @@ def _sync(store, instance, integration_id: str) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(
         partition_key=integration_id, instance=instance, raise_on_error=False
     )
+
+
+def _tick_as_the_daemon(store, instance) -> dg.SensorResult | dg.SkipReason:
+    """Evaluate the sensor, then store what it returns the way Dagster's sensor daemon does
+    (dagster/_daemon/sensor.py: each of `asset_events` through `report_runless_asset_event`)."""
+    resources = {"store": SyncStoreResource(database_url=store.url)}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        tick = failed_or_stale_syncs_sensor(context)
+    for event in tick.asset_events if isinstance(tick, dg.SensorResult) else []:
+        instance.report_runless_asset_event(event)
+    return tick
+
+
+def _latest_evaluations(instance, partition: str) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check name -> the partition's latest evaluation, as Dagster reads it back."""
+    keys = [dg.AssetCheckKey(DEVICES, name) for name in CHECK_NAMES]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        keys, partition_filter=PartitionKeyFilter(key=partition)
+    )
+    return {k.name: r.event.dagster_event.event_specific_data for k, r in latest.items()}
 
 
 def test_every_sync_job_includes_its_providers_checks(store):
@@ -95,11 +118,9 @@ def test_a_failed_sync_skips_the_run_checks_and_the_sensor_judges_it_once(
     for _ in range(2):  # two failed syncs in a row: a WARN streak
         result = _sync(store, instance, integ.integration_id)
         assert not result.success and result.get_asset_check_evaluations() == []
-    resources = {"store": SyncStoreResource(database_url=store.url)}
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        tick = failed_or_stale_syncs_sensor(context)
-    assert isinstance(tick, dg.SensorResult)
-    events = {e.check_name: e for e in tick.asset_events}
+    tick = _tick_as_the_daemon(store, instance)
+    assert "evaluated 1 integration(s)" in tick.skip_message
+    events = _latest_evaluations(instance, integ.integration_id)
     assert set(events) == set(CHECK_NAMES)
     streak = events["failure_streak_below_threshold"]
     assert (streak.passed, streak.severity, streak.partition) == (
@@ -115,8 +136,9 @@ def test_a_failed_sync_skips_the_run_checks_and_the_sensor_judges_it_once(
         ("failure_streak_below_threshold", None),
     ]
     assert failed[0].severity == "ERROR" and "2 syncs failed in a row" in failed[0].description
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        assert isinstance(failed_or_stale_syncs_sensor(context), dg.SkipReason)  # judged already
+    tick = _tick_as_the_daemon(store, instance)  # judged already: nothing new
+    assert tick.skip_message.startswith("no integration")
+    assert _latest_evaluations(instance, integ.integration_id) == events
 
 
 def test_the_sensor_closes_a_sync_whose_process_died_and_judges_it_as_a_failure(
@@ -128,15 +150,42 @@ def test_the_sensor_closes_a_sync_whose_process_died_and_judges_it_as_a_failure(
         dead = start_sync_log(
             conn, integ.organization_id, integ.integration_id, "devices", "run-killed", None
         )
-    resources = {"store": SyncStoreResource(database_url=store.url)}
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        tick = failed_or_stale_syncs_sensor(context)
+    tick = _tick_as_the_daemon(store, instance)
     with store.connect() as conn:
         rows = {
             r["id"]: r for r in sync_log_rows(conn, integ.organization_id, integ.integration_id)
         }
     assert rows[dead]["status"] == "abandoned"
     assert "running" not in {r["status"] for r in rows.values()}
-    assert isinstance(tick, dg.SensorResult)  # the abandoned sync made its checks due
-    streak = {e.check_name: e for e in tick.asset_events}["failure_streak_below_threshold"]
+    assert "evaluated 1 integration(s)" in tick.skip_message  # the abandoned sync made them due
+    streak = _latest_evaluations(instance, integ.integration_id)["failure_streak_below_threshold"]
     assert streak.metadata["streak"].value == 1
+
+
+def test_a_partition_judged_outside_runs_again_and_again_keeps_every_evaluation(
+    store, instance, golioth_factory, register_golioth
+):
+    # Dagster 1.13 stores a runless evaluation under run id "" and keys check executions by
+    # (asset, check, run id, partition) UNIQUE: a partition's second runless evaluation used to
+    # fail the tick with `UNIQUE constraint failed: asset_check_executions...`.
+    running = golioth_factory(device_count=5)
+    integ = register_golioth(store, running)
+    running.emulator.add_faults({"kind": "auth_failure"})
+    for _ in range(2):  # each failed sync makes the integration due again
+        assert not _sync(store, instance, integ.integration_id).success
+        _tick_as_the_daemon(store, instance)
+    streak_key = dg.AssetCheckKey(DEVICES, "failure_streak_below_threshold")
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        streak_key,
+        limit=10,
+        status=EVALUATED,  # the failed runs' planned executions, never evaluated, left out
+        partition_filter=PartitionKeyFilter(key=integ.integration_id),
+    )
+    streaks = [r.event.dagster_event.event_specific_data.metadata["streak"].value for r in history]
+    assert streaks == [2, 1]  # newest first: both evaluations kept
+    assert len({r.run_id for r in history}) == 2  # each evaluation its own execution
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [streak_key], partition_filter=PartitionKeyFilter(key=integ.integration_id)
+    )[streak_key]
+    assert latest.id == history[0].id
+    assert latest.status == AssetCheckExecutionRecordStatus.FAILED
