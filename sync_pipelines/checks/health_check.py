@@ -23,7 +23,8 @@ _SEVERITY = {WARNING: WARN, DEGRADED: ERROR, UNHEALTHY: ERROR}
 def integration_health_check(ctx: CheckContext) -> CheckOutcome:
     health = health_in(ctx)
     figures = dict(state_rank=rank(health.state), signals=len(health.signals))
-    summary = f"{health.state}: {'; '.join(health.reasons)}" if health.reasons else health.state
+    # the state, then one reason per line (a reason may hold "; " itself)
+    summary = "\n- ".join([health.state, *health.reasons])
     severity = _SEVERITY.get(health.state)
     if severity is None:
         return passed(INTEGRATION_HEALTH, summary, **figures)

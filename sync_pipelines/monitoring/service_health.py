@@ -60,7 +60,7 @@ from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import redact
 from sync_pipelines.store.database import Store, ping
 from sync_pipelines.store.integrations import (
-    list_enabled_integrations,
+    list_every_integration,
     list_integrations,
     organization_exists,
 )
@@ -261,28 +261,11 @@ def _check_workload(
 
     def ask(
         conn: Connection,
-    ) -> tuple[int, int, list[dict[str, Any]], list[ProviderQueueDepth]] | None:
-        if organization_id is not None:
-            if not organization_exists(conn, organization_id):
-                return None
-            # the organization's every integration: a disabled one is listed, `unknown`
-            listed = list_integrations(conn, organization_id)
-        else:
-            listed = list_enabled_integrations(conn)  # system-level scan across tenants
-        enabled = sum(1 for i in listed if i.enabled)
-        deadline = time.monotonic() + budget_s
-        results = [
-            integration_health(conn, integ, now=now).as_json()
-            for integ in listed
-            if time.monotonic() < deadline
-        ]
-        unchecked = len(listed) - len(results)
-        return (
-            enabled,
-            unchecked,
-            results,
-            queue_depths(conn, now=now, organization_id=organization_id),
-        )
+    ) -> tuple[IntegrationStates, list[ProviderQueueDepth]] | None:
+        if organization_id is not None and not organization_exists(conn, organization_id):
+            return None
+        states = integration_states(conn, organization_id, now=now, budget_s=budget_s)
+        return states, queue_depths(conn, now=now, organization_id=organization_id)
 
     try:
         answer = probe.run(ask, timeout_s=budget_s + options.store_timeout_s)
@@ -297,12 +280,46 @@ def _check_workload(
             f"no organization {organization_id!r} in {probe.store_location} "
             "(see `sync-pipelines integrations list`)"
         )
-    enabled, unchecked, results, depths = answer
+    states, depths = answer
+    results = states.results
     return [
-        _integrations_check(enabled, unchecked, results, budget_s),
+        _integrations_check(states.enabled, states.unchecked, results, budget_s),
         _inbox_check(depths, results),
         _dead_letters_check(depths, results),
     ], results
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationStates:
+    """The health model's verdict on each integration listed, as JSON; those the time budget
+    did not reach are counted, not guessed."""
+
+    enabled: int
+    unchecked: int
+    results: list[dict[str, Any]]
+
+
+def integration_states(
+    conn: Connection, organization_id: str | None, *, now: datetime, budget_s: float
+) -> IntegrationStates:
+    """One organization's every integration, or every organization's (a system-level scan
+    across tenants); a disabled one is listed, `unknown`. `/health`, the CLI and the
+    `sync_pipelines_integration_health` metric all read this."""
+    if organization_id is not None:
+        listed = list_integrations(conn, organization_id)
+    else:
+        listed = list_every_integration(conn)
+    deadline = time.monotonic() + budget_s
+    results = [
+        integration_health(conn, integ, now=now).as_json()
+        for integ in listed
+        if time.monotonic() < deadline
+    ]
+    return IntegrationStates(
+        enabled=sum(1 for i in listed if i.enabled),
+        unchecked=len(listed) - len(results),
+        results=results,
+    )
 
 
 def _integrations_check(

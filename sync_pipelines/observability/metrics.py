@@ -198,6 +198,8 @@ STORE_UP = "sync_pipelines_store_up"
 INBOX_BACKLOG = "sync_pipelines_webhook_inbox_backlog"
 INBOX_OLDEST_AGE = "sync_pipelines_webhook_inbox_oldest_pending_age_seconds"
 DEAD_LETTERS = "sync_pipelines_dead_letters"
+INTEGRATION_HEALTH = "sync_pipelines_integration_health"
+INTEGRATIONS_BY_HEALTH = "sync_pipelines_integrations_by_health"
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -336,6 +338,59 @@ class StoreGaugeCollector:
             for status, count in sorted(depth.dead_letters.items()):
                 letters.add_metric([depth.provider, status], count)
         yield from (backlog, oldest, letters)
+
+
+class IntegrationHealthCollector:
+    """The health model's verdict (monitoring/health.py) on each enabled integration, read at
+    scrape time: `sync_pipelines_integration_health` is 1 on the integration's state and 0 on the
+    other four (a change of state is a change of value, not a new series), and
+    `sync_pipelines_integrations_by_health` counts them per state. Judging reads ~10 queries per
+    integration, so one answer serves the scrapes of `ttl_s`; `read` bounds its own time and
+    returns the integrations' health as JSON (service_health.integration_states)."""
+
+    def __init__(
+        self,
+        read: Callable[[], Sequence[dict[str, Any]]],
+        *,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read, self._ttl_s, self._clock = read, ttl_s, clock
+        self._answer: tuple[float, Sequence[dict[str, Any]]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        from sync_pipelines.monitoring.health import STATES  # reads the store: not at import
+
+        per_integration = GaugeMetricFamily(
+            INTEGRATION_HEALTH,
+            "1 on the integration's health state (healthy, unknown, warning, degraded, "
+            "unhealthy), 0 on the others; its reasons are in /health and the console.",
+            labels=["provider", "integration_id", "state"],
+        )
+        by_state = GaugeMetricFamily(
+            INTEGRATIONS_BY_HEALTH, "Enabled integrations per health state.", labels=["state"]
+        )
+        try:
+            results = self._current()
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer while the store is down
+            _log.warning("metrics_health_unavailable", error=type(exc).__name__)
+            yield from (per_integration, by_state)  # named, without samples: absent() sees it
+            return
+        for entry in results:
+            for state in STATES:
+                per_integration.add_metric(
+                    [entry["provider"], entry["integration_id"], state],
+                    1 if entry["state"] == state else 0,
+                )
+        for state in STATES:
+            by_state.add_metric([state], sum(1 for e in results if e["state"] == state))
+        yield from (per_integration, by_state)
+
+    def _current(self) -> Sequence[dict[str, Any]]:
+        now = self._clock()
+        if self._answer is None or now - self._answer[0] >= self._ttl_s:
+            self._answer = (now, self._read())
+        return self._answer[1]
 
 
 def _empty_depth(provider: str) -> ProviderQueueDepth:

@@ -3,8 +3,9 @@ and provider-call success over the period, latency, the error-rate trend and the
 on top how many integrations are failed (unhealthy) or degraded. Renderers (markdown.py,
 terminal.py, chart.py) and the Dagster asset only read these records.
 
-Scope: one organization's enabled integrations, or — when an operator asks for every
-organization — all enabled integrations (the system-level scan `list_enabled_integrations`).
+Scope: one organization's integrations, or — when an operator asks for every
+organization — all integrations (the system-level scan `list_every_integration`); a disabled
+integration is listed, `unknown`, as every health view lists it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import (
     Integration,
     list_enabled_integrations,
+    list_every_integration,
     list_integrations,
 )
 
@@ -245,7 +247,7 @@ def build_integration_report(
     period: timedelta = DEFAULT_PERIOD,
     top_error_limit: int = 3,
 ) -> IntegrationHealthReport:
-    """The report for the period ending `now`: one organization's enabled integrations, or every
+    """The report for the period ending `now`: one organization's integrations, or every
     organization's when `organization_id` is None (the operator asked for all of them)."""
     if period <= timedelta(0):
         raise ValueError(f"the report period must be positive, got {period}")
@@ -254,7 +256,7 @@ def build_integration_report(
         integrations = list_integrations(conn, organization_id)
     else:
         # system-level scan across tenants: a report over every organization, on request only
-        integrations = list_enabled_integrations(conn)
+        integrations = list_every_integration(conn)
     start, bucket = now - period, chart_bucket(period)
     scopes: dict[str, list[str]] = {}
     for integ in integrations:

@@ -150,6 +150,15 @@ def list_enabled_integrations(conn: Connection, provider: str | None = None) -> 
     return [_to_integration(r) for r in rows]
 
 
+def list_every_integration(conn: Connection) -> list[Integration]:
+    """Every organization's integrations, enabled or not: a system-level scan across tenants
+    (the operator's health views list a disabled integration as such)."""
+    rows = conn.execute(
+        sa.text(f"SELECT {_COLUMNS} FROM integrations ORDER BY organization_id, integration_id")
+    ).mappings()
+    return [_to_integration(r) for r in rows]
+
+
 def _to_integration(row: Any) -> Integration:
     return Integration(
         integration_id=row["integration_id"],

@@ -48,7 +48,12 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.console.app import create_console_app
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
-from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health, warm_up
+from sync_pipelines.monitoring.service_health import (
+    HealthOptions,
+    check_service_health,
+    integration_states,
+    warm_up,
+)
 from sync_pipelines.monitoring.store_probe import probe_for
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import (
@@ -542,6 +547,7 @@ class ServiceEndpoints:
         self.health_options = health or HealthOptions.from_env(environ)
         self._token = (os.environ if environ is None else environ).get(HEALTH_TOKEN_ENV) or None
         self._gauges = metrics.StoreGaugeCollector(self._queue_depths)
+        self._health_gauges = metrics.IntegrationHealthCollector(self._integration_states)
 
     async def serve_health(self, request: Request) -> Response:
         report = await run_in_threadpool(check_service_health, self.store, self.health_options)
@@ -554,7 +560,7 @@ class ServiceEndpoints:
         )
 
     async def serve_metrics(self, request: Request) -> Response:
-        registry = metrics.scrape_registry(self._gauges)
+        registry = metrics.scrape_registry(self._gauges, self._health_gauges)
         body, headers = await run_in_threadpool(
             metrics.render,
             registry,
@@ -571,6 +577,16 @@ class ServiceEndpoints:
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             credential.strip().encode(), self._token.encode()
+        )
+
+    def _integration_states(self) -> list[dict[str, Any]]:
+        # every organization's enabled integrations, by the health model, within its budget
+        options = self.health_options
+        probe = probe_for(self.store, options.store_timeout_s)
+        budget_s = options.integrations_timeout_s
+        return probe.run(
+            lambda conn: integration_states(conn, None, now=utc_now(), budget_s=budget_s).results,
+            timeout_s=budget_s + options.store_timeout_s,
         )
 
     def _queue_depths(self) -> list[ProviderQueueDepth]:

@@ -57,9 +57,9 @@ def test_reads_are_scoped_by_organization_and_the_scan_reads_every_tenant_in_ord
         ("org-other", "synced_within_freshness_sla"),
     ]
     health = {r.organization_id: r for r in first + rest if r.check_name == "integration_health"}
-    assert health[ORG].description.startswith("degraded: 20.0% of 40 provider calls failed")
+    assert health[ORG].description.startswith("degraded\n- 20.0% of 40 provider calls failed")
     assert health["org-other"].description.startswith(
-        "unhealthy: never synced; no successful sync in the"
+        "unhealthy\n- never synced\n- no successful sync in the"
     )
 
 
