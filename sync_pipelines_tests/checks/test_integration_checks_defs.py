@@ -101,7 +101,9 @@ def test_a_sync_run_evaluates_its_integration_with_metadata_and_records_it(
     assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
     by_name = {e.check_name: e for e in evaluations}
     assert by_name["required_fields_present"].metadata["devices"].value == 30
-    assert by_name["call_failure_rate_below_threshold"].metadata["calls"].value >= 3  # the listing's pages
+    assert (
+        by_name["call_failure_rate_below_threshold"].metadata["calls"].value >= 3
+    )  # the listing's pages
     assert isinstance(by_name["synced_within_freshness_sla"].metadata["age_s"].value, float)
     with store.connect() as conn:
         rows = check_results(conn, integ.organization_id, integration_id=integ.integration_id)

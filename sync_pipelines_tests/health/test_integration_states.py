@@ -101,7 +101,11 @@ def test_each_state_is_reported_with_its_last_success_attempt_and_error(
     scoped = check_service_health(store, HealthOptions(), organization_id="org-a")
     entries = {e["integration_id"]: e for e in scoped.integrations}
     assert {i: e["state"] for i, e in entries.items()} == ORG_A_STATES
-    healthy, degraded, revoked = entries["gl-healthy"], entries["gl-degraded"], entries["gl-revoked"]
+    healthy, degraded, revoked = (
+        entries["gl-healthy"],
+        entries["gl-degraded"],
+        entries["gl-revoked"],
+    )
     unhealthy, unknown = entries["gl-unhealthy"], entries["gl-unknown"]
     assert (
         healthy["last_success_at"] and healthy["last_attempt_at"] and healthy["last_error"] is None
