@@ -60,7 +60,13 @@ def _refusals() -> Iterator[None]:
 @click.option("--provider", required=True)
 @click.option("--name", default=None)
 @_options(_SETTING, _SECRET_ENV)
-@click.option("--poll-interval", "poll_interval_s", type=int, default=300, show_default=True)
+@click.option(
+    "--poll-interval",
+    "poll_interval_s",
+    type=int,
+    default=None,
+    help="Seconds between polls (default: 300).",
+)
 @click.option("--disabled", is_flag=True)
 @click.option("--replace", is_flag=True, help="Replace the integration if the id exists.")
 def integrations_add(
@@ -70,12 +76,12 @@ def integrations_add(
     name: str | None,
     settings: tuple[str, ...],
     secret_refs: tuple[str, ...],
-    poll_interval_s: int,
+    poll_interval_s: int | None,
     disabled: bool,
     replace: bool,
 ) -> None:
     """Register an integration; an id already registered is refused unless --replace."""
-    from sync_pipelines.store.integrations import Integration
+    from sync_pipelines.store.integrations import DEFAULT_POLL_INTERVAL_S, Integration
     from sync_pipelines.sync.integration_config import register_integration
 
     integration = Integration(
@@ -86,7 +92,7 @@ def integrations_add(
         settings=_pairs(settings, "--setting"),
         secret_refs=_secret_pairs(secret_refs),
         enabled=not disabled,
-        poll_interval_s=poll_interval_s,
+        poll_interval_s=DEFAULT_POLL_INTERVAL_S if poll_interval_s is None else poll_interval_s,
     )
     with _refusals():
         register_integration(open_store(writes=True), integration, replace=replace, audit=True)

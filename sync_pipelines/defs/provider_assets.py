@@ -19,6 +19,7 @@ the sync's own figures.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -28,6 +29,7 @@ from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.defs.retry import SYNC_RETRY_POLICY, fail_fast_unless_retryable
 from sync_pipelines.defs.run_context import run_context_of
 from sync_pipelines.defs.sentry_hooks import SENTRY_HOOKS
+from sync_pipelines.store.integrations import DEFAULT_POLL_INTERVAL_S
 from sync_pipelines.store.stream_tables import (
     DESIRED_CHANGES,
     DEVICE_STATES,
@@ -84,6 +86,17 @@ class ProviderDefs:
         return [self.devices, self.device_states, *extra]
 
 
+#: Dagster's freshness view of a polled asset, from the default poll interval: warn after two
+#: polls without a materialization, fail after three (the freshness check's default SLA).
+#: Dagster judges an asset, not a partition, so this says "some integration of the provider
+#: synced lately"; each integration's own `synced_within_freshness_sla` check, on its partition
+#: and with its own poll interval, stays the source of truth.
+POLLED_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(seconds=3 * DEFAULT_POLL_INTERVAL_S),
+    warn_window=timedelta(seconds=2 * DEFAULT_POLL_INTERVAL_S),
+)
+
+
 def build_provider_defs(provider: str) -> ProviderDefs:
     label, kind = PROVIDER_LABELS.get(provider, (provider, provider))
     common = dict(
@@ -99,11 +112,12 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 
     @dg.asset(
         name=f"{provider}_devices",
+        freshness_policy=POLLED_FRESHNESS,
         metadata=table_definition_metadata(DEVICES),
         description=(
             f"Devices of one {label} integration (partition = integration id), streamed page by page "
-            "into the `devices` table. Every provider call is an activity-log row; counts, error rate "
-            "and p95 latency are in this asset's metadata and plotted over time."
+            "into the `devices` table. Every provider call is an activity-log row; counts, record and "
+            "call failure rates and p95 latency are in this asset's metadata and plotted over time."
         ),
         **common,
     )
@@ -114,6 +128,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 
     @dg.asset(
         name=f"{provider}_device_states",
+        freshness_policy=POLLED_FRESHNESS,
         metadata=table_definition_metadata(DEVICE_STATES),
         deps=[devices],
         description=(
@@ -174,6 +189,7 @@ def build_provider_defs(provider: str) -> ProviderDefs:
 def _telemetry_asset(provider: str, label: str, common: dict) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{provider}_telemetry",
+        freshness_policy=POLLED_FRESHNESS,
         metadata=table_definition_metadata(DEVICE_TELEMETRY),
         description=(
             f"Telemetry of one {label} integration, drained from the broker's persistent session for "

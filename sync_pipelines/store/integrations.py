@@ -11,6 +11,9 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, utc_now
 
+#: seconds between polls of an integration unless it says otherwise
+DEFAULT_POLL_INTERVAL_S = 300
+
 
 @dataclass(frozen=True, slots=True)
 class Integration:
@@ -22,7 +25,7 @@ class Integration:
     # setting name -> name of the environment variable holding the secret
     secret_refs: dict[str, str] = field(default_factory=dict)
     enabled: bool = True
-    poll_interval_s: int = 300
+    poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -82,6 +82,8 @@ def test_the_monitoring_objects_exist_by_name():
             if k.asset_key.path == [f"{provider}_devices"]
         }
         assert {
+            "integration_health",
+            "last_syncs_complete",
             "call_failure_rate_below_threshold",
             "call_failure_rate_not_trending_up",
             "synced_within_freshness_sla",
@@ -99,6 +101,21 @@ def test_the_monitoring_objects_exist_by_name():
         assert defs.resolve_schedule_def(schedule).name == schedule
     report = ASSET_SPECS["integration_health_report"]
     assert report.group_name == "monitoring" and report.description
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_polled_assets_carry_a_freshness_policy_of_three_default_polls(provider):
+    graph = defs.resolve_asset_graph()
+    polled = [f"{provider}_devices", f"{provider}_device_states"]
+    if provider == "mqtt":
+        polled.append("mqtt_telemetry")
+    for name in polled:
+        policy = graph.get(dg.AssetKey(name)).freshness_policy
+        assert policy is not None, name
+        assert policy.fail_window.to_timedelta().total_seconds() == 900
+        assert policy.warn_window.to_timedelta().total_seconds() == 600
+    # pushed on demand, not polled: no freshness to keep
+    assert graph.get(dg.AssetKey(f"{provider}_desired_exports")).freshness_policy is None
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path):
