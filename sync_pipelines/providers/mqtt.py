@@ -41,8 +41,10 @@ window of unacknowledged messages (Mosquitto `max_inflight_messages`, default 20
 Receive Maximum on v5), so a batch is cut when that many are held (`broker_max_inflight`) or
 after `batch_linger_s` without a message. The drain ends after `idle_timeout_s` of silence or
 `window_s`. Subscription starts with the first drain: telemetry published before the session
-existed is not queued for us. Messages a broker drops on queue overflow are invisible to the
-client; the engine finds them as gaps in `seq`.
+existed is not queued for us. Messages a broker drops on queue overflow never reach the client:
+the drain reads the broker's dropped-message counter before connecting and after draining, and
+notices a session the broker lost (mqtt_loss.py); both make the sync `partial`. The engine also
+finds drops as gaps in `seq` once a device publishes again.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
     TelemetryBatch,
+    TelemetryLoss,
     TelemetryMessage,
 )
 from sync_pipelines.providers.mqtt_client import (
@@ -91,6 +94,13 @@ from sync_pipelines.providers.mqtt_documents import (
     state_document,
     state_of,
     telemetry_message,
+)
+from sync_pipelines.providers.mqtt_loss import (
+    COUNTER_TOPICS,
+    DROPPED_TOPIC,
+    BrokerCounters,
+    judge_loss,
+    parse_counters,
 )
 from sync_pipelines.providers.mqtt_topics import (
     DEFAULT_PREFIX,
@@ -264,12 +274,16 @@ class MqttProvider(Provider):
         )
         return PushResult(external_id, version=_state_version(rv, dv + 1), desired=merged)
 
-    def drain_telemetry(self, *, max_messages: int, window_s: float) -> Iterator[TelemetryBatch]:
+    def drain_telemetry(
+        self, *, max_messages: int, window_s: float, loss: TelemetryLoss | None = None
+    ) -> Iterator[TelemetryBatch]:
+        loss = loss if loss is not None else TelemetryLoss()
         self.close()  # a drain needs no read connection: do not hold one open beside the session
         receive_maximum = min(max_messages, MAX_RECEIVE_MAXIMUM) if self.protocol == "5" else None
         # the broker stops sending at its in-flight window until we ack: cut the batch there
         window = receive_maximum or self.broker_max_inflight
         batch_cap = min(max_messages, window) if window > 0 else max_messages
+        before = self._broker_counters()  # before the session connects: what dropped meanwhile
         conn = self.clients.mqtt(
             self.endpoint,
             self.client_id,
@@ -279,22 +293,13 @@ class MqttProvider(Provider):
             manual_ack=True,
             receive_maximum=receive_maximum,
         ).open()
+        session_present = conn.session_present
         try:
-            if conn.session_present:
-                _log.info(
-                    "telemetry_session_resumed", client_id=self.client_id, protocol=self.protocol
-                )
-            else:
-                # expected on the first sync; later it means the session expired or the broker lost it
-                _log.warning(
-                    "telemetry_session_created",
-                    client_id=self.client_id,
-                    protocol=self.protocol,
-                    hint="telemetry published while no session existed was not queued for this client",
-                )
+            expected = (loss.since or {}).get("client_id") == self.client_id
+            self._log_session(session_present, expected=expected)
             # A resumed session already holds the subscription; sending it again is harmless (it
             # replaces it, and covers a changed topic_prefix) but is not waited for: see subscribe().
-            conn.subscribe([self.layout.wildcard(TELEMETRY)], qos=1, wait=not conn.session_present)
+            conn.subscribe([self.layout.wildcard(TELEMETRY)], qos=1, wait=not session_present)
             deadline = time.monotonic() + min(window_s, self.drain_window_s)
             while time.monotonic() < deadline:
                 first = conn.next_message(_until(deadline, self.idle_timeout_s))
@@ -319,6 +324,54 @@ class MqttProvider(Provider):
                     )
         finally:
             conn.close()  # unacknowledged messages stay with the broker and come back with DUP
+        judge_loss(
+            loss,
+            client_id=self.client_id,
+            session_present=session_present,
+            before=before,
+            after=self._broker_counters(),
+        )
+
+    def _log_session(self, present: bool, *, expected: bool) -> None:
+        where = {"client_id": self.client_id, "protocol": self.protocol}
+        if present:
+            _log.info("telemetry_session_resumed", **where)
+        elif expected:  # the sync engine reports the loss (mqtt_loss.judge_loss)
+            _log.error(
+                "telemetry_session_lost",
+                **where,
+                hint="the broker restarted without persistence or the session expired: "
+                "telemetry published since the previous drain was not queued for this client",
+            )
+        else:
+            _log.info(
+                "telemetry_session_created",
+                **where,
+                hint="telemetry published while no session existed was not queued for this client",
+            )
+
+    def _broker_counters(self) -> BrokerCounters | None:
+        """The broker's dropped-message counter (mqtt_loss), None when it publishes none or it
+        cannot be read: the drain goes on without it."""
+        try:
+            with self._connection("sys") as conn:
+                found = conn.read_retained(COUNTER_TOPICS, qos=0)
+        except ProviderError as exc:
+            _log.warning(
+                "broker_dropped_counter_unreadable",
+                topic=DROPPED_TOPIC,
+                error={"type": type(exc).__name__, "message": str(exc)},
+            )
+            return None
+        counters = parse_counters(self._latest(found))
+        if counters is None:
+            _log.warning(
+                "broker_dropped_counter_missing",
+                topic=DROPPED_TOPIC,
+                hint="the broker publishes no dropped-message counter (not Mosquitto, or an ACL "
+                "on $SYS): loss it reports cannot be seen, only sequence gaps",
+            )
+        return counters
 
     def parse_device(self, payload: Any) -> DeviceRecord:
         external_id, raw = self._stored_message(payload, META)
