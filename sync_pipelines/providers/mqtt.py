@@ -127,7 +127,8 @@ class MqttProvider(Provider):
     `read_protocol` of reads ("5" | "3.1.1"), `page_size` (500, ≤ 5000), `drain_window_s` (30,
     caps any drain), `idle_timeout_s` (1.0), `batch_linger_s` (0.05), `broker_max_inflight` (the
     broker's max_inflight_messages, 20; 0 = unlimited), `max_message_bytes` (256 KiB),
-    `session_expiry_s` (86400, v5). Secrets: `username`, `password`."""
+    `session_expiry_s` (86400, v5), `broker_counters` (true: read Mosquitto's `$SYS` dropped
+    counter around each drain). Secrets: `username`, `password`."""
 
     name = "mqtt"
     settings_model = MqttSettings
@@ -159,6 +160,7 @@ class MqttProvider(Provider):
         self.broker_max_inflight = setting.broker_max_inflight
         self.max_message_bytes = setting.max_message_bytes
         self.session_expiry_s = setting.session_expiry_s
+        self.broker_counters = setting.broker_counters
         self._reader: MqttConnection | None = None
 
     def close(self) -> None:
@@ -283,7 +285,8 @@ class MqttProvider(Provider):
         # the broker stops sending at its in-flight window until we ack: cut the batch there
         window = receive_maximum or self.broker_max_inflight
         batch_cap = min(max_messages, window) if window > 0 else max_messages
-        before = self._broker_counters()  # before the session connects: what dropped meanwhile
+        reading = _CounterReading(self) if self.broker_counters else None
+        before = reading.take() if reading else None  # before the session: dropped meanwhile
         conn = self.clients.mqtt(
             self.endpoint,
             self.client_id,
@@ -329,7 +332,7 @@ class MqttProvider(Provider):
             client_id=self.client_id,
             session_present=session_present,
             before=before,
-            after=self._broker_counters(),
+            after=reading.take() if reading else None,
         )
 
     def _log_session(self, present: bool, *, expected: bool) -> None:
@@ -349,29 +352,6 @@ class MqttProvider(Provider):
                 **where,
                 hint="telemetry published while no session existed was not queued for this client",
             )
-
-    def _broker_counters(self) -> BrokerCounters | None:
-        """The broker's dropped-message counter (mqtt_loss), None when it publishes none or it
-        cannot be read: the drain goes on without it."""
-        try:
-            with self._connection("sys") as conn:
-                found = conn.read_retained(COUNTER_TOPICS, qos=0)
-        except ProviderError as exc:
-            _log.warning(
-                "broker_dropped_counter_unreadable",
-                topic=DROPPED_TOPIC,
-                error={"type": type(exc).__name__, "message": str(exc)},
-            )
-            return None
-        counters = parse_counters(self._latest(found))
-        if counters is None:
-            _log.warning(
-                "broker_dropped_counter_missing",
-                topic=DROPPED_TOPIC,
-                hint="the broker publishes no dropped-message counter (not Mosquitto, or an ACL "
-                "on $SYS): loss it reports cannot be seen, only sequence gaps",
-            )
-        return counters
 
     def parse_device(self, payload: Any) -> DeviceRecord:
         external_id, raw = self._stored_message(payload, META)
@@ -499,6 +479,40 @@ class MqttProvider(Provider):
                 subscription=self.layout.wildcard(TELEMETRY),
             )
         return messages, rejected
+
+
+class _CounterReading:
+    """The broker's dropped-message counter (mqtt_loss), read on a clean connection of its own
+    (the session's would take its telemetry). None when the broker publishes none or refuses
+    the read: the drain goes on without it, and a refused read is not tried again in it."""
+
+    def __init__(self, provider: MqttProvider) -> None:
+        self.provider, self.refused = provider, False
+
+    def take(self) -> BrokerCounters | None:
+        if self.refused:
+            return None
+        try:
+            with self.provider._connection("sys") as conn:
+                found = conn.read_retained(COUNTER_TOPICS, qos=0)
+        except ProviderError as exc:
+            self.refused = isinstance(exc, AuthError)
+            _log.warning(
+                "broker_dropped_counter_unreadable",
+                topic=DROPPED_TOPIC,
+                error={"type": type(exc).__name__, "message": str(exc)},
+                hint="set broker_counters false where an ACL denies $SYS",
+            )
+            return None
+        counters = parse_counters({m.topic: m.payload for m in found})
+        if counters is None:
+            _log.warning(
+                "broker_dropped_counter_missing",
+                topic=DROPPED_TOPIC,
+                hint="the broker publishes no dropped-message counter (not Mosquitto?): messages "
+                "it drops show only as sequence gaps; set broker_counters false to stop looking",
+            )
+        return counters
 
 
 class _Acknowledgement:

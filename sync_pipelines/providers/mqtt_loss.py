@@ -90,12 +90,15 @@ def judge_loss(
 
 
 def _dropped_sentence(away: int, during: int, restarted: bool) -> str:
-    parts = []
-    if away:
-        parts.append(f"{away} messages dropped while this drain's session was away")
-    if during:
-        parts.append(f"{during} while it drained")
-    text = "broker reported " + " and ".join(parts)
+    if away and during:
+        text = (
+            f"broker reported {away} messages dropped while this drain's session was away and "
+            f"{during} while it drained"
+        )
+    elif away:
+        text = f"broker reported {away} messages dropped while this drain's session was away"
+    else:
+        text = f"broker reported {during} messages dropped while this drain ran"
     if restarted:
         text += " (the broker restarted since the previous drain: counted from its restart)"
     return (
