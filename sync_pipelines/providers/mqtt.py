@@ -116,8 +116,6 @@ DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
 #: retained messages a read may expect at QoS 0 (half Mosquitto's default max_queued_messages)
 SMALL_BURST = 500
-#: seconds a counter read waits for a retained $SYS message that arrives after its UNSUBACK
-COUNTER_STRAGGLER_S = 1.0
 _WILDCARDS = frozenset("+#")
 
 _log = get_logger("providers.mqtt")
@@ -496,7 +494,7 @@ class _CounterReading:
             return None
         try:
             with self.provider._connection("sys") as conn:
-                found = self._read(conn)
+                found = conn.read_retained(COUNTER_TOPICS, qos=0)
         except ProviderError as exc:
             self.refused = isinstance(exc, AuthError)
             _log.warning(
@@ -506,29 +504,16 @@ class _CounterReading:
                 hint="set broker_counters false where an ACL denies $SYS",
             )
             return None
-        counters = parse_counters(found)
+        counters = parse_counters({m.topic: m.payload for m in found})
         if counters is None:
             _log.warning(
                 "broker_dropped_counter_missing",
                 topic=DROPPED_TOPIC,
-                hint="the broker publishes no dropped-message counter (not Mosquitto?): messages "
-                "it drops show only as sequence gaps; set broker_counters false to stop looking",
+                hint="the broker has published no dropped-message counter (not Mosquitto, an ACL "
+                "on $SYS, or started less than its sys_interval ago): what it drops shows only as "
+                "sequence gaps; set broker_counters false on a broker that has none",
             )
         return counters
-
-    @staticmethod
-    def _read(conn: MqttConnection) -> dict[str, bytes]:
-        found = {m.topic: m.payload for m in conn.read_retained(COUNTER_TOPICS, qos=0)}
-        # Seen once in a drain after 100,000 messages: the UNSUBACK overtook the retained $SYS
-        # message Mosquitto had already queued for us, so wait a moment for it.
-        deadline = time.monotonic() + COUNTER_STRAGGLER_S
-        while DROPPED_TOPIC not in found and (left := deadline - time.monotonic()) > 0:
-            late = conn.next_message(left)
-            if late is None:
-                break
-            if late.topic in COUNTER_TOPICS:
-                found[late.topic] = late.payload
-        return found
 
 
 class _Acknowledgement:
