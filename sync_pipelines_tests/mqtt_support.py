@@ -7,6 +7,7 @@ so a module can share one running Mosquitto.
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 
 import pytest
@@ -14,6 +15,8 @@ from sync_pipelines_peers.emulators.mqtt_broker import MosquittoBroker
 from sync_pipelines_peers.emulators.mqtt_devices import DeviceSimulator
 
 from sync_pipelines.providers.contract import IntegrationConfig
+from sync_pipelines.providers.mqtt_client import MqttConnection
+from sync_pipelines.providers.mqtt_loss import DROPPED_TOPIC, parse_counters
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import register_integration
@@ -80,3 +83,22 @@ def simulator(broker: MosquittoBroker, prefix: str) -> DeviceSimulator:
     return DeviceSimulator(
         broker.endpoint(USERNAME), prefix=prefix, client_id=f"sim-{uuid.uuid4().hex[:8]}"
     )
+
+
+def broker_dropped(broker: MosquittoBroker) -> int | None:
+    """The broker's `$SYS` dropped-message counter as last published (every `sys_interval`)."""
+    with MqttConnection(broker.endpoint(USERNAME), f"sys-{uuid.uuid4().hex[:8]}") as conn:
+        found = conn.read_retained([DROPPED_TOPIC], qos=0)
+    counters = parse_counters({m.topic: m.payload for m in found})
+    return None if counters is None else counters.dropped
+
+
+def wait_until_broker_reports_dropped(
+    broker: MosquittoBroker, count: int, timeout_s: float = 20.0
+) -> None:
+    """The consumer stays away until the broker has published its drops (one `sys_interval`):
+    a drain sooner would see them only in its next reading."""
+    deadline = time.monotonic() + timeout_s
+    while (seen := broker_dropped(broker)) != count:
+        assert time.monotonic() < deadline, f"broker reports {seen} dropped, expected {count}"
+        time.sleep(0.2)

@@ -33,6 +33,8 @@ RUN_FAILED = "run_failed"
 SENSOR_FAILED = "sensor_failed"
 #: a scan would have deleted more than the integration's max_delete_fraction (alerts/deletion_guard)
 DELETION_GUARD = "deletion_guard"
+#: a telemetry drain found messages its broker dropped, or its session lost (alerts/telemetry_loss)
+TELEMETRY_LOSS = "telemetry_loss"
 #: the rules the periodic evaluation judges (the others are raised by events)
 EVALUATED_RULES = (
     ERROR_RATE,

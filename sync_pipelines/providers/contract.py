@@ -177,6 +177,27 @@ class TelemetryBatch:
     acknowledge: Callable[[], None]
 
 
+@dataclass(slots=True)
+class TelemetryLoss:
+    """Loss a provider can see around one drain that no sequence gap shows (yet): messages its
+    broker reports dropped, a session it no longer had. The engine hands it to `drain_telemetry`
+    with `since`, the watermark the previous drain left; the provider fills in the rest, and the
+    engine stores `watermark` for the next drain once the drain has ended."""
+
+    since: JsonDict | None = None
+    watermark: JsonDict | None = None
+    #: messages the broker reports dropped since the previous drain (0: none reported)
+    dropped: int = 0
+    #: the session the previous drain left was gone: what was published meanwhile is lost
+    session_lost: bool = False
+    #: (error type, one sentence) per loss, for the sync log, the activity log and the alert
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def lost(self) -> bool:
+        return self.dropped > 0 or self.session_lost
+
+
 class ProviderClients(Protocol):
     """What a provider builds its clients with. Every client it returns records each call in
     the activity log (observability.http_recording, observability.boto_recording,
@@ -250,8 +271,11 @@ class Provider(abc.ABC):
         still `expected_version` (None: unconditionally). Raises ConflictError when it is not."""
         raise NotImplementedError(f"provider {self.name} has no desired state to export to")
 
-    def drain_telemetry(self, *, max_messages: int, window_s: float) -> Iterator[TelemetryBatch]:
-        """Receive telemetry for at most `window_s` seconds, in batches of at most `max_messages`."""
+    def drain_telemetry(
+        self, *, max_messages: int, window_s: float, loss: TelemetryLoss | None = None
+    ) -> Iterator[TelemetryBatch]:
+        """Receive telemetry for at most `window_s` seconds, in batches of at most `max_messages`;
+        what the provider can tell of loss around the drain goes into `loss`."""
         raise NotImplementedError(f"provider {self.name} has no telemetry stream")
 
     def parse_device(self, payload: Any) -> DeviceRecord:

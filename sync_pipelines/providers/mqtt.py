@@ -41,8 +41,10 @@ window of unacknowledged messages (Mosquitto `max_inflight_messages`, default 20
 Receive Maximum on v5), so a batch is cut when that many are held (`broker_max_inflight`) or
 after `batch_linger_s` without a message. The drain ends after `idle_timeout_s` of silence or
 `window_s`. Subscription starts with the first drain: telemetry published before the session
-existed is not queued for us. Messages a broker drops on queue overflow are invisible to the
-client; the engine finds them as gaps in `seq`.
+existed is not queued for us. Messages a broker drops on queue overflow never reach the client:
+the drain reads the broker's dropped-message counter before connecting and after draining, and
+notices a session the broker lost (mqtt_loss.py); both make the sync `partial`. The engine also
+finds drops as gaps in `seq` once a device publishes again.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StateFailure,
     TelemetryBatch,
+    TelemetryLoss,
     TelemetryMessage,
 )
 from sync_pipelines.providers.mqtt_client import (
@@ -91,6 +94,13 @@ from sync_pipelines.providers.mqtt_documents import (
     state_document,
     state_of,
     telemetry_message,
+)
+from sync_pipelines.providers.mqtt_loss import (
+    COUNTER_TOPICS,
+    DROPPED_TOPIC,
+    BrokerCounters,
+    judge_loss,
+    parse_counters,
 )
 from sync_pipelines.providers.mqtt_topics import (
     DEFAULT_PREFIX,
@@ -117,7 +127,8 @@ class MqttProvider(Provider):
     `read_protocol` of reads ("5" | "3.1.1"), `page_size` (500, ≤ 5000), `drain_window_s` (30,
     caps any drain), `idle_timeout_s` (1.0), `batch_linger_s` (0.05), `broker_max_inflight` (the
     broker's max_inflight_messages, 20; 0 = unlimited), `max_message_bytes` (256 KiB),
-    `session_expiry_s` (86400, v5). Secrets: `username`, `password`."""
+    `session_expiry_s` (86400, v5), `broker_counters` (true: read Mosquitto's `$SYS` dropped
+    counter around each drain). Secrets: `username`, `password`."""
 
     name = "mqtt"
     settings_model = MqttSettings
@@ -149,6 +160,7 @@ class MqttProvider(Provider):
         self.broker_max_inflight = setting.broker_max_inflight
         self.max_message_bytes = setting.max_message_bytes
         self.session_expiry_s = setting.session_expiry_s
+        self.broker_counters = setting.broker_counters
         self._reader: MqttConnection | None = None
 
     def close(self) -> None:
@@ -264,12 +276,17 @@ class MqttProvider(Provider):
         )
         return PushResult(external_id, version=_state_version(rv, dv + 1), desired=merged)
 
-    def drain_telemetry(self, *, max_messages: int, window_s: float) -> Iterator[TelemetryBatch]:
+    def drain_telemetry(
+        self, *, max_messages: int, window_s: float, loss: TelemetryLoss | None = None
+    ) -> Iterator[TelemetryBatch]:
+        loss = loss if loss is not None else TelemetryLoss()
         self.close()  # a drain needs no read connection: do not hold one open beside the session
         receive_maximum = min(max_messages, MAX_RECEIVE_MAXIMUM) if self.protocol == "5" else None
         # the broker stops sending at its in-flight window until we ack: cut the batch there
         window = receive_maximum or self.broker_max_inflight
         batch_cap = min(max_messages, window) if window > 0 else max_messages
+        reading = _CounterReading(self) if self.broker_counters else None
+        before = reading.take() if reading else None  # before the session: dropped meanwhile
         conn = self.clients.mqtt(
             self.endpoint,
             self.client_id,
@@ -279,22 +296,13 @@ class MqttProvider(Provider):
             manual_ack=True,
             receive_maximum=receive_maximum,
         ).open()
+        session_present = conn.session_present
         try:
-            if conn.session_present:
-                _log.info(
-                    "telemetry_session_resumed", client_id=self.client_id, protocol=self.protocol
-                )
-            else:
-                # expected on the first sync; later it means the session expired or the broker lost it
-                _log.warning(
-                    "telemetry_session_created",
-                    client_id=self.client_id,
-                    protocol=self.protocol,
-                    hint="telemetry published while no session existed was not queued for this client",
-                )
+            expected = (loss.since or {}).get("client_id") == self.client_id
+            self._log_session(session_present, expected=expected)
             # A resumed session already holds the subscription; sending it again is harmless (it
             # replaces it, and covers a changed topic_prefix) but is not waited for: see subscribe().
-            conn.subscribe([self.layout.wildcard(TELEMETRY)], qos=1, wait=not conn.session_present)
+            conn.subscribe([self.layout.wildcard(TELEMETRY)], qos=1, wait=not session_present)
             deadline = time.monotonic() + min(window_s, self.drain_window_s)
             while time.monotonic() < deadline:
                 first = conn.next_message(_until(deadline, self.idle_timeout_s))
@@ -319,6 +327,31 @@ class MqttProvider(Provider):
                     )
         finally:
             conn.close()  # unacknowledged messages stay with the broker and come back with DUP
+        judge_loss(
+            loss,
+            client_id=self.client_id,
+            session_present=session_present,
+            before=before,
+            after=reading.take() if reading else None,
+        )
+
+    def _log_session(self, present: bool, *, expected: bool) -> None:
+        where = {"client_id": self.client_id, "protocol": self.protocol}
+        if present:
+            _log.info("telemetry_session_resumed", **where)
+        elif expected:  # the sync engine reports the loss (mqtt_loss.judge_loss)
+            _log.error(
+                "telemetry_session_lost",
+                **where,
+                hint="the broker restarted without persistence or the session expired: "
+                "telemetry published since the previous drain was not queued for this client",
+            )
+        else:
+            _log.info(
+                "telemetry_session_created",
+                **where,
+                hint="telemetry published while no session existed was not queued for this client",
+            )
 
     def parse_device(self, payload: Any) -> DeviceRecord:
         external_id, raw = self._stored_message(payload, META)
@@ -446,6 +479,41 @@ class MqttProvider(Provider):
                 subscription=self.layout.wildcard(TELEMETRY),
             )
         return messages, rejected
+
+
+class _CounterReading:
+    """The broker's dropped-message counter (mqtt_loss), read on a clean connection of its own
+    (the session's would take its telemetry). None when the broker publishes none or refuses
+    the read: the drain goes on without it, and a refused read is not tried again in it."""
+
+    def __init__(self, provider: MqttProvider) -> None:
+        self.provider, self.refused = provider, False
+
+    def take(self) -> BrokerCounters | None:
+        if self.refused:
+            return None
+        try:
+            with self.provider._connection("sys") as conn:
+                found = conn.read_retained(COUNTER_TOPICS, qos=0)
+        except ProviderError as exc:
+            self.refused = isinstance(exc, AuthError)
+            _log.warning(
+                "broker_dropped_counter_unreadable",
+                topic=DROPPED_TOPIC,
+                error={"type": type(exc).__name__, "message": str(exc)},
+                hint="set broker_counters false where an ACL denies $SYS",
+            )
+            return None
+        counters = parse_counters({m.topic: m.payload for m in found})
+        if counters is None:
+            _log.warning(
+                "broker_dropped_counter_missing",
+                topic=DROPPED_TOPIC,
+                hint="the broker has published no dropped-message counter (not Mosquitto, an ACL "
+                "on $SYS, or started less than its sys_interval ago): what it drops shows only as "
+                "sequence gaps; set broker_counters false on a broker that has none",
+            )
+        return counters
 
 
 class _Acknowledgement:

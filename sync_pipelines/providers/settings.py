@@ -280,6 +280,9 @@ class MqttSettings(IntegrationSettings):
     broker_max_inflight: NonNegativeInt = 20
     max_message_bytes: PositiveInt = 256 * 1024
     session_expiry_s: NonNegativeInt = 86400
+    #: read the broker's $SYS dropped-message counter around each drain (providers/mqtt_loss.py);
+    #: off where an ACL denies $SYS, so refused reads do not count as failed calls
+    broker_counters: bool = True
 
 
 def check_id(kind: str, value: str | None, integration_id: str | None = None) -> str:

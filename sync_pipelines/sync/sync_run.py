@@ -10,7 +10,8 @@ Entering takes the stream's lease (one sync per integration and stream at a time
 raises LeaseHeldError — see sync/stream_lease.py), writes the started row, opens the operation
 and logs `<event>_started`. Every batch commit calls `run.fence(conn)` in its transaction, so a
 sync whose lease was taken over cannot write: it ends `fenced`. Leaving releases the lease and
-closes both — success, partial (records failed, telemetry had gaps), failed or fenced — and logs
+closes both — success, partial (records failed, telemetry had gaps or was reported lost:
+`report_loss`), failed or fenced — and logs
 `<event>_completed`, or `<event>_failed` with the error's stack. That line is the failure's
 one log line: the exception is marked logged, so the session around the sync does not log it
 again.
@@ -74,6 +75,8 @@ class SyncRun:
         self._event = event
         self._details = details
         self._annotations: dict[str, Any] = {}
+        #: (error type, message) of data the sync knows it could not get (report_loss)
+        self._loss: tuple[str, str] | None = None
         self._started = time.perf_counter()
         self._operation = ExitStack()
         self._op: Operation | None = None
@@ -182,9 +185,14 @@ class SyncRun:
     def figures(self) -> dict[str, int]:
         return self.counts.figures()
 
+    def report_loss(self, error_type: str, message: str) -> None:
+        """Data the source lost and the sync cannot fetch (a broker's dropped messages): the sync
+        ends `partial` with this as its sync-log error, unless it fails."""
+        self._loss = (error_type, message)
+
     @property
     def _partial(self) -> bool:
-        return bool(self.counts.failed or self.counts.gaps)
+        return bool(self.counts.failed or self.counts.gaps or self._loss)
 
     def _close(self, exc: BaseException | None) -> None:
         """Close the sync log row, then say how it ended in one line."""
@@ -212,6 +220,14 @@ class SyncRun:
             )
             mark_logged(exc)
 
+    def _error_of(self, exc: BaseException | None, status: str) -> tuple[str | None, str | None]:
+        """The sync log's error: the exception, else what a partial sync reported lost."""
+        if exc is not None:
+            return category_of(exc), redact_text(str(exc))
+        if status == "partial" and self._loss is not None:
+            return self._loss[0], redact_text(self._loss[1])
+        return None, None
+
     def _finish(self, exc: BaseException | None) -> SyncResult:
         if self.lease.fenced or (exc is not None and isinstance(sync_error_of(exc), FencedError)):
             status = FENCED
@@ -220,6 +236,7 @@ class SyncRun:
         else:
             status = "failed"
         integ, rec = self.session.integration, self.session.recorder
+        error_type, error_message = self._error_of(exc, status)
         try:
             with self.session.store.transaction() as conn:
                 finish_sync_log(
@@ -230,8 +247,8 @@ class SyncRun:
                     started_at=self.started_at,
                     counts=self.counts,
                     cursor_after=self.cursor_after,
-                    error_type=category_of(exc) if exc else None,
-                    error_message=redact_text(str(exc)) if exc else None,
+                    error_type=error_type,
+                    error_message=error_message,
                 )
         except Exception:  # the sync ends failed without its log row: counted all the same
             metrics.sync_finished(

@@ -7,7 +7,9 @@ and only after that commit is the batch acknowledged to the broker. A sync kille
 commit gets the batch redelivered next time; one killed between commit and acknowledgement gets
 it redelivered too, and the store absorbs it. Gaps (readings that never arrived, e.g. dropped
 by a broker whose queue overflowed) are stored, logged, recorded as activity and counted in the
-sync log; the sync is then "partial", as it is when messages are rejected. A rejected message is
+sync log; the sync is then "partial", as it is when messages are rejected, or when the provider
+reports loss around the drain — messages its broker dropped, a lost session (telemetry_loss.py:
+sync log, activity row, alert). A rejected message is
 acknowledged (it would only come back) and dead-lettered, so a replay can parse it again once
 what rejected it is fixed (e.g. a raised `max_message_bytes`).
 """
@@ -29,7 +31,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.activity import MQTT_MESSAGE, TELEMETRY_GAP, TELEMETRY_IMPORT
 from sync_pipelines.observability.logging import get_logger
-from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
+from sync_pipelines.providers.contract import TelemetryBatch, TelemetryLoss, TelemetryMessage
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
@@ -44,6 +46,7 @@ from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.sync_run import SyncRun
 from sync_pipelines.sync.telemetry_gaps import SequenceGap, find_gaps
+from sync_pipelines.sync.telemetry_loss import alert_on_loss, previous_watermark, record_loss
 
 STREAM = "telemetry"
 DEFAULT_MAX_MESSAGES = 1000
@@ -79,12 +82,17 @@ def sync_telemetry(
                 session.integration.integration_id,
                 f"provider {provider.name} has no telemetry stream to sync",
             )
-        for batch in provider.drain_telemetry(max_messages=max_messages, window_s=window_s):
+        loss = TelemetryLoss(since=previous_watermark(run))
+        for batch in provider.drain_telemetry(
+            max_messages=max_messages, window_s=window_s, loss=loss
+        ):
             outcome = _commit(session, run, batch)
             batch.acknowledge()  # only now: until here the broker still holds the batch
             _count(run, outcome)
             _record(session, outcome)
             session.recorder.flush()  # activity rows land between data transactions
+        record_loss(session, run, STREAM, loss)
+    alert_on_loss(session, run.result, loss)
     return run.result
 
 

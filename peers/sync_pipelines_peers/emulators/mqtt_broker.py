@@ -4,7 +4,7 @@
 explicit config: a 127.0.0.1 listener on a free port, `allow_anonymous false` with a password
 file, persistence in a temp directory (so `restart()` keeps retained messages and persistent
 sessions, as a production broker does), and the queue knobs the tests turn
-(`max_queued_messages`, `max_inflight_messages`). Password hashes are written in Mosquitto 2.0's
+(`max_queued_messages`, `max_inflight_messages`, `sys_interval`). Password hashes are written in Mosquitto 2.0's
 own `$7$` format (PBKDF2-SHA512, 101 iterations, 12-byte salt — byte-for-byte what
 `mosquitto_passwd` produces), so no password ever appears in a process's arguments.
 Debian's broker drops privileges to user `mosquitto` when started as root and could then not
@@ -172,6 +172,7 @@ class MosquittoBroker(_BrokerProcess):
         max_queued_messages: int = 100_000,
         max_inflight_messages: int = 1000,
         persistence: bool = True,
+        sys_interval: int | None = None,
     ) -> None:
         super().__init__(users, port=port, workdir=workdir)
         self.binary = mosquitto_binary()
@@ -182,6 +183,8 @@ class MosquittoBroker(_BrokerProcess):
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
         self.persistence = persistence
+        #: seconds between $SYS publishes (Mosquitto's default: 10)
+        self.sys_interval = sys_interval
 
     @property
     def log_path(self) -> Path:
@@ -222,6 +225,7 @@ class MosquittoBroker(_BrokerProcess):
             f"persistence_location {data}/",
             f"max_queued_messages {self.max_queued_messages}",
             f"max_inflight_messages {self.max_inflight_messages}",
+            *([f"sys_interval {self.sys_interval}"] if self.sys_interval else []),
             # as production brokers are usually tuned: acks are not held back by Nagle's algorithm
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",

@@ -108,6 +108,7 @@ class MqttPeer(ProviderPeer):
             "read_protocol": "3.1.1" if amqtt else "5",  # amqtt speaks 3.1.1 only
             "broker_max_inflight": 0 if amqtt else self.max_inflight_messages,
             "idle_timeout_s": 0.5,
+            "broker_counters": not amqtt,  # amqtt publishes no $SYS dropped-message counter
         }
 
     def secret_env(self, prefix: str) -> tuple[dict[str, str], dict[str, str]]:
