@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sync_pipelines.text_table import shorten
+
 _ERROR_WIDTH = 70
 
 
@@ -52,8 +54,8 @@ def render_health_text(report: dict[str, Any]) -> str:
         lines.append(table[0])
         for row_line, integration in zip(table[1:], integrations, strict=True):
             lines.append(row_line)
-            if integration.get("reasons"):
-                lines.append("      " + "; ".join(integration["reasons"]))
+            # every reason whole, one per line: they are what the state means
+            lines += [f"      - {reason}" for reason in integration.get("reasons") or []]
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +77,4 @@ def _when(value: str | None) -> str:
 
 
 def _short(text: str | None) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= _ERROR_WIDTH else text[: _ERROR_WIDTH - 1] + "…"
+    return shorten(text, _ERROR_WIDTH) if text else "-"

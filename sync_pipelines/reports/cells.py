@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sync_pipelines.reports.integration_report import IntegrationHealthReport, IntegrationReportRow
 from sync_pipelines.reports.period_stats import ErrorCount
+from sync_pipelines.text_table import shorten
 
 COLUMNS = (
     "integration",
@@ -33,9 +34,7 @@ def share(good: int, total: int, rate: float | None) -> str:
 
 
 def error_text(error: ErrorCount, limit: int = 80, *, with_count: bool = True) -> str:
-    message = " ".join((error.message or "").split())
-    if len(message) > limit:
-        message = message[: limit - 1] + "…"
+    message = shorten(error.message or "", limit)
     text = f"{error.error_type}: {message}" if message else error.error_type
     return f"{text} (×{error.count})" if with_count else text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sync_pipelines.reports.cells import COLUMNS, error_text, headline, period_text, row_cells
 from sync_pipelines.reports.integration_report import IntegrationHealthReport
+from sync_pipelines.text_table import shorten
 
 #: the widest a column may grow before its cells are cut (the top error is the long one)
 _MAX_WIDTH = {"integration": 32, "top error": 60}
@@ -20,7 +21,7 @@ def render_terminal(report: IntegrationHealthReport) -> str:
     def line(cells: list[str]) -> str:
         out = []
         for column, cell, width in zip(COLUMNS, cells, widths, strict=True):
-            cell = cell if len(cell) <= width else cell[: width - 1] + "…"
+            cell = shorten(cell, width)
             out.append(cell.rjust(width) if column in _RIGHT_ALIGNED else cell.ljust(width))
         return "  ".join(out).rstrip()
 
