@@ -30,7 +30,7 @@ ui: install dagster-home
 		i=$$((i + 1)); test $$i -le 120 || { echo "local peers not up after 120 s" >&2; exit 1; }; \
 		sleep 1; done; \
 	set -a; . '$(UI_PEERS_ENV)'; set +a; \
-	$(BIN)/dagster dev -w workspace.yaml
+	SYNC_LOG_IN_RUNS=dagster $(BIN)/dagster dev -w workspace.yaml
 
 ## bench: our inventory sync vs dlt's rest_api source (10k, 100k devices), ours alone at 1M,
 ## observability on/off at 100k and the per-run fixed cost (bench/dlt_comparison.py,

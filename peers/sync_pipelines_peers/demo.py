@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -25,7 +25,11 @@ from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.reports import RunActivitySummary, run_activity_summary
 from sync_pipelines.store.telemetry import count_telemetry
-from sync_pipelines.sync.integration_config import register_integration
+from sync_pipelines.sync.integration_config import (
+    ConfigError,
+    register_integration,
+    update_integration,
+)
 from sync_pipelines_peers.launchers.contract import ProviderPeer
 from sync_pipelines_peers.launchers.registry import PEERS, new_peer
 
@@ -80,13 +84,36 @@ def run_demo(
     *,
     store: Store | None = None,
     instance: dg.DagsterInstance | None = None,
+    on_done: Callable[[ProviderOutcome], None] | None = None,
 ) -> list[ProviderOutcome]:
+    """`on_done` is told of each provider's outcome as soon as it has one (the progress line)."""
     store = store or Store()
     migrate(store)
     instance = instance or demo_instance()
-    return [
-        _demo_provider(store, instance, provider, device_count) for provider in (providers or PEERS)
-    ]
+    outcomes = []
+    for provider in providers or PEERS:
+        outcomes.append(_demo_provider(store, instance, provider, device_count))
+        if on_done is not None:
+            on_done(outcomes[-1])
+    return outcomes
+
+
+def disable_integrations(
+    store: Store, organization_id: str, integration_ids: Iterable[str]
+) -> list[str]:
+    """Disable the demo's integrations the way an operator would (`integrations disable`: a
+    `config_change` activity row each), and return those disabled. Their secrets lived only in
+    the demo's environment and their peers stopped with it: enabled, the schedules and sensors
+    of `make ui` would sync, check and replay them and could only fail. Running the demo again
+    registers them enabled."""
+    disabled = []
+    for integration_id in integration_ids:
+        try:
+            update_integration(store, organization_id, integration_id, enabled=False)
+        except ConfigError:  # never registered: its provider failed before that
+            continue
+        disabled.append(integration_id)
+    return disabled
 
 
 def _demo_provider(
@@ -137,34 +164,22 @@ def _run_all(
     ids: list[str],
     outcome: ProviderOutcome,
 ) -> None:
-    from sync_pipelines.defs.integration_checks import CHECKS_BY_PROVIDER
     from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
-    from sync_pipelines.defs.resources import SyncStoreResource
 
     defs = PROVIDER_DEFS[peer.provider]
-    checks = CHECKS_BY_PROVIDER[peer.provider]
     iid = integration.integration_id
     instance.add_dynamic_partitions(f"{peer.provider}_integrations", [iid])
-    resources = {"store": SyncStoreResource(database_url=store.url)}
 
-    def materialize(assets: list[dg.AssetsDefinition]) -> dg.ExecuteInProcessResult:
-        # the integration's asset checks run with it, as in the sync job
-        result = dg.materialize(
-            [*assets, checks],
-            partition_key=iid,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            selection=[a.key for a in assets],
-        )
+    def launch(job_name: str, selection: list[dg.AssetsDefinition] | None = None):
+        result = run_named_job(store, instance, job_name, iid, selection)
         outcome.run_ids.append(result.run_id)
         return result
 
-    runs = [materialize(defs.sync_assets)]
+    runs = [launch(defs.sync_job.name)]
     if defs.telemetry is not None:
         # The first run opened the persistent session; what devices send now waits in the broker.
         peer.emit_telemetry(3, ids[:20])
-        runs.append(materialize([defs.telemetry]))
+        runs.append(launch(defs.sync_job.name, [defs.telemetry]))
 
     if len(ids) >= 2:
         quiet, contested = ids[0], ids[1]
@@ -176,7 +191,7 @@ def _run_all(
                 conn, DEMO_ORG, iid, contested, {"demo_interval_s": 120}, requested_by="demo"
             )
         peer.write_desired_remotely(contested, {"demo_interval_s": 600})  # someone else, meanwhile
-        export = materialize([defs.desired_exports])
+        export = launch(defs.export_job.name)
         runs.append(export)
         if export.success:
             figures = export.asset_materializations_for_node(defs.desired_exports.op.name)[
@@ -195,3 +210,36 @@ def _run_all(
         outcome.activity = run_activity_summary(conn, DEMO_ORG, runs[0].run_id)
         results = check_results(conn, DEMO_ORG, integration_id=iid, run_id=runs[0].run_id)
         outcome.checks = (sum(1 for r in results if r.passed), len(results))
+
+
+#: the run's own console logger (Dagster's default, on stderr) prints nothing: the demo's lines
+#: go to its log file, and every run's lines are in its event log (the UI)
+_QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def run_named_job(
+    store: Store,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_key: str,
+    selection: list[dg.AssetsDefinition] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One run of the code location's job `job_name` for the partition (an integration), as
+    `make ui` would launch it: named and tagged as that job, with the asset checks the job
+    carries; `selection` runs a subset of its assets. The job's store is the one the code
+    location resolves ($SYNC_DATABASE_URL, else SQLite under $SYNC_HOME): `store` must be it."""
+    from sync_pipelines.definitions import defs
+    from sync_pipelines.store.database import resolve_database_url
+
+    if resolve_database_url(None) != store.url:
+        raise ValueError(
+            f"the demo's store {store!r} is not the code location's "
+            f"({resolve_database_url(None)}): set SYNC_DATABASE_URL or SYNC_HOME to it"
+        )
+    return defs.resolve_job_def(job_name).execute_in_process(
+        run_config=_QUIET_CONSOLE,
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        asset_selection=[a.key for a in selection] if selection else None,
+    )

@@ -59,9 +59,8 @@ class DrillOutcome:
 def run_fault_drill(
     store: Store, instance: dg.DagsterInstance, organization_id: str
 ) -> DrillOutcome:
-    from sync_pipelines.defs.integration_checks import CHECKS_BY_PROVIDER
     from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
-    from sync_pipelines.defs.resources import SyncStoreResource
+    from sync_pipelines_peers.demo import run_named_job
 
     outcome = DrillOutcome(organization_id)
     sink = AlertSink().start()
@@ -74,17 +73,9 @@ def run_fault_drill(
             FaultSpec("server_error", path=r"^/v1/.*/data", status=503, probability=0.35),
             FaultSpec("poison_record", path=r"^/v1/", device_index=3),
         )
-        defs = PROVIDER_DEFS["golioth"]
         iid = integration.integration_id
         instance.add_dynamic_partitions("golioth_integrations", [iid])
-        result = dg.materialize(
-            [*defs.sync_assets, CHECKS_BY_PROVIDER["golioth"]],
-            partition_key=iid,
-            instance=instance,
-            resources={"store": SyncStoreResource(database_url=store.url)},
-            raise_on_error=False,
-            selection=[a.key for a in defs.sync_assets],
-        )
+        result = run_named_job(store, instance, PROVIDER_DEFS["golioth"].sync_job.name, iid)
         outcome.run_id, outcome.run_success = result.run_id, result.success
 
         settings = AlertSettings(
@@ -154,24 +145,17 @@ def _hit_device(
 
 
 def alert_lines(posts: list[ReceivedPost]) -> list[str]:
-    """What the local sink received, one line per notification: the generic webhook's `title`,
-    Slack's `text`."""
-    lines = []
+    """What the local sink received, one line per alert with the channels it reached: the
+    generic webhook's `title` (Slack's `text` says the same after its emoji)."""
+    headlines: dict[str, list[str]] = {}
     for post in posts:
         fields: dict[str, Any] = post.body if isinstance(post.body, dict) else {}
-        headline = str(fields.get("title") or fields.get("text") or post.body)
+        headline = str(fields.get("title") or fields.get("text") or post.body).splitlines()[0]
         channel = "slack" if "/services/" in post.path else "webhook"
-        lines.append(f"  [{channel}] {headline.splitlines()[0]}")
-    return lines
-
-
-def incident_lines(incidents: list[Incident]) -> list[str]:
-    """The open incidents, with how often each was seen (deduplicated sightings)."""
-    return [
-        f"  {i.severity:<8} {i.rule:<22} open since {i.first_seen_at:%H:%M:%S}, seen {i.occurrences}x: "
-        f"{i.summary.splitlines()[0]}"
-        for i in incidents
-    ]
+        if channel == "slack":
+            headline = headline.split(" ", 1)[-1] if headline.startswith(":") else headline
+        headlines.setdefault(headline, []).append(channel)
+    return [f"  [{', '.join(sorted(set(c)))}] {h}" for h, c in headlines.items()]
 
 
 def drill_health(store: Store, organization_id: str, integration_id: str) -> tuple[str, str]:
@@ -191,7 +175,10 @@ def drill_health(store: Store, organization_id: str, integration_id: str) -> tup
 
 
 def drill_trace(store: Store, organization_id: str, external_id: str | None) -> str:
-    """`sync-pipelines trace` of the device the faults hit."""
+    """`sync-pipelines trace` of the device the faults hit, its passed checks left out (the
+    failed ones are what it explains)."""
+    import dataclasses
+
     from sync_pipelines.tracing.chain import build_chain
     from sync_pipelines.tracing.render import render_chain
 
@@ -199,4 +186,5 @@ def drill_trace(store: Store, organization_id: str, external_id: str | None) -> 
         return ""
     with store.connect() as conn:
         chain = build_chain(conn, organization_id, external_id, integration_id=DRILL_INTEGRATION)
-    return render_chain(chain)
+    failed = tuple(r for r in chain.check_results if not r["passed"])
+    return render_chain(dataclasses.replace(chain, check_results=failed))

@@ -27,6 +27,11 @@ from sync_pipelines.observability.redaction import redact
 SERVICE = "sync_pipelines"
 LOG_FORMAT_ENV = "SYNC_LOG_FORMAT"  # json | console
 LOG_LEVEL_ENV = "SYNC_LOG_LEVEL"
+#: "dagster": inside a Dagster run, leave printing to the run's own console logger. It already
+#: prints every line the run captures (ours, through `managed_python_loggers`, and Dagster's),
+#: on stderr; a terminal showing stdout and stderr together (`dagster dev`, `make ui` sets this)
+#: would otherwise show each line twice. Unset: our JSON lines on stdout as everywhere else.
+LOG_IN_RUNS_ENV = "SYNC_LOG_IN_RUNS"
 ROOT_LOGGER = "sync_pipelines"
 
 _configured = False
@@ -126,6 +131,23 @@ class _CurrentStdoutHandler(logging.StreamHandler):
     def stream(self, _value: Any) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if _left_to_dagster() and _captured_by_a_run():
+            return
+        super().emit(record)
+
+
+def _left_to_dagster() -> bool:
+    return os.environ.get(LOG_IN_RUNS_ENV) == "dagster"
+
+
+def _captured_by_a_run() -> bool:
+    """A Dagster run is capturing our loggers (its handler is on `sync_pipelines` while it
+    runs): the record reaches the run's console and event log through it."""
+    return any(
+        type(h).__name__ == "DagsterLogHandler" for h in logging.getLogger(ROOT_LOGGER).handlers
+    )
+
 
 def get_logger(component: str) -> structlog.stdlib.BoundLogger:
     """A logger for one component (e.g. "sync.inventory", "http"); its lines carry `component`."""
@@ -201,5 +223,8 @@ class DagsterJsonFormatter(logging.Formatter):
 
 
 class SkipOwnRecords(logging.Filter):
+    """Our records are printed by our own handler; with SYNC_LOG_IN_RUNS=dagster the run's
+    console prints Dagster's records too, so this JSON copy prints nothing."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(ROOT_LOGGER)
+        return not record.name.startswith(ROOT_LOGGER) and not _left_to_dagster()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS
 from sync_pipelines.defs.resources import SyncStoreResource
@@ -125,3 +127,23 @@ def test_a_failed_sync_logs_its_failure_once_with_its_stack(
     ]
     assert [line["event"] for line in with_stack] == ["sync_failed"]
     assert [line["event"] for line in lines if line.get("level") == "error"] == ["sync_failed"]
+
+
+def test_with_the_lines_left_to_dagster_each_line_of_a_run_prints_once(
+    sqlite_store, golioth, register_golioth, capfd, monkeypatch
+):
+    """`make ui` (SYNC_LOG_IN_RUNS=dagster) under the local dagster.yaml: a run's line reaches
+    the terminal once, from the run's console, and is still in its event log; no JSON copy of
+    ours or of Dagster's lines is printed beside it."""
+    integ = register_golioth(sqlite_store, golioth)
+    local_yaml = Path(__file__).resolve().parents[2] / "dagster.yaml"
+    python_logs = yaml.safe_load(local_yaml.read_text())["python_logs"]
+    monkeypatch.setenv("SYNC_LOG_IN_RUNS", "dagster")
+    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+        result = _run(instance, sqlite_store, integ)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    out, err = capfd.readouterr()
+    completed = [line for line in (out + err).splitlines() if '"event":"sync_completed"' in line]
+    assert len(completed) == 1 and " - dagster - INFO - " in completed[0], completed
+    assert not _json_lines(out)
+    assert any('"event":"sync_completed"' in m for m in messages)
