@@ -17,6 +17,7 @@ Every materialization carries Dagster's table metadata — `dagster/table_name`,
 the sync's own figures.
 """
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -98,6 +99,16 @@ POLLED_FRESHNESS = dg.FreshnessPolicy.time_window(
 
 
 def build_provider_defs(provider: str) -> ProviderDefs:
+    with warnings.catch_warnings():
+        # `backfill_policy` is "beta" in dagster 1.13; we rely on it on purpose (one partition per
+        # run), and its warning would print at every load of the code location
+        warnings.filterwarnings(
+            "ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning
+        )
+        return _build_provider_defs(provider)
+
+
+def _build_provider_defs(provider: str) -> ProviderDefs:
     label, kind = PROVIDER_LABELS.get(provider, (provider, provider))
     common = dict(
         partitions_def=PROVIDER_PARTITIONS[provider],
