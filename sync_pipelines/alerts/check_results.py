@@ -20,13 +20,17 @@ from sync_pipelines.alerts.incidents import AlertOutcome, clear_alert, raise_ale
 from sync_pipelines.alerts.rules import CHECK_FAILED, CRITICAL, WARNING, Condition, dedupe_key
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.checks.health_check import INTEGRATION_HEALTH
+from sync_pipelines.checks.provider_calls import CALL_FAILURE_RATE
+from sync_pipelines.checks.sync_outcomes import FAILURE_STREAK as FAILURE_STREAK_CHECK
 from sync_pipelines.store.check_results import CheckResult
 from sync_pipelines.store.check_results import check_results_after as stored_results_after
 from sync_pipelines.store.database import Store
 
-#: checks that summarize the others (the health model's verdict): the check or signal under them
-#: raises the alert, so one cause opens one incident, not two
-SUMMARY_CHECKS = frozenset({INTEGRATION_HEALTH})
+#: checks whose failure another incident already carries, so one cause opens one incident: the
+#: health model's verdict (a summary: the check or rule under it alerts), and the checks an alert
+#: rule judges at the same thresholds from the same figures (rules.py: call_failure_rate, folded
+#: into provider_api_failures when the provider is failing; failure_streak)
+NOT_ALERTED_CHECKS = frozenset({INTEGRATION_HEALTH, CALL_FAILURE_RATE, FAILURE_STREAK_CHECK})
 #: Dagster's AssetCheckSeverity names → alert severities
 _SEVERITIES = {"ERROR": CRITICAL, "WARN": WARNING}
 
@@ -103,7 +107,7 @@ def alert_on_check_result(
     now: datetime,
     failed_channels: set[str] | None = None,
 ) -> AlertOutcome:
-    if result.check_name in SUMMARY_CHECKS:
+    if result.check_name in NOT_ALERTED_CHECKS:
         return AlertOutcome(incident=None)
     if result.passed:
         return clear_alert(

@@ -75,6 +75,27 @@ def test_a_failed_check_becomes_an_alert_and_its_position_the_cursor(store, inst
     assert firing["kind"] == "firing" and firing["incident"]["rule"] == CHECK_FAILED
 
 
+def test_one_cause_opens_one_incident_not_one_per_check_that_sees_it(store, instance, channel_env):
+    """The health check summarizes the others, and the call-failure and streak checks are judged
+    by alert rules at the same thresholds: their failures open no incident of their own."""
+    integration = add_integration(store)
+    now = utc_now()
+    for name in (
+        "integration_health",
+        "call_failure_rate_below_threshold",
+        "failure_streak_below_threshold",
+        "dead_letters_below_threshold",
+    ):
+        add_check_result(store, integration, name, passed=False, created_at=now)
+
+    _tick(check_failure_alert_sensor, store, instance)
+
+    assert [i.dedupe_key for i in _incidents(store)] == [
+        "check_failed:golioth-a:dead_letters_below_threshold"
+    ]
+    assert len(channel_env.accepted()) == 1
+
+
 def test_nothing_new_skips_the_tick_and_keeps_the_cursor(store, instance, channel_env):
     integration = add_integration(store)
     failed = add_check_result(store, integration, "error_rate", passed=False, created_at=utc_now())
