@@ -99,7 +99,9 @@ class AzureIotProvider(HttpProvider):
         self.page_size = min(settings.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         self.state_concurrency = settings.state_concurrency or DEFAULT_STATE_CONCURRENCY
         self.query = settings.query or DEFAULT_QUERY
-        #: "list": states come with the twin query's pages (twins carry their properties)
+        #: "list" (the default): states come with the twin query's pages (twins carry their
+        #: properties), and a full sync reads the query once for devices and states;
+        #: "device": one twin read per device (the fallback for what the query leaves out)
         self.state_source = settings.state_source
         self.api_version = settings.api_version or API_VERSION
         self.tokens = SasTokenSource(self.connection, settings.sas_ttl_s or DEFAULT_TTL_S)
@@ -131,6 +133,18 @@ class AzureIotProvider(HttpProvider):
         )
 
     def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        return self._device_pages(since, with_states=False)
+
+    @property
+    def lists_devices_with_states(self) -> bool:
+        return self.state_source == "list"
+
+    def list_devices_with_states(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        """The twin query's pages, each with the states of its twins (a twin without
+        `properties`, from a query projecting them away, is listed without its state)."""
+        return self._device_pages(since, with_states=True)
+
+    def _device_pages(self, since: JsonDict | None, *, with_states: bool) -> Iterator[DevicePage]:
         continuation = since.get("continuation") if isinstance(since, dict) else None
         continuation = continuation if isinstance(continuation, str) and continuation else None
         restarted = False
@@ -158,13 +172,20 @@ class AzureIotProvider(HttpProvider):
                     response, "the hub returned the same continuation token again"
                 )
             devices, rejected = _normalise(items)
+            request_id = request_id_of(response)
+            states = []
+            if with_states:
+                stored = {d.external_id for d in devices}
+                listed = (_listed_state(twin, request_id) for twin in items)
+                states = [s for s in listed if s is not None and s.external_id in stored]
             yield DevicePage(
                 devices=devices,
                 rejected=rejected,
                 cursor_after={"continuation": next_token} if next_token else None,
                 page_number=page_number,
                 total=None,  # a query does not say how many twins match
-                request_id=request_id_of(response),
+                request_id=request_id,
+                states=states,
             )
             if next_token is None:
                 return

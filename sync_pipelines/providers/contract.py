@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sync_pipelines.errors import ConfigError
-from sync_pipelines.providers.settings import STATE_SOURCES, IntegrationSettings
+from sync_pipelines.providers.settings import IntegrationSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -50,6 +49,18 @@ class RejectedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceState:
+    """Reported and desired state of one device, with the provider's version/etag."""
+
+    external_id: str
+    reported: JsonDict | None
+    desired: JsonDict | None
+    version: str | None
+    observed_at: datetime
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DevicePage:
     """One page of an inventory scan.
 
@@ -64,30 +75,9 @@ class DevicePage:
     total: int | None = None
     #: the X-Request-ID of the call that fetched this page (row provenance)
     request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceState:
-    """Reported and desired state of one device, with the provider's version/etag."""
-
-    external_id: str
-    reported: JsonDict | None
-    desired: JsonDict | None
-    version: str | None
-    observed_at: datetime
-    request_id: str | None = None
-
-
-def state_source_of(config: IntegrationConfig) -> str:
-    """The integration's `state_source` setting ("device": one read per device, the default;
-    "list": many devices' states per call, see `Provider.list_states`), checked."""
-    source = config.settings.get("state_source") or "device"
-    if source not in STATE_SOURCES:
-        raise ConfigError(
-            config.integration_id,
-            f"setting 'state_source': must be one of {', '.join(STATE_SOURCES)} (got {source!r:.40})",
-        )
-    return source
+    #: the states the listing carried with its devices (`Provider.list_devices_with_states`);
+    #: a device of `devices` without one here was listed without its state
+    states: Sequence[DeviceState] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +253,17 @@ class Provider(abc.ABC):
     def list_states(self) -> Iterator[StatePage]:
         """Stream every device's state, many devices per call. Only when `lists_states`."""
         raise NotImplementedError(f"provider {self.name} reads states one device at a time")
+
+    @property
+    def lists_devices_with_states(self) -> bool:
+        """Whether one listing carries both the devices and their states, so a full sync reads
+        it once (`list_devices_with_states`) and the state sync only reads what it left out."""
+        return False
+
+    def list_devices_with_states(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        """`list_devices`, each page also carrying its devices' states (`DevicePage.states`).
+        Only when `lists_devices_with_states`."""
+        raise NotImplementedError(f"provider {self.name} lists devices without their states")
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None

@@ -37,7 +37,7 @@ from sync_pipelines.providers.contract import (
     RejectedRecord,
     StatePage,
 )
-from sync_pipelines.providers.golioth_wire import WireDevice, decode_page
+from sync_pipelines.providers.golioth_wire import UNSET, WireDevice, decode_page
 from sync_pipelines.providers.http_provider import (
     HttpProvider,
     device_segment,
@@ -68,9 +68,9 @@ class GoliothProvider(HttpProvider):
         self.per_page = min(settings.page_size or settings.per_page or MAX_PER_PAGE, MAX_PER_PAGE)
         self.page_concurrency = settings.page_concurrency
         self.state_concurrency = settings.state_concurrency
-        #: "device": one LightDB read per device; "list": states ride on the device list
-        #: (`statePath`), 100 per call. Opt-in: the list's `statePath=/` for the whole tree is
-        #: inferred from the API reference, so the per-device read stays the default.
+        #: "list" (the default): states ride on the device list (`statePath=/`), 100 per call,
+        #: and a full sync reads that list once for devices and states; "device": one LightDB
+        #: read per device (the fallback for whatever the list leaves out, either way)
         self.state_source = settings.state_source
         self.http = clients.http(
             settings.base_url.rstrip("/"), {"x-api-key": config.secrets["api_key"]}
@@ -98,11 +98,27 @@ class GoliothProvider(HttpProvider):
         )
 
     def list_devices(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        yield from self._device_pages(since, with_states=False)
+
+    @property
+    def lists_devices_with_states(self) -> bool:
+        return self.state_source == "list"
+
+    def list_devices_with_states(self, since: JsonDict | None = None) -> Iterator[DevicePage]:
+        """The device list with `statePath=/`: each device's LightDB State comes in its `data`,
+        which becomes the page's states (and stays out of the device's attributes, so a device
+        row is the same whichever way it was listed)."""
+        yield from self._device_pages(since, with_states=True)
+
+    def _device_pages(self, since: JsonDict | None, *, with_states: bool) -> Iterator[DevicePage]:
         start = 0
         if since and isinstance(since.get("next_page"), int):
             start = max(0, since["next_page"] - 1)  # one page of overlap: see module docstring
         yield from self._stream_pages(
-            self._fetch_page, start, last=lambda p: p.cursor_after is None, total=lambda p: p.total
+            lambda page: self._fetch_page(page, with_states=with_states),
+            start,
+            last=lambda p: p.cursor_after is None,
+            total=lambda p: p.total,
         )
 
     def list_states(self) -> Iterator[StatePage]:
@@ -194,16 +210,18 @@ class GoliothProvider(HttpProvider):
 
     # -- wire -----------------------------------------------------------------------------
 
-    def _fetch_page(self, page: int) -> DevicePage:
-        response = self._send(
-            "GET", f"{self._prefix}/devices", params={"page": page, "perPage": self.per_page}
-        )
-        typed = _typed_page(response.content)
+    def _fetch_page(self, page: int, *, with_states: bool = False) -> DevicePage:
+        params: dict[str, Any] = {"page": page, "perPage": self.per_page}
+        if with_states:
+            params["statePath"] = "/"
+        response = self._send("GET", f"{self._prefix}/devices", params=params)
+        request_id = request_id_of(response)
+        typed = _typed_page(response.content, with_states)
         rejected: list[RejectedRecord] = []
         if typed is not None:
-            devices, total, item_count = typed
+            devices, trees, total, item_count = typed
         else:  # something on the page needs the per-record path (or the body is broken)
-            devices, rejected, total, item_count = self._generic_page(response)
+            devices, trees, rejected, total, item_count = self._generic_page(response, with_states)
         seen = page * self.per_page + item_count
         done = not item_count or seen >= total
         return DevicePage(
@@ -212,19 +230,26 @@ class GoliothProvider(HttpProvider):
             cursor_after=None if done else {"next_page": page + 1, "per_page": self.per_page},
             page_number=page,
             total=total,
-            request_id=request_id_of(response),
+            request_id=request_id,
+            states=[_state_of(external_id, tree, request_id) for external_id, tree in trees],
         )
 
     def _generic_page(
-        self, response: httpx.Response
-    ) -> tuple[list[DeviceRecord], list[RejectedRecord], int, int]:
+        self, response: httpx.Response, with_states: bool = False
+    ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], list[RejectedRecord], int, int]:
         """Decode a page record by record: a bad record is rejected with the reason, the rest
-        are kept. Returns devices, rejected records, `total` and how many records it held."""
+        are kept. Returns devices, their (id, LightDB tree) when `with_states` and the device
+        carried `data`, rejected records, `total` and how many records it held."""
         items, total = self._list_envelope(response)
-        devices, rejected = [], []
+        devices, trees, rejected = [], [], []
         for raw in items:
             try:
-                devices.append(_to_device(raw))
+                if with_states and isinstance(raw, dict) and "data" in raw:
+                    device = _to_device({k: v for k, v in raw.items() if k != "data"})
+                    trees.append((device.external_id, raw["data"]))
+                else:
+                    device = _to_device(raw)
+                devices.append(device)
             except (ValueError, TypeError, KeyError) as exc:
                 rejected.append(
                     RejectedRecord(
@@ -236,7 +261,7 @@ class GoliothProvider(HttpProvider):
                         error_message=f"{type(exc).__name__}: {exc}",
                     )
                 )
-        return devices, rejected, total, len(items)
+        return devices, trees, rejected, total, len(items)
 
     def _list_envelope(self, response: httpx.Response) -> tuple[list[Any], int]:
         """A device list page's `list` and `total`, decoded the generic way."""
@@ -343,21 +368,28 @@ def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...
     return tuple(value)
 
 
-def _typed_page(content: bytes) -> tuple[list[DeviceRecord], int, int] | None:
-    """Devices, `total` and record count of a page the typed decoder takes whole, or None
-    when anything on it needs the generic path (which also words the errors)."""
+def _typed_page(
+    content: bytes, with_states: bool = False
+) -> tuple[list[DeviceRecord], list[tuple[str, Any]], int, int] | None:
+    """Devices, their (id, LightDB tree) when `with_states` (for those listed with `data`),
+    `total` and record count of a page the typed decoder takes whole, or None when anything on
+    it needs the generic path (which also words the errors)."""
     page = decode_page(content)
     if page is None:
         return None
     try:
-        return [_typed_device(d) for d in page.devices], _as_int(page.total), len(page.devices)
+        devices = [_typed_device(d, with_data=not with_states) for d in page.devices]
+        total = _as_int(page.total)
     except (ValueError, TypeError):
         return None
+    trees = [(d.id, d.data) for d in page.devices if d.data is not UNSET] if with_states else []
+    return devices, trees, total, len(page.devices)
 
 
-def _typed_device(wire: WireDevice) -> DeviceRecord:
-    """`_to_device` for a device msgspec has type-checked: the same record, field for field.
-    Raises ValueError / TypeError wherever `_to_device` would reject the device."""
+def _typed_device(wire: WireDevice, *, with_data: bool = True) -> DeviceRecord:
+    """`_to_device` for a device msgspec has type-checked: the same record, field for field
+    (without `data` when that is the device's state, not one of its attributes). Raises
+    ValueError / TypeError wherever `_to_device` would reject the device."""
     external_id, name = wire.id, wire.name
     if not external_id or not name:
         raise ValueError("device has an empty `id` or `name`")
@@ -370,7 +402,7 @@ def _typed_device(wire: WireDevice) -> DeviceRecord:
         attributes["cohortId"] = wire.cohort_id
     if wire.certificate_id:
         attributes["certificateId"] = wire.certificate_id
-    if wire.data not in _EMPTY_ATTRIBUTE:
+    if with_data and wire.data is not UNSET and wire.data not in _EMPTY_ATTRIBUTE:
         attributes["data"] = wire.data
     if metadata:
         attributes["metadata"] = metadata

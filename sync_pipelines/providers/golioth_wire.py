@@ -14,6 +14,9 @@ from typing import Any
 
 import msgspec
 
+#: a field the page left out (not the same as a JSON null)
+UNSET = msgspec.UNSET
+
 
 class WireDevice(msgspec.Struct, rename="camel", gc=False):
     """`goliothDevice` (PROVIDERS.md §1.4) as the provider reads it; other fields are ignored.
@@ -28,8 +31,9 @@ class WireDevice(msgspec.Struct, rename="camel", gc=False):
     blueprint_id: str | None = None
     cohort_id: str | None = None
     certificate_id: str | None = None
-    #: the LightDB State subtree asked for with `statePath`: any JSON
-    data: Any = None
+    #: the LightDB State subtree asked for with `statePath`: any JSON (UNSET: not listed,
+    #: None: listed as null)
+    data: Any = msgspec.UNSET
     enabled: bool | None = None
     status: str | None = None
     created_at: str | None = None

@@ -214,7 +214,8 @@ class GoliothSettings(IntegrationSettings):
     per_page: PositiveInt | None = None
     page_concurrency: PositiveInt = 4
     state_concurrency: PositiveInt = 8
-    state_source: StateSource = "device"
+    #: "list": states ride on the device list (`statePath=/`); "device": one read per device
+    state_source: StateSource = "list"
 
 
 class AwsIotSettings(IntegrationSettings):
@@ -225,6 +226,9 @@ class AwsIotSettings(IntegrationSettings):
     endpoint_url: HttpUrl | None = None
     data_endpoint_url: HttpUrl | None = None
     state_concurrency: PositiveInt = 8
+    #: "list": shadows from the fleet index (SearchIndex) when the account's index holds them;
+    #: "device": one GetThingShadow per thing
+    state_source: StateSource = "list"
     #: the thing attribute holding the tags; empty: no tags
     tags_attribute: str | None = "tags"
     thing_type: Text | None = None
@@ -258,7 +262,8 @@ class AzureIotSettings(IntegrationSettings):
     query: Text | None = None
     api_version: Text | None = None
     sas_ttl_s: PositiveInt | None = None
-    state_source: StateSource = "device"
+    #: "list": states come with the twin query's pages; "device": one twin read per device
+    state_source: StateSource = "list"
 
 
 Protocol = Annotated[Literal["3.1.1", "5"], BeforeValidator(_as_text), Expect("3.1.1 or 5")]

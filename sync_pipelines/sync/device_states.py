@@ -4,7 +4,11 @@ state cannot be read is dead-lettered; reading it fine later resolves its letter
 
 Where the provider can list many devices' states per call and the integration asks for it
 (`Provider.lists_states`), the listing comes first and the per-device reads cover only what it
-did not give, so a device missing from the listing still ends stored or dead-lettered."""
+did not give, so a device missing from the listing still ends stored or dead-lettered.
+
+Where this run's inventory sync already stored the states from the listing it read
+(sync/listed_states.py), they are this sync's figures and only the devices it listed without a
+state are read."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DeviceState, Provider, StateFailure
 from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.devices import device_ids_after, known_device_ids, upsert_device_states
+from sync_pipelines.store.sync_state import set_cursor
 from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
+from sync_pipelines.sync.listed_states import ListedStates
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
@@ -40,9 +46,38 @@ def sync_device_states(
         SyncRun(session, STREAM, STATE_IMPORT, log=_log) as run,
         session.open_provider() as provider,
     ):
-        listed = _states_from_listing(session, run, provider) if provider.lists_states else None
-        _states_one_by_one(session, run, provider, batch_size, skip=listed)
+        with_devices = ListedStates.from_cursor(run.cursor_before)
+        if with_devices is not None and with_devices.serves(session.run.run_id):
+            _states_listed_with_devices(session, run, provider, with_devices, batch_size)
+        else:
+            listed = _states_from_listing(session, run, provider) if provider.lists_states else None
+            _states_one_by_one(session, run, provider, batch_size, skip=listed)
     return run.result
+
+
+def _states_listed_with_devices(
+    session: IntegrationSession,
+    run: SyncRun,
+    provider: Provider,
+    listed: ListedStates,
+    batch_size: int,
+) -> None:
+    """The states this run's inventory sync stored from its listing, counted as this sync's;
+    the devices it listed without a state read one by one; then the record is cleared."""
+    c = run.counts
+    c.fetched, c.pages = listed.fetched, listed.pages
+    c.created, c.updated, c.unchanged = listed.created, listed.updated, listed.unchanged
+    run.annotate(states_from="device_listing", listing_sync_id=listed.sync_id)
+    ids = list(listed.without_state)
+    for start in range(0, len(ids), batch_size):
+        states, failures = provider.get_states(ids[start : start + batch_size])
+        _store_states(session, run, states, failures)
+    integ = session.integration
+    with session.store.transaction() as conn:
+        run.fence(conn)
+        set_cursor(
+            conn, integ.organization_id, integ.integration_id, STREAM, None, session.run.run_id
+        )
 
 
 def _states_one_by_one(

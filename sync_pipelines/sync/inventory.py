@@ -8,6 +8,10 @@ and built; batches still commit strictly in order, and a failed write stops the 
 not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
 down, and a device that later syncs fine resolves its dead letter. With tracing on, each batch
 write is a span of the sync's trace.
+
+Where one listing carries the devices and their states (`Provider.lists_devices_with_states`),
+it is read once: each batch also writes its devices' states, and the state sync of the same run
+takes them from there (sync/listed_states.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import IMPORT, RECORD_REJECTED, ActivityRow
@@ -25,16 +31,19 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.providers.contract import DevicePage
 from sync_pipelines.store.bulk import UpsertCounts
 from sync_pipelines.store.dead_letters import FailedRecord
-from sync_pipelines.store.devices import upsert_devices
-from sync_pipelines.store.sync_state import set_cursor
+from sync_pipelines.store.devices import upsert_device_states, upsert_devices
+from sync_pipelines.store.sync_state import get_cursor, set_cursor
 from sync_pipelines.sync.deletions import ScanEnd, ScanEpoch, report_scan_end
 from sync_pipelines.sync.failed_records import dead_letter, payload_key, resolve_synced
-from sync_pipelines.sync.records import device_row
+from sync_pipelines.sync.listed_states import ListedStates, resumed_or_new
+from sync_pipelines.sync.records import device_row, state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.sync_run import SyncRun
 
 STREAM = "devices"
+#: the stream whose rows a listing with states also writes (sync/device_states.py's STREAM)
+STATES_STREAM = "device_states"
 DEFAULT_BATCH_SIZE = 1000
 
 _log = get_logger("sync.inventory")
@@ -51,7 +60,13 @@ def sync_devices(
         batch = _Batch(session)
         try:
             with session.open_provider() as provider:
-                for page in provider.list_devices(since=run.cursor_before):
+                if provider.lists_devices_with_states:
+                    writer.listed = _listed_states(session, run, scan)
+                    batch.with_states = True
+                    pages = provider.list_devices_with_states(since=run.cursor_before)
+                else:
+                    pages = provider.list_devices(since=run.cursor_before)
+                for page in pages:
                     run.counts.pages += 1
                     run.counts.fetched += len(page.devices) + len(page.rejected)
                     run.counts.failed += len(page.rejected)
@@ -72,7 +87,17 @@ def sync_devices(
         finally:
             writer.close()
             run.annotate(cursor_after=run.cursor_after)
+            if writer.listed is not None:
+                run.annotate(states_listed=writer.listed.fetched)
     return run.result
+
+
+def _listed_states(session: IntegrationSession, run: SyncRun, scan: ScanEpoch) -> ListedStates:
+    """What this scan has stored of the states its listing carries (a resumed scan's so far)."""
+    integ = session.integration
+    with session.store.connect() as conn:
+        cursor = get_cursor(conn, integ.organization_id, integ.integration_id, STATES_STREAM)
+    return resumed_or_new(cursor, scan.epoch, session.run.run_id, run.sync_id)
 
 
 def _keep_fetched_pages(writer: _BatchWriter, batch: _Batch) -> None:
@@ -87,8 +112,9 @@ def _keep_fetched_pages(writer: _BatchWriter, batch: _Batch) -> None:
         _log.error("batch_commit_after_failure_failed", exc_info=True)
 
 
-#: what a batch write did: its upsert counts, and the scan's end when the batch ended the listing
-_Written = tuple[UpsertCounts, ScanEnd | None]
+#: what a batch write did: its upsert counts, the scan's end when the batch ended the listing,
+#: and the listed states so far when it wrote states too
+_Written = tuple[UpsertCounts, ScanEnd | None, ListedStates | None]
 
 
 @dataclass(slots=True)
@@ -102,6 +128,10 @@ class _Pending:
     rejected: int = 0
     #: its last page ended a listing that ran to the end: the scan's deletions are judged with it
     completes: bool = False
+    #: the states its pages carried, by external id (a listing with states)
+    states: dict[str, dict[str, Any]] | None = None
+    #: devices of its pages listed without their state
+    without_state: list[str] | None = None
 
 
 class _Batch:
@@ -111,6 +141,9 @@ class _Batch:
     def __init__(self, session: IntegrationSession) -> None:
         self.session = session
         self.rows: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, dict[str, Any]] = {}
+        #: the pages carry their devices' states (a listing with states)
+        self.with_states = False
         self.pages = 0
         self.rejected = 0
         self.cursor_after: Any = None
@@ -126,13 +159,24 @@ class _Batch:
                 request_id=page.request_id,
                 now=now,
             )
+        for state in page.states:
+            self.states[state.external_id] = state_row(
+                state,
+                organization_id=integ.organization_id,
+                integration_id=integ.integration_id,
+                run_id=self.session.run.run_id,
+                now=now,
+            )
         self.pages += 1
         self.rejected += len(page.rejected)
         self.cursor_after = page.cursor_after
 
     def take(self, *, completes: bool = False) -> _Pending:
         pending = _Pending(self.rows, self.pages, self.cursor_after, self.rejected, completes)
-        self.rows, self.pages, self.rejected = {}, 0, 0
+        if self.with_states:
+            pending.states = self.states
+            pending.without_state = [i for i in self.rows if i not in self.states]
+        self.rows, self.states, self.pages, self.rejected = {}, {}, 0, 0
         return pending
 
 
@@ -151,6 +195,8 @@ class _BatchWriter:
         self.run = run
         self.scan = scan
         self.failed = False
+        #: a listing with states: what the committed batches stored of them (else None)
+        self.listed: ListedStates | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
         self._in_flight: tuple[_Pending, Future[_Written]] | None = None
 
@@ -170,7 +216,7 @@ class _BatchWriter:
         batch, future = self._in_flight
         self._in_flight = None
         try:
-            written, scan_end = future.result()
+            written, scan_end, listed = future.result()
         except BaseException:
             self.failed = True
             raise
@@ -179,6 +225,8 @@ class _BatchWriter:
         counts.updated += written.updated
         counts.unchanged += written.unchanged
         self.run.cursor_after = batch.cursor_after
+        if listed is not None:
+            self.listed = listed
         if scan_end is not None:
             counts.deleted += scan_end.deleted
             self.run.annotate(deletions_held=scan_end.held, active_devices=scan_end.active)
@@ -222,6 +270,7 @@ class _BatchWriter:
                     cursor_after=batch.cursor_after,
                     completes=batch.completes,
                 )
+                listed = self._write_states(conn, batch)
                 if activity:
                     recorder.sink.insert_within(conn, activity)
         except BaseException:
@@ -234,7 +283,37 @@ class _BatchWriter:
             pages=batch.pages,
             cursor_after=batch.cursor_after,
         )
-        return written, scan_end
+        return written, scan_end, listed
+
+    def _write_states(self, conn: Connection, batch: _Pending) -> ListedStates | None:
+        """A listing with states: the batch's states, in its transaction, and the record the
+        state sync of this run finds them by (the `device_states` cursor)."""
+        if self.listed is None or batch.states is None:
+            return None
+        session, integ = self.session, self.session.integration
+        states = [row for key, row in batch.states.items() if key in batch.rows]
+        written = upsert_device_states(conn, states)
+        resolve_synced(session, conn, STATES_STREAM, [row["external_id"] for row in states])
+        listed = self.listed.after_batch(
+            run_id=session.run.run_id,
+            sync_id=self.run.sync_id,
+            pages=batch.pages,
+            states=len(states),
+            created=written.created,
+            updated=written.updated,
+            unchanged=written.unchanged,
+            without_state=batch.without_state or [],
+            completes=batch.completes,
+        )
+        set_cursor(
+            conn,
+            integ.organization_id,
+            integ.integration_id,
+            STATES_STREAM,
+            listed.to_cursor(),
+            session.run.run_id,
+        )
+        return listed
 
 
 def _record_rejected(session: IntegrationSession, page: DevicePage) -> None:

@@ -1,7 +1,9 @@
-"""States read from the device list (`state_source: list`): the same rows as per-device reads,
-100 devices per call; whatever the listing does not give is read one by one, so a device the
-provider no longer has is still dead-lettered and a failed listing loses nothing. On SQLite and
-PostgreSQL, against the Golioth emulator."""
+"""States read from the device list (`state_source: list`, the default): the same rows as
+per-device reads, 100 devices per call; whatever the listing does not give is read one by one, so
+a device the provider no longer has is still dead-lettered and a failed listing loses nothing.
+These are state syncs on their own (a run other than the inventory's, which then stored the
+states already: test_listed_with_devices.py); on SQLite and PostgreSQL, against the Golioth
+emulator."""
 
 from __future__ import annotations
 
@@ -23,15 +25,25 @@ def _calls(running) -> tuple[int, int]:
     return listed, one_by_one
 
 
+def _forget_states(store, integration_id: str) -> None:
+    """Drop the integration's state rows (the inventory listing stored them): the state sync
+    under test then loads them all."""
+    with store.transaction() as conn:
+        conn.execute(
+            sa.text("DELETE FROM device_states WHERE integration_id = :i"), {"i": integration_id}
+        )
+
+
 def test_listed_states_equal_per_device_reads_at_one_call_per_100(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=250)
-    listed = register_golioth(store, running, integration_id="g-list", state_source="list")
-    single = register_golioth(store, running, integration_id="g-single")
+    listed = register_golioth(store, running, integration_id="g-list")
+    single = register_golioth(store, running, integration_id="g-single", state_source="device")
     for integ in (listed, single):
         with open_session(store, integ.integration_id) as session:
             sync_devices(session)
+    _forget_states(store, "g-list")
     running.emulator.request_log.clear()
     with open_session(store, listed.integration_id) as session:
         result = sync_device_states(session)
@@ -53,15 +65,17 @@ def test_a_device_the_provider_no_longer_lists_is_read_alone_and_dead_lettered(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=30)
-    integ = register_golioth(store, running, state_source="list", retry_max_attempts=1)
+    integ = register_golioth(store, running, retry_max_attempts=1)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
+    with open_session(store, integ.integration_id) as session:
         gone = sorted(running.emulator.device_ids())[7]
         running.emulator.delete_device(gone)
         running.emulator.request_log.clear()
         result = sync_device_states(session)
     assert result.status == "partial"
-    assert (result.counts.created, result.counts.failed) == (29, 1)
+    # the other 29 came with the device list already, and have not changed since
+    assert (result.counts.unchanged, result.counts.failed) == (29, 1)
     assert _calls(running) == (1, 1)  # the listing, then the one device it did not give
     with store.connect() as conn:
         letters = conn.execute(
@@ -77,9 +91,11 @@ def test_a_listing_that_fails_for_good_falls_back_to_reading_each_device(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=150)
-    integ = register_golioth(store, running, state_source="list", retry_max_attempts=2)
+    integ = register_golioth(store, running, retry_max_attempts=2)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
+    _forget_states(store, integ.integration_id)
+    with open_session(store, integ.integration_id) as session:
         running.emulator.request_log.clear()
         # the listing's first page answers 503 to both attempts: every device comes one by one
         running.emulator.add_faults(
@@ -95,9 +111,11 @@ def test_a_listing_page_whose_connection_drops_is_read_device_by_device(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=150)
-    integ = register_golioth(store, running, state_source="list", retry_max_attempts=2)
+    integ = register_golioth(store, running, retry_max_attempts=2)
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
+    _forget_states(store, integ.integration_id)
+    with open_session(store, integ.integration_id) as session:
         running.emulator.request_log.clear()
         # page 0 of the listing goes through; page 1 loses its connection on both attempts
         running.emulator.add_faults(

@@ -434,6 +434,11 @@ class GoliothEmulator:
         index = self._index_of(device_id)
         return self.state.write(index, self._state_generator(index), parse_state_path(path), value)
 
+    def erase_state(self, device_id: str) -> None:
+        """The device has no LightDB State at all (never reported): a listing with `statePath`
+        leaves its `data` out, a read of it answers null."""
+        self.state.erase(self._index_of(device_id))
+
     def delete_state(self, device_id: str, path: str = "") -> None:
         index = self._index_of(device_id)
         self.state.delete(index, self._state_generator(index), parse_state_path(path))

@@ -44,6 +44,8 @@ class LightDbState:
 
     def __init__(self) -> None:
         self._written: dict[int, JsonDict] = {}
+        #: devices with no state at all (never reported): read as null, left out of listings
+        self._absent: set[int] = set()
         self._lock = threading.Lock()
 
     @property
@@ -52,10 +54,18 @@ class LightDbState:
 
     def read(self, index: int, generate: Callable[[], JsonDict], path: tuple[str, ...]) -> Any:
         with self._lock:
+            if index in self._absent:
+                return None
             tree = self._written.get(index)
             if tree is not None:
                 return copy.deepcopy(_subtree(tree, path))
         return _subtree(generate(), path)
+
+    def erase(self, index: int) -> None:
+        """The device has no state at all, as one that never reported (until it is written)."""
+        with self._lock:
+            self._written.pop(index, None)
+            self._absent.add(index)
 
     def write(
         self, index: int, generate: Callable[[], JsonDict], path: tuple[str, ...], value: Any
@@ -102,7 +112,9 @@ class LightDbState:
     def forget(self, index: int) -> None:
         with self._lock:
             self._written.pop(index, None)
+            self._absent.discard(index)
 
     def clear(self) -> None:
         with self._lock:
             self._written.clear()
+            self._absent.clear()
