@@ -216,12 +216,14 @@ class GoliothProvider(HttpProvider):
             params["statePath"] = "/"
         response = self._send("GET", f"{self._prefix}/devices", params=params)
         request_id = request_id_of(response)
-        typed = _typed_page(response.content, with_states)
+        typed = _typed_page_with_states(response.content, with_states=with_states)
         rejected: list[RejectedRecord] = []
         if typed is not None:
             devices, trees, total, item_count = typed
         else:  # something on the page needs the per-record path (or the body is broken)
-            devices, trees, rejected, total, item_count = self._generic_page(response, with_states)
+            devices, trees, rejected, total, item_count = self._generic_page_with_states(
+                response, with_states
+            )
         seen = page * self.per_page + item_count
         done = not item_count or seen >= total
         return DevicePage(
@@ -235,11 +237,18 @@ class GoliothProvider(HttpProvider):
         )
 
     def _generic_page(
-        self, response: httpx.Response, with_states: bool = False
-    ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], list[RejectedRecord], int, int]:
+        self, response: httpx.Response
+    ) -> tuple[list[DeviceRecord], list[RejectedRecord], int, int]:
         """Decode a page record by record: a bad record is rejected with the reason, the rest
-        are kept. Returns devices, their (id, LightDB tree) when `with_states` and the device
-        carried `data`, rejected records, `total` and how many records it held."""
+        are kept. Returns devices, rejected records, `total` and how many records it held."""
+        devices, _, rejected, total, count = self._generic_page_with_states(response, False)
+        return devices, rejected, total, count
+
+    def _generic_page_with_states(
+        self, response: httpx.Response, with_states: bool
+    ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], list[RejectedRecord], int, int]:
+        """`_generic_page`, plus each device's (id, LightDB tree) when `with_states` and the
+        device carried `data`."""
         items, total = self._list_envelope(response)
         devices, trees, rejected = [], [], []
         for raw in items:
@@ -368,12 +377,18 @@ def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...
     return tuple(value)
 
 
-def _typed_page(
-    content: bytes, with_states: bool = False
+def _typed_page(content: bytes) -> tuple[list[DeviceRecord], int, int] | None:
+    """Devices, `total` and record count of a page the typed decoder takes whole, or None
+    when anything on it needs the generic path (which also words the errors)."""
+    typed = _typed_page_with_states(content, with_states=False)
+    return None if typed is None else (typed[0], typed[2], typed[3])
+
+
+def _typed_page_with_states(
+    content: bytes, *, with_states: bool = True
 ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], int, int] | None:
-    """Devices, their (id, LightDB tree) when `with_states` (for those listed with `data`),
-    `total` and record count of a page the typed decoder takes whole, or None when anything on
-    it needs the generic path (which also words the errors)."""
+    """`_typed_page`, plus each device's (id, LightDB tree) when `with_states` and the device
+    was listed with `data` (which then is its state, not one of its attributes)."""
     page = decode_page(content)
     if page is None:
         return None

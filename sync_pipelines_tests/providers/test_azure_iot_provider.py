@@ -442,11 +442,15 @@ def _twin_reads(peer) -> int:
 def test_listed_states_equal_twin_reads_without_one_call_per_device(
     store, peer, register_azure, open_session
 ):
-    listed = register_azure(store, peer, "azure-list", page_size=100, state_source="list")
-    single = register_azure(store, peer, "azure-single", page_size=100)
+    listed = register_azure(store, peer, "azure-list", page_size=100)
+    single = register_azure(store, peer, "azure-single", page_size=100, state_source="device")
     for integration in (listed, single):
         with open_session(store, integration.integration_id) as session:
             sync_devices(session)
+    # the inventory's twin query stored the states already: a state sync of another run loads
+    # them all again through the query
+    with store.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM device_states WHERE integration_id = 'azure-list'"))
     peer.emulator.request_log.clear()
     with open_session(store, listed.integration_id) as session:
         result = sync_device_states(session)
@@ -467,14 +471,16 @@ def test_listed_states_equal_twin_reads_without_one_call_per_device(
 def test_a_twin_the_query_no_longer_returns_is_read_alone_and_dead_lettered(
     store, peer, register_azure, open_session
 ):
-    integration = register_azure(store, peer, state_source="list", retry_max_attempts=1)
+    integration = register_azure(store, peer, retry_max_attempts=1)
     with open_session(store, integration.integration_id) as session:
         sync_devices(session)
+    with open_session(store, integration.integration_id) as session:
         gone = sorted(peer.emulator.device_ids())[3]
         peer.emulator.delete_device(gone)
         peer.emulator.request_log.clear()
         result = sync_device_states(session)
-    assert (result.status, result.counts.created, result.counts.failed) == (
+    # the others came with the inventory's query already, unchanged since
+    assert (result.status, result.counts.unchanged, result.counts.failed) == (
         "partial",
         DEVICE_COUNT - 1,
         1,
@@ -512,3 +518,26 @@ def test_a_query_item_without_properties_is_left_to_a_twin_read():
         {"temp": 21},
         "AAA",
     )
+
+
+def test_a_full_sync_reads_the_twin_query_once(store, peer, register_azure, open_session):
+    """Inventory and states in one run: the query's pages give both, and the state sync of the
+    run records the states without reading a twin (the same rows as one read per device)."""
+    once = register_azure(store, peer, "azure-once", page_size=100)
+    each = register_azure(store, peer, "azure-each", page_size=100, state_source="device")
+    peer.emulator.request_log.clear()
+    with open_session(store, once.integration_id) as session:
+        sync_devices(session)
+        states = sync_device_states(session)
+    queries = [r for r in peer.emulator.requests() if r.path == "/devices/query"]
+    assert len(queries) == -(-DEVICE_COUNT // 100) and _twin_reads(peer) == 0
+    assert (states.status, states.counts.fetched, states.counts.created) == (
+        "success",
+        DEVICE_COUNT,
+        DEVICE_COUNT,
+    )
+    with open_session(store, each.integration_id) as session:
+        sync_devices(session)
+        sync_device_states(session)
+    assert _twin_reads(peer) == DEVICE_COUNT
+    assert state_rows(store, "azure-once") == state_rows(store, "azure-each")

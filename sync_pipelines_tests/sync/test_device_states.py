@@ -1,4 +1,5 @@
-"""The device state sync, on SQLite and PostgreSQL."""
+"""The device state sync, on SQLite and PostgreSQL. Tests of per-device reads say so
+(`state_source: device`); the listing paths: test_state_listing.py, test_listed_with_devices.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def test_states_are_stored_for_every_device_and_unchanged_on_rerun(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=60)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, state_source="device")
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
         first = sync_device_states(session, batch_size=25)
@@ -54,7 +55,7 @@ def test_failed_state_reads_are_counted_and_the_rest_stored(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=20)
-    integ = register_golioth(store, running, retry_max_attempts=1)
+    integ = register_golioth(store, running, retry_max_attempts=1, state_source="device")
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
         running.emulator.add_faults(
@@ -68,7 +69,7 @@ def test_each_unreadable_state_is_an_activity_row_naming_integration_and_device(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=12)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, state_source="device")
     with open_session(store, integ.integration_id) as session:
         sync_devices(session)
         # a 200 whose body is not JSON: the call itself succeeded, the document is bad
