@@ -8,6 +8,13 @@ one named shadow (`shadow_name`), or several (`named_shadows`: a list, or "*" fo
 thing has), read with bounded concurrency. Every call goes through the recording boto3
 client (observability.boto_recording), retried per the integration's RetryPolicy.
 
+States in bulk (`state_source: list`, the default): when the account's fleet index holds the
+shadow read (GetIndexingConfiguration: `thingIndexingMode` REGISTRY_AND_SHADOW, and for a
+`shadow_name` the named-shadow indexing with that name), SearchIndex lists every thing with its
+shadow, 100 a call (PROVIDERS.md §7.1); what it leaves out is read per thing, as is everything
+when the index does not hold the shadows (or `named_shadows` is set). The index is eventually
+consistent: a shadow written seconds before may still show its previous version there.
+
 Settings: `region` (required); `endpoint_url` (control plane) and `data_endpoint_url` (else
 DescribeEndpoint `iot:Data-ATS`); `page_size`; `thing_type`, `attribute_name` +
 `attribute_value` (ListThings filters); `tags_attribute` (default "tags": a comma-separated
@@ -51,12 +58,16 @@ from sync_pipelines.providers.contract import (
     PushResult,
     RejectedRecord,
     StateFailure,
+    StatePage,
 )
 from sync_pipelines.providers.pools import map_in_context
 from sync_pipelines.providers.settings import AwsIotSettings
 
 MAX_PAGE_SIZE = 250
 _NAMED_SHADOWS_PAGE_SIZE = 100
+#: SearchIndex's `maxResults` ceiling, and the fleet index of things
+_INDEX_PAGE_SIZE = 100
+_THING_INDEX = "AWS_Things"
 _ALL_NAMED_SHADOWS = "*"
 
 _log = get_logger("providers.aws_iot")
@@ -94,6 +105,8 @@ class AwsIotProvider(Provider):
         }
         self.shadow_name: str | None = settings.shadow_name
         self.named_shadows = _named_shadows(settings.named_shadows)
+        self.state_source = settings.state_source
+        self._index_holds_shadows: bool | None = None
         self.data_endpoint_url: str | None = settings.data_endpoint_url
         self._clients = clients
         self._client_kwargs: dict[str, Any] = {
@@ -182,6 +195,74 @@ class AwsIotProvider(Provider):
 
     def parse_device(self, payload: Any) -> DeviceRecord:
         return thing_to_device(payload, self.tags_attribute)
+
+    @property
+    def lists_states(self) -> bool:
+        """`state_source: list` and the account's fleet index holds the shadow read (asked once)."""
+        if self.state_source != "list" or self.named_shadows:
+            return False
+        if self._index_holds_shadows is None:
+            self._index_holds_shadows = self._index_has_shadows()
+        return self._index_holds_shadows
+
+    def list_states(self) -> Iterator[StatePage]:
+        """Every thing's shadow from the fleet index (SearchIndex), 100 things a call; a thing
+        the index shows without that shadow is left out, for the engine to read alone."""
+        kwargs: dict[str, Any] = {
+            "indexName": _THING_INDEX,
+            "queryString": self._index_query(),
+            "maxResults": _INDEX_PAGE_SIZE,
+        }
+        page_number = 0
+        while True:
+            response = self._call(self.iot.search_index, "SearchIndex", **kwargs)
+            things = response.get("things")
+            if not isinstance(things, list):
+                raise self._malformed(response, None, "SearchIndex", "no `things` list")
+            request_id = request_id_of(response)
+            listed = (_indexed_state(thing, self.shadow_name, request_id) for thing in things)
+            yield StatePage(
+                [state for state in listed if state is not None],
+                len(things),
+                page_number=page_number,
+                request_id=request_id,
+            )
+            token = response.get("nextToken")
+            if not token:
+                return
+            kwargs["nextToken"] = token
+            page_number += 1
+
+    def _index_has_shadows(self) -> bool:
+        try:
+            config = self._call(
+                self.iot.get_indexing_configuration, "GetIndexingConfiguration"
+            ).get("thingIndexingConfiguration", {})
+        except ProviderError as exc:  # e.g. no iot:GetIndexingConfiguration permission
+            _log.warning(
+                "fleet_index_unknown",
+                integration_id=self.config.integration_id,
+                error={"type": exc.category, "message": str(exc)},
+                action="reading shadows one thing at a time",
+            )
+            return False
+        if config.get("thingIndexingMode") != "REGISTRY_AND_SHADOW":
+            return False
+        if self.shadow_name is None:
+            return True
+        named = (config.get("filter") or {}).get("namedShadowNames") or []
+        return config.get("namedShadowIndexingMode") == "ON" and self.shadow_name in named
+
+    def _index_query(self) -> str:
+        """The ListThings filters as a fleet-index query (every thing when there are none)."""
+        terms = []
+        if "thingTypeName" in self._filters:
+            terms.append(f"thingTypeName:{_query_term(self._filters['thingTypeName'])}")
+        if "attributeName" in self._filters:
+            name = self._filters["attributeName"]
+            value = self._filters.get("attributeValue", "*")
+            terms.append(f"attributes.{name}:{_query_term(value)}")
+        return " AND ".join(terms) or "thingName:*"
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
@@ -533,6 +614,46 @@ def _named_shadows(value: Any) -> str | tuple[str, ...] | None:
         return _ALL_NAMED_SHADOWS
     names = value.split(",") if isinstance(value, str) else value
     return tuple(str(name).strip() for name in names if str(name).strip()) or None
+
+
+def _query_term(value: str) -> str:
+    """A value as a fleet-index query term: quoted when it holds a space or a colon."""
+    return f'"{value}"' if any(c in value for c in ' :"') else value
+
+
+def _indexed_state(
+    thing: Any, shadow_name: str | None, request_id: str | None
+) -> DeviceState | None:
+    """A SearchIndex thing's shadow as GetThingShadow would give it, or None when the index
+    shows none (or a shape we do not read): the classic shadow's `reported`, `desired` and
+    `version` sit at the top of the `shadow` JSON, a named one's under `name.<shadow>`."""
+    if not isinstance(thing, dict) or not isinstance(thing.get("thingName"), str):
+        return None
+    try:
+        shadow = json.loads(thing.get("shadow") or "null")
+    except (TypeError, ValueError):
+        return None
+    if shadow_name is not None and isinstance(shadow, dict):
+        shadow = (shadow.get("name") or {}).get(shadow_name)
+    if not isinstance(shadow, dict):
+        return None
+    version = shadow.get("version")
+    reported, desired = shadow.get("reported"), shadow.get("desired")
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not isinstance(reported, dict | None)
+        or not isinstance(desired, dict | None)
+    ):
+        return None
+    return DeviceState(
+        external_id=thing["thingName"],
+        reported=reported,
+        desired=desired,
+        version=str(version),
+        observed_at=utc_now(),
+        request_id=request_id,
+    )
 
 
 def _not_found(exc: ProviderError) -> bool:

@@ -13,6 +13,13 @@ and body back) and, on request, fails it the way AWS does (§2.4, §2.7):
   `ServiceUnavailableException` (or the status asked for); malformed_json → a 200 that is not
   JSON; latency, timeout, drop_connection and truncated_json as in `faults`.
 
+SearchIndex (`POST /indices/search`) is paged as AWS pages it — at most `maxResults` (≤ 100)
+things a response and an opaque `nextToken` — over a snapshot of moto's answer (moto returns
+every match at once, PROVIDERS.md §7.1). moto's indexed `shadow` holds only named shadows; with
+`index_shadow` (the thing's classic shadow document, read from moto's backend) the proxy adds
+the classic shadow's `reported`, `desired`, `metadata`, `version`, `hasDelta` at the top, as an
+index in REGISTRY_AND_SHADOW mode shows it.
+
 Faults come from the shared `FaultInjector`/`FaultInjectionMiddleware`; `AwsErrorShaping`
 rewrites their generic error responses into AWS's. With `accepted_access_key_id` set the proxy
 also checks the SigV4 `Credential=<key id>/…` of every request and answers 403
@@ -23,10 +30,14 @@ under `/_emulator/` (never faulted) read and change the faults and the request l
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
 import re
+import threading
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -248,6 +259,139 @@ class MotoForwarder:
         await send({"type": "http.response.body", "body": payload})
 
 
+#: SearchIndex's own ceiling on `maxResults`
+SEARCH_INDEX_MAX_RESULTS = 100
+_SNAPSHOTS_KEPT = 16
+
+
+class SearchIndexPaging:
+    """`POST /indices/search` paged as AWS does (see the module docstring); every other request
+    goes to the forwarder."""
+
+    def __init__(
+        self,
+        forwarder: MotoForwarder,
+        index_shadow: Callable[[str], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.forwarder = forwarder
+        self.index_shadow = index_shadow
+        self._snapshots: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST" or scope["path"] != "/indices/search":
+            await self.forwarder(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        try:
+            query = json.loads(body or b"{}")
+            max_results = int(query.get("maxResults") or SEARCH_INDEX_MAX_RESULTS)
+        except ValueError:
+            await _send_json(send, 400, {"message": "the request body is not valid JSON"})
+            return
+        if not 1 <= max_results <= SEARCH_INDEX_MAX_RESULTS:
+            await _send_json(
+                send,
+                400,
+                {"message": f"maxResults must be between 1 and {SEARCH_INDEX_MAX_RESULTS}"},
+                "InvalidRequestException",
+            )
+            return
+        token = query.get("nextToken")
+        if token:
+            found = self._resume(token)
+            if found is None:
+                await _send_json(
+                    send, 400, {"message": "Invalid nextToken"}, "InvalidRequestException"
+                )
+                return
+            snapshot_id, offset, things = found
+        else:
+            upstream = {k: v for k, v in query.items() if k not in ("maxResults", "nextToken")}
+            status, answer = await self._ask_moto(scope, json.dumps(upstream).encode())
+            if status != 200:
+                await _send_json(send, status, answer)
+                return
+            things = answer.get("things") or []
+            snapshot_id, offset = self._keep(things), 0
+        page = [self._with_classic_shadow(t) for t in things[offset : offset + max_results]]
+        result: dict[str, Any] = {"things": page, "thingGroups": []}
+        if offset + max_results < len(things):
+            result["nextToken"] = base64.urlsafe_b64encode(
+                f"{snapshot_id}:{offset + max_results}".encode()
+            ).decode()
+        await _send_json(send, 200, result)
+
+    def _keep(self, things: list[dict[str, Any]]) -> str:
+        with self._lock:
+            snapshot_id = str(next(self._ids))
+            self._snapshots[snapshot_id] = things
+            while len(self._snapshots) > _SNAPSHOTS_KEPT:
+                self._snapshots.popitem(last=False)
+        return snapshot_id
+
+    def _resume(self, token: str) -> tuple[str, int, list[dict[str, Any]]] | None:
+        try:
+            snapshot_id, _, offset = base64.urlsafe_b64decode(token).decode().partition(":")
+            start = int(offset)
+        except ValueError:
+            return None
+        with self._lock:
+            things = self._snapshots.get(snapshot_id)
+        return None if things is None or start < 0 else (snapshot_id, start, things)
+
+    async def _ask_moto(self, scope: Scope, body: bytes) -> tuple[int, dict[str, Any]]:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        request = httpx.Request(
+            "POST",
+            self.forwarder.upstream.copy_with(raw_path=b"/indices/search"),
+            headers=headers,
+            content=body,
+        )
+        try:
+            response = await self.forwarder._client_for_this_loop().send(request)
+            return response.status_code, response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return 502, {"message": f"proxy could not read moto's answer: {type(exc).__name__}"}
+
+    def _with_classic_shadow(self, thing: dict[str, Any]) -> dict[str, Any]:
+        if self.index_shadow is None:
+            return thing
+        classic = self.index_shadow(thing.get("thingName", ""))
+        if classic is None:
+            return thing
+        try:
+            shadow = json.loads(thing.get("shadow") or "{}")
+        except ValueError:
+            shadow = {}
+        if not shadow.get("name"):
+            shadow.pop("name", None)
+        state = classic.get("state") or {}
+        shadow.update(
+            {k: v for k, v in state.items() if k in ("reported", "desired")},
+            metadata=classic.get("metadata", {}),
+            version=classic.get("version"),
+            hasDelta="delta" in state,
+        )
+        return {**thing, "shadow": json.dumps(shadow)}
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], error_type: str | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-amzn-requestid", uuid.uuid4().hex.encode()),
+    ]
+    if error_type:
+        headers.append((b"x-amzn-errortype", error_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 async def _read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
@@ -270,9 +414,12 @@ class AwsIotProxy:
         accepted_access_key_id: str | None = None,
         seed: int = 0,
         request_log_size: int = 10_000,
+        index_shadow: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.upstream_url = upstream_url
         self.accepted_access_key_id = accepted_access_key_id
+        #: a thing's classic shadow document for SearchIndex (None: moto's `shadow` as it is)
+        self.index_shadow = index_shadow
         self.injector = FaultInjector(seed=seed)
         self.request_log = RequestLog(request_log_size)
         self.app = self._build_app()
@@ -282,6 +429,9 @@ class AwsIotProxy:
 
     def clear_faults(self) -> None:
         self.injector.clear()
+
+    def _index_shadow(self, thing_name: str) -> dict[str, Any] | None:
+        return None if self.index_shadow is None else self.index_shadow(thing_name)
 
     def requests(self) -> list[RecordedRequest]:
         return self.request_log.entries()
@@ -295,7 +445,10 @@ class AwsIotProxy:
                 Mount(
                     CONTROL_PREFIX, routes=fault_and_request_routes(self.injector, self.request_log)
                 ),
-                Mount("", app=MotoForwarder(self.upstream_url)),
+                Mount(
+                    "",
+                    app=SearchIndexPaging(MotoForwarder(self.upstream_url), self._index_shadow),
+                ),
             ],
             middleware=[
                 Middleware(RequestRecordingMiddleware, log=self.request_log),

@@ -224,6 +224,23 @@ class AwsIotPeer(ProviderPeer):
     def write_desired_remotely(self, external_id: str, patch: JsonDict) -> None:
         self.write_shadow(external_id, {"state": {"desired": patch}})
 
+    def enable_fleet_index(self) -> None:
+        """The account's fleet index holds the registry and the classic shadows
+        (REGISTRY_AND_SHADOW): GetIndexingConfiguration says so and SearchIndex shows each
+        thing's classic shadow, which the proxy adds to moto's answer. Call after `seed`."""
+        iot, _ = self._backends()
+        iot.update_indexing_configuration({"thingIndexingMode": "REGISTRY_AND_SHADOW"}, {})
+        self._proxy().index_shadow = self._classic_shadow
+
+    def _classic_shadow(self, thing_name: str) -> JsonDict | None:
+        from moto.iotdata.exceptions import ResourceNotFoundException
+
+        try:
+            shadow = self._backends()[1].get_thing_shadow(thing_name, None)
+        except ResourceNotFoundException:
+            return None
+        return shadow.to_dict(include_delta=True)
+
     def inject_fault(self, fault: str, *, times: int = 1) -> None:
         self._proxy().add_faults(fault_spec(self, fault, times=times))
 
@@ -261,12 +278,17 @@ class AwsIotPeer(ProviderPeer):
         return shadow.to_dict(include_delta=False)["state"]
 
 
-def run_aws_peer(*, port: int = 8090, devices: int = 100, host: str = "127.0.0.1") -> None:
+def run_aws_peer(
+    *, port: int = 8090, devices: int = 100, host: str = "127.0.0.1", index_shadows: bool = False
+) -> None:
     """Serve a seeded AWS IoT peer in the foreground (for `sync-pipelines emulator aws`): moto on
-    a free port, the proxy on `port`. Prints, as one JSON line, how to point an integration at it."""
+    a free port, the proxy on `port`; with `index_shadows`, a fleet index holding the shadows.
+    Prints, as one JSON line, how to point an integration at it."""
     peer = AwsIotPeer()
     proxy = peer._prepare()
     peer.seed(devices)
+    if index_shadows:
+        peer.enable_fleet_index()
     url = f"http://{host}:{port}"
     wiring = {
         "settings": {"region": peer.region, "endpoint_url": url, "data_endpoint_url": url},
