@@ -37,6 +37,8 @@ _DRILL_SETTINGS = {
     "retry_max_attempts": 3,
     "retry_base_backoff_s": 0.01,
     "retry_max_backoff_s": 0.05,
+    # the drill's faults hit per-device state reads: read them one by one, not from the list
+    "state_source": "device",
 }
 
 

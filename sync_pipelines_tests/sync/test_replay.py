@@ -229,7 +229,7 @@ def test_an_unreadable_state_is_dead_lettered_and_replayed_once_the_fault_clears
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=10)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, state_source="device")  # per-device reads
     target = list(running.emulator.device_ids())[4]
     _sync(open_session, store, integ, "run-devices", sync_devices)
     running.emulator.add_faults(
@@ -261,7 +261,7 @@ def test_a_state_that_reads_fine_on_the_next_state_sync_resolves_its_letter(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=6)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, state_source="device")  # per-device reads
     target = list(running.emulator.device_ids())[1]
     _sync(open_session, store, integ, "run-devices", sync_devices)
     running.emulator.add_faults(
@@ -324,7 +324,7 @@ def test_a_replay_whose_lease_was_taken_over_is_fenced_and_writes_nothing_more(
     store, golioth_factory, register_golioth, open_session, monkeypatch
 ):
     running = golioth_factory(device_count=4)
-    integ = register_golioth(store, running)
+    integ = register_golioth(store, running, state_source="device")  # per-device reads
     target = list(running.emulator.device_ids())[2]
     _sync(open_session, store, integ, "run-devices", sync_devices)
     running.emulator.add_faults(
