@@ -49,6 +49,9 @@ from sync_pipelines.providers.settings import GoliothSettings
 
 MAX_PER_PAGE = 100
 _P = TypeVar("_P")
+#: `json.dumps(value, sort_keys=True)`, byte for byte, without building an encoder per call
+#: (a state version is a digest of it: it must never change)
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
 #: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
 _EMPTY_ATTRIBUTE = (None, "", [], {})
 
@@ -478,7 +481,7 @@ def _state_of(external_id: str, tree: Any, request_id: str | None) -> DeviceStat
         else {"value": reported},
         desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
         # LightDB has no version or etag; a digest of the tree stands in for one.
-        version=hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16],
+        version=hashlib.sha1(_sorted_json(tree).encode()).hexdigest()[:16],
         observed_at=utc_now(),
         request_id=request_id,
     )
