@@ -97,7 +97,13 @@ def _listed_states(session: IntegrationSession, run: SyncRun, scan: ScanEpoch) -
     integ = session.integration
     with session.store.connect() as conn:
         cursor = get_cursor(conn, integ.organization_id, integ.integration_id, STATES_STREAM)
-    return resumed_or_new(cursor, scan.epoch, session.run.run_id, run.sync_id)
+    return resumed_or_new(
+        cursor,
+        scan.epoch,
+        session.run.run_id,
+        run.sync_id,
+        resumed=run.cursor_before is not None,
+    )
 
 
 def _keep_fetched_pages(writer: _BatchWriter, batch: _Batch) -> None:

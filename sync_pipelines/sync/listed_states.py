@@ -41,6 +41,8 @@ class ListedStates:
     without_state: tuple[str, ...] = ()
     #: more devices were listed without their state than `MAX_WITHOUT_STATE`
     overflow: bool = False
+    #: the scan resumed a listing whose earlier pages stored no states (no record of them)
+    partial: bool = False
 
     def to_cursor(self) -> dict[str, Any]:
         value = asdict(self)
@@ -92,13 +94,22 @@ class ListedStates:
 
     def serves(self, run_id: str | None) -> bool:
         """Whether the state sync of run `run_id` can take these states as read."""
-        return self.complete and not self.overflow and run_id is not None and self.run_id == run_id
+        return (
+            self.complete
+            and not self.overflow
+            and not self.partial
+            and run_id is not None
+            and self.run_id == run_id
+        )
 
 
-def resumed_or_new(cursor: Any, scan_epoch: str, run_id: str | None, sync_id: str) -> ListedStates:
+def resumed_or_new(
+    cursor: Any, scan_epoch: str, run_id: str | None, sync_id: str, *, resumed: bool
+) -> ListedStates:
     """The record of scan `scan_epoch` when the stored cursor is it (a resumed scan), else a
-    new one."""
+    new one — `partial` when the scan is `resumed` without one (its earlier pages stored no
+    states, so this record can never stand for the whole listing)."""
     stored = ListedStates.from_cursor(cursor)
     if stored is not None and stored.scan_epoch == scan_epoch and not stored.complete:
         return stored
-    return ListedStates(scan_epoch=scan_epoch, run_id=run_id, sync_id=sync_id)
+    return ListedStates(scan_epoch=scan_epoch, run_id=run_id, sync_id=sync_id, partial=resumed)

@@ -15,7 +15,7 @@ from sync_pipelines.errors import ProviderError
 from sync_pipelines.store.sync_state import get_cursor, sync_log_rows
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
-from sync_pipelines.sync.listed_states import ListedStates
+from sync_pipelines.sync.listed_states import MAX_WITHOUT_STATE, ListedStates, resumed_or_new
 from sync_pipelines_tests.device_state_rows import state_rows
 
 
@@ -139,3 +139,60 @@ def test_a_listing_that_stopped_leaves_the_states_to_the_state_sync(
     # not taken as read: the state sync lists them all itself
     assert _golioth_calls(running) == (0, 3, 0)
     assert states.counts.unchanged == 200 and states.counts.created == 0
+
+
+def test_the_record_serves_only_a_whole_listing_of_its_own_run():
+    fresh = resumed_or_new(None, "epoch-1", "run-1", "sync-1", resumed=False)
+    done = fresh.after_batch(
+        run_id="run-1",
+        sync_id="sync-1",
+        pages=2,
+        states=150,
+        created=150,
+        updated=0,
+        unchanged=0,
+        without_state=["d-7"],
+        completes=True,
+    )
+    assert done.serves("run-1") and not done.serves("run-2")
+    assert ListedStates.from_cursor(done.to_cursor()) == done
+    # a scan resumed from a cursor without a record of this epoch stored no states before it
+    resumed = resumed_or_new(None, "epoch-1", "run-2", "sync-2", resumed=True)
+    assert not resumed.after_batch(
+        run_id="run-2",
+        sync_id="sync-2",
+        pages=1,
+        states=50,
+        created=50,
+        updated=0,
+        unchanged=0,
+        without_state=[],
+        completes=True,
+    ).serves("run-2")
+    # a resumed scan of the same epoch carries the record on
+    half = fresh.after_batch(
+        run_id="run-1",
+        sync_id="sync-1",
+        pages=1,
+        states=100,
+        created=100,
+        updated=0,
+        unchanged=0,
+        without_state=[],
+        completes=False,
+    )
+    carried = resumed_or_new(half.to_cursor(), "epoch-1", "run-2", "sync-2", resumed=True)
+    assert carried == half
+    # too many devices without a state: the state sync reads for itself
+    many = fresh.after_batch(
+        run_id="run-1",
+        sync_id="sync-1",
+        pages=20,
+        states=0,
+        created=0,
+        updated=0,
+        unchanged=0,
+        without_state=[f"d-{i}" for i in range(MAX_WITHOUT_STATE + 1)],
+        completes=True,
+    )
+    assert many.overflow and many.without_state == () and not many.serves("run-1")
