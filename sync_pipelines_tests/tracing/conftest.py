@@ -77,6 +77,8 @@ def traced(store, golioth_factory, open_session, monkeypatch) -> TracedChain:
             "base_url": golioth.url,
             "project_id": golioth.emulator.config.project_id,
             "page_size": 5,
+            # the chain's faults hit per-device state reads
+            "state_source": "device",
             "webhook_auth": STANDARD_WEBHOOKS,
             "retry_base_backoff_s": 0.01,
             "retry_max_backoff_s": 0.05,

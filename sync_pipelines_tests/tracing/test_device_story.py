@@ -36,7 +36,12 @@ def failed_reads(store, golioth_factory, register_golioth, open_session, monkeyp
     """A device whose state read failed on all three attempts; the others' were fine."""
     running = golioth_factory(device_count=5)
     integ = register_golioth(
-        store, running, retry_max_attempts=3, retry_base_backoff_s=0, retry_jitter_s=0
+        store,
+        running,
+        state_source="device",  # the story is one device's per-device read
+        retry_max_attempts=3,
+        retry_base_backoff_s=0,
+        retry_jitter_s=0,
     )
     device = sorted(running.emulator.device_ids())[2]
     with open_session(store, integ.integration_id) as session:
