@@ -83,6 +83,8 @@ def _integration(org: str, iid: str, url: str, project: str) -> Integration:
             "base_url": url,
             "project_id": project,
             "page_size": 5,
+            # the seeded faults hit a device's own state read
+            "state_source": "device",
             "retry_base_backoff_s": 0.01,
             "retry_max_backoff_s": 0.05,
             "retry_jitter_s": 0,
