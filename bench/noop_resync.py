@@ -174,8 +174,9 @@ _BLOCK_REF = re.compile(r"rel \d+/(\d+)/(\d+)")
 _LENGTH = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+)")
 
 
-def wal_by_relation(server: Server, url: str, run: Run, top: int = 8) -> list[tuple[str, int]]:
-    """The run's WAL bytes by the relation a record's first block belongs to (pg_waldump)."""
+def wal_by_relation(server: Server, url: str, run: Run, top: int = 12) -> list[tuple[str, int]]:
+    """The run's WAL bytes by the table a record's first block belongs to, with its indexes and
+    TOAST (pg_waldump)."""
     if server.wal_dir is None or server.bin_dir is None:
         return []
     dump = subprocess.run(
@@ -192,10 +193,14 @@ def wal_by_relation(server: Server, url: str, run: Run, top: int = 8) -> list[tu
         text=True,
     ).stdout
     with psycopg.connect(url, autocommit=True) as conn:
+        # a TOAST table or an index counts for the table it belongs to
         names = dict(
             conn.execute(
-                "SELECT pg_relation_filenode(oid)::text, relname FROM pg_class "
-                "WHERE pg_relation_filenode(oid) IS NOT NULL"
+                "SELECT pg_relation_filenode(c.oid)::text, coalesce(t.relname, i.relname, c.relname) "
+                "FROM pg_class c LEFT JOIN pg_class t ON t.reltoastrelid = c.oid "
+                "LEFT JOIN pg_index x ON x.indexrelid = c.oid "
+                "LEFT JOIN pg_class i ON i.oid = x.indrelid "
+                "WHERE pg_relation_filenode(c.oid) IS NOT NULL"
             ).fetchall()
         )
     by_relation: Counter[str] = Counter()
@@ -270,7 +275,7 @@ def main() -> None:
         print(f"{size:>8} re-sync/first WAL: {wal / first.wal_bytes:.3f}x")
     for size, _, _, breakdown in results:
         if breakdown:
-            print(f"\nWAL of the last re-sync at {size} by relation (pg_waldump):")
+            print(f"\nWAL of the last re-sync at {size} by table, with its indexes and TOAST:")
             for name, size_bytes in breakdown:
                 print(f"  {name[:56]:56s} {size_bytes / 1e6:8.3f} MB")
     print(f"load average {load_average()}")

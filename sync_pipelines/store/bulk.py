@@ -136,7 +136,10 @@ def _upsert_postgres(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
         f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
-    conn.exec_driver_sql(f"TRUNCATE {staging}")
+    # empty for a second upsert in this transaction (a commit empties it anyway). DELETE, not
+    # TRUNCATE: truncating gives the table a new file, a catalog update logged on every batch;
+    # a temporary table's DELETE logs nothing
+    conn.exec_driver_sql(f"DELETE FROM {staging}")
     copy_rows(conn, staging, table.columns, rows, types_from=table.name)
     cols = ", ".join(table.columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.update_columns)
