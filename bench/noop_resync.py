@@ -133,24 +133,27 @@ class Run:
     end_lsn: str
 
 
-def measured_sync(url: str, integration_id: str, devices: int, label: str) -> Run:
-    """One inventory sync in this process, with the WAL and the `devices` writes around it."""
+def measured_sync(url: str, integration_id: str, devices: int, label: str, stream: str) -> Run:
+    """One sync of `stream` (devices | device_states) in this process, with the WAL and the
+    writes to the stream's table around it."""
     from sync_pipelines.store.database import Store
+    from sync_pipelines.sync.device_states import sync_device_states
     from sync_pipelines.sync.inventory import sync_devices
     from sync_pipelines.sync.session import RunContext, integration_session
 
+    sync = sync_devices if stream == "devices" else sync_device_states
     store = Store(url)
-    before_writes = table_writes(url, "devices")
+    before_writes = table_writes(url, stream)
     start_lsn = str(one_value(url, "SELECT pg_current_wal_lsn()"))
     cpu_before, started = os.times(), time.perf_counter()
     with integration_session(store, integration_id, RunContext(run_id=f"noop-{label}")) as session:
-        result = sync_devices(session)
+        result = sync(session)
     wall, cpu_after = time.perf_counter() - started, os.times()
     store.dispose()  # closing its connections flushes their table statistics
     end_lsn = str(one_value(url, "SELECT pg_current_wal_lsn()"))
     wal = int(one_value(url, f"SELECT pg_wal_lsn_diff('{end_lsn}', '{start_lsn}')"))  # type: ignore[arg-type]
     time.sleep(0.2)
-    after_writes = table_writes(url, "devices")
+    after_writes = table_writes(url, stream)
     if result.status != "success":
         raise RuntimeError(f"{label}: sync status {result.status}")
     c = result.counts
@@ -217,17 +220,22 @@ def wal_by_relation(server: Server, url: str, run: Run, top: int = 12) -> list[t
     return ranked[:top] + ([(f"the other {len(ranked) - top}", rest)] if rest else [])
 
 
-def bench_size(server: Server, devices: int, repeat: int) -> tuple[Run, list[Run], list]:
+def bench_size(
+    server: Server, devices: int, repeat: int, stream: str
+) -> tuple[Run, list[Run], list]:
     emulator, emulator_url = start_emulator(devices)
     try:
         with fresh_database(server) as url:
-            integration_id = register_golioth(url, emulator_url)
-            first = measured_sync(url, integration_id, devices, "first")
+            # states from the device list: one call per page, not per device
+            integration_id = register_golioth(url, emulator_url, settings={"state_source": "list"})
+            if stream == "device_states":  # the states sync reads the stored inventory
+                measured_sync(url, integration_id, devices, "inventory", "devices")
+            first = measured_sync(url, integration_id, devices, "first", stream)
             one_value(url, "VACUUM ANALYZE")
             resyncs = []
             for rep in range(repeat):
                 one_value(url, "CHECKPOINT")
-                resyncs.append(measured_sync(url, integration_id, devices, f"resync-{rep}"))
+                resyncs.append(measured_sync(url, integration_id, devices, f"resync-{rep}", stream))
             breakdown = wal_by_relation(server, url, resyncs[-1])
     finally:
         stop(emulator)
@@ -241,6 +249,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=2, help="unchanged re-syncs per size")
     parser.add_argument("--postgres-url", help="an existing server (default: a private one)")
+    parser.add_argument(
+        "--stream", choices=["devices", "device_states"], default="devices", help="what to re-sync"
+    )
     args = parser.parse_args()
     os.environ.update({**SYNC_ENV, "SYNC_LOG_LEVEL": "WARNING"})
     from sync_pipelines.observability.logging import configure_logging
@@ -254,10 +265,11 @@ def main() -> None:
     results = []
     with server_cm as server:
         for size in args.sizes:
-            results.append((size, *bench_size(server, size, args.repeat)))
+            results.append((size, *bench_size(server, size, args.repeat, args.stream)))
     where = "an existing server (cluster-wide WAL)" if args.postgres_url else "a private server"
     print(
-        f"\nNo-op re-sync, Golioth emulator → Postgres ({where}); counts created/updated/unchanged/deleted"
+        f"\nNo-op re-sync of {args.stream}, Golioth emulator → Postgres ({where}); "
+        f"ins/upd/hot upd: rows of {args.stream}; counts created/updated/unchanged/deleted"
     )
     print(
         f"{'devices':>8} {'run':>9} {'WAL MB':>8} {'WAL B/dev':>9} {'ins':>7} {'upd':>7} "
