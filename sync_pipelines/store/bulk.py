@@ -144,12 +144,12 @@ def _upsert_postgres(
     cols = ", ".join(table.columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.update_columns)
     key_match = " AND ".join(f"t.{c} = s.{c}" for c in table.conflict_columns)
-    # Unchanged rows are dropped before the INSERT: `ON CONFLICT DO UPDATE … WHERE` alone would
-    # still lock each conflicting row, which dirties its page and logs it (a no-op poll of 100,000
-    # devices wrote 63 MB of WAL). The stored hash is read by a correlated subquery on purpose:
-    # one primary-key probe per staged row whatever the planner guesses of the staging table (it
-    # has no statistics; a NOT EXISTS anti-join could become a scan of the whole table). The
-    # ON CONFLICT clause stays for rows a concurrent writer inserted or changed meanwhile.
+    # Unchanged rows are dropped before the INSERT: `ON CONFLICT DO UPDATE … WHERE` alone still
+    # locks each conflicting row, which dirties its page and logs it (a no-op re-sync of 100,000
+    # devices wrote 86 MB of WAL, now 3 MB: bench/noop_resync.py). The stored hash is read by a
+    # correlated subquery on purpose: one index probe per staged row whatever the planner
+    # guesses of the staging table (it has no statistics; a NOT EXISTS anti-join may become a
+    # scan of the whole table). ON CONFLICT stays for rows a concurrent writer inserted since.
     # xmax = 0 only for freshly inserted tuples: tells created from updated in one pass, and
     # counting on the server sends back one row instead of one per written device.
     created, updated = conn.exec_driver_sql(
