@@ -158,7 +158,8 @@ def _raised(row: BudgetRow, now: float, limit_rps: float | None) -> BudgetRow:
     if (
         rate is None
         or ceiling is None
-        or now - max(row.decreased_at_s, row.increased_at_s) < INCREASE_EVERY_S
+        # a second of sending since the last change, a pause not counted
+        or now - max(row.decreased_at_s, row.increased_at_s, row.paused_until_s) < INCREASE_EVERY_S
     ):
         return row
     step = (FAST_STEP if rate < 0.9 * ceiling else PROBE_STEP) * ceiling
@@ -210,6 +211,8 @@ class RateBudget:
                         self._lease(now)
                         continue
                     slot = self._slots.popleft()  # this thread's: no other waits for it
+                    if slot < now - LEASE_S:
+                        continue  # unused while its lease lasted: sent now, it would be a burst
                     wait = slot - now
             if wait > 0:
                 self._sleep(wait)
@@ -262,7 +265,10 @@ class RateBudget:
         return now
 
     def _observed_rps(self, now: float) -> float:
-        return float(sum(1 for t in self._sent if t >= now - 1.0))
+        # over the last second, or since the first send if that is sooner (a sync refused in
+        # its first milliseconds was sending fast, not at a few requests a second)
+        recent = [t for t in self._sent if t >= now - 1.0]
+        return len(recent) / max(LEASE_S, now - recent[0]) if recent else 0.0
 
     def _lease(self, now: float) -> None:
         lease: Lease | None = None
