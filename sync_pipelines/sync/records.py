@@ -59,7 +59,7 @@ def _time_text(value: datetime) -> str:
     """A datetime as `_scalar` writes it: quoted `str(value)`."""
     if type(value) is datetime and value.tzinfo is UTC:
         text = _encode_time(value).decode()
-        return f"{text[:11]} {text[12:-2]}+00:00\""
+        return f'{text[:11]} {text[12:-2]}+00:00"'
     return _quote(str(value))
 
 

@@ -72,6 +72,38 @@ def test_hash_equals_the_earlier_formula(device):
     assert load_json(row["tags"]) == list(device.tags)
 
 
+class _SubclassedTime(datetime):
+    """A datetime subclass (as some libraries hand out) with its own `__str__`."""
+
+    def __str__(self) -> str:
+        return "subclassed"
+
+
+def test_times_hash_as_str_writes_them_whatever_their_kind():
+    times = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime.fromisoformat("2025-01-01T00:00:00.400Z"),
+        datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=-3, seconds=7))),
+        datetime(2025, 1, 1, 12, 30),
+        _SubclassedTime(2025, 1, 1, tzinfo=UTC),
+    ]
+    for when in times:
+        device = DeviceRecord(
+            external_id="t", name="t", last_seen_at=when, provider_created_at=when
+        )
+        row = device_row(
+            device,
+            organization_id="o",
+            integration_id="i",
+            run_id=None,
+            request_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        assert row["content_hash"] == _legacy_hash(device), when
+
+
 def test_any_field_change_changes_the_hash():
     base = DEVICES[1]
     fields = {
@@ -103,7 +135,12 @@ _json_values = st.recursive(
     ),
     max_leaves=10,
 )
-_times = st.none() | st.datetimes(timezones=st.just(UTC))
+# UTC (the fast path through msgspec's encoder), other offsets and naive times (through `str()`)
+_times = st.none() | st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
+    | st.none()
+    | st.timezones()
+)
 
 
 @settings(max_examples=300, deadline=None)
