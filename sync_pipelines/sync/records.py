@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sync_pipelines.providers.contract import DeviceRecord, DeviceState
+from sync_pipelines.providers.contract import DeviceRecord, DeviceState, FloatFreeJson
 from sync_pipelines.store.database import dump_json
 
 # The sorted-key canonical JSON the content hash is taken over, byte for byte what
@@ -30,6 +30,22 @@ def _canonical(value: Any) -> str:
     if _c_encoder is None:  # an interpreter without the C accelerator
         return _json_encoder.encode(value)
     return "".join(_c_encoder(value, 0))
+
+
+# A float-free decoded document as `_canonical` writes it, from msgspec's C encoder (keys
+# sorted): ~3x cheaper, and the costliest part of a device's hash. Only for `FloatFreeJson` —
+# no floats (number formats differ), no datetimes, sets, bytes or non-str keys (msgspec writes
+# them otherwise) — and only when the text is ASCII without DEL: json escapes those, msgspec
+# does not.
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def _document(value: Any) -> str:
+    if type(value) is FloatFreeJson:
+        encoded = _encode_sorted(value)
+        if encoded.isascii() and b"\x7f" not in encoded:
+            return encoded.decode()
+    return _canonical(value)
 
 
 def _str_list(values: tuple[str, ...] | list[str]) -> str:
@@ -102,7 +118,7 @@ def device_row(
     # always been taken over, so stored hashes stay valid: no upgrade churn.
     hardware_ids = _str_list(device.hardware_ids)
     tags = _str_list(device.tags)
-    attributes = _canonical(device.attributes)
+    attributes = _document(device.attributes)
     canonical = (
         f'{{"attributes":{attributes},"enabled":{_scalar(device.enabled)},'
         f'"hardware_ids":{hardware_ids},"last_seen_at":{_optional_time(device.last_seen_at)},'

@@ -7,11 +7,12 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipelines.providers.contract import DeviceRecord
+from sync_pipelines.providers.contract import DeviceRecord, FloatFreeJson
 from sync_pipelines.store.database import load_json
 from sync_pipelines.sync.records import device_row
 
@@ -185,3 +186,58 @@ def test_hash_and_columns_equal_the_earlier_formula_for_any_device(
         canonical(list(hardware_ids)),
         canonical(list(tags)),
     )
+
+
+_any_text = st.text(max_size=8) | st.sampled_from(["\x7f", "é", "x,1.5", ":null", "\\u007f", ""])
+_float_free = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | _any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=st.dictionaries(_any_text, _float_free, max_size=5))
+def test_a_float_free_document_hashes_as_json_dumps_writes_it(document):
+    """`FloatFreeJson` (a provider's decoded, float-free attributes) takes msgspec's encoder
+    unless the text is non-ASCII or has DEL: the attributes column and the hash stay the same."""
+    decoded = msgspec.json.decode(json.dumps(document))
+    device = DeviceRecord(external_id="d", name="d", attributes=FloatFreeJson(decoded))
+    row = device_row(
+        device,
+        organization_id="o",
+        integration_id="i",
+        run_id=None,
+        request_id=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert row["attributes"] == json.dumps(decoded, sort_keys=True, separators=(",", ":"))
+    assert row["content_hash"] == _legacy_hash(device)
+
+
+def _golioth_page(metadata: dict) -> bytes:
+    device = {"id": "d1", "name": "n", "blueprintId": "bp", "metadata": metadata}
+    return json.dumps({"list": [device], "total": 1}).encode()
+
+
+def test_golioth_marks_float_free_attributes_and_hashes_them_the_same():
+    from sync_pipelines.providers.golioth import _typed_page
+
+    float_free = {"status": "online", "update": {"main": {"version": "1.4.8", "n": 8}}}
+    with_float = {"status": "online", "update": {"main": {"progress": 0.5}}}
+    for metadata, kind in ((float_free, FloatFreeJson), (with_float, dict)):
+        typed = _typed_page(_golioth_page(metadata))
+        assert typed is not None
+        (device,), _, _ = typed
+        assert type(device.attributes) is kind
+        row = device_row(
+            device,
+            organization_id="o",
+            integration_id="i",
+            run_id=None,
+            request_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        assert row["content_hash"] == _legacy_hash(device)
+        expected = {"blueprintId": "bp", "metadata": metadata}
+        assert row["attributes"] == json.dumps(expected, sort_keys=True, separators=(",", ":"))
