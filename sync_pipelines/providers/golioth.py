@@ -30,6 +30,7 @@ from sync_pipelines.providers.contract import (
     DevicePage,
     DeviceRecord,
     DeviceState,
+    FloatFreeJson,
     IntegrationConfig,
     JsonDict,
     ProviderClients,
@@ -346,16 +347,20 @@ def _str_list(raw: dict[str, Any], key: str, external_id: str) -> tuple[str, ...
 def _typed_page(content: bytes) -> tuple[list[DeviceRecord], int, int] | None:
     """Devices, `total` and record count of a page the typed decoder takes whole, or None
     when anything on it needs the generic path (which also words the errors)."""
-    page = decode_page(content)
-    if page is None:
+    decoded = decode_page(content)
+    if decoded is None:
         return None
+    page, has_floats = decoded
+    # without a float, a device's attributes are all the hash's fast encoder needs (records.py)
+    attributes_type = dict if has_floats else FloatFreeJson
     try:
-        return [_typed_device(d) for d in page.devices], _as_int(page.total), len(page.devices)
+        devices = [_typed_device(d, attributes_type) for d in page.devices]
+        return devices, _as_int(page.total), len(page.devices)
     except (ValueError, TypeError):
         return None
 
 
-def _typed_device(wire: WireDevice) -> DeviceRecord:
+def _typed_device(wire: WireDevice, attributes_type: type[JsonDict] = dict) -> DeviceRecord:
     """`_to_device` for a device msgspec has type-checked: the same record, field for field.
     Raises ValueError / TypeError wherever `_to_device` would reject the device."""
     external_id, name = wire.id, wire.name
@@ -363,7 +368,7 @@ def _typed_device(wire: WireDevice) -> DeviceRecord:
         raise ValueError("device has an empty `id` or `name`")
     metadata = wire.metadata or {}
     # the same keys, in the same order, as `_to_device`; for `str | None`, truthy == not empty
-    attributes: JsonDict = {}
+    attributes: JsonDict = attributes_type()
     if wire.blueprint_id:
         attributes["blueprintId"] = wire.blueprint_id
     if wire.cohort_id:
