@@ -3,14 +3,19 @@
 For each size one Golioth emulator serves the same seeded devices to both tools, and both load
 into the same fresh Postgres database (ours into its tables, dlt into its own schema):
 
-  project  `sync-pipelines sync ID --stream devices`, activity log and INFO structured logs on
-  dlt      bench/dlt_golioth_load.py: rest_api_source, write_disposition="merge", primary_key="id"
+  project     `sync-pipelines sync ID --stream devices`, activity log and INFO structured logs on
+  dlt-default bench/dlt_golioth_load.py: rest_api_source, write_disposition="merge",
+              primary_key="id", dlt's own max_table_nesting (child tables for nested lists)
+  dlt-nest0   the same with max_table_nesting=0: one table, nested fields as JSON (like ours)
 
-Each in a child process (wall time from spawn to exit, peak RSS its own), alternating which
-goes first, each run a full initial load into an emptied target (our tables truncated and the
-cursor gone; dlt's schemas dropped and a fresh pipelines dir). After every run the target's
-rows are counted against the size. Figures are medians; the ratio is project / dlt.
-`--solo-sizes` runs the project alone (1M by default from `make bench`).
+Both dlt settings run in the same run as ours, each labelled, so neither ratio is quoted without
+the other. Each tool in a child process (wall time from spawn to exit, peak RSS and CPU its
+own), the order rotated per rep, each run a full initial load into an emptied target (our tables
+truncated and the cursor gone; dlt's schemas dropped and a fresh pipelines dir). After every run
+the target's rows are counted against the size. Figures are medians; ratios are project / dlt,
+one line per dlt setting. CPU per device is the process's user + system CPU (start-up included)
+over the devices stored. `--solo-sizes` runs the project alone (1M by default from `make bench`).
+`--dlt-python` runs dlt under another interpreter (a venv with only the `bench` extra).
 
     .venv/bin/python bench/dlt_comparison.py --sizes 10000 100000 --solo-sizes 1000000 --repeat 3
 """
@@ -44,6 +49,9 @@ from golioth_bench import (
 
 DLT_DATASET = "dlt_golioth"
 
+#: the dlt settings compared, by label: max_table_nesting (None = dlt's default)
+DLT_SETTINGS: dict[str, int | None] = {"dlt-default": None, "dlt-nest0": 0}
+
 
 @dataclass(frozen=True, slots=True)
 class Measured:
@@ -60,6 +68,10 @@ class Measured:
     @property
     def devices_per_s(self) -> float:
         return self.rows / self.wall_s
+
+    @property
+    def cpu_us_per_device(self) -> float:
+        return self.cpu_s / max(self.rows, 1) * 1e6
 
 
 def measure_project(
@@ -105,14 +117,15 @@ def measure_project(
     )
 
 
-def measure_dlt(store_url: str, emulator_url: str, size: int, nesting: int) -> Measured:
+def measure_dlt(store_url: str, emulator_url: str, size: int, label: str, python: str) -> Measured:
+    nesting = DLT_SETTINGS[label]
     for schema in (DLT_DATASET, f"{DLT_DATASET}_staging"):
         sql(store_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     pipelines_dir = tempfile.mkdtemp(prefix="dlt-bench-")
     try:
         run = run_child(
             [
-                f"{BIN}/python",
+                python,
                 os.path.join(BENCH_DIR, "dlt_golioth_load.py"),
                 "--base-url",
                 emulator_url,
@@ -123,7 +136,7 @@ def measure_dlt(store_url: str, emulator_url: str, size: int, nesting: int) -> M
                 "--pipelines-dir",
                 pipelines_dir,
                 "--max-table-nesting",
-                str(nesting),
+                str(-1 if nesting is None else nesting),
             ],
             {**os.environ, "BENCH_GOLIOTH_KEY": KEY},
         )
@@ -133,7 +146,7 @@ def measure_dlt(store_url: str, emulator_url: str, size: int, nesting: int) -> M
     figures = run.last_json()
     return Measured(
         size,
-        "dlt",
+        label,
         run.wall_s,
         run.peak_rss_mib,
         rows,
@@ -147,52 +160,53 @@ def report_line(m: Measured) -> str:
     check = "ok" if m.rows == m.size else ("PARTIAL (time limit)" if not m.complete else "MISMATCH")
     inner = f"{m.inner_s:8.2f}" if m.inner_s is not None else f"{'-':>8}"
     return (
-        f"  {m.size:>8} {m.tool:<8} {m.wall_s:8.2f} s {m.devices_per_s:9.0f}/s {m.peak_rss_mib:8.1f} MiB "
-        f" in-tool {inner} s  CPU {m.cpu_s:7.2f} s  rows {m.rows}/{m.size} {check}  {m.note}  load {load_average()}"
+        f"  {m.size:>8} {m.tool:<11} {m.wall_s:8.2f} s {m.devices_per_s:9.0f}/s {m.peak_rss_mib:8.1f} MiB "
+        f" in-tool {inner} s  CPU {m.cpu_s:7.2f} s {m.cpu_us_per_device:6.1f} µs/device  rows {m.rows}/{m.size} {check}  {m.note}  load {load_average()}"
     )
 
 
 def summarise(results: list[Measured], repeat: int, solo_repeat: int) -> str:
     lines = [
         "",
-        f"Golioth inventory → Postgres, medians (side by side: {repeat} alternating reps per tool; "
+        f"Golioth inventory → Postgres, medians (side by side: {repeat} rotated reps per tool; "
         f"project alone: {solo_repeat})",
         "wall = child process spawn to exit (start-up included); devices/s = rows stored / wall; "
         "in-tool = the tool's own timing of the load (no interpreter start-up or imports); "
-        "CPU = user + system seconds of the process (steadier than wall on a shared machine)",
+        "CPU = user + system seconds of the process (steadier than wall on a shared machine); "
+        "dlt-default = dlt's own max_table_nesting, dlt-nest0 = max_table_nesting=0",
         "",
-        f"{'devices':>9} {'tool':<8} {'devices/s':>10} {'wall s':>8} {'in-tool s':>10} {'CPU s':>7} "
-        f"{'peak RSS MiB':>13} {'rows stored':>12}",
+        f"{'devices':>9} {'tool':<11} {'devices/s':>10} {'wall s':>8} {'in-tool s':>10} {'CPU s':>7} "
+        f"{'µs CPU/dev':>10} {'peak RSS MiB':>13} {'rows stored':>12}",
     ]
-    sizes = sorted({m.size for m in results})
-    for size in sizes:
-        by_tool: dict[str, list[Measured]] = {}
-        for m in results:
-            if m.size == size:
-                by_tool.setdefault(m.tool, []).append(m)
-        medians = {}
-        for tool in ("project", "dlt"):
-            runs = by_tool.get(tool)
+    for size in sorted({m.size for m in results}):
+        medians: dict[str, tuple[float, float, float]] = {}
+        for tool in ("project", *DLT_SETTINGS):
+            runs = [m for m in results if m.size == size and m.tool == tool]
             if not runs:
                 continue
             rate = median([m.devices_per_s for m in runs])
             rss = median([m.peak_rss_mib for m in runs])
+            per_device = median([m.cpu_us_per_device for m in runs])
             inner = [m.inner_s for m in runs if m.inner_s is not None]
-            cpu = median([m.cpu_s for m in runs])
-            medians[tool] = (rate, rss, cpu)
+            medians[tool] = (rate, rss, per_device)
             rows = ",".join(str(m.rows) for m in runs)
             partial = "" if all(m.complete for m in runs) else " (stopped at the time limit)"
             inner_text = f"{median(inner):>10.2f}" if inner else f"{'-':>10}"
             lines.append(
-                f"{size:>9} {tool:<8} {rate:>10.0f} {median([m.wall_s for m in runs]):>8.2f} "
-                f"{inner_text} {cpu:>7.2f} {rss:>13.1f} {rows:>12}{partial}"
+                f"{size:>9} {tool:<11} {rate:>10.0f} {median([m.wall_s for m in runs]):>8.2f} "
+                f"{inner_text} {median([m.cpu_s for m in runs]):>7.2f} {per_device:>10.1f} "
+                f"{rss:>13.1f} {rows:>12}{partial}"
             )
-        if "project" in medians and "dlt" in medians:
-            (p_rate, p_rss, p_cpu), (d_rate, d_rss, d_cpu) = medians["project"], medians["dlt"]
-            lines.append(
-                f"{'':>9} {'ratio':<8} project/dlt: devices/s {p_rate / d_rate:.2f}x, "
-                f"peak RSS {p_rss / d_rss:.2f}x, CPU {p_cpu / d_cpu:.2f}x"
-            )
+        if "project" not in medians:
+            continue
+        p_rate, p_rss, p_cpu = medians["project"]
+        for label in DLT_SETTINGS:
+            if label in medians:
+                d_rate, d_rss, d_cpu = medians[label]
+                lines.append(
+                    f"{'':>9} {'ratio':<11} project/{label}: devices/s {p_rate / d_rate:.2f}x, "
+                    f"CPU per device {p_cpu / d_cpu:.2f}x, peak RSS {p_rss / d_rss:.2f}x"
+                )
     return "\n".join(lines)
 
 
@@ -215,10 +229,16 @@ def main() -> None:
         help="stop a project-alone run after this long and report what it stored",
     )
     parser.add_argument(
-        "--dlt-nesting",
-        type=int,
-        default=0,
-        help="dlt max_table_nesting: 0 = one table with JSON columns (like ours), -1 = dlt default",
+        "--dlt-settings",
+        nargs="+",
+        choices=sorted(DLT_SETTINGS),
+        default=list(DLT_SETTINGS),
+        help="which dlt settings run beside ours (default: both, each labelled)",
+    )
+    parser.add_argument(
+        "--dlt-python",
+        default=f"{BIN}/python",
+        help="the interpreter dlt runs under (default: this venv's, with the bench extra)",
     )
     args = parser.parse_args()
 
@@ -230,15 +250,17 @@ def main() -> None:
     plan = [(size, True) for size in args.sizes] + [(size, False) for size in args.solo_sizes]
     for size, side_by_side in plan:
         print(
-            f"\n{size} devices {'project vs dlt' if side_by_side else 'project alone'}:", flush=True
+            f"\n{size} devices {'project vs ' + ', '.join(args.dlt_settings) if side_by_side else 'project alone'}:",
+            flush=True,
         )
         emulator, url = start_emulator(size)
         store_url, drop = fresh_store_url("postgres", prefix="sync_bench_dlt")
         try:
             integration_id = register_golioth(store_url, url)
+            tools = ["project", *args.dlt_settings] if side_by_side else ["project"]
             for rep in range(args.repeat if side_by_side else args.solo_repeat):
-                order = ("project", "dlt") if rep % 2 == 0 else ("dlt", "project")
-                for tool in order if side_by_side else ("project",):
+                shift = rep % len(tools)  # each tool goes first in turn
+                for tool in tools[shift:] + tools[:shift]:
                     if tool == "project":
                         m = measure_project(
                             store_url,
@@ -248,7 +270,7 @@ def main() -> None:
                             progress=not side_by_side,
                         )
                     else:
-                        m = measure_dlt(store_url, url, size, args.dlt_nesting)
+                        m = measure_dlt(store_url, url, size, tool, args.dlt_python)
                     results.append(m)
                     print(report_line(m), flush=True)
         finally:

@@ -22,6 +22,7 @@ from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.checks.health_check import INTEGRATION_HEALTH
 from sync_pipelines.checks.provider_calls import CALL_FAILURE_RATE
 from sync_pipelines.checks.sync_outcomes import FAILURE_STREAK as FAILURE_STREAK_CHECK
+from sync_pipelines.store.alerts import open_incident
 from sync_pipelines.store.check_results import CheckResult
 from sync_pipelines.store.check_results import check_results_after as stored_results_after
 from sync_pipelines.store.database import Store
@@ -109,6 +110,13 @@ def alert_on_check_result(
 ) -> AlertOutcome:
     if result.check_name in NOT_ALERTED_CHECKS:
         return AlertOutcome(incident=None)
+    if not result.passed:
+        # a result is one sighting, however many evaluators read it (a sensor without a cursor
+        # reads the last hour again, e.g. the daemon's first tick after the demo alerted in-process)
+        with store.connect() as conn:
+            seen = open_incident(conn, result.organization_id, check_failure_key(result))
+        if seen is not None and seen.details.get("check_result_id") == result.id:
+            return AlertOutcome(incident=seen)
     if result.passed:
         return clear_alert(
             store,

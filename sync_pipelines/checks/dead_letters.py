@@ -20,7 +20,7 @@ def dead_letters_below_threshold(ctx: CheckContext) -> CheckOutcome:
         inclusive=True,
         ok=f"{depth} open dead letters (warn at {t.dead_letters_warn})",
         bad=f"{depth} open dead letters (warn at {t.dead_letters_warn}, error at {t.dead_letters_critical}); "
-        "see `sync-pipelines dead-letters list`",
+        f"see `sync-pipelines dead-letters list --organization {ctx.organization_id}`",
         depth=depth,
         warn_depth=t.dead_letters_warn,
         critical_depth=t.dead_letters_critical,

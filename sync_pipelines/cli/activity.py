@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from sync_pipelines.cli.context import open_store
 
 _HEADERS = ("TIME", "TYPE", "STATUS", "#", "CODE", "MS", "REQUEST", "DEVICE", "CALL", "ERROR")
-_MAX_WIDTHS = {"CALL": 60, "ERROR": 80}
+_MAX_WIDTHS = {"CALL": 80, "ERROR": 80}
 
 
 @click.command()
@@ -65,7 +66,7 @@ def activity_table(rows: list[dict[str, Any]]) -> list[str]:
                 f"{row['response_time_ms']:.1f}" if row["response_time_ms"] is not None else None,
                 row["request_id"],
                 row.get("external_id"),
-                " ".join(p for p in (row["method"], row["endpoint"]) if p) or None,
+                " ".join(p for p in (row["method"], _path(row["endpoint"])) if p) or None,
                 f"{row['error_type']}: {row['error_message'] or ''}" if row["error_type"] else None,
             )
             for row in rows
@@ -73,6 +74,17 @@ def activity_table(rows: list[dict[str, Any]]) -> list[str]:
         max_widths=_MAX_WIDTHS,
         right_aligned=("#", "CODE", "MS"),
     )
+
+
+def _path(endpoint: str | None) -> str | None:
+    """A URL's path and query: the host is the integration's, and it would push the path (the
+    part that tells calls apart) out of the column. `--json` keeps the whole URL."""
+    if not endpoint:
+        return endpoint
+    parts = urlsplit(endpoint)
+    if not parts.scheme:
+        return endpoint
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _time(value: Any) -> str:

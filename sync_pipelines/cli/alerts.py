@@ -44,16 +44,36 @@ def list_alerts(organization_id: str | None, open_only: bool, as_json: bool, lim
     if not incidents:
         click.echo("no incidents")
         return
-    click.echo(
-        f"{'status':<9} {'severity':<9} {'rule':<22} {'organization':<14} {'integration':<20} "
-        f"{'seen':>5}  first seen            summary"
+    from sync_pipelines.text_table import render_table
+
+    lines = render_table(
+        (
+            "STATUS",
+            "SEVERITY",
+            "RULE",
+            "ORGANIZATION",
+            "INTEGRATION",
+            "SEEN",
+            "FIRST SEEN",
+            "SUMMARY",
+        ),
+        [
+            (
+                i.status,
+                i.severity,
+                i.rule,
+                i.organization_id,
+                i.integration_id,
+                i.occurrences,
+                i.first_seen_at.strftime("%Y-%m-%d %H:%M:%S"),
+                i.summary,
+            )
+            for i in incidents
+        ],
+        max_widths={"SUMMARY": 100},
+        right_aligned=("SEEN",),
     )
-    for i in incidents:
-        click.echo(
-            f"{i.status:<9} {i.severity:<9} {i.rule:<22} {i.organization_id:<14} "
-            f"{(i.integration_id or '-'):<20} {i.occurrences:>5}  "
-            f"{i.first_seen_at.isoformat(timespec='seconds'):<21} {i.summary[:80]}"
-        )
+    click.echo("\n".join(lines))
 
 
 @alerts.command("evaluate")

@@ -370,6 +370,13 @@ def _dead_letters_check(depths: list[ProviderQueueDepth], results: list[dict[str
     if status != HEALTHY:
         t = Thresholds()
         detail += f"; {status} (warn at {t.dead_letters_warn}, error at {t.dead_letters_critical} by default)"
+    # letters of disabled integrations (or of ones the time budget did not reach) are nobody's
+    # verdict: said, and never read as healthy
+    judged = sum(r["dead_letters"] for r in results if r["enabled"])
+    if open_letters > judged:
+        detail += f"; {open_letters - judged} of disabled or unchecked integrations, not judged"
+        if judged == 0:
+            status = UNKNOWN
     data = {
         "open": open_letters,
         **letters,

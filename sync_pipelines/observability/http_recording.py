@@ -14,7 +14,12 @@ calls retryable (429 → rate_limited, 5xx/408 → transient, timeouts and dropp
 connections), on a request that may be sent again (`is_repeatable`: idempotent methods, a
 POST/PATCH made safe by `If-Match`, an `Idempotency-Key` or the provider's
 `IDEMPOTENT_EXTENSION`); any other POST/PATCH only when it never left (refused connection,
-connect or pool timeout). `Retry-After` (seconds or an HTTP-date) is honoured.
+connect or pool timeout). `Retry-After` (seconds or an HTTP-date) is honoured. A 429 does not
+count against the attempt cap: a throttled call is retried until the time budget is spent.
+
+Given a `RateBudget` (providers/pacing.py: the provider account's shared pace), every attempt
+waits for a slot of it before it is sent — before its row is opened, so a row's time is the
+exchange's alone — and a 429 is reported to it, pausing every user of the account.
 
 With OpenTelemetry on (observability/otel.py) each attempt is also a CLIENT span following the
 HTTP semantic conventions, its row carries the span's ids, and the request carries its W3C
@@ -27,7 +32,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import tenacity
@@ -54,6 +59,9 @@ IDEMPOTENT_EXTENSION = "sync_idempotent"
 #: desired push): each attempt's row carries it, so a device's trace finds its calls
 DEVICE_EXTENSION = "sync_device_id"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+if TYPE_CHECKING:
+    from sync_pipelines.providers.pacing import RateBudget
 
 _log = get_logger("http")
 
@@ -88,8 +96,10 @@ class RecordingTransport(httpx.BaseTransport):
         policy: RetryPolicy | None = None,
         *,
         provider: str | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         self._inner = inner
+        self._budget = budget
         self._recorder = recorder
         self._metrics = ProviderCallMetrics(provider)
         # the span the client was built under (the session's): the parent of calls made from
@@ -97,7 +107,10 @@ class RecordingTransport(httpx.BaseTransport):
         self._trace_parent = otel.current_context()
         self.policy = policy or SINGLE_ATTEMPT
         self._retrying = self.policy.retrying(
-            _should_retry, retry_after=_retry_after, before_sleep=self._before_retry
+            _should_retry,
+            retry_after=_retry_after,
+            throttled=_throttled,
+            before_sleep=self._before_retry,
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -113,6 +126,15 @@ class RecordingTransport(httpx.BaseTransport):
                 self._recorder.record(call.pending)
 
     def _attempt(self, call: _Call) -> httpx.Response:
+        if self._budget is None:
+            return self._traced_attempt(call)
+        sent_at = self._budget.acquire()
+        response = self._traced_attempt(call)
+        if response.status_code == 429:
+            self._budget.throttled(sent_at, parse_retry_after(response.headers.get("Retry-After")))
+        return response
+
+    def _traced_attempt(self, call: _Call) -> httpx.Response:
         call.attempt += 1
         if not otel.tracing_enabled():
             return self._send(call, None)
@@ -270,6 +292,11 @@ def _should_retry(state: tenacity.RetryCallState) -> bool:
     )
 
 
+def _throttled(state: tenacity.RetryCallState) -> bool:
+    outcome = state.outcome
+    return outcome is not None and not outcome.failed and outcome.result().status_code == 429
+
+
 def _retry_after(state: tenacity.RetryCallState) -> float | None:
     outcome = state.outcome
     if outcome is None or outcome.failed:
@@ -300,10 +327,11 @@ def build_http_client(
     max_connections: int = 16,
     retry_policy: RetryPolicy | None = None,
     provider: str | None = None,
+    budget: RateBudget | None = None,
 ) -> httpx.Client:
     """The only way provider code gets an HTTP client. `retry_policy`: how each call is
     retried (None: one attempt; `ProviderClients` always passes the integration's);
-    `provider`: the metrics' provider label."""
+    `provider`: the metrics' provider label; `budget`: the account's pace (None: unpaced)."""
     inner = httpx.HTTPTransport(
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -313,5 +341,7 @@ def build_http_client(
         base_url=base_url,
         headers=dict(headers or {}),
         timeout=httpx.Timeout(timeout_s),
-        transport=RecordingTransport(inner, recorder, retry_policy, provider=provider),
+        transport=RecordingTransport(
+            inner, recorder, retry_policy, provider=provider, budget=budget
+        ),
     )

@@ -35,6 +35,7 @@ from sync_pipelines.errors import (
 )
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import default_sqlite_path
+from sync_pipelines.store.sync_state import FAILED_SYNC_STATUSES, GOOD_SYNC_STATUSES
 
 if TYPE_CHECKING:
     from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth
@@ -186,7 +187,8 @@ SYNC_STREAMS = (
     "webhook_events",
     "dead_letter_replay",
 )
-SYNC_STATUSES = ("success", "partial", "failed")
+#: every status a sync ends with (abandoned: closed for a dead process; fenced: a stale writer)
+SYNC_STATUSES = (*GOOD_SYNC_STATUSES, *FAILED_SYNC_STATUSES)
 PROVIDER_ERROR_TYPES = (AUTH, RATE_LIMITED, TRANSIENT, PERMANENT, VALIDATION, CONFLICT, CONFIG)
 DELETION_SOURCES = ("scan", "event", "confirmed")
 #: the healthy outcomes; rejections (bad_secret, not_found ...) appear when they happen
@@ -263,7 +265,7 @@ def sync_finished(provider: str, stream: str, status: str, duration_s: float) ->
     def record() -> None:
         SYNCS.labels(provider, stream, status).inc()
         SYNC_DURATION.labels(provider, stream).observe(duration_s)
-        if status in ("success", "partial"):
+        if status in GOOD_SYNC_STATUSES:  # stored its data, as freshness counts it
             LAST_SUCCESSFUL_SYNC.labels(provider, stream).set(time.time())
 
     _safely("syncs", record)

@@ -2,11 +2,18 @@
 
 A call is retried only when the error taxonomy (errors.py) says trying again can help —
 `rate_limited` and `transient` — never for `auth`, `permanent`, `validation`, `conflict` or
-`config`. It is bounded twice: at most `max_attempts` attempts, and no retry whose wait would
-end past `max_total_s` after the first attempt started. Between attempts it waits what the
-server asked for (`Retry-After`, `retry_after_s`), else an exponential backoff with jitter;
-a server asking for longer than the budget has left stops the call at once, so the caller
-gets the `RateLimitedError` with the server's `retry_after_s` instead of a sleep it cannot use.
+`config`. Between attempts it waits what the server asked for (`Retry-After`,
+`retry_after_s`), else an exponential backoff with jitter. It is bounded twice:
+
+- a failure other than throttling: at most `max_attempts` such attempts, and no retry whose
+  wait would end past `max_total_s` after the first attempt started; a server asking for longer
+  than the budget has left stops the call at once, so the caller gets the error with the
+  server's `retry_after_s` instead of a sleep it cannot use;
+- throttling (a 429, `rate_limited`) does not count against `max_attempts`: the call is asked
+  again until it has been refused for `max_total_s` (its last wait may end past it, by at most
+  one `Retry-After`), so throttling slows a sync and never dead-letters a record the provider
+  would have served later; a server asking for longer than the whole `max_total_s` stops it at
+  once.
 
 The HTTP transport (http_recording), the MQTT connection (mqtt_client) and, for the time
 budget, the boto3 client (boto_recording) all read the same `RetryPolicy`, configured per
@@ -17,6 +24,7 @@ integration with the settings `retry_max_attempts`, `retry_max_total_s`,
 from __future__ import annotations
 
 import email.utils
+import itertools
 import random
 import re
 import time
@@ -26,8 +34,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import tenacity
+from tenacity.stop import stop_base
 
-from sync_pipelines.errors import RETRYABLE_CATEGORIES, ConfigError, category_of
+from sync_pipelines.errors import RATE_LIMITED, RETRYABLE_CATEGORIES, ConfigError, category_of
 
 T = TypeVar("T")
 
@@ -99,6 +108,7 @@ class RetryPolicy:
         should_retry: Callable[[tenacity.RetryCallState], bool],
         *,
         retry_after: Callable[[tenacity.RetryCallState], float | None] = lambda _: None,
+        throttled: Callable[[tenacity.RetryCallState], bool] = lambda _: False,
         before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> tenacity.Retrying:
@@ -106,9 +116,10 @@ class RetryPolicy:
         per-call state thread-local).
 
         `should_retry(state)` decides on the outcome (an exception or a result such as an HTTP
-        response); `retry_after(state)` is the server's wait, if it named one. When the attempts
-        or the budget run out, the last outcome is what the caller gets: the exception is
-        re-raised, a result (the last HTTP response) returned.
+        response); `retry_after(state)` is the server's wait, if it named one; `throttled(state)`
+        says the outcome is the provider throttling (not counted against `max_attempts`). When
+        the attempts or the budget run out, the last outcome is what the caller gets: the
+        exception is re-raised, a result (the last HTTP response) returned.
         """
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -121,8 +132,8 @@ class RetryPolicy:
         return tenacity.Retrying(
             retry=should_retry,
             wait=wait,
-            stop=tenacity.stop_after_attempt(self.max_attempts)
-            | tenacity.stop_before_delay(self.max_total_s),
+            stop=_AttemptCap(self.max_attempts, throttled)
+            | _TimeBudget(self.max_total_s, throttled),
             before_sleep=before_sleep,
             retry_error_callback=_last_outcome,
             sleep=sleep,
@@ -136,7 +147,7 @@ class RetryPolicy:
     ) -> T:
         """Run `fn(attempt)` until it returns, retrying the exceptions the taxonomy calls
         retryable (`retryable_error`); a server's `retry_after_s` on the error is honoured."""
-        counter = iter(range(1, self.max_attempts + 1))
+        counter = itertools.count(1)
         return self.retrying(
             lambda state: (
                 state.outcome is not None
@@ -144,6 +155,7 @@ class RetryPolicy:
                 and retryable_error(state.outcome.exception())
             ),
             retry_after=lambda state: _error_retry_after(state),
+            throttled=_error_throttled,
             before_sleep=before_sleep,
         )(lambda: fn(next(counter)))
 
@@ -185,6 +197,42 @@ def _error_retry_after(state: tenacity.RetryCallState) -> float | None:
         return None
     value = getattr(outcome.exception(), "retry_after_s", None)
     return float(value) if isinstance(value, int | float) else None
+
+
+def _error_throttled(state: tenacity.RetryCallState) -> bool:
+    outcome = state.outcome
+    return (
+        outcome is not None and outcome.failed and category_of(outcome.exception()) == RATE_LIMITED
+    )
+
+
+class _AttemptCap(stop_base):
+    """Stop after `max_attempts` attempts that were not throttled (a throttled one is counted
+    apart, on the call's own state, so the retrying controller stays shareable)."""
+
+    def __init__(self, max_attempts: int, throttled: Callable[[tenacity.RetryCallState], bool]):
+        self.max_attempts = max_attempts
+        self.throttled = throttled
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        if self.throttled(state):
+            state.sync_throttled = getattr(state, "sync_throttled", 0) + 1  # type: ignore[attr-defined]
+        return state.attempt_number - getattr(state, "sync_throttled", 0) >= self.max_attempts
+
+
+class _TimeBudget(stop_base):
+    """`max_total_s` (see the module docstring): a retry's wait may not end past it, unless the
+    attempt was throttled — then the call stops once it has been refused for the whole budget."""
+
+    def __init__(self, max_total_s: float, throttled: Callable[[tenacity.RetryCallState], bool]):
+        self.max_total_s = max_total_s
+        self.throttled = throttled
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        elapsed = state.seconds_since_start or 0.0
+        if self.throttled(state):
+            return elapsed >= self.max_total_s or state.upcoming_sleep > self.max_total_s
+        return elapsed + state.upcoming_sleep >= self.max_total_s
 
 
 def _last_outcome(state: tenacity.RetryCallState) -> Any:

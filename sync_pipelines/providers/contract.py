@@ -22,6 +22,15 @@ if TYPE_CHECKING:
 JsonDict = dict[str, Any]
 
 
+class FloatFreeJson(dict):  # type: ignore[type-arg]
+    """A JSON object as a JSON decoder made it, without a float anywhere in it: str keys; str,
+    int, bool, None, list and dict values only. A provider that knows this says so with this
+    type, and the content hash encodes it the fast way (`sync.records`); a plain dict is always
+    correct too, only slower to hash."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """One device as the provider describes it, normalised."""

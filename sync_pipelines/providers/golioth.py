@@ -30,6 +30,7 @@ from sync_pipelines.providers.contract import (
     DevicePage,
     DeviceRecord,
     DeviceState,
+    FloatFreeJson,
     IntegrationConfig,
     JsonDict,
     ProviderClients,
@@ -392,11 +393,16 @@ def _typed_page_with_states(
 ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], int, int] | None:
     """`_typed_page`, plus each device's (id, LightDB tree) when `with_states` and the device
     was listed with `data` (which then is its state, not one of its attributes)."""
-    page = decode_page(content)
-    if page is None:
+    decoded = decode_page(content)
+    if decoded is None:
         return None
+    page, has_floats = decoded
+    # without a float, a device's attributes are all the hash's fast encoder needs (records.py)
+    attributes_type = dict if has_floats else FloatFreeJson
     try:
-        devices = [_typed_device(d, with_data=not with_states) for d in page.devices]
+        devices = [
+            _typed_device(d, attributes_type, with_data=not with_states) for d in page.devices
+        ]
         total = _as_int(page.total)
     except (ValueError, TypeError):
         return None
@@ -404,7 +410,9 @@ def _typed_page_with_states(
     return devices, trees, total, len(page.devices)
 
 
-def _typed_device(wire: WireDevice, *, with_data: bool = True) -> DeviceRecord:
+def _typed_device(
+    wire: WireDevice, attributes_type: type[JsonDict] = dict, *, with_data: bool = True
+) -> DeviceRecord:
     """`_to_device` for a device msgspec has type-checked: the same record, field for field
     (without `data` when that is the device's state, not one of its attributes). Raises
     ValueError / TypeError wherever `_to_device` would reject the device."""
@@ -413,7 +421,7 @@ def _typed_device(wire: WireDevice, *, with_data: bool = True) -> DeviceRecord:
         raise ValueError("device has an empty `id` or `name`")
     metadata = wire.metadata or {}
     # the same keys, in the same order, as `_to_device`; for `str | None`, truthy == not empty
-    attributes: JsonDict = {}
+    attributes: JsonDict = attributes_type()
     if wire.blueprint_id:
         attributes["blueprintId"] = wire.blueprint_id
     if wire.cohort_id:

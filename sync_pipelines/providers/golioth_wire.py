@@ -10,6 +10,7 @@ messages. So a page decoded here yields exactly what the generic path would have
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -49,16 +50,32 @@ class WirePage(msgspec.Struct, gc=False):
     total: int | str = 0
 
 
+# whether the page this thread is decoding held a float in a free-form field (`data`, `metadata`)
+_floats = threading.local()
+
+
+def _float_seen(literal: str) -> float:
+    """msgspec's hook for a float in an untyped field: noted, then parsed as msgspec would
+    (correctly rounded), except that an out-of-range literal is an infinity, as `json.loads`
+    makes it on the generic path, instead of a decode error."""
+    _floats.seen = True
+    return float(literal)
+
+
 # one decoder for every page thread: msgspec's decoders are thread-safe (msgspec PR #402, 0.16)
-_PAGE_DECODER = msgspec.json.Decoder(WirePage)
+_PAGE_DECODER = msgspec.json.Decoder(WirePage, float_hook=_float_seen)
 
 
-def decode_page(content: bytes) -> WirePage | None:
-    """The page, or None when its body is not one this decoder can take whole.
+def decode_page(content: bytes) -> tuple[WirePage, bool] | None:
+    """The page and whether any free-form field on it held a float (the content hash encodes
+    float-free documents the fast way), or None when its body is not one this decoder can take
+    whole.
 
     None covers both "not JSON" and "JSON with a record of the wrong shape": the generic path
     tells the two apart (and words the error) exactly as it always has."""
+    _floats.seen = False
     try:
-        return _PAGE_DECODER.decode(content)
+        page = _PAGE_DECODER.decode(content)
     except (msgspec.DecodeError, ValueError):  # ValueError: bytes that are not UTF-8
         return None
+    return page, _floats.seen

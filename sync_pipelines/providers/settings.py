@@ -114,6 +114,14 @@ Text = Annotated[str, Field(min_length=1), Expect("a non-empty text")]
 HttpUrl = Annotated[str, AfterValidator(_http_url), Expect("an http(s) URL")]
 Port = Annotated[int, Field(ge=1, le=65535), _NUMBER, Expect("a port number 1–65535")]
 StateSource = Annotated[Literal["device", "list"], Expect(f"one of {', '.join(STATE_SOURCES)}")]
+#: the provider account's request limit (providers/pacing.py): every sync of the account is paced
+#: to it; unset, the pace is found from the provider's 429s
+RateLimit = Annotated[
+    float,
+    Field(gt=0, le=100_000),
+    _NUMBER,
+    Expect("requests per second, above 0 and at most 100000"),
+]
 Monitoring = Annotated[
     dict[str, Any],
     # before-validators run last to first: parse the JSON text, then check the object
@@ -216,6 +224,7 @@ class GoliothSettings(IntegrationSettings):
     state_concurrency: PositiveInt = 8
     #: "list": states ride on the device list (`statePath=/`); "device": one read per device
     state_source: StateSource = "list"
+    rate_limit_rps: RateLimit | None = None
 
 
 class AwsIotSettings(IntegrationSettings):
@@ -264,6 +273,7 @@ class AzureIotSettings(IntegrationSettings):
     sas_ttl_s: PositiveInt | None = None
     #: "list": states come with the twin query's pages; "device": one twin read per device
     state_source: StateSource = "list"
+    rate_limit_rps: RateLimit | None = None
 
 
 Protocol = Annotated[Literal["3.1.1", "5"], BeforeValidator(_as_text), Expect("3.1.1 or 5")]

@@ -230,6 +230,22 @@ def open_incidents_for_rules(conn: Connection, rules: Sequence[str]) -> list[Inc
     return [_to_incident(r) for r in conn.execute(sa.text(sql), names).mappings()]
 
 
+def open_incident(conn: Connection, organization_id: str, dedupe_key: str) -> Incident | None:
+    """The open incident of a condition, if there is one."""
+    row = (
+        conn.execute(
+            sa.text(
+                f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE organization_id = :o "
+                "AND dedupe_key = :key AND status = 'open'"
+            ),
+            {"o": organization_id, "key": dedupe_key},
+        )
+        .mappings()
+        .first()
+    )
+    return _to_incident(row) if row else None
+
+
 def get_incident(conn: Connection, organization_id: str, incident_id: str) -> Incident | None:
     row = (
         conn.execute(

@@ -21,6 +21,7 @@ from sync_pipelines.observability.http_recording import build_http_client
 from sync_pipelines.observability.redaction import redact, register_secret
 from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.contract import IntegrationConfig, Provider
+from sync_pipelines.providers.pacing import Pacing
 from sync_pipelines.providers.registry import provider_class
 from sync_pipelines.providers.settings import (
     WEBHOOK_SECRET_REF,
@@ -267,11 +268,13 @@ class RecordingClients:
         timeout_s: float = 30.0,
         retry_policy: RetryPolicy | None = None,
         provider: str | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         self.recorder = recorder
         self._timeout_s = timeout_s
         self.retry_policy = retry_policy or RetryPolicy()
         self.provider = provider  # the metrics' provider label
+        self.pacing = pacing  # the account's shared rate budget (HTTP clients; None: unpaced)
 
     @property
     def request_timeout_s(self) -> float:
@@ -285,6 +288,7 @@ class RecordingClients:
             timeout_s=self._timeout_s,
             retry_policy=self.retry_policy,
             provider=self.provider,
+            budget=self.pacing.budget_for(base_url) if self.pacing else None,
         )
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
@@ -311,11 +315,24 @@ class RecordingClients:
         )
 
 
+def account_pacing(store: Store, integration: Integration) -> Pacing:
+    """How the integration's calls are paced: by its provider account's budget in `store` (the
+    account: provider, host, and the variable naming its credential) at its `rate_limit_rps`."""
+    cls = provider_class(integration.provider, integration.integration_id)
+    credential_ref = ",".join(integration.secret_refs.get(s, "") for s in cls.required_secrets)
+    limit = integration_settings(integration).model_dump().get("rate_limit_rps")
+    return Pacing(store, integration.provider, credential_ref, limit)
+
+
 def open_provider(
-    config: IntegrationConfig, recorder: ActivityRecorder, *, timeout_s: float = 30.0
+    config: IntegrationConfig,
+    recorder: ActivityRecorder,
+    *,
+    timeout_s: float = 30.0,
+    pacing: Pacing | None = None,
 ) -> Provider:
     policy = RetryPolicy.from_settings(config.settings, config.integration_id)
     clients = RecordingClients(
-        recorder, timeout_s=timeout_s, retry_policy=policy, provider=config.provider
+        recorder, timeout_s=timeout_s, retry_policy=policy, provider=config.provider, pacing=pacing
     )
     return provider_class(config.provider, config.integration_id)(config, clients)

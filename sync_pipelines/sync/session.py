@@ -35,6 +35,7 @@ from sync_pipelines.store.integrations import Integration, find_integration_owne
 from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.sync.activity_sink import StoreActivitySink
 from sync_pipelines.sync.integration_config import (
+    account_pacing,
     integration_settings,
     open_provider,
     resolve_config,
@@ -60,7 +61,12 @@ class IntegrationSession:
     def open_provider(self) -> Provider:
         """Validate config, resolve secrets, build the provider (raises ConfigError)."""
         timeout_s = integration_settings(self.integration).request_timeout_s
-        return open_provider(resolve_config(self.integration), self.recorder, timeout_s=timeout_s)
+        return open_provider(
+            resolve_config(self.integration),
+            self.recorder,
+            timeout_s=timeout_s,
+            pacing=account_pacing(self.store, self.integration),
+        )
 
 
 #: `off` keeps the activity log's rows out of the store (benchmarks: what does the log cost?)

@@ -184,10 +184,13 @@ def _checks(chain: TraceChain) -> list[str]:
     out = ["", "Check results"]
     for row in chain.check_results:
         verdict = "passed" if row["passed"] else f"FAILED ({row['severity']})"
+        # a description may run over lines (the health check: its state, then a reason a line)
+        first, *more = str(row["description"]).splitlines() or [""]
         out.append(
-            f"  {row['check_name']} on {row['integration_id']}: {verdict} — {row['description']}"
+            f"  {row['check_name']} on {row['integration_id']}: {verdict} — {first}"
             f"  at {_time(row['created_at'])}"
         )
+        out += [f"      {line}" for line in more]
     return out
 
 

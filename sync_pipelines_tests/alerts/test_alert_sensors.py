@@ -96,6 +96,25 @@ def test_one_cause_opens_one_incident_not_one_per_check_that_sees_it(store, inst
     assert len(channel_env.accepted()) == 1
 
 
+def test_a_check_result_read_again_is_not_a_second_sighting(store, instance, channel_env):
+    """A sensor without a cursor reads the last hour again (the daemon's first tick after the
+    demo alerted in-process): the same result is one sighting, a new failing result another."""
+    integration = add_integration(store)
+    add_check_result(
+        store, integration, "dead_letters_below_threshold", passed=False, created_at=utc_now()
+    )
+    _tick(check_failure_alert_sensor, store, instance)
+    _tick(check_failure_alert_sensor, store, instance)  # no cursor again: the same hour re-read
+    [incident] = _incidents(store)
+    assert incident.occurrences == 1
+    add_check_result(
+        store, integration, "dead_letters_below_threshold", passed=False, created_at=utc_now()
+    )
+    _tick(check_failure_alert_sensor, store, instance)
+    [incident] = _incidents(store)
+    assert incident.occurrences == 2
+
+
 def test_nothing_new_skips_the_tick_and_keeps_the_cursor(store, instance, channel_env):
     integration = add_integration(store)
     failed = add_check_result(store, integration, "error_rate", passed=False, created_at=utc_now())

@@ -7,11 +7,12 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipelines.providers.contract import DeviceRecord
+from sync_pipelines.providers.contract import DeviceRecord, FloatFreeJson
 from sync_pipelines.store.database import load_json
 from sync_pipelines.sync.records import device_row
 
@@ -72,6 +73,38 @@ def test_hash_equals_the_earlier_formula(device):
     assert load_json(row["tags"]) == list(device.tags)
 
 
+class _SubclassedTime(datetime):
+    """A datetime subclass (as some libraries hand out) with its own `__str__`."""
+
+    def __str__(self) -> str:
+        return "subclassed"
+
+
+def test_times_hash_as_str_writes_them_whatever_their_kind():
+    times = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime.fromisoformat("2025-01-01T00:00:00.400Z"),
+        datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=-3, seconds=7))),
+        datetime(2025, 1, 1, 12, 30),
+        _SubclassedTime(2025, 1, 1, tzinfo=UTC),
+    ]
+    for when in times:
+        device = DeviceRecord(
+            external_id="t", name="t", last_seen_at=when, provider_created_at=when
+        )
+        row = device_row(
+            device,
+            organization_id="o",
+            integration_id="i",
+            run_id=None,
+            request_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        assert row["content_hash"] == _legacy_hash(device), when
+
+
 def test_any_field_change_changes_the_hash():
     base = DEVICES[1]
     fields = {
@@ -103,7 +136,12 @@ _json_values = st.recursive(
     ),
     max_leaves=10,
 )
-_times = st.none() | st.datetimes(timezones=st.just(UTC))
+# UTC (the fast path through msgspec's encoder), other offsets and naive times (through `str()`)
+_times = st.none() | st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
+    | st.none()
+    | st.timezones()
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -148,3 +186,58 @@ def test_hash_and_columns_equal_the_earlier_formula_for_any_device(
         canonical(list(hardware_ids)),
         canonical(list(tags)),
     )
+
+
+_any_text = st.text(max_size=8) | st.sampled_from(["\x7f", "é", "x,1.5", ":null", "\\u007f", ""])
+_float_free = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | _any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=st.dictionaries(_any_text, _float_free, max_size=5))
+def test_a_float_free_document_hashes_as_json_dumps_writes_it(document):
+    """`FloatFreeJson` (a provider's decoded, float-free attributes) takes msgspec's encoder
+    unless the text is non-ASCII or has DEL: the attributes column and the hash stay the same."""
+    decoded = msgspec.json.decode(json.dumps(document))
+    device = DeviceRecord(external_id="d", name="d", attributes=FloatFreeJson(decoded))
+    row = device_row(
+        device,
+        organization_id="o",
+        integration_id="i",
+        run_id=None,
+        request_id=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert row["attributes"] == json.dumps(decoded, sort_keys=True, separators=(",", ":"))
+    assert row["content_hash"] == _legacy_hash(device)
+
+
+def _golioth_page(metadata: dict) -> bytes:
+    device = {"id": "d1", "name": "n", "blueprintId": "bp", "metadata": metadata}
+    return json.dumps({"list": [device], "total": 1}).encode()
+
+
+def test_golioth_marks_float_free_attributes_and_hashes_them_the_same():
+    from sync_pipelines.providers.golioth import _typed_page
+
+    float_free = {"status": "online", "update": {"main": {"version": "1.4.8", "n": 8}}}
+    with_float = {"status": "online", "update": {"main": {"progress": 0.5}}}
+    for metadata, kind in ((float_free, FloatFreeJson), (with_float, dict)):
+        typed = _typed_page(_golioth_page(metadata))
+        assert typed is not None
+        (device,), _, _ = typed
+        assert type(device.attributes) is kind
+        row = device_row(
+            device,
+            organization_id="o",
+            integration_id="i",
+            run_id=None,
+            request_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        assert row["content_hash"] == _legacy_hash(device)
+        expected = {"blueprintId": "bp", "metadata": metadata}
+        assert row["attributes"] == json.dumps(expected, sort_keys=True, separators=(",", ":"))

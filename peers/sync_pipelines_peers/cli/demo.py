@@ -106,7 +106,8 @@ def _demo(
     runs = sum(len(o.run_ids) for o in outcomes)
     lines += [
         "",
-        f"Dagster runs: {runs}, of the jobs sync_<provider>_integration and export_<provider>_desired_states",
+        f"Dagster runs: {runs}, of the jobs sync_<provider>_integration and export_<provider>_desired_states"
+        + (" (and 1 of the fault drill, below)" if drill else ""),
     ]
     lines += drill_lines
     cli = follow_up_command(store)
@@ -205,7 +206,8 @@ def _fault_drill(store, instance, organization_id: str) -> tuple[list[str], bool
     trace_text = drill_trace(store, organization_id, outcome.traced_device)
     lines += [
         "",
-        f"$ sync-pipelines trace --organization {organization_id} {outcome.traced_device}",
+        f"$ {follow_up_command(store)} trace --organization {organization_id} "
+        f"{outcome.traced_device}",
         trace_text.rstrip(),
     ]
     ok = (

@@ -31,6 +31,13 @@ def emulator() -> None:
     "--int64-as-string", is_flag=True, help="Encode page/perPage/total as strings (protojson)."
 )
 @click.option("--latency-ms", type=int, default=0, show_default=True)
+@click.option(
+    "--rate-limit-rps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Meter the project's API like Golioth: a token bucket of N requests a second (burst: "
+    "one second's worth) answering 429 + Retry-After beyond it. Default: unlimited.",
+)
 def emulator_golioth(
     host: str,
     port: int,
@@ -40,12 +47,15 @@ def emulator_golioth(
     project_id: str,
     int64_as_string: bool,
     latency_ms: int,
+    rate_limit_rps: float | None,
 ) -> None:
     """Serve the Golioth Management API emulator (faults: POST /_emulator/faults)."""
     from sync_pipelines_peers.emulators.golioth import GoliothEmulatorConfig, run_golioth_emulator
 
+    limited = f", limited to {rate_limit_rps:g} req/s" if rate_limit_rps else ""
     click.echo(
-        f"Golioth emulator on http://{host}:{port}/v1/projects/{project_id} with {device_count} devices"
+        f"Golioth emulator on http://{host}:{port}/v1/projects/{project_id} with "
+        f"{device_count} devices{limited}"
     )
     run_golioth_emulator(
         host,
@@ -57,6 +67,7 @@ def emulator_golioth(
             seed=seed,
             int64_as_string=int64_as_string,
             latency_ms=latency_ms,
+            token_bucket_rps=rate_limit_rps,
         ),
     )
 
