@@ -253,14 +253,14 @@ def test_push_desired_is_conditional_on_the_etag(peer, provider_for, recorder):
 
 def test_throttling_is_a_rate_limited_error_with_the_hubs_retry_after(peer, provider_for):
     peer.emulator.add_faults({"kind": "rate_limit", "retry_after_s": 7, "times": 1})
-    with pytest.raises(RateLimitedError) as err:
-        list(provider_for(retry_max_attempts=1).list_devices())
+    with pytest.raises(RateLimitedError) as err:  # a wait beyond the retry budget gives up
+        list(provider_for(retry_max_attempts=1, retry_max_total_s=5).list_devices())
     assert err.value.retry_after_s == 7.0 and "ThrottlingException (429001)" in str(err.value)
 
 
 def test_a_per_operation_throttle_is_a_rate_limited_error_too(peer, provider_for):
     peer.emulator.throttle.set("query", 0.05, 1)
-    provider = provider_for(page_size=100, retry_max_attempts=1)
+    provider = provider_for(page_size=100, retry_max_attempts=1, retry_max_total_s=0.5)
     with pytest.raises(RateLimitedError) as err:
         list(provider.list_devices())
     assert err.value.retry_after_s >= 1 and err.value.status_code == 429
