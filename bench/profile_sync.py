@@ -5,6 +5,10 @@ thread pool; this script gives each new thread its own profiler too and reports 
 thread and the page threads apart. It starts its own emulator and fresh Postgres database.
 
     .venv/bin/python bench/profile_sync.py --devices 100000 --out /tmp/sync.prof
+    .venv/bin/python bench/profile_sync.py --stream device_states --devices 5000 --timer thread
+
+`--stream device_states` profiles a state sync reading one state per device (`state_source:
+device`), its inventory synced first outside the profile.
 
 `--timer thread` times each thread's own CPU (`time.thread_time`) instead of wall time: on a
 machine shared with other work, wall time charges a function for the time it waited for a core.
@@ -53,6 +57,7 @@ def main() -> None:
         "--out", default=None, help="write the combined profile here (pstats format)"
     )
     parser.add_argument("--limit", type=int, default=30)
+    parser.add_argument("--stream", choices=("devices", "device_states"), default="devices")
     parser.add_argument(
         "--timer", choices=sorted(_TIMERS), default="wall", help="what the profile measures"
     )
@@ -63,30 +68,44 @@ def main() -> None:
     emulator, url = start_emulator(args.devices)
     store_url, drop = fresh_store_url("postgres", prefix="sync_bench_profile")
     try:
-        integration_id = register_golioth(store_url, url)
+        states = args.stream == "device_states"
+        integration_id = register_golioth(
+            store_url, url, settings={"state_source": "device"} if states else None
+        )
         os.environ.update({**SYNC_ENV, "SYNC_DATABASE_URL": store_url})
         # the sync's own imports happen here, outside the profile (bench/sync_overhead.py times them)
         from sync_pipelines.observability.logging import configure_logging
         from sync_pipelines.store.database import Store
+        from sync_pipelines.sync.device_states import sync_device_states
         from sync_pipelines.sync.inventory import sync_devices
         from sync_pipelines.sync.session import RunContext, integration_session
 
         configure_logging()
+        sync = sync_devices
+        if states:
+            with integration_session(
+                Store(), integration_id, RunContext(run_id="inventory", job_name="bench")
+            ) as s:
+                sync_devices(s)
+            sync = sync_device_states
+        cpu_before = time.process_time()
         main_profile = cProfile.Profile(_timer)
         threading.setprofile(_profile_new_thread)
         main_profile.enable()
         with integration_session(
             Store(), integration_id, RunContext(run_id="profile", job_name="bench")
         ) as s:
-            result = sync_devices(s)
+            result = sync(s)
         main_profile.disable()
+        cpu = time.process_time() - cpu_before
         threading.setprofile(None)  # type: ignore[arg-type]
     finally:
         stop(emulator)
         drop()
 
     print(
-        f"{result.counts.fetched} devices, status {result.status}, sync {result.duration_s:.2f} s",
+        f"{result.counts.fetched} {args.stream}, status {result.status}, sync "
+        f"{result.duration_s:.2f} s, process CPU {cpu:.2f} s (profiled)",
         file=sys.stderr,
     )
     main_stats = pstats.Stats(main_profile)
