@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
+from sync_pipelines.json_limits import JsonLimitError, load_within_limits
 from sync_pipelines.store.activity import ACTIVITY_COLUMNS
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
 from sync_pipelines.store.status_counts import count_by_status, counts_by_provider, scope_of
@@ -54,6 +55,9 @@ _COLUMNS = (
     "error_message",
 )
 _SELECT = ", ".join(_COLUMNS)
+#: what reads rows back: the payload as text on both engines (psycopg would decode JSONB itself,
+#: where a document too deep to decode fails the whole batch), decoded per row by `_to_event`
+_READ = ", ".join("CAST(payload AS TEXT) AS payload" if c == "payload" else c for c in _COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class WebhookEvent:
     run_id: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    #: why the stored payload could not be read back (json_limits), `payload` None then: the
+    #: processor fails this event alone
+    unreadable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +157,7 @@ def claim_events(
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM webhook_events "
             "WHERE organization_id = :o AND integration_id = :i AND (status = 'pending' "
             "OR (status = 'processing' AND claimed_at < :expired)) "
-            f"ORDER BY received_at, id LIMIT :n{lock}) RETURNING {_SELECT}"
+            f"ORDER BY received_at, id LIMIT :n{lock}) RETURNING {_READ}"
         ),
         {
             "now": now,
@@ -323,7 +330,7 @@ def overdue_events(
 def list_events(
     conn: Connection, organization_id: str, integration_id: str, status: str | None = None
 ) -> list[WebhookEvent]:
-    sql = f"SELECT {_SELECT} FROM webhook_events WHERE organization_id = :o AND integration_id = :i"
+    sql = f"SELECT {_READ} FROM webhook_events WHERE organization_id = :o AND integration_id = :i"
     params: dict[str, Any] = {"o": organization_id, "i": integration_id}
     if status:
         sql += " AND status = :s"
@@ -409,7 +416,11 @@ def processing_delay(
 
 def _to_event(row: Mapping[str, Any]) -> WebhookEvent:
     values = dict(row)
-    values["payload"] = load_json(values["payload"])
+    if values["payload"] is not None:
+        try:
+            values["payload"] = load_within_limits(values["payload"])
+        except JsonLimitError as exc:
+            values["payload"], values["unreadable"] = None, f"payload cannot be read: {exc}"
     values["headers"] = load_json(values["headers"]) or {}
     for column in ("received_at", "claimed_at", "processed_at"):
         values[column] = parse_timestamp(values[column])

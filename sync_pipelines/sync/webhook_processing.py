@@ -96,7 +96,7 @@ _log = get_logger("sync.webhook_processing")
 
 
 class UnapplicableEvent(ValueError):
-    """The event is well-formed JSON but does not say enough to apply it."""
+    """The event cannot be applied: it does not say enough, or its stored payload cannot be read."""
 
 
 @dataclass(slots=True)
@@ -175,6 +175,8 @@ def _process(run: SyncRun, event: WebhookEvent) -> _Effect | None:
     session = run.session
     integ, run_id = session.integration, session.run.run_id
     try:
+        if event.unreadable:  # stored before the receiver's limits, or written by hand
+            raise UnapplicableEvent(event.unreadable)
         with session.store.transaction() as conn:
             # the mark comes first: it takes the row (Postgres) and proves the claim is still ours
             if not mark_processed(

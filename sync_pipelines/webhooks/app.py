@@ -47,6 +47,7 @@ from starlette.routing import Mount, Route
 from sync_pipelines.clock import utc_now
 from sync_pipelines.console.app import create_console_app
 from sync_pipelines.errors import ConfigError
+from sync_pipelines.json_limits import DEFAULT_MAX_BODY_BYTES
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
 from sync_pipelines.monitoring.service_health import (
     HealthOptions,
@@ -64,6 +65,7 @@ from sync_pipelines.observability.activity import (
 )
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
+from sync_pipelines.providers.settings import ID_PATTERN
 from sync_pipelines.store.activity import activity_values
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import (
@@ -95,11 +97,11 @@ from sync_pipelines.webhooks.verification import (
 WEBHOOK_RECEIVED = "webhook_received"  # activity type of every delivery
 MAX_BODY_ENV = "SYNC_WEBHOOK_MAX_BODY_BYTES"
 MAX_BODY_SETTING = "webhook_max_body_bytes"
-DEFAULT_MAX_BODY_BYTES = 1 << 20
 #: an oversized body is read and dropped up to this much, so the sender reads our 413 instead of
 #: a connection reset; beyond it the connection is simply closed
 DRAIN_LIMIT_BYTES = 8 << 20
 HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
+_LOGGED_ID_CHARS = 140
 _EVENT_IDS_LISTED = 50
 
 _log = get_logger("webhooks.receiver")
@@ -158,6 +160,10 @@ class WebhookReceiver:
         started = time.perf_counter()
         provider = request.path_params["provider"]
         integration_id = request.path_params["integration_id"]
+        if not (ID_PATTERN.fullmatch(integration_id) and ID_PATTERN.fullmatch(provider)):
+            # no integration can have this id (NUL, control characters, too long): answered
+            # here, so junk never reaches the store, where it could read as a store fault
+            return self._not_found(None, provider, request, started).response()
         try:
             target = self._cached(integration_id) or await run_in_threadpool(
                 self._resolve, integration_id
@@ -213,7 +219,13 @@ class WebhookReceiver:
                 )
             return None
         if target.auth.scheme == STANDARD_WEBHOOKS:
-            return verify_standard_webhook(target.auth.keys, headers, body, now=self.clock())
+            return verify_standard_webhook(
+                target.auth.keys,
+                headers,
+                body,
+                now=self.clock(),
+                public_keys=target.auth.public_keys,
+            )
         verify_shared_secret(target.auth, headers, request.query_params)
         return None
 
@@ -352,8 +364,9 @@ class WebhookReceiver:
             metrics.webhook_received(_metric_provider(provider), "not_found")
             _log.warning(
                 "webhook_unknown_integration",
-                integration_id=request.path_params["integration_id"],
-                provider=provider,
+                # anyone can send any path: logged escaped and cut, never as raw bytes
+                integration_id=_escaped(request.path_params["integration_id"]),
+                provider=_escaped(provider),
             )
             return _Reply(
                 404,
@@ -488,6 +501,11 @@ def _metric_provider(provider: str) -> str:
     """The provider label for a path segment anyone can send: only known providers, so junk
     paths cannot grow the metric's label set."""
     return provider if provider in supported_providers() else metrics.UNKNOWN
+
+
+def _escaped(path_segment: str) -> str:
+    """A path segment as a log may carry it: control and non-ASCII characters escaped, cut."""
+    return path_segment[:_LOGGED_ID_CHARS].encode("unicode_escape").decode("ascii")
 
 
 def _store_unavailable(integration_id: str, provider: str, exc: Exception) -> _Reply:

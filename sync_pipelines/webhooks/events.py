@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync_pipelines.json_limits import MAX_JSON_DEPTH, depth_problem
+
 MAX_EVENT_ID_CHARS = 256
 AZURE_VALIDATION = "SubscriptionValidation"
 AWS_CONFIRMATION = "DestinationConfirmation"
@@ -100,11 +102,16 @@ def parse_json(body: bytes) -> Any:
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
-        raise PayloadError("body is not acceptable JSON: nested too deeply") from None
+        raise PayloadError(
+            f"body is not acceptable JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
         raise PayloadError(f"body is not acceptable JSON: {str(exc)[:200]}") from None
     if value is None:
         raise PayloadError("body is JSON null; a JSON object or array was expected")
+    problem = depth_problem(value)
+    if problem:  # the inbox processor could not read it back (json_limits)
+        raise PayloadError(f"body is not acceptable JSON: {problem}")
     _check_storable(value)
     return value
 

@@ -7,7 +7,10 @@ Two schemes, chosen per integration by the setting `webhook_auth`:
   compared in constant time with every `v1,<base64>` entry of `webhook-signature` (a sender
   rotating keys sends several); the timestamp must be within ±300 s of now. Verified on the
   bytes as received — the `standardwebhooks` library decodes the body first, so a non-UTF-8
-  body could never verify there.
+  body could never verify there. Asymmetric senders sign the same content with ed25519
+  (`v1a,<base64>` entries): configure their public key, `whpk_<base64 of its 32 bytes>`, beside
+  or instead of `whsec_` keys. A `webhook-id` or timestamp containing `.` is refused (the spec
+  forbids it: the signed content is joined with `.`).
 - `shared_secret` (the default for Golioth, AWS IoT rules and Event Grid, which cannot sign):
   a high-entropy secret in a header (setting `webhook_auth_header`, default
   `x-webhook-secret`) or, where the integration names one in `webhook_auth_query`, a query
@@ -31,6 +34,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.observability.redaction import register_secret
 from sync_pipelines.providers.settings import WEBHOOK_SECRET_REF, check_secret_ref
@@ -52,6 +58,11 @@ MIN_HMAC_KEY_BYTES = 24  # Standard Webhooks: 24–64 bytes
 TOLERANCE_S = 300
 
 _WHSEC_PREFIX = "whsec_"
+#: Standard Webhooks asymmetric keys: the sender's public key (ours to hold) and its signing key
+#: (never ours: refused if configured here)
+_WHPK_PREFIX = "whpk_"
+_WHSK_PREFIX = "whsk_"
+ED25519_SIGNATURE_BYTES = 64
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
@@ -76,9 +87,14 @@ class WebhookAuth:
     keys: tuple[bytes, ...]
     header: str = DEFAULT_SECRET_HEADER
     query_param: str | None = None
+    #: senders' ed25519 public keys (standard_webhooks `v1a` signatures)
+    public_keys: tuple[Ed25519PublicKey, ...] = ()
 
     def __repr__(self) -> str:  # never print the keys
-        return f"WebhookAuth({self.scheme}, keys={len(self.keys)}, header={self.header!r})"
+        return (
+            f"WebhookAuth({self.scheme}, keys={len(self.keys)}, "
+            f"public_keys={len(self.public_keys)}, header={self.header!r})"
+        )
 
 
 def webhook_auth_for(
@@ -113,14 +129,45 @@ def webhook_auth_for(
             iid, f"setting webhook_auth_header {header!r:.60} is not a valid header name"
         )
     query = settings.get("webhook_auth_query", _UNSIGNED_DEFAULT_QUERY.get(integration.provider))
+    public_keys: tuple[Ed25519PublicKey, ...] = ()
     if scheme == STANDARD_WEBHOOKS:
-        keys = tuple(_hmac_key(value, iid, env_name) for value in values)
+        public_keys = tuple(
+            _public_key(v, iid, env_name) for v in values if v.startswith(_WHPK_PREFIX)
+        )
+        keys = tuple(_hmac_key(v, iid, env_name) for v in values if not v.startswith(_WHPK_PREFIX))
     else:
         keys = tuple(_shared_secret(value, iid, env_name) for value in values)
-    return WebhookAuth(scheme=scheme, keys=keys, header=header, query_param=query or None)
+    return WebhookAuth(
+        scheme=scheme,
+        keys=keys,
+        header=header,
+        query_param=query or None,
+        public_keys=public_keys,
+    )
+
+
+def _public_key(value: str, integration_id: str, env_name: str) -> Ed25519PublicKey:
+    try:
+        raw = _b64(value.removeprefix(_WHPK_PREFIX))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            integration_id,
+            f"webhook key in {env_name} is not a whpk_<base64> ed25519 public key (32 bytes)",
+        ) from None
+
+
+def _b64(encoded: str) -> bytes:
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
 
 
 def _hmac_key(value: str, integration_id: str, env_name: str) -> bytes:
+    if value.startswith(_WHSK_PREFIX):
+        raise ConfigError(
+            integration_id,
+            f"webhook secret in {env_name} is a whsk_ signing key, which only the sender may "
+            "hold: configure its whpk_ public key here, and rotate the signing key",
+        )
     encoded = value.removeprefix(_WHSEC_PREFIX)
     try:
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
@@ -158,6 +205,7 @@ def verify_standard_webhook(
     *,
     now: float,
     tolerance_s: int = TOLERANCE_S,
+    public_keys: tuple[Ed25519PublicKey, ...] = (),
 ) -> str:
     """Check a Standard Webhooks delivery; returns its `webhook-id`, or raises WebhookRejected (401)."""
     msg_id = headers.get("webhook-id", "")
@@ -176,6 +224,10 @@ def verify_standard_webhook(
         raise WebhookRejected(
             401, "missing_signature_headers", f"missing header(s): {', '.join(missing)}"
         )
+    if "." in msg_id:
+        raise WebhookRejected(
+            401, "invalid_webhook_id", "webhook-id must not contain `.` (Standard Webhooks)"
+        )
     if not _TIMESTAMP.fullmatch(timestamp):
         raise WebhookRejected(
             401, "invalid_timestamp", "webhook-timestamp is not a unix time in seconds"
@@ -193,16 +245,33 @@ def verify_standard_webhook(
     expected = [hmac.new(key, signed, hashlib.sha256).digest() for key in keys]
     for entry in signature_header.split(" "):
         version, _, encoded = entry.partition(",")
-        if version != "v1" or not encoded:
-            continue  # other schemes (v1a = ed25519) and junk are not ours to judge
+        if version not in ("v1", "v1a") or not encoded:
+            continue  # other versions and junk are not ours to judge
         try:
             candidate = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             continue
+        if version == "v1a":
+            if _ed25519_verifies(public_keys, candidate, signed):
+                return msg_id
         # compare_digest for every key, no early exit on which key matched
-        if any([hmac.compare_digest(candidate, digest) for digest in expected]):
+        elif any([hmac.compare_digest(candidate, digest) for digest in expected]):
             return msg_id
     raise WebhookRejected(401, "bad_signature", "no webhook-signature entry matches the body")
+
+
+def _ed25519_verifies(
+    public_keys: tuple[Ed25519PublicKey, ...], signature: bytes, signed: bytes
+) -> bool:
+    if len(signature) != ED25519_SIGNATURE_BYTES:
+        return False
+    for key in public_keys:
+        try:
+            key.verify(signature, signed)
+            return True
+        except InvalidSignature:
+            continue
+    return False
 
 
 def verify_shared_secret(
@@ -247,6 +316,20 @@ def sign_standard_webhook(secret: str, msg_id: str, timestamp: int, body: bytes)
         key, b"%s.%d.%s" % (msg_id.encode(), timestamp, body), hashlib.sha256
     ).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def sign_standard_webhook_v1a(
+    signing_key: Ed25519PrivateKey, msg_id: str, timestamp: int, body: bytes
+) -> str:
+    """The `v1a,<base64>` entry an asymmetric Standard Webhooks sender would send."""
+    signature = signing_key.sign(b"%s.%d.%s" % (msg_id.encode(), timestamp, body))
+    return "v1a," + base64.b64encode(signature).decode("ascii")
+
+
+def public_key_setting(signing_key: Ed25519PrivateKey) -> str:
+    """What the receiver is configured with for this sender: `whpk_<base64 public key>`."""
+    raw = signing_key.public_key().public_bytes_raw()
+    return _WHPK_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
 def standard_webhook_headers(

@@ -325,3 +325,41 @@ def test_replaying_a_webhook_dead_letter_reprocesses_its_event_once(
     assert letter.status == "resolved"
     assert _event(store, event.id, "az-replay").status == "processed"
     assert _device(store, "az-replay", "dev-7")["last_request_id"] == event.event_id
+
+
+def _make_nested(store, row_id: str, depth: int) -> None:
+    """The inbox row's payload becomes a document `depth` objects deep, written as JSON text:
+    too deep for this process to encode itself inside the test runner's stack."""
+    text = '{"n":' * (depth - 1) + '{"leaf":1}' + "}" * (depth - 1)
+    cast = "CAST(:p AS JSONB)" if store.engine.dialect.name == "postgresql" else ":p"
+    with store.transaction() as conn:
+        conn.execute(
+            sa.text(f"UPDATE webhook_events SET payload = {cast} WHERE id = :id"),
+            {"p": text, "id": row_id},
+        )
+
+
+def test_an_event_nested_too_deep_is_dead_lettered_alone_and_the_rest_applied(
+    store, monkeypatch, open_session
+):
+    # stored before the receiver refused such payloads (or written by hand): the run must not
+    # fall over on it, and the events around it still apply
+    integ, _ = register_webhook_integration(
+        store, monkeypatch, provider="golioth", integration_id="gl-deep"
+    )
+    before = insert_pending(store, integ, event_type="t", payload={"temp": 1}, external_id="d1")
+    deep = insert_pending(store, integ, event_type="t", payload={"temp": 2}, external_id="d2")
+    _make_nested(store, deep.id, 980)
+    after = insert_pending(store, integ, event_type="t", payload={"temp": 3}, external_id="d3")
+    with open_session(store, "gl-deep", run_id="run-deep") as session:
+        result = process_webhook_events(session)
+    assert (result.status, result.counts.fetched, result.counts.failed) == ("partial", 3, 1)
+    statuses = {
+        e.id: e.status for e in (_event(store, r.id, "gl-deep") for r in (before, deep, after))
+    }
+    assert statuses == {before.id: "processed", deep.id: "failed", after.id: "processed"}
+    failed = _event(store, deep.id, "gl-deep")
+    assert failed.error_type == "validation" and "nested deeper than" in failed.error_message
+    with store.connect() as conn:
+        [letter] = list_dead_letters(conn, "org-a")
+    assert (letter.dedupe_key, letter.source_id) == (deep.event_id, deep.id)

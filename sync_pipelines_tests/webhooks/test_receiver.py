@@ -11,6 +11,7 @@ import uuid
 import httpx
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.store.activity import activity_rows
@@ -19,7 +20,12 @@ from sync_pipelines.store.telemetry import count_telemetry
 from sync_pipelines.store.webhook_events import list_events
 from sync_pipelines.sync.webhook_processing import process_webhook_events
 from sync_pipelines.webhooks.app import WEBHOOK_RECEIVED, create_receiver_app
-from sync_pipelines.webhooks.verification import STANDARD_WEBHOOKS, sign_standard_webhook
+from sync_pipelines.webhooks.verification import (
+    STANDARD_WEBHOOKS,
+    public_key_setting,
+    sign_standard_webhook,
+    sign_standard_webhook_v1a,
+)
 from sync_pipelines_tests.webhook_support import (
     azure_event,
     new_signing_secret,
@@ -175,6 +181,10 @@ def test_a_non_utf8_body_passes_the_signature_and_is_refused_as_not_json(store, 
         (b'{"a": NaN}', "NaN"),
         (b"[1e999]", "out of range"),
         (b"null", "JSON null"),
+        # the limit the inbox processor reads with (json_limits): 65 levels, and 980 (deep
+        # enough to exhaust the decoder's recursion in a run)
+        (b'{"n":' * 65 + b"1" + b"}" * 65, "nested deeper than 64 levels"),
+        (b"[" * 980 + b"]" * 980, "nested deeper than 64 levels"),
     ],
 )
 def test_a_verified_but_malformed_body_is_a_400_naming_the_problem(
@@ -507,3 +517,82 @@ def test_a_disabled_integration_is_a_404_like_an_unknown_one(store, receiver, mo
     assert response.status_code == 404
     assert response.json()["detail"] == "no webhook endpoint at this path"
     assert _events(store, "gw-off") == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/webhooks/golioth/%00x",
+        "/webhooks/golioth/gw%0Asigned",
+        "/webhooks/golioth/%E2%80%AEgw",
+        "/webhooks/golioth/" + "a" * 129,
+        "/webhooks/gol%00ioth/gw-signed",
+    ],
+    ids=["nul", "newline", "bidi", "too-long", "nul-in-provider"],
+)
+def test_an_id_no_integration_can_have_is_a_404_that_never_reaches_the_store(
+    store, receiver, signing, path
+):
+    _, secret = signing
+    body, headers = signed(secret, {"temp": 1})
+    with store.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM integration_activity_log")).scalar()
+    unavailable_before = _outcomes(receiver, "store_unavailable")
+    not_found_before = _outcomes(receiver, "not_found")
+    response = receiver.post(path, content=body, headers=headers)
+    assert response.status_code == 404, response.text
+    assert response.json() == {"error": "not_found", "detail": "no webhook endpoint at this path"}
+    with store.connect() as conn:
+        after = conn.execute(sa.text("SELECT count(*) FROM integration_activity_log")).scalar()
+    assert after == before
+    # and no false store outage: none counted, and the receiver's health says the store is up
+    assert _outcomes(receiver, "store_unavailable") == unavailable_before
+    assert _outcomes(receiver, "not_found") == not_found_before + 1
+    assert receiver.get("/health").json()["checks"]["store"]["status"] == "healthy"
+
+
+def _outcomes(receiver, outcome: str) -> float:
+    """Deliveries counted with `outcome`, over every provider label, from the receiver's /metrics."""
+    total = 0.0
+    for line in receiver.get("/metrics").text.splitlines():
+        if line.startswith("sync_pipelines_webhook_events_received_total{") and (
+            f'outcome="{outcome}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_an_ed25519_signed_delivery_is_accepted_with_the_senders_public_key(
+    store, receiver, monkeypatch
+):
+    sender = Ed25519PrivateKey.generate()
+    register_webhook_integration(
+        store,
+        monkeypatch,
+        provider="golioth",
+        integration_id="gw-v1a",
+        scheme=STANDARD_WEBHOOKS,
+        secret=public_key_setting(sender),
+    )
+    body, now = json.dumps({"temp": 4}).encode(), int(time.time())
+    headers = {
+        "webhook-id": "msg_v1a",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign_standard_webhook_v1a(sender, "msg_v1a", now, body),
+        "content-type": "application/json",
+    }
+    accepted = receiver.post("/webhooks/golioth/gw-v1a", content=body, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    assert [e.event_id for e in _events(store, "gw-v1a")] == ["msg_v1a"]
+    forged = receiver.post(
+        "/webhooks/golioth/gw-v1a",
+        content=body,
+        headers={
+            **headers,
+            "webhook-id": "msg_v1b",
+            "webhook-signature": sign_standard_webhook_v1a(
+                Ed25519PrivateKey.generate(), "msg_v1b", now, body
+            ),
+        },
+    )
+    assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")

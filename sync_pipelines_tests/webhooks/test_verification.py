@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
@@ -25,7 +26,9 @@ from sync_pipelines.webhooks.verification import (
     STANDARD_WEBHOOKS,
     WebhookAuth,
     WebhookRejected,
+    public_key_setting,
     sign_standard_webhook,
+    sign_standard_webhook_v1a,
     standard_webhook_headers,
     verify_shared_secret,
     verify_standard_webhook,
@@ -124,6 +127,75 @@ def test_a_mutated_body_fails_the_signature():
     with pytest.raises(WebhookRejected) as rejected:
         _verify(secret, headers, b'{"temp": 22}')
     assert (rejected.value.status, rejected.value.reason) == (401, "bad_signature")
+
+
+def _asymmetric(signing_key, msg_id: str, body: bytes, *extra: str) -> dict[str, str]:
+    entries = " ".join([*extra, sign_standard_webhook_v1a(signing_key, msg_id, NOW, body)])
+    return {"webhook-id": msg_id, "webhook-timestamp": str(NOW), "webhook-signature": entries}
+
+
+def _auth(*values: str) -> WebhookAuth:
+    return webhook_auth_for(_integration(), {"WH_SECRET": " ".join(values)})
+
+
+def test_a_v1a_ed25519_signature_verifies_with_the_senders_public_key():
+    sender, body = Ed25519PrivateKey.generate(), b'{"temp": 21.5}'
+    auth = _auth(public_key_setting(sender))
+    headers = _asymmetric(sender, "msg_a1", body)
+    assert auth.keys == () and len(auth.public_keys) == 1
+    assert verify_standard_webhook((), headers, body, now=NOW, public_keys=auth.public_keys) == (
+        "msg_a1"
+    )
+    for forged_body, forged_headers in (
+        (b'{"temp": 99}', headers),  # the body changed
+        (body, _asymmetric(Ed25519PrivateKey.generate(), "msg_a1", body)),  # another sender
+        (body, {**headers, "webhook-id": "msg_a2"}),  # the id changed
+    ):
+        with pytest.raises(WebhookRejected) as rejected:
+            verify_standard_webhook(
+                (), forged_headers, forged_body, now=NOW, public_keys=auth.public_keys
+            )
+        assert (rejected.value.status, rejected.value.reason) == (401, "bad_signature")
+
+
+def test_hmac_and_ed25519_keys_side_by_side_each_verify_their_own_entries():
+    secret, sender, body = new_signing_secret(), Ed25519PrivateKey.generate(), b"{}"
+    auth = _auth(secret, public_key_setting(sender))
+    for headers in (
+        standard_webhook_headers(secret, "m", NOW, body),
+        _asymmetric(sender, "m", body),
+        # a v1 entry of an unknown key first, then a good v1a: the good one is found
+        _asymmetric(sender, "m", body, sign_standard_webhook(new_signing_secret(), "m", NOW, body)),
+    ):
+        assert (
+            verify_standard_webhook(auth.keys, headers, body, now=NOW, public_keys=auth.public_keys)
+            == "m"
+        )
+    # a v1a entry is never checked as an HMAC, nor a v1 entry as a signature
+    hmac_as_v1a = standard_webhook_headers(secret, "m", NOW, body)
+    hmac_as_v1a["webhook-signature"] = hmac_as_v1a["webhook-signature"].replace("v1,", "v1a,")
+    with pytest.raises(WebhookRejected):
+        verify_standard_webhook(auth.keys, hmac_as_v1a, body, now=NOW, public_keys=auth.public_keys)
+
+
+def test_a_webhook_id_with_a_dot_is_refused_before_any_signature_is_checked():
+    secret, body = new_signing_secret(), b"{}"
+    headers = standard_webhook_headers(secret, "msg.1", NOW, body)
+    with pytest.raises(WebhookRejected) as rejected:
+        _verify(secret, headers, body)
+    assert (rejected.value.status, rejected.value.reason) == (401, "invalid_webhook_id")
+
+
+def test_a_signing_key_or_a_bad_public_key_in_the_receivers_config_is_refused_unechoed():
+    signing = "whsk_" + base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
+    with pytest.raises(ConfigError) as refused:
+        _auth(signing)
+    assert "only the sender may hold" in str(refused.value) and signing not in str(refused.value)
+    for bad in ("whpk_" + base64.b64encode(b"short").decode(), "whpk_not*base64!"):
+        with pytest.raises(ConfigError) as refused:
+            _auth(bad)
+        assert "whpk_<base64> ed25519 public key" in str(refused.value)
+        assert bad not in str(refused.value)
 
 
 def test_missing_headers_are_named():
