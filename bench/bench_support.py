@@ -12,6 +12,10 @@ from collections.abc import Callable
 
 import psycopg
 
+# every peer a benchmark starts listens on loopback, which the service calls only where allowed
+# (sync_pipelines/outbound.py); the children started from here inherit it
+os.environ.setdefault("SYNC_OUTBOUND_ALLOW", "127.0.0.0/8,::1")
+
 ADMIN_URL = os.environ.get(
     "SYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

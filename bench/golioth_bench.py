@@ -45,6 +45,8 @@ SYNC_ENV = {
     "SYNC_LOG_FORMAT": "json",
     "SYNC_LOG_LEVEL": "INFO",
     "PROMETHEUS_MULTIPROC_DIR": _METRICS_DIR,
+    # the peers listen on loopback, which the service calls only where allowed (outbound.py)
+    "SYNC_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
 }
 
 

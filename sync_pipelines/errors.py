@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import httpx
 
+from sync_pipelines.outbound import OutboundRefused
+
 AUTH = "auth"
 RATE_LIMITED = "rate_limited"
 TRANSIENT = "transient"
@@ -153,8 +155,8 @@ def category_of(exc: BaseException) -> str:
     """The taxonomy category of any exception, ours or a library's."""
     if isinstance(exc, SyncError):
         return exc.category
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return CONFIG  # the URL we were given is wrong: trying again cannot help
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | OutboundRefused):
+        return CONFIG  # the URL we were given is wrong or forbidden: trying again cannot help
     if isinstance(exc, httpx.TransportError):  # timeouts, refused or dropped connections
         return TRANSIENT
     if _is_store_connection_loss(exc):  # the database went away: trying again can help

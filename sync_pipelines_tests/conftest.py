@@ -14,6 +14,9 @@ import tempfile
 # Before anything imports prometheus_client (it picks its mode at import): this session's
 # metric files go to a throwaway directory, not $SYNC_HOME.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sync-prom-"))
+# Every peer of the suite listens on loopback, which the service refuses to call unless allowed
+# (sync_pipelines/outbound.py); subprocesses inherit the allowance. Tests of the refusal unset it.
+os.environ.setdefault("SYNC_OUTBOUND_ALLOW", "127.0.0.0/8,::1")
 
 import uuid
 from collections.abc import Callable, Iterator

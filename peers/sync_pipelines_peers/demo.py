@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.outbound import ALLOW_ENV, LOOPBACK_ALLOWANCE
 from sync_pipelines.store.check_results import check_results
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.desired import request_desired_change
@@ -87,6 +88,8 @@ def run_demo(
     on_done: Callable[[ProviderOutcome], None] | None = None,
 ) -> list[ProviderOutcome]:
     """`on_done` is told of each provider's outcome as soon as it has one (the progress line)."""
+    # the demo's peers listen on loopback, which the service calls only where allowed
+    os.environ.setdefault(ALLOW_ENV, LOOPBACK_ALLOWANCE)
     store = store or Store()
     migrate(store)
     instance = instance or demo_instance()

@@ -18,6 +18,7 @@ import tenacity
 
 from sync_pipelines.observability.redaction import redact_text, register_secret
 from sync_pipelines.observability.retrying import RetryPolicy
+from sync_pipelines.outbound import DestinationGuard, OutboundRefused, check_literal_host
 
 WEBHOOK, SLACK = "webhook", "slack"
 KINDS = (WEBHOOK, SLACK)
@@ -43,6 +44,10 @@ class Channel:
             raise ValueError(
                 f"alert channel {self.name!r}: the URL must be an http(s) URL with a host"
             )
+        try:
+            check_literal_host(self.url)
+        except OutboundRefused as exc:  # names the address, never the URL
+            raise ValueError(f"alert channel {self.name!r}: {exc}") from None
         if self.kind == SLACK:
             register_secret(self.url)
             register_secret(parts.path)  # in case a library prints the URL re-encoded
@@ -81,6 +86,10 @@ def deliver(
         attempts += 1
         return client.post(channel.url, json=payload)
 
+    try:
+        DestinationGuard().check_url(channel.url)  # what the name resolves to now
+    except OutboundRefused as exc:
+        return Delivery(channel.name, FAILED, None, redact_text(f"refused: {exc}")[:500], 0)
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
             response = policy.retrying(_worth_retrying)(attempt, client)

@@ -53,6 +53,7 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.metrics import ProviderCallMetrics, http_status_class
 from sync_pipelines.observability.redaction import redact_headers, redact_url
 from sync_pipelines.observability.retrying import RetryPolicy
+from sync_pipelines.outbound import DestinationGuard
 
 #: where our X-Request-ID of a call is left in the parsed response's ResponseMetadata
 REQUEST_ID_METADATA_KEY = "XRequestId"
@@ -395,6 +396,11 @@ def build_boto_client(
         max_pool_connections=max_pool_connections,
     )
     client = session.client(service_name, endpoint_url=endpoint_url, config=config, **client_kwargs)
+    guard = DestinationGuard()
+    # first: a host the service may not call is refused before the attempt is even opened
+    client.meta.events.register_first(
+        "before-send", lambda request, **_: guard.check_url(request.url)
+    )
     BotoActivityHooks(recorder, service_name, retry_policy, provider=provider).register(
         client.meta.events, client.meta.service_model.service_id.hyphenize()
     )

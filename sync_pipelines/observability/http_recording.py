@@ -50,6 +50,7 @@ from sync_pipelines.observability.retrying import (
     parse_retry_after,
     retryable_error,
 )
+from sync_pipelines.outbound import DestinationGuard
 
 REQUEST_ID_HEADER = "X-Request-ID"
 #: set to True in a POST/PATCH request's `extensions` by a provider whose operation is
@@ -83,6 +84,23 @@ class _Call:
     attempt: int = 0
     pending: ActivityRow | None = None
     response: httpx.Response | None = None
+
+
+class GuardedTransport(httpx.BaseTransport):
+    """Refuses a request whose host is, or resolves to, an address the service may not call
+    (outbound.py: loopback, private, cloud metadata…) before any byte is sent."""
+
+    def __init__(self, inner: httpx.BaseTransport, guard: DestinationGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        self._guard.check(url.host, url.port or (443 if url.scheme == "https" else 80))
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class RecordingTransport(httpx.BaseTransport):
@@ -332,10 +350,13 @@ def build_http_client(
     """The only way provider code gets an HTTP client. `retry_policy`: how each call is
     retried (None: one attempt; `ProviderClients` always passes the integration's);
     `provider`: the metrics' provider label; `budget`: the account's pace (None: unpaced)."""
-    inner = httpx.HTTPTransport(
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+    inner = GuardedTransport(
+        httpx.HTTPTransport(
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+        ),
+        DestinationGuard(),
     )
     return httpx.Client(
         base_url=base_url,

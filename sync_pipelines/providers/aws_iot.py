@@ -46,6 +46,7 @@ from sync_pipelines.errors import (
 )
 from sync_pipelines.observability.boto_recording import request_id_of
 from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.outbound import OutboundRefused
 from sync_pipelines.providers.contract import (
     ConnectionResult,
     DevicePage,
@@ -537,6 +538,8 @@ class AwsIotProvider(Provider):
     ) -> JsonDict:
         try:
             return method(**kwargs)
+        except OutboundRefused as exc:  # an endpoint the service may not call (outbound.py)
+            raise ConfigError(self.config.integration_id, f"setting 'endpoint_url': {exc}") from exc
         except Exception as exc:
             raise self._error(exc, operation, thing) from exc
 

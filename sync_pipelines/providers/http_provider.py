@@ -27,6 +27,7 @@ from sync_pipelines.errors import (
 from sync_pipelines.observability.http_recording import DEVICE_EXTENSION, REQUEST_ID_HEADER
 from sync_pipelines.observability.redaction import redact_url
 from sync_pipelines.observability.retrying import parse_retry_after
+from sync_pipelines.outbound import OutboundRefused
 from sync_pipelines.providers.contract import (
     ConnectionResult,
     DeviceState,
@@ -122,6 +123,8 @@ class HttpProvider(Provider):
             raise ConfigError(
                 self.config.integration_id, f"setting 'base_url': not an http(s) URL ({exc})"
             ) from exc
+        except OutboundRefused as exc:  # a host the service may not call (outbound.py)
+            raise ConfigError(self.config.integration_id, f"setting 'base_url': {exc}") from exc
         except httpx.TransportError as exc:
             raise self._unreachable(exc, device_id) from exc
         if response.status_code >= 400:

@@ -32,6 +32,7 @@ from pydantic import (
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import is_sensitive_key, redact_text
+from sync_pipelines.outbound import check_literal_host
 
 #: integration and organization ids: they become Dagster partition keys, log fields and URL
 #: path segments, so letters, digits and `.`, `_`, `-`, starting with a letter or digit
@@ -71,6 +72,7 @@ def _http_url(value: str) -> str:
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError:
         raise ValueError("not an http(s) URL") from None
+    check_literal_host(value)  # a name is checked when called (outbound.DestinationGuard)
     return value
 
 

@@ -70,6 +70,7 @@ def peers_up(device_count: int, env_file: Path | None, poll_interval_s: int) -> 
     """Start, seed and register every provider's local peer (organization `local`), write the
     secrets' env file, and serve until SIGTERM/SIGINT; then stop the peers, remove the file and
     disable the integrations."""
+    from sync_pipelines.outbound import ALLOW_ENV, LOOPBACK_ALLOWANCE
     from sync_pipelines.store.migrations import ensure_migrated
     from sync_pipelines_peers.launchers.registry import PEERS, new_peer
 
@@ -78,12 +79,15 @@ def peers_up(device_count: int, env_file: Path | None, poll_interval_s: int) -> 
     # a supervisor's SIGTERM (make ui's trap) must stop the peers' own processes (moto, broker)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # even when started in the background with it ignored
+    # the peers listen on loopback, which the service calls only where allowed (outbound.py):
+    # here, and in the syncing processes that read the env file
+    os.environ.setdefault(ALLOW_ENV, LOOPBACK_ALLOWANCE)
     store = Store()
     started: list[ProviderPeer] = []
     registered: list[Integration] = []
     try:
         ensure_migrated(store)
-        env: dict[str, str] = {}
+        env: dict[str, str] = {ALLOW_ENV: os.environ[ALLOW_ENV]}
         for provider in PEERS:
             peer = new_peer(provider)
             started.append(peer)  # before start(): a half-started peer is stopped too
