@@ -3,8 +3,8 @@
 Seeds a private database with observability_queries.seed (INSERT ... SELECT generate_series: 100
 integrations of 4 organizations over 90 days, sync runs of operations and provider calls with
 ~3 % failures and a few bad integrations, 2 % webhook deliveries, devices, dead letters), spreads
-the integrations over the four providers, then serves the receiver (the console mounted at
-/console) on a loopback port and times, over real HTTP, the JSON API and the HTML page for every
+the integrations over the four providers, then serves the console's own server
+(`sync-pipelines console`) on a loopback port and times, over real HTTP, the JSON API and the HTML page for every
 filter and search kind — first page and a deep keyset page (a cursor 45 days back) — as an
 unscoped operator and as one scoped to an organization (row-level security). Prints median and
 p95 ms per case; `--explain CASE` prints Postgres's plan of a case's query.
@@ -32,7 +32,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.console.filters import Cursor
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate
-from sync_pipelines.webhooks.app import create_receiver_app
+from sync_pipelines.console.server import create_console_server
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 TENANT = "bench-tenant-token-0123456789abcdef"
@@ -129,7 +129,7 @@ def run_cases(store: Store, repeat: int) -> list[float]:
         f"{'case':<26} {'page':<6} {'API median':>11} {'API p95':>9} {'HTML median':>12} {'HTML p95':>9}"
     )
     with (
-        EmulatorServer(create_receiver_app(store, environ=ENV)) as server,
+        EmulatorServer(create_console_server(store, environ=ENV)) as server,
         httpx.Client(base_url=f"{server.url}/console", timeout=60) as client,
     ):
         for name, token, params in cases(store):

@@ -13,6 +13,7 @@ import click
 
 from sync_pipelines.cli.activity import activity
 from sync_pipelines.cli.alerts import alerts
+from sync_pipelines.cli.console import console
 from sync_pipelines.cli.dead_letters import dead_letters, quarantine, replay
 from sync_pipelines.cli.desired import desired
 from sync_pipelines.cli.devices import devices
@@ -112,6 +113,7 @@ for _command in (
     devices,
     activity,
     receiver,
+    console,
     replay,
     quarantine,
     dead_letters,

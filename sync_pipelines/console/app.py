@@ -1,4 +1,4 @@
-"""The console's routes, mounted under `/console` by the receiver (webhooks/app.py).
+"""The console's routes, mounted under `/console` by its own server (console/server.py).
 
 Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads:
 - `activity` / `api/activity`: the activity log, newest first, keyset pages, filters in the URL;

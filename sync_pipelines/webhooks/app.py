@@ -42,10 +42,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from sync_pipelines.clock import utc_now
-from sync_pipelines.console.app import create_console_app
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.json_limits import DEFAULT_MAX_BODY_BYTES
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
@@ -625,8 +624,7 @@ def create_receiver_app(
             Route("/webhooks/{provider}/{integration_id}", receiver.receive, methods=["POST"]),
             Route("/health", service.serve_health, methods=["GET"]),
             Route("/metrics", service.serve_metrics, methods=["GET"]),
-            # the operator console (read-only, its own authentication): console/app.py
-            Mount("/console", app=create_console_app(store, environ=options.get("environ"))),
+            # nothing else: the operator console has its own listener (console/server.py)
         ],
         middleware=[Middleware(ObservedRequests)],  # spans and Sentry reports, when configured
     )

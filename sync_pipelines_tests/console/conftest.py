@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
+from sync_pipelines.console.server import create_console_server
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
@@ -190,13 +191,13 @@ def seeded(
 
 
 @pytest.fixture(scope="session")
-def receiver(seeded: SeededStore) -> Iterator[EmulatorServer]:
-    """The real receiver (the console mounted at /console) on a loopback port."""
-    with EmulatorServer(create_receiver_app(seeded.store, environ=CONSOLE_ENV)) as server:
+def console_server(seeded: SeededStore) -> Iterator[EmulatorServer]:
+    """The console's own server (`sync-pipelines console`) on a loopback port."""
+    with EmulatorServer(create_console_server(seeded.store, environ=CONSOLE_ENV)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def client(receiver: EmulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{receiver.url}/console", timeout=30) as c:
+def client(console_server: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{console_server.url}/console", timeout=30) as c:
         yield c

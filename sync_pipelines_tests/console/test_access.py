@@ -131,3 +131,8 @@ def test_row_level_security_holds_a_scoped_operator_even_without_a_filter(seeded
     with reading(store, Operator("admin", None)) as conn:
         everyone = activity_page(conn, ActivityFilter(), now=now, limit=500).rows
     assert {r["organization_id"] for r in everyone} == {"org-a", "org-b"}
+
+
+def test_the_console_server_points_its_root_at_the_console(console_server):
+    response = httpx.get(f"{console_server.url}/", follow_redirects=False, timeout=10)
+    assert (response.status_code, response.headers["location"]) == (307, "/console/")

@@ -1,5 +1,5 @@
 """The console's JSON API over a store seeded by real syncs, on SQLite and Postgres: keyset pages,
-every filter and search kind, exports, the overview and the trace — all through the receiver."""
+every filter and search kind, exports, the overview and the trace — all through the console's own server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright against the
-receiver on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
+console's own server on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
 request id, follows it into the trace, downloads the exports, pages with the JSON API, and saves
 screenshots of the activity, overview and trace pages under $SYNC_TEST_ARTIFACTS (default
 <repo>/test-artifacts/) — their paths are printed."""
@@ -65,9 +65,11 @@ def _shot(page: Page, artifacts: Path, name: str) -> None:
     print(f"screenshot: {path}")
 
 
-def test_an_operator_filters_searches_traces_and_exports(browser, receiver, seeded, artifacts):
+def test_an_operator_filters_searches_traces_and_exports(
+    browser, console_server, seeded, artifacts
+):
     page = _page(browser, "operator", ADMIN_PASSWORD)
-    base = f"{receiver.url}/console"
+    base = f"{console_server.url}/console"
     page.goto(f"{base}/activity")
     rows = page.locator("#activity tbody tr")
     expect(rows.first).to_be_visible()
@@ -117,9 +119,9 @@ def test_an_operator_filters_searches_traces_and_exports(browser, receiver, seed
     _shot(page, artifacts, "overview")
 
 
-def test_older_rows_are_appended_from_the_json_api(browser, receiver):
+def test_older_rows_are_appended_from_the_json_api(browser, console_server):
     page = _page(browser, "operator", ADMIN_PASSWORD)
-    page.goto(f"{receiver.url}/console/activity?limit=5")
+    page.goto(f"{console_server.url}/console/activity?limit=5")
     rows = page.locator("#activity tbody tr")
     expect(rows).to_have_count(5)
     with page.expect_response("**/console/api/activity?**") as answer:
@@ -130,16 +132,16 @@ def test_older_rows_are_appended_from_the_json_api(browser, receiver):
     assert len(set(ids)) == 10
 
 
-def test_the_browser_without_credentials_gets_401(browser, receiver):
+def test_the_browser_without_credentials_gets_401(browser, console_server):
     page = _page(browser)
     # a navigation would open the browser's credentials prompt (headless: refused outright), so
     # the request goes through the context's own HTTP client, with the context's (no) credentials
     for path in ("/console/activity", "/console/api/activity"):
-        response = page.request.get(f"{receiver.url}{path}")
+        response = page.request.get(f"{console_server.url}{path}")
         assert response.status == 401
         assert response.headers["www-authenticate"].startswith("Basic")
     try:
-        page.goto(f"{receiver.url}/console/activity")
+        page.goto(f"{console_server.url}/console/activity")
     except Exception as exc:  # noqa: BLE001 - Playwright's error type for a refused navigation
         assert "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
     else:
@@ -147,14 +149,14 @@ def test_the_browser_without_credentials_gets_401(browser, receiver):
 
 
 def test_a_scoped_operator_cannot_reach_another_organization_by_editing_the_url(
-    browser, receiver, seeded
+    browser, console_server, seeded
 ):
     page = _page(browser, "org-a", ORG_A_TOKEN)
-    page.goto(f"{receiver.url}/console/activity?limit=500")
+    page.goto(f"{console_server.url}/console/activity?limit=500")
     organizations = set(page.locator("#activity tbody tr td:nth-child(2)").all_inner_texts())
     assert organizations == {"org-a"}
-    response = page.goto(f"{receiver.url}/console/activity?organization=org-b")
+    response = page.goto(f"{console_server.url}/console/activity?organization=org-b")
     assert response is not None and response.status == 403
     expect(page.locator("#error-message")).to_contain_text("scoped to organization")
-    response = page.goto(f"{receiver.url}/console/trace?id={seeded.org_b_run}")
+    response = page.goto(f"{console_server.url}/console/trace?id={seeded.org_b_run}")
     assert response is not None and response.status == 404

@@ -27,6 +27,7 @@ from sync_pipelines.checks.health_check import INTEGRATION_HEALTH
 from sync_pipelines.checks.integration_checks import evaluate_integration
 from sync_pipelines.cli import main
 from sync_pipelines.clock import utc_now
+from sync_pipelines.console.server import create_console_server
 from sync_pipelines.errors import RATE_LIMITED
 from sync_pipelines.monitoring.service_health import HealthOptions
 from sync_pipelines.store.activity import insert_activity_rows
@@ -273,7 +274,11 @@ def _views(store) -> dict[str, dict[str, tuple[str, list[str]]]]:
     views: dict[str, dict[str, tuple[str, list[str]]]] = {}
     environ = {HEALTH_TOKEN_ENV: HEALTH_TOKEN, "SYNC_CONSOLE_TOKEN": CONSOLE_TOKEN}
     app = create_receiver_app(store, health=HealthOptions(), environ=environ)
-    with EmulatorServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        EmulatorServer(app) as server,
+        EmulatorServer(create_console_server(store, environ=environ)) as console_server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         health = client.get("/health", headers={"authorization": f"Bearer {HEALTH_TOKEN}"})
         views["/health"] = {
             e["integration_id"]: (e["state"], e["reasons"])
@@ -281,7 +286,7 @@ def _views(store) -> dict[str, dict[str, tuple[str, list[str]]]]:
             if e["organization_id"] == ORG
         }
         console = client.get(
-            "/console/api/overview",
+            f"{console_server.url}/console/api/overview",
             params={"organization": ORG},
             headers={"authorization": f"Bearer {CONSOLE_TOKEN}"},
         )

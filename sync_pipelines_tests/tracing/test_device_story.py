@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.cli.reports import trace
+from sync_pipelines.console.server import create_console_server
 from sync_pipelines.store.activity import activity_rows
 from sync_pipelines.store.dead_letters import list_dead_letters
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.tracing.chain import build_chain
-from sync_pipelines.webhooks.app import create_receiver_app
 from sync_pipelines_tests.console.conftest import CONSOLE_ENV
 
 ORG = "org-a"
@@ -107,7 +107,7 @@ def test_the_console_search_and_trace_of_the_device_show_its_failed_reads(failed
         (letter,) = list_dead_letters(conn, ORG)
     admin = {"authorization": f"Bearer {CONSOLE_ENV['SYNC_CONSOLE_TOKEN']}"}
     with (
-        EmulatorServer(create_receiver_app(store, environ=CONSOLE_ENV)) as server,
+        EmulatorServer(create_console_server(store, environ=CONSOLE_ENV)) as server,
         httpx.Client(base_url=f"{server.url}/console", headers=admin, timeout=30) as console,
     ):
         found = console.get("/api/activity", params={"q": device, "limit": 500})

@@ -596,3 +596,10 @@ def test_an_ed25519_signed_delivery_is_accepted_with_the_senders_public_key(
         },
     )
     assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
+
+
+def test_the_receiver_serves_only_webhooks_health_and_metrics(receiver):
+    # the operator console has its own listener (`sync-pipelines console`): nothing of it here
+    for path in ("/console/", "/console/activity", "/console/api/overview", "/"):
+        assert receiver.get(path).status_code == 404, path
+    assert receiver.get("/metrics").status_code == 200

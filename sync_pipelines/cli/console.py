@@ -1,0 +1,22 @@
+"""`sync-pipelines console`: the read-only operator console on its own listener."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8091, show_default=True)
+@click.option(
+    "--database-url",
+    envvar="SYNC_DATABASE_URL",
+    default=None,
+    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
+)
+def console(host: str, port: int, database_url: str | None) -> None:
+    """Serve the operator console at http://HOST:PORT/console/ (credentials:
+    SYNC_CONSOLE_TOKEN, or SYNC_CONSOLE_USER and SYNC_CONSOLE_PASSWORD)."""
+    from sync_pipelines.console.server import run_console  # starlette/uvicorn only here
+
+    run_console(host, port, database_url=database_url)

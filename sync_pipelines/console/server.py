@@ -1,0 +1,56 @@
+"""The operator console on a listener of its own (`sync-pipelines console`, default port 8091),
+never on the internet-facing webhook receiver: the receiver serves only `/webhooks`, `/health`
+and `/metrics`, and the console can stay on an internal address behind its own access rules.
+
+The console's pages keep their `/console/` paths; `/` redirects there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
+from starlette.routing import Mount, Route
+
+from sync_pipelines.console.app import create_console_app
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.store.database import Store
+from sync_pipelines.webhooks.observed_requests import ObservedRequests
+
+DEFAULT_PORT = 8091
+
+_log = get_logger("console.server")
+
+
+def create_console_server(store: Store, *, environ: Mapping[str, str] | None = None) -> Starlette:
+    """The console as a whole ASGI app: its pages under `/console`, `/` pointing there."""
+    return Starlette(
+        routes=[
+            Route("/", lambda _request: RedirectResponse("/console/"), methods=["GET"]),
+            Mount("/console", app=create_console_app(store, environ=environ)),
+        ],
+        middleware=[Middleware(ObservedRequests)],  # spans and Sentry reports, when configured
+    )
+
+
+def run_console(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, database_url: str | None = None
+) -> None:
+    """Serve the console in the foreground with uvicorn."""
+    import uvicorn
+
+    from sync_pipelines.observability.logging import configure_logging
+
+    configure_logging()
+    store = Store(database_url)
+    _log.info("console_starting", host=host, port=port, store=repr(store))
+    uvicorn.run(
+        create_console_server(store),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
