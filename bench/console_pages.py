@@ -30,9 +30,9 @@ from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.console.filters import Cursor
+from sync_pipelines.console.server import create_console_server
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.migrations import migrate
-from sync_pipelines.console.server import create_console_server
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 TENANT = "bench-tenant-token-0123456789abcdef"
