@@ -54,6 +54,5 @@ def _route_of(path: str) -> tuple[str, dict[str, str]]:
     parts = path.split("/")
     if len(parts) == 4 and parts[1] == "webhooks":
         return _WEBHOOK_ROUTE, {"provider": parts[2], "integration_id": parts[3]}
-    return "/" + parts[
-        1
-    ], {}  # /health, /metrics, /console (its own server): low-cardinality span names
+    # /health, /metrics, /console (on the console's own server): low-cardinality span names
+    return "/" + parts[1], {}
