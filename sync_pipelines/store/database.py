@@ -112,10 +112,18 @@ class Store:
     """A handle on the store's engine; cheap to share, one per process and URL."""
 
     def __init__(
-        self, url: str | None = None, *, pool_size: int = 5, must_exist: bool = False
+        self,
+        url: str | None = None,
+        *,
+        pool_size: int = 5,
+        must_exist: bool = False,
+        statement_timeout_s: float | None = None,
+        pool_timeout_s: float = 30.0,
     ) -> None:
         """`must_exist`: refuse a SQLite file that is not there (commands that only read),
-        instead of creating it (everything that writes creates its directory and file)."""
+        instead of creating it (everything that writes creates its directory and file).
+        `statement_timeout_s` (Postgres): default `$SYNC_STATEMENT_TIMEOUT_S`, else 900 s;
+        `pool_timeout_s`: how long a caller waits for a pooled connection."""
         self.url = resolve_database_url(url)
         sqlite_file = _sqlite_file(self.url)
         if sqlite_file is not None:
@@ -125,7 +133,12 @@ class Store:
                     f"point {DATABASE_URL_ENV} (or {SYNC_HOME_ENV}) at an existing one"
                 )
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = _create_engine(self.url, pool_size)
+        self.engine: Engine = _create_engine(
+            self.url,
+            pool_size,
+            statement_timeout_s=statement_timeout_s or _statement_timeout_from_env(),
+            pool_timeout_s=pool_timeout_s,
+        )
         self.dialect: str = self.engine.dialect.name  # "sqlite" | "postgresql"
 
     @property
@@ -166,7 +179,32 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(path)
 
 
-def _create_engine(url: str, pool_size: int) -> Engine:
+#: every Postgres connection of a Store: a store that accepts connections but never answers
+#: fails a connect after this long instead of blocking the caller (libpq's default: forever)
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_ENV = "SYNC_STATEMENT_TIMEOUT_S"
+#: the longest statement a Store lets Postgres run (a 1M-device merge takes well under a minute)
+DEFAULT_STATEMENT_TIMEOUT_S = 900.0
+
+
+def _statement_timeout_from_env() -> float:
+    raw = os.environ.get(STATEMENT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STATEMENT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise StoreConfigError(
+            f"{STATEMENT_TIMEOUT_ENV} must be a number of seconds > 0, got {raw[:40]!r}"
+        )
+    return value
+
+
+def _create_engine(
+    url: str, pool_size: int, *, statement_timeout_s: float, pool_timeout_s: float
+) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -181,4 +219,14 @@ def _create_engine(url: str, pool_size: int) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout_s,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}",
+        },
+    )

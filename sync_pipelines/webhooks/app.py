@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -50,11 +51,12 @@ from sync_pipelines.json_limits import DEFAULT_MAX_BODY_BYTES
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
 from sync_pipelines.monitoring.service_health import (
     HealthOptions,
+    ServiceHealth,
     check_service_health,
     integration_states,
     warm_up,
 )
-from sync_pipelines.monitoring.store_probe import probe_for
+from sync_pipelines.monitoring.store_probe import describe_error, probe_for
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import (
     ActivityRow,
@@ -66,12 +68,13 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
 from sync_pipelines.providers.settings import ID_PATTERN
 from sync_pipelines.store.activity import activity_values
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, ping
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
     list_enabled_integrations,
 )
+from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.store.webhook_events import WebhookEvent, insert_delivery_activity, insert_event
 from sync_pipelines.webhooks.events import (
     Delivery,
@@ -100,6 +103,16 @@ MAX_BODY_SETTING = "webhook_max_body_bytes"
 #: a connection reset; beyond it the connection is simply closed
 DRAIN_LIMIT_BYTES = 8 << 20
 HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
+#: what a 503 (store not reachable) tells the sender to wait, seconds
+RETRY_AFTER_S = 5
+#: how often a receiver whose store has not answered yet asks it again
+STORE_RETRY_S = 2.0
+#: the receiver's store and Dagster checks answer within this (its /health within 2 s)
+STORE_PROBE_TIMEOUT_S = 1.5
+#: /health, /metrics and store tries run on threads of their own, never queued behind
+#: deliveries that wait on the store (those use the default limiter: 40 threads)
+_SERVICE_THREADS = anyio.CapacityLimiter(4)
+_STORE_TRIES = anyio.CapacityLimiter(1)
 _LOGGED_ID_CHARS = 140
 _EVENT_IDS_LISTED = 50
 
@@ -142,6 +155,7 @@ class WebhookReceiver:
         clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] | None = None,
         cache_ttl_s: float = 5.0,
+        store_ready: bool = True,
     ) -> None:
         self.store = store
         self.default_max_body = max_body_bytes or int(
@@ -152,6 +166,13 @@ class WebhookReceiver:
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, _Target]] = {}
         self._cache_lock = threading.Lock()
+        #: the store answered and is migrated; until then every delivery is a 503 (the sender
+        #: retries) and the store is tried again at most every STORE_RETRY_S
+        self._store_ready = threading.Event()
+        if store_ready:
+            self._store_ready.set()
+        self._next_store_try = 0.0
+        self._store_try_lock = threading.Lock()
 
     # -- the endpoint ---------------------------------------------------------------------------
 
@@ -163,6 +184,10 @@ class WebhookReceiver:
             # no integration can have this id (NUL, control characters, too long): answered
             # here, so junk never reaches the store, where it could read as a store fault
             return self._not_found(None, provider, request, started).response()
+        if not self._store_ready.is_set() and not await anyio.to_thread.run_sync(
+            self.try_store, limiter=_STORE_TRIES
+        ):
+            return _store_not_ready(_metric_provider(provider)).response()
         try:
             target = self._cached(integration_id) or await run_in_threadpool(
                 self._resolve, integration_id
@@ -227,6 +252,30 @@ class WebhookReceiver:
             )
         verify_shared_secret(target.auth, headers, request.query_params)
         return None
+
+    def try_store(self) -> bool:
+        """Whether the store is ready; if not known to be, ask it (at most every STORE_RETRY_S,
+        within the health probe's short deadline), migrating it and checking the webhook
+        integrations once it answers. Called from worker threads."""
+        if self._store_ready.is_set():
+            return True
+        with self._store_try_lock:
+            if self._store_ready.is_set():
+                return True
+            if time.monotonic() < self._next_store_try:
+                return False
+            self._next_store_try = time.monotonic() + STORE_RETRY_S
+            try:
+                probe_for(self.store, STORE_PROBE_TIMEOUT_S).run(ping)
+                ensure_migrated(self.store)
+            except Exception as exc:  # noqa: BLE001 - any failure: still not ready
+                _log.warning("webhook_store_not_ready", error=describe_error(exc))
+                return False
+            self._store_ready.set()
+        _log.info("webhook_store_ready", store=repr(self.store))
+        for integration_id, problem in check_webhook_integrations(self.store, self.environ).items():
+            _log.error("webhook_config_invalid", integration_id=integration_id, error=problem)
+        return True
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -507,6 +556,17 @@ def _escaped(path_segment: str) -> str:
     return path_segment[:_LOGGED_ID_CHARS].encode("unicode_escape").decode("ascii")
 
 
+def _store_not_ready(provider: str) -> _Reply:
+    """The store has not answered since the receiver started: 503, the sender retries."""
+    metrics.webhook_received(provider, "store_unavailable")
+    return _Reply(
+        503,
+        {"error": "store_unavailable", "detail": "the store is not reachable yet; retry later"},
+        str(uuid.uuid4()),
+        {"retry-after": str(RETRY_AFTER_S)},
+    )
+
+
 def _store_unavailable(integration_id: str, provider: str, exc: Exception) -> _Reply:
     """The store failed: 503, so the sender keeps the delivery and retries."""
     metrics.webhook_received(provider, "store_unavailable")
@@ -516,7 +576,7 @@ def _store_unavailable(integration_id: str, provider: str, exc: Exception) -> _R
         503,
         {"error": "store_unavailable", "detail": detail},
         str(uuid.uuid4()),
-        {"retry-after": "5"},
+        {"retry-after": str(RETRY_AFTER_S)},
     )
 
 
@@ -558,31 +618,47 @@ class ServiceEndpoints:
     """`GET /health` and `GET /metrics` of the receiver's process."""
 
     def __init__(
-        self, store: Store, health: HealthOptions | None, environ: Mapping[str, str] | None
+        self,
+        store: Store,
+        health: HealthOptions | None,
+        environ: Mapping[str, str] | None,
+        try_store: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
-        self.health_options = health or HealthOptions.from_env(environ)
+        self.health_options = health or HealthOptions.from_env(
+            environ,
+            store_timeout_s=STORE_PROBE_TIMEOUT_S,
+            dagster_timeout_s=STORE_PROBE_TIMEOUT_S,
+        )
+        self._try_store = try_store
         self._token = (os.environ if environ is None else environ).get(HEALTH_TOKEN_ENV) or None
         self._gauges = metrics.StoreGaugeCollector(self._queue_depths)
         self._health_gauges = metrics.IntegrationHealthCollector(self._integration_states)
 
     async def serve_health(self, request: Request) -> Response:
-        report = await run_in_threadpool(check_service_health, self.store, self.health_options)
+        report = await anyio.to_thread.run_sync(self._health, limiter=_SERVICE_THREADS)
         body = report.as_json(with_integrations=self._may_see_integrations(request))
+        headers = {"cache-control": "no-store"}
+        if report.http_status == 503:
+            headers["retry-after"] = str(RETRY_AFTER_S)
         return Response(
             json.dumps(body, default=str),
             status_code=report.http_status,
             media_type="application/json",
-            headers={"cache-control": "no-store"},
+            headers=headers,
         )
+
+    def _health(self) -> ServiceHealth:
+        self._try_store()  # a store back since the start is migrated before it is judged
+        return check_service_health(self.store, self.health_options)
 
     async def serve_metrics(self, request: Request) -> Response:
         registry = metrics.scrape_registry(self._gauges, self._health_gauges)
-        body, headers = await run_in_threadpool(
-            metrics.render,
-            registry,
-            request.headers.get("accept"),
-            request.headers.get("accept-encoding"),
+        body, headers = await anyio.to_thread.run_sync(
+            lambda: metrics.render(
+                registry, request.headers.get("accept"), request.headers.get("accept-encoding")
+            ),
+            limiter=_SERVICE_THREADS,
         )
         return Response(body, headers=headers)
 
@@ -618,7 +694,7 @@ def create_receiver_app(
     """The receiver as an ASGI app (options: max_body_bytes, clock, environ, cache_ttl_s;
     `health`: what /health checks, default from the environment)."""
     receiver = WebhookReceiver(store, **options)
-    service = ServiceEndpoints(store, health, options.get("environ"))
+    service = ServiceEndpoints(store, health, options.get("environ"), receiver.try_store)
     app = Starlette(
         routes=[
             Route("/webhooks/{provider}/{integration_id}", receiver.receive, methods=["POST"]),
@@ -661,13 +737,17 @@ def run_receiver(
     import uvicorn
 
     from sync_pipelines.observability.logging import configure_logging
-    from sync_pipelines.store.migrations import ensure_migrated
 
     configure_logging()
-    store = Store(database_url, pool_size=pool_size)
-    ensure_migrated(store)
-    for integration_id, problem in check_webhook_integrations(store).items():
-        _log.error("webhook_config_invalid", integration_id=integration_id, error=problem)
+    # deliveries wait at most this long on the store, then the sender gets a 503 and retries
+    store = Store(database_url, pool_size=pool_size, statement_timeout_s=10, pool_timeout_s=10)
+    app = create_receiver_app(store, store_ready=False)
+    if not app.state.receiver.try_store():  # serve anyway: 503 + Retry-After until it answers
+        _log.error(
+            "webhook_store_unreachable_at_start",
+            store=repr(store),
+            note="webhooks and /health answer 503 until the store answers; no restart needed",
+        )
     _log.info(
         "webhook_receiver_starting",
         host=host,
@@ -675,7 +755,6 @@ def run_receiver(
         store=repr(store),
         metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
     )
-    app = create_receiver_app(store)
     warm_up(app.state.service.health_options)
     uvicorn.run(
         app,

@@ -1,0 +1,161 @@
+"""The receiver (`sync-pipelines receiver`, a real process) against a store that is down or hung,
+on a private PostgreSQL server: it starts with the store down and answers 503 + Retry-After
+until the store answers, then serves without a restart; with a store that accepts connections
+but never answers, `/health` still answers within 2 s while 50 deliveries wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import Integration
+from sync_pipelines.store.migrations import migrate
+from sync_pipelines.sync.integration_config import register_integration
+from sync_pipelines.webhooks.verification import STANDARD_WEBHOOKS, standard_webhook_headers
+from sync_pipelines_tests.private_postgres import PrivatePostgres
+from sync_pipelines_tests.webhook_support import new_signing_secret
+
+CLI = str(Path(sys.executable).with_name("sync-pipelines"))
+SECRET_ENV = "TEST_FAULT_WEBHOOK_SECRET"
+
+
+@pytest.fixture
+def pg():
+    server = PrivatePostgres()  # initialised, not started
+    yield server
+    server.destroy()
+
+
+class Receiver:
+    def __init__(self, database_url: str, secret: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+        env |= {SECRET_ENV: secret, "SYNC_LOG_LEVEL": "WARNING"}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [CLI, "receiver", "--port", str(self.port), "--database-url", database_url],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+
+    def first_health(self, within_s: float) -> httpx.Response:
+        while time.monotonic() - self.started < within_s:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+            try:
+                return self.client.get("/health")
+            except httpx.TransportError:
+                time.sleep(0.05)
+        pytest.fail(f"no /health answer within {within_s} s of the start")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _register(url: str) -> None:
+    store = Store(url)
+    register_integration(
+        store,
+        Integration(
+            integration_id="gw-fault",
+            organization_id="org-a",
+            provider="golioth",
+            name="gw-fault",
+            settings={
+                "base_url": "http://127.0.0.1:9",
+                "project_id": "p",
+                "webhook_auth": STANDARD_WEBHOOKS,
+            },
+            secret_refs={"api_key": "UNUSED_KEY", "webhook_secret": SECRET_ENV},
+        ),
+    )
+    store.dispose()
+
+
+def _deliver(client: httpx.Client, secret: str, msg_id: str) -> httpx.Response:
+    body = json.dumps({"temp": 1}).encode()
+    headers = standard_webhook_headers(secret, msg_id, int(time.time()), body)
+    return client.post("/webhooks/golioth/gw-fault", content=body, headers=headers)
+
+
+def test_it_starts_with_the_store_down_and_serves_once_it_answers_without_a_restart(pg):
+    secret = new_signing_secret()
+    receiver = Receiver(pg.url, secret)
+    try:
+        health = receiver.first_health(within_s=5.0)
+        assert health.status_code == 503, health.text
+        assert health.headers["retry-after"] == "5"
+        assert health.json()["checks"]["store"]["status"] == "unhealthy"
+        refused = _deliver(receiver.client, secret, "msg_early")
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "5")
+        assert refused.json()["error"] == "store_unavailable"
+
+        pg.start()  # a new, empty database: the receiver migrates it when it answers
+        deadline = time.monotonic() + 20
+        while True:
+            health = receiver.client.get("/health")
+            if health.status_code == 200:
+                break
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.5)
+        assert health.json()["checks"]["store"]["status"] == "healthy"
+        _register(pg.url)
+        accepted = _deliver(receiver.client, secret, "msg_late")
+        assert accepted.status_code == 202, accepted.text
+        assert receiver.proc.poll() is None  # the same process throughout
+    finally:
+        receiver.stop()
+
+
+def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
+    pg.start()
+    store = Store(pg.url)
+    migrate(store)
+    store.dispose()
+    _register(pg.url)
+    secret = new_signing_secret()
+    receiver = Receiver(pg.url, secret)
+    outcomes: list[int] = []
+    try:
+        assert receiver.first_health(within_s=30).json()["checks"]["store"]["status"] == "healthy"
+        assert _deliver(receiver.client, secret, "msg_before").status_code == 202
+        pg.freeze()  # accepts connections, answers nothing
+
+        def deliver(n: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{receiver.port}", timeout=60) as c:
+                outcomes.append(_deliver(c, secret, f"msg_hung_{n}").status_code)
+
+        senders = [threading.Thread(target=deliver, args=(n,)) for n in range(50)]
+        for sender in senders:
+            sender.start()
+        time.sleep(1.0)  # every delivery is in, waiting on the store
+        assert outcomes == []
+        asked = time.monotonic()
+        health = receiver.client.get("/health")
+        took = time.monotonic() - asked
+        assert health.status_code == 503 and took < 2.0, (took, health.text)
+        assert health.json()["checks"]["store"]["status"] == "unhealthy"
+        assert receiver.client.get("/metrics").status_code == 200
+        pg.thaw()
+        for sender in senders:
+            sender.join(60)
+        # the waiting deliveries end in an answer the sender acts on: stored, or retry later
+        assert len(outcomes) == 50 and set(outcomes) <= {202, 503}, outcomes
+    finally:
+        pg.thaw()
+        receiver.stop()
