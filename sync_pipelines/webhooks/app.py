@@ -85,6 +85,7 @@ from sync_pipelines.webhooks.events import (
     read_delivery,
     supported_providers,
 )
+from sync_pipelines.webhooks.header_deadline import header_timeout_s, protocol_with_deadline
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
 from sync_pipelines.webhooks.verification import (
     SECRET_REF,
@@ -758,6 +759,7 @@ def run_receiver(
     warm_up(app.state.service.health_options)
     uvicorn.run(
         app,
+        http=protocol_with_deadline(header_timeout_s()),  # slowloris: header_deadline.py
         host=host,
         port=port,
         log_config=None,

@@ -1,0 +1,87 @@
+"""The receiver process closes a connection whose request head does not arrive in time
+(slowloris), while well-behaved senders on other connections are served."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync_pipelines.webhooks.header_deadline import HEADER_TIMEOUT_ENV, header_timeout_s
+
+CLI = str(Path(sys.executable).with_name("sync-pipelines"))
+DEADLINE_S = 1.0
+
+
+@pytest.fixture
+def receiver_port(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, HEADER_TIMEOUT_ENV: str(DEADLINE_S), "SYNC_LOG_LEVEL": "WARNING"}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.Popen(
+        [CLI, "receiver", "--port", str(port), "--database-url", f"sqlite:///{tmp_path}/s.db"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def _closed_after(sock: socket.socket, trickle: bytes, every_s: float) -> float:
+    """Send `trickle` a byte at a time; seconds until the server closes the connection."""
+    started = time.monotonic()
+    sock.settimeout(every_s)
+    for byte in trickle:
+        try:
+            sock.sendall(bytes([byte]))
+            if sock.recv(1024) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+    pytest.fail("the connection stayed open for the whole trickle")
+
+
+def test_a_trickled_request_head_is_cut_off_and_others_are_served(receiver_port):
+    head = b"POST /webhooks/golioth/gw HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 100
+    with socket.create_connection(("127.0.0.1", receiver_port)) as slow:
+        took = _closed_after(slow, head, every_s=0.2)
+    assert DEADLINE_S * 0.8 <= took <= DEADLINE_S + 2.0, took
+    # a connection that never sends a byte is closed as well
+    with socket.create_connection(("127.0.0.1", receiver_port)) as silent:
+        silent.settimeout(DEADLINE_S + 3)
+        started = time.monotonic()
+        assert silent.recv(1024) == b""
+        assert time.monotonic() - started <= DEADLINE_S + 2.0
+    # meanwhile a sender that speaks normally is answered (an unknown integration: 404)
+    answer = httpx.post(f"http://127.0.0.1:{receiver_port}/webhooks/golioth/nobody", content=b"{}")
+    assert answer.status_code == 404
+
+
+def test_the_deadline_setting_is_checked():
+    assert header_timeout_s({}) == 10.0
+    assert header_timeout_s({HEADER_TIMEOUT_ENV: "2.5"}) == 2.5
+    with pytest.raises(ValueError, match=HEADER_TIMEOUT_ENV):
+        header_timeout_s({HEADER_TIMEOUT_ENV: "soon"})
+    with pytest.raises(ValueError, match=HEADER_TIMEOUT_ENV):
+        header_timeout_s({HEADER_TIMEOUT_ENV: "0"})
