@@ -121,7 +121,9 @@ def test_a_listing_that_stopped_leaves_the_states_to_the_state_sync(
     store, golioth_factory, register_golioth, open_session
 ):
     running = golioth_factory(device_count=250)
-    integ = register_golioth(store, running, retry_max_attempts=1)
+    # pages one at a time, so the third request is page 2 (fetched ahead concurrently, page 1
+    # could be the third to arrive: CI saw the fault hit it)
+    integ = register_golioth(store, running, retry_max_attempts=1, page_concurrency=1)
     # page 2 fails for good: the inventory keeps pages 0 and 1 (and their states), then fails
     running.emulator.add_faults(
         {"kind": "server_error", "status": 503, "path": "/devices$", "after": 2, "times": 1}
