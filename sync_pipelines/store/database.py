@@ -119,11 +119,13 @@ class Store:
         must_exist: bool = False,
         statement_timeout_s: float | None = None,
         pool_timeout_s: float = 30.0,
+        max_overflow: int | None = None,
     ) -> None:
         """`must_exist`: refuse a SQLite file that is not there (commands that only read),
         instead of creating it (everything that writes creates its directory and file).
         `statement_timeout_s` (Postgres): default `$SYNC_STATEMENT_TIMEOUT_S`, else 900 s;
-        `pool_timeout_s`: how long a caller waits for a pooled connection."""
+        `pool_timeout_s`: how long a caller waits for a pooled connection; `max_overflow`:
+        connections opened beyond the pool when it is busy (default: as many as the pool)."""
         self.url = resolve_database_url(url)
         sqlite_file = _sqlite_file(self.url)
         if sqlite_file is not None:
@@ -138,6 +140,7 @@ class Store:
             pool_size,
             statement_timeout_s=statement_timeout_s or _statement_timeout_from_env(),
             pool_timeout_s=pool_timeout_s,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
         )
         self.dialect: str = self.engine.dialect.name  # "sqlite" | "postgresql"
 
@@ -203,7 +206,12 @@ def _statement_timeout_from_env() -> float:
 
 
 def _create_engine(
-    url: str, pool_size: int, *, statement_timeout_s: float, pool_timeout_s: float
+    url: str,
+    pool_size: int,
+    *,
+    statement_timeout_s: float,
+    pool_timeout_s: float,
+    max_overflow: int,
 ) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -222,7 +230,7 @@ def _create_engine(
     return sa.create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_timeout=pool_timeout_s,
         connect_args={

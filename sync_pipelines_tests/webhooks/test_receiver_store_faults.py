@@ -37,12 +37,12 @@ def pg():
 
 
 class Receiver:
-    def __init__(self, database_url: str, secret: str) -> None:
+    def __init__(self, database_url: str, secret: str, **extra_env: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-        env |= {SECRET_ENV: secret, "SYNC_LOG_LEVEL": "WARNING"}
+        env |= {SECRET_ENV: secret, "SYNC_LOG_LEVEL": "WARNING", **extra_env}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [CLI, "receiver", "--port", str(self.port), "--database-url", database_url],
@@ -129,7 +129,8 @@ def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
     store.dispose()
     _register(pg.url)
     secret = new_signing_secret()
-    receiver = Receiver(pg.url, secret)
+    # all 50 admitted (the default admits 32 and answers the rest 429 at once: the next test)
+    receiver = Receiver(pg.url, secret, SYNC_RECEIVER_MAX_IN_FLIGHT="50")
     outcomes: list[int] = []
     try:
         assert receiver.first_health(within_s=30).json()["checks"]["store"]["status"] == "healthy"
@@ -156,6 +157,44 @@ def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
             sender.join(60)
         # the waiting deliveries end in an answer the sender acts on: stored, or retry later
         assert len(outcomes) == 50 and set(outcomes) <= {202, 503}, outcomes
+    finally:
+        pg.thaw()
+        receiver.stop()
+
+
+def test_deliveries_beyond_the_in_flight_limit_are_a_429_at_once_not_a_wait(pg):
+    pg.start()
+    store = Store(pg.url)
+    migrate(store)
+    store.dispose()
+    _register(pg.url)
+    secret = new_signing_secret()
+    receiver = Receiver(pg.url, secret, SYNC_RECEIVER_MAX_IN_FLIGHT="3")
+    outcomes: list[int] = []
+    try:
+        assert receiver.first_health(within_s=30).json()["checks"]["store"]["status"] == "healthy"
+        assert _deliver(receiver.client, secret, "msg_warm").status_code == 202
+        pg.freeze()  # the three admitted deliveries wait on the store
+
+        def deliver(n: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{receiver.port}", timeout=60) as c:
+                outcomes.append(_deliver(c, secret, f"msg_held_{n}").status_code)
+
+        held = [threading.Thread(target=deliver, args=(n,)) for n in range(3)]
+        for sender in held:
+            sender.start()
+        time.sleep(1.0)
+        asked = time.monotonic()
+        fourth = _deliver(receiver.client, secret, "msg_fourth")
+        took = time.monotonic() - asked
+        assert (fourth.status_code, fourth.headers["retry-after"]) == (429, "1"), fourth.text
+        assert fourth.json()["error"] == "overloaded" and took < 1.0, took
+        pg.thaw()
+        for sender in held:
+            sender.join(60)
+        assert sorted(outcomes) == [202, 202, 202]
+        # and with the load gone, the refused one is accepted when the sender retries it
+        assert _deliver(receiver.client, secret, "msg_fourth").status_code == 202
     finally:
         pg.thaw()
         receiver.stop()
