@@ -2,7 +2,8 @@
 
 The receiver (uvicorn, one process) runs on a fresh Postgres database in its own process;
 `--senders` concurrent httpx senders in this process post Standard-Webhooks-signed Golioth
-readings, each with a new `webhook-id`, for `--seconds`. Every accepted delivery is committed
+readings, each with a new `webhook-id`, for `--seconds`; a sender answered 429 waits its
+`Retry-After` before the next delivery, as Standard Webhooks senders do. Every accepted delivery is committed
 (event row + activity row, one transaction, Postgres `synchronous_commit` as configured —
 printed) before its 202. Printed: accepted events/s, p50/p95/p99 latency, and the inbox row
 count, which must equal the accepted count.
@@ -91,6 +92,8 @@ async def send(
             response = await http.post(url, content=body, headers=headers)
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if response.status_code == 429:  # a Standard Webhooks sender waits as told
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
     async def raw_sender(n: int) -> None:
         """Plain HTTP/1.1 over asyncio streams: a sender that costs almost no CPU, so the
@@ -108,14 +111,18 @@ async def send(
             started = time.perf_counter()
             writer.write(head.encode() + b"\r\n" + body)
             status = int((await reader.readline()).split()[1])
-            length = 0
+            length, retry_after = 0, 1.0
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
                 if name.lower() == b"content-length":
                     length = int(value)
+                elif name.lower() == b"retry-after":
+                    retry_after = float(value)
             await reader.readexactly(length)
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[status] = statuses.get(status, 0) + 1
+            if status == 429:  # a Standard Webhooks sender waits as told
+                await asyncio.sleep(retry_after)
         writer.close()
 
     if client == "raw":

@@ -85,3 +85,42 @@ def test_the_deadline_setting_is_checked():
         header_timeout_s({HEADER_TIMEOUT_ENV: "soon"})
     with pytest.raises(ValueError, match=HEADER_TIMEOUT_ENV):
         header_timeout_s({HEADER_TIMEOUT_ENV: "0"})
+
+
+async def _ok(scope, receive, send):  # the smallest ASGI app: 200, empty body
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_both_of_uvicorns_parsers_enforce_the_deadline_across_keep_alive_requests(parser):
+    import threading
+
+    import uvicorn
+
+    from sync_pipelines.webhooks.header_deadline import H11HeadDeadline, HttpToolsHeadDeadline
+
+    base = HttpToolsHeadDeadline if parser == "httptools" else H11HeadDeadline
+    protocol = type("TestProtocol", (base,), {"header_timeout_s": DEADLINE_S})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(_ok, host="127.0.0.1", port=port, http=protocol, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            # a whole request is answered; then the next request's head trickles and is cut
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+            took = _closed_after(conn, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60, 0.2)
+        assert DEADLINE_S * 0.8 <= took <= DEADLINE_S + 2.0, took
+    finally:
+        server.should_exit = True
+        thread.join(10)
