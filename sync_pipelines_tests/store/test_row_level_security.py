@@ -157,3 +157,17 @@ def test_a_tenant_cannot_write_or_change_another_organizations_rows(
             ).scalar_one()
             == 1
         )
+
+
+def test_the_policy_reads_the_organization_once_per_query_as_an_initplan(pg_store, tenant_url):
+    # a bare current_setting() in a policy is evaluated for every row; wrapped in a subquery it
+    # is an InitPlan, read once (migration 025)
+    with psycopg.connect(tenant_url) as conn, conn.transaction():
+        conn.execute("SELECT set_config('sync.organization_id', 'org-a', true)")
+        plan = "\n".join(
+            row[0] for row in conn.execute("EXPLAIN (VERBOSE) SELECT * FROM devices WHERE enabled")
+        )
+    # "InitPlan 1 (returns $0)" computes current_setting() once; the scan compares with $0 —
+    # and, a constant now, it can use the organization's index
+    assert "InitPlan 1" in plan and plan.count("current_setting(") == 1, plan
+    assert "organization_id = $0" in plan, plan
