@@ -5,9 +5,12 @@ A destination is refused when its host — an IP literal at configuration time, 
 its name resolves to, at each call — is loopback, private, link-local (where cloud metadata
 services answer: 169.254.169.254, fd00:ec2::254), carrier-grade NAT, unspecified, reserved or
 multicast: anything not globally routable. Resolving at call time, not only when the URL was
-configured, is what keeps a name that later resolves inward (DNS rebinding) from getting
-through. Redirects are never followed (our clients have `follow_redirects` off), so a public
-host cannot bounce a call inward either.
+configured, catches a name that points inward later (its next call after the 30 s cache is
+refused). It does not pin the address: the HTTP client resolves the name again to connect, so a
+name answering differently within that moment (DNS rebinding with a near-zero TTL) is not
+covered — that needs the connection itself to use the checked address. Redirects are never
+followed (our clients have `follow_redirects` off), so a public host cannot bounce a call
+inward either.
 
 `SYNC_OUTBOUND_ALLOW` lists the networks allowed anyway, comma-separated CIDRs or addresses
 (`127.0.0.0/8,::1` for local peers; the tests, the demo and `make ui` set it). It is an operator's
@@ -79,6 +82,12 @@ def address_problem(address: IpAddress, allowed: tuple[IpNetwork, ...]) -> str |
     return f"{address} is {kind} address"
 
 
+def _resolved(host: str, problem: str) -> str:
+    """ "localhost resolves to 127.0.0.1, a loopback address" (the address said once)."""
+    address, _, kind = problem.partition(" is ")
+    return f"{host} resolves to {address}, {kind}"
+
+
 def check_literal_host(url: str, environ: Mapping[str, str] | None = None) -> None:
     """At configuration time: refuse a URL whose host is a forbidden IP literal (a name is
     checked when it is called, against what it resolves to then)."""
@@ -115,7 +124,7 @@ class DestinationGuard:
                 ipaddress.ip_address(sockaddr[0].split("%")[0]), self._allowed
             )
             if problem:
-                detail = problem if problem.startswith(host) else f"{host} resolves to {problem}"
+                detail = problem if problem.startswith(host) else _resolved(host, problem)
                 raise OutboundRefused(_refusal(detail))
         with self._lock:
             self._checked[key] = now + RESOLVED_TTL_S

@@ -74,7 +74,9 @@ def test_a_literal_host_is_refused_where_it_is_configured(monkeypatch):
 
 
 def test_a_name_is_refused_for_what_it_resolves_to_at_call_time():
-    with pytest.raises(OutboundRefused, match="localhost resolves to 127.0.0.1 is a loopback"):
+    with pytest.raises(
+        OutboundRefused, match="localhost resolves to 127.0.0.1, a loopback address"
+    ):
         DestinationGuard({}).check_url("http://localhost:9/")
     DestinationGuard({ALLOW_ENV: "127.0.0.0/8,::1"}).check_url("http://localhost:9/")
 
@@ -143,6 +145,27 @@ def test_an_aws_endpoint_resolving_inward_is_refused_before_the_call(monkeypatch
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret",
     )
-    with pytest.raises(OutboundRefused, match="localhost resolves to 127.0.0.1 is a loopback"):
+    with pytest.raises(
+        OutboundRefused, match="localhost resolves to 127.0.0.1, a loopback address"
+    ):
         client.list_things(maxResults=1)
     assert category_of(OutboundRefused("x")) == CONFIG
+
+
+def test_the_cli_says_a_refused_host_in_one_line_not_a_traceback(
+    store, golioth, register_golioth, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from sync_pipelines.cli import main
+
+    integ = register_golioth(store, golioth, base_url=golioth.url.replace("127.0.0.1", "localhost"))
+    monkeypatch.delenv(ALLOW_ENV)
+    monkeypatch.setenv("SYNC_DATABASE_URL", store.url)
+    for command in (["test-connection", integ.integration_id], ["sync", integ.integration_id]):
+        result = CliRunner().invoke(main, ["--log-format", "json", *command])
+        assert result.exit_code == 1, (command, result.output)
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("Error: integration 'golioth-a': setting 'base_url': localhost")
+        # a handled error (click's one line), not an exception escaping the command
+        assert isinstance(result.exception, SystemExit), result.exception

@@ -12,11 +12,16 @@ import click
     "--database-url",
     envvar="SYNC_DATABASE_URL",
     default=None,
-    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
+    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
+    "$DAGSTER_HOME, else ./.dagster_home).",
 )
 def console(host: str, port: int, database_url: str | None) -> None:
     """Serve the operator console at http://HOST:PORT/console/ (credentials:
     SYNC_CONSOLE_TOKEN, or SYNC_CONSOLE_USER and SYNC_CONSOLE_PASSWORD)."""
+    from sync_pipelines.console.auth import ConsoleConfigError
     from sync_pipelines.console.server import run_console  # starlette/uvicorn only here
 
-    run_console(host, port, database_url=database_url)
+    try:
+        run_console(host, port, database_url=database_url)
+    except ConsoleConfigError as exc:  # names the variable, never its value
+        raise click.ClickException(str(exc)) from None

@@ -13,11 +13,15 @@ import click
     "--database-url",
     envvar="SYNC_DATABASE_URL",
     default=None,
-    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
+    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
+    "$DAGSTER_HOME, else ./.dagster_home).",
 )
 def receiver(host: str, port: int, database_url: str | None) -> None:
     """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health,
     GET /metrics."""
     from sync_pipelines.webhooks.app import run_receiver  # starlette/uvicorn only for this command
 
-    run_receiver(host, port, database_url=database_url)
+    try:
+        run_receiver(host, port, database_url=database_url)
+    except ValueError as exc:  # a receiver setting (SYNC_RECEIVER_*) that cannot be used
+        raise click.ClickException(str(exc)) from None

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from sync_pipelines.cli.context import open_store
+from sync_pipelines.errors import SyncError
+from sync_pipelines.observability.sentry import capture_failure
+
+if TYPE_CHECKING:
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.sync.session import RunContext
 
 
 @click.command()
@@ -24,33 +31,58 @@ def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
     """Run one sync outside Dagster (for operators and benchmarks); prints the figures as JSON."""
     import uuid
 
-    from sync_pipelines.sync.device_states import sync_device_states
-    from sync_pipelines.sync.inventory import sync_devices
-    from sync_pipelines.sync.session import RunContext, integration_session
+    from sync_pipelines.sync.session import RunContext
 
     run = RunContext(run_id=f"cli-{uuid.uuid4()}", step_key=f"cli_sync_{stream}", job_name="cli")
-    results = []
+    results: list[Any] = []
     store = open_store(writes=True)
     try:
-        with integration_session(store, integration_id, run) as session:
-            if stream in ("devices", "all"):
-                results.append(
-                    sync_devices(session, **({"batch_size": batch_size} if batch_size else {}))
-                )
-            if stream in ("device_states", "all"):
-                results.append(sync_device_states(session))
-            if stream == "telemetry" or (
-                stream == "all" and session.integration.provider == "mqtt"
-            ):
-                from sync_pipelines.sync.telemetry import sync_telemetry
-
-                results.append(sync_telemetry(session))
-            if stream == "desired_exports":
-                from sync_pipelines.sync.export import export_desired_states
-
-                results.append(export_desired_states(session))
+        _sync_streams(store, integration_id, run, stream, batch_size, results)
+    except SyncError as exc:  # recorded and logged already: the operator gets its one line
+        _echo(run, results)
+        _fail(exc)
     finally:
         store.dispose()  # the pooled connection closes now, not in interpreter teardown
+    _echo(run, results)
+
+
+def _sync_streams(
+    store: Store,
+    integration_id: str,
+    run: RunContext,
+    stream: str,
+    batch_size: int | None,
+    results: list[Any],
+) -> None:
+    from sync_pipelines.sync.device_states import sync_device_states
+    from sync_pipelines.sync.inventory import sync_devices
+    from sync_pipelines.sync.session import integration_session
+
+    with integration_session(store, integration_id, run) as session:
+        if stream in ("devices", "all"):
+            results.append(
+                sync_devices(session, **({"batch_size": batch_size} if batch_size else {}))
+            )
+        if stream in ("device_states", "all"):
+            results.append(sync_device_states(session))
+        if stream == "telemetry" or (stream == "all" and session.integration.provider == "mqtt"):
+            from sync_pipelines.sync.telemetry import sync_telemetry
+
+            results.append(sync_telemetry(session))
+        if stream == "desired_exports":
+            from sync_pipelines.sync.export import export_desired_states
+
+            results.append(export_desired_states(session))
+
+
+def _fail(exc: SyncError) -> NoReturn:
+    """A failed sync as one line (its stack is in the log), reported as an unhandled one would
+    be (Sentry, when configured)."""
+    capture_failure(exc)
+    raise click.ClickException(str(exc)) from None
+
+
+def _echo(run: RunContext, results: list[Any]) -> None:
     for r in results:
         click.echo(
             json.dumps(
@@ -68,10 +100,13 @@ def test_connection(integration_id: str) -> None:
     from sync_pipelines.sync.connection_check import check_connection
     from sync_pipelines.sync.session import RunContext, integration_session
 
-    with integration_session(
-        open_store(writes=True), integration_id, RunContext(run_id=f"cli-{uuid.uuid4()}")
-    ) as session:
-        result = check_connection(session)
+    try:
+        with integration_session(
+            open_store(writes=True), integration_id, RunContext(run_id=f"cli-{uuid.uuid4()}")
+        ) as session:
+            result = check_connection(session)
+    except SyncError as exc:  # e.g. a configuration the provider cannot even be built from
+        _fail(exc)
     click.echo(
         json.dumps({"ok": result.ok, "latency_ms": result.latency_ms, "reason": result.reason})
     )

@@ -1,1 +1,2 @@
-"""The operator console: a read-only web view of the activity log, served by the receiver."""
+"""The operator console: a read-only web view of the activity log, on its own listener
+(`sync-pipelines console`, console/server.py)."""

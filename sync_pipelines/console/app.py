@@ -345,7 +345,8 @@ class Console:
                 503,
                 (
                     "the operator console is disabled: no credentials are configured. Set "
-                    "SYNC_CONSOLE_TOKEN (bearer), SYNC_CONSOLE_PASSWORD (basic auth) or "
+                    "SYNC_CONSOLE_TOKEN (a bearer token), SYNC_CONSOLE_PASSWORD (HTTP Basic "
+                    "sign-in as SYNC_CONSOLE_USER) or "
                     "SYNC_CONSOLE_TENANT_TOKENS (one credential per organization) and restart"
                 ),
             )

@@ -34,7 +34,7 @@ REALM = 'Basic realm="sync-pipelines console", charset="UTF-8"'
 
 
 class ConsoleConfigError(ValueError):
-    """The console's credentials are configured wrongly (checked when the receiver starts)."""
+    """The console's credentials are configured wrongly (checked when the console starts)."""
 
 
 @dataclass(frozen=True, slots=True)

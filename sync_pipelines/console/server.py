@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from sync_pipelines.console.app import create_console_app
+from sync_pipelines.console.auth import PASSWORD_ENV, TENANT_TOKENS_ENV, TOKEN_ENV, ConsoleAuth
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import Store
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
@@ -44,9 +45,16 @@ def run_console(
 
     configure_logging()
     store = Store(database_url)
+    app = create_console_server(store)  # ConsoleConfigError: a credential is unusable
     _log.info("console_starting", host=host, port=port, store=repr(store))
+    if not ConsoleAuth.from_env().enabled:
+        _log.warning(
+            "console_without_credentials",
+            note=f"every request answers 503 until {TOKEN_ENV}, {PASSWORD_ENV} or "
+            f"{TENANT_TOKENS_ENV} is set and the console restarted",
+        )
     uvicorn.run(
-        create_console_server(store),
+        app,
         host=host,
         port=port,
         log_config=None,

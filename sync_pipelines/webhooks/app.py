@@ -785,7 +785,8 @@ def run_receiver(
     # one pooled connection per delivery in flight, none opened and closed per request (an
     # overflow connection per request tripled Postgres' CPU per event); deliveries wait at most
     # 10 s on the store, then the sender gets a 503 and retries
-    in_flight = max_in_flight_from_env()
+    in_flight = max_in_flight_from_env()  # the settings first: a bad one stops here
+    head_timeout_s = header_timeout_s()
     store = Store(
         database_url,
         pool_size=in_flight,
@@ -810,7 +811,7 @@ def run_receiver(
     warm_up(app.state.service.health_options)
     uvicorn.run(
         app,
-        http=protocol_with_deadline(header_timeout_s()),  # slowloris: header_deadline.py
+        http=protocol_with_deadline(head_timeout_s),  # slowloris: header_deadline.py
         host=host,
         port=port,
         log_config=None,

@@ -124,3 +124,24 @@ def test_both_of_uvicorns_parsers_enforce_the_deadline_across_keep_alive_request
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize(
+    "command, env, expected",
+    [
+        (["receiver"], {"SYNC_RECEIVER_MAX_IN_FLIGHT": "abc"}, "SYNC_RECEIVER_MAX_IN_FLIGHT"),
+        (["receiver"], {HEADER_TIMEOUT_ENV: "0"}, HEADER_TIMEOUT_ENV),
+        (["console"], {"SYNC_CONSOLE_TOKEN": "short"}, "SYNC_CONSOLE_TOKEN is shorter"),
+    ],
+)
+def test_a_bad_listener_setting_is_one_line_naming_it(tmp_path, command, env, expected):
+    from click.testing import CliRunner
+
+    from sync_pipelines.cli import main
+
+    env = {"SYNC_DATABASE_URL": f"sqlite:///{tmp_path}/s.db", **env}
+    result = CliRunner().invoke(main, [*command, "--port", "1"], env=env)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and expected in result.output, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # handled, no traceback
+    assert "short" not in result.output.replace("shorter", "")  # the value is never echoed
