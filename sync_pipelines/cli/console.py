@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import click
 
+from sync_pipelines.cli.context import database_url_option
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8091, show_default=True)
-@click.option(
-    "--database-url",
-    envvar="SYNC_DATABASE_URL",
-    default=None,
-    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
-    "$DAGSTER_HOME, else ./.dagster_home).",
-)
+@database_url_option
 def console(host: str, port: int, database_url: str | None) -> None:
     """Serve the operator console at http://HOST:PORT/console/ (credentials:
     SYNC_CONSOLE_TOKEN, or SYNC_CONSOLE_USER and SYNC_CONSOLE_PASSWORD)."""

@@ -71,3 +71,13 @@ def store_session(*, writes: bool) -> Iterator[Store]:
     """`with store_session(writes=...) as store:` — the command's store (disposed of when the
     command's context closes)."""
     yield open_store(writes=writes)
+
+
+#: `--database-url`, the one spelling every command that opens the store takes
+database_url_option = click.option(
+    "--database-url",
+    envvar="SYNC_DATABASE_URL",
+    default=None,
+    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
+    "$DAGSTER_HOME, else ./.dagster_home).",
+)

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from sync_pipelines.cli.context import store_handle
+from sync_pipelines.cli.context import database_url_option, store_handle
 
 
 @click.command("health")
@@ -20,12 +20,7 @@ from sync_pipelines.cli.context import store_handle
     "a system-level scan).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--database-url",
-    envvar="SYNC_DATABASE_URL",
-    default=None,
-    help="Store URL (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
-)
+@database_url_option
 @click.option(
     "--dagster-home",
     envvar="DAGSTER_HOME",

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import click
 
-from sync_pipelines.cli.context import store_handle
+from sync_pipelines.cli.context import database_url_option, store_handle
 
 
 @click.command()
-@click.option(
-    "--database-url",
-    envvar="SYNC_DATABASE_URL",
-    default=None,
-    help="Store URL (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME).",
-)
+@database_url_option
 def migrate(database_url: str | None) -> None:
     """Apply the pending migrations shipped with the package (idempotent)."""
     from sync_pipelines.store.database import Store, StoreConfigError

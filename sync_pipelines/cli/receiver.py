@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import click
 
+from sync_pipelines.cli.context import database_url_option
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8090, show_default=True)
-@click.option(
-    "--database-url",
-    envvar="SYNC_DATABASE_URL",
-    default=None,
-    help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
-    "$DAGSTER_HOME, else ./.dagster_home).",
-)
+@database_url_option
 def receiver(host: str, port: int, database_url: str | None) -> None:
     """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health,
     GET /metrics."""

@@ -93,6 +93,30 @@ def _deliver(client: httpx.Client, secret: str, msg_id: str) -> httpx.Response:
     return client.post("/webhooks/golioth/gw-fault", content=body, headers=headers)
 
 
+def _serve_a_migrated_store(pg: PrivatePostgres) -> None:
+    pg.start()
+    store = Store(pg.url)
+    migrate(store)
+    store.dispose()
+    _register(pg.url)
+
+
+def _deliver_in_background(
+    receiver: Receiver, secret: str, prefix: str, count: int, outcomes: list[int]
+) -> list[threading.Thread]:
+    """`count` deliveries, each from its own sender thread, started; their statuses go to
+    `outcomes` as they are answered."""
+
+    def deliver(n: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{receiver.port}", timeout=60) as c:
+            outcomes.append(_deliver(c, secret, f"{prefix}_{n}").status_code)
+
+    senders = [threading.Thread(target=deliver, args=(n,)) for n in range(count)]
+    for sender in senders:
+        sender.start()
+    return senders
+
+
 def test_it_starts_with_the_store_down_and_serves_once_it_answers_without_a_restart(pg):
     secret = new_signing_secret()
     receiver = Receiver(pg.url, secret)
@@ -123,11 +147,7 @@ def test_it_starts_with_the_store_down_and_serves_once_it_answers_without_a_rest
 
 
 def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
-    pg.start()
-    store = Store(pg.url)
-    migrate(store)
-    store.dispose()
-    _register(pg.url)
+    _serve_a_migrated_store(pg)
     secret = new_signing_secret()
     # all 50 admitted (the default admits 32 and answers the rest 429 at once: the next test)
     receiver = Receiver(pg.url, secret, SYNC_RECEIVER_MAX_IN_FLIGHT="50")
@@ -137,13 +157,7 @@ def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
         assert _deliver(receiver.client, secret, "msg_before").status_code == 202
         pg.freeze()  # accepts connections, answers nothing
 
-        def deliver(n: int) -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{receiver.port}", timeout=60) as c:
-                outcomes.append(_deliver(c, secret, f"msg_hung_{n}").status_code)
-
-        senders = [threading.Thread(target=deliver, args=(n,)) for n in range(50)]
-        for sender in senders:
-            sender.start()
+        senders = _deliver_in_background(receiver, secret, "msg_hung", 50, outcomes)
         time.sleep(1.0)  # every delivery is in, waiting on the store
         assert outcomes == []
         asked = time.monotonic()
@@ -163,11 +177,7 @@ def test_health_answers_within_2_s_while_50_deliveries_wait_on_a_hung_store(pg):
 
 
 def test_deliveries_beyond_the_in_flight_limit_are_a_429_at_once_not_a_wait(pg):
-    pg.start()
-    store = Store(pg.url)
-    migrate(store)
-    store.dispose()
-    _register(pg.url)
+    _serve_a_migrated_store(pg)
     secret = new_signing_secret()
     receiver = Receiver(pg.url, secret, SYNC_RECEIVER_MAX_IN_FLIGHT="3")
     outcomes: list[int] = []
@@ -176,13 +186,7 @@ def test_deliveries_beyond_the_in_flight_limit_are_a_429_at_once_not_a_wait(pg):
         assert _deliver(receiver.client, secret, "msg_warm").status_code == 202
         pg.freeze()  # the three admitted deliveries wait on the store
 
-        def deliver(n: int) -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{receiver.port}", timeout=60) as c:
-                outcomes.append(_deliver(c, secret, f"msg_held_{n}").status_code)
-
-        held = [threading.Thread(target=deliver, args=(n,)) for n in range(3)]
-        for sender in held:
-            sender.start()
+        held = _deliver_in_background(receiver, secret, "msg_held", 3, outcomes)
         time.sleep(1.0)
         asked = time.monotonic()
         fourth = _deliver(receiver.client, secret, "msg_fourth")
