@@ -6,6 +6,7 @@ fast paths (COPY) use the raw psycopg connection underneath.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sqlite3
@@ -144,6 +145,22 @@ class Store:
         )
         self.dialect: str = self.engine.dialect.name  # "sqlite" | "postgresql"
 
+    #: the organization every transaction of this handle works in (see `scoped`)
+    organization_id: str | None = None
+
+    def scoped(self, organization_id: str) -> Store:
+        """This store for one organization's work: on Postgres every transaction it begins
+        first sets `sync.organization_id` for that transaction only (`set_config(…, true)`), so
+        under the service role (sql/026) row-level security holds it to that organization —
+        a query that forgot its organization filter reads and writes nothing of another tenant.
+        Shares this handle's pool; cheap."""
+        if not organization_id:
+            raise ValueError("a scoped store needs an organization id")
+        view = copy.copy(self)
+        view.organization_id = organization_id
+        view.engine = self.engine.execution_options(**{ORGANIZATION_OPTION: organization_id})
+        return view
+
     @property
     def location(self) -> str:
         """The URL without its password: what every message about this store names."""
@@ -227,7 +244,7 @@ def _create_engine(
             cur.close()
 
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -238,3 +255,20 @@ def _create_engine(
             "options": f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}",
         },
     )
+    sa.event.listen(engine, "begin", _set_organization)
+    return engine
+
+
+#: execution option naming the organization of a scoped store's transactions (Store.scoped)
+ORGANIZATION_OPTION = "sync_organization_id"
+
+
+def _set_organization(conn: Connection) -> None:
+    """At the start of each transaction of a scoped store: the organization, for this
+    transaction only. On the DBAPI connection, which begins the transaction implicitly
+    (psycopg); SQLAlchemy's own begin is a no-op after it."""
+    organization_id = conn.get_execution_options().get(ORGANIZATION_OPTION)
+    if organization_id is None:
+        return
+    with conn.connection.dbapi_connection.cursor() as cur:
+        cur.execute("SELECT set_config('sync.organization_id', %s, true)", (organization_id,))

@@ -52,6 +52,7 @@ def organization_exists(conn: Connection, organization_id: str) -> bool:
 
 def save_integration(conn: Connection, integration: Integration) -> None:
     """Create or replace an integration's configuration (its organization must exist)."""
+    claim_integration_id(conn, integration.organization_id, integration.integration_id)
     now = utc_now()
     result = conn.execute(
         sa.text(
@@ -81,6 +82,27 @@ def save_integration(conn: Connection, integration: Integration) -> None:
         raise PermissionError(
             f"integration {integration.integration_id!r} already belongs to another organization"
         )
+
+
+def claim_integration_id(conn: Connection, organization_id: str, integration_id: str) -> None:
+    """Make the id this organization's for ever (integration_owners: its history is keyed by
+    it); refused if another organization holds it, even one whose configuration was removed."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO integration_owners (integration_id, organization_id) VALUES (:i, :o) "
+            "ON CONFLICT (integration_id) DO NOTHING"
+        ),
+        {"i": integration_id, "o": organization_id},
+    )
+    # Filtered by organization: under row security another tenant's row is invisible anyway.
+    mine = conn.execute(
+        sa.text(
+            "SELECT 1 FROM integration_owners WHERE integration_id = :i AND organization_id = :o"
+        ),
+        {"i": integration_id, "o": organization_id},
+    ).first()
+    if mine is None:
+        raise PermissionError(f"integration {integration_id!r} already belongs to another organization")
 
 
 def delete_integration(conn: Connection, organization_id: str, integration_id: str) -> bool:
@@ -125,41 +147,55 @@ def list_integrations(conn: Connection, organization_id: str) -> list[Integratio
 
 
 # --- System-level reads -----------------------------------------------------------------
-# Dagster's partitions, sensors and schedules are keyed by integration id alone, so these two
-# reads span tenants. They are the only ones; everything they return is then handled with the
-# organization_id it carries.
+# Dagster's partitions, sensors and schedules are keyed by integration id alone, and a webhook's
+# URL names an integration, not its organization, so these reads span tenants. They are the
+# only ones; everything they return is then handled with the organization_id it carries. On
+# Postgres they go through the named function of sql/026 (the service role sees one
+# organization at a time otherwise).
+
+
+def _across_tenants(
+    conn: Connection, *, enabled: bool = False, provider: str | None = None, one: str | None = None
+) -> list[Integration]:
+    params: dict[str, Any] = {"e": enabled, "p": provider, "i": one}
+    if conn.dialect.name == "postgresql":
+        sql = (
+            f"SELECT {_COLUMNS} FROM sync_integrations_across_tenants("
+            "CAST(:e AS boolean), CAST(:p AS text), CAST(:i AS text))"
+        )
+    else:
+        sql = (
+            f"SELECT {_COLUMNS} FROM integrations WHERE (NOT :e OR enabled) "
+            "AND (:p IS NULL OR provider = :p) AND (:i IS NULL OR integration_id = :i) "
+            "ORDER BY organization_id, integration_id"
+        )
+    return [_to_integration(r) for r in conn.execute(sa.text(sql), params).mappings()]
 
 
 def find_integration_owner(conn: Connection, integration_id: str) -> Integration | None:
-    """Resolve a partition key (an integration id) to its integration and organization."""
-    row = (
-        conn.execute(
-            sa.text(f"SELECT {_COLUMNS} FROM integrations WHERE integration_id = :i"),
-            {"i": integration_id},
-        )
-        .mappings()
-        .first()
-    )
-    return _to_integration(row) if row else None
+    """Resolve a partition key or a webhook's URL (an integration id) to its integration."""
+    found = _across_tenants(conn, one=integration_id)
+    return found[0] if found else None
 
 
 def list_enabled_integrations(conn: Connection, provider: str | None = None) -> list[Integration]:
-    sql = f"SELECT {_COLUMNS} FROM integrations WHERE enabled = :true"
-    params: dict[str, Any] = {"true": True}
-    if provider:
-        sql += " AND provider = :p"
-        params["p"] = provider
-    rows = conn.execute(sa.text(sql + " ORDER BY integration_id"), params).mappings()
-    return [_to_integration(r) for r in rows]
+    found = _across_tenants(conn, enabled=True, provider=provider)
+    return sorted(found, key=lambda i: i.integration_id)
 
 
 def list_every_integration(conn: Connection) -> list[Integration]:
-    """Every organization's integrations, enabled or not: a system-level scan across tenants
-    (the operator's health views list a disabled integration as such)."""
-    rows = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM integrations ORDER BY organization_id, integration_id")
-    ).mappings()
-    return [_to_integration(r) for r in rows]
+    """Every organization's integrations, enabled or not (the operator's health views list a
+    disabled integration as such)."""
+    return _across_tenants(conn)
+
+
+def organization_ids(conn: Connection) -> list[str]:
+    """Every organization: per-organization jobs loop over them, each scoped to one."""
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT sync_organization_ids()"
+    else:
+        sql = "SELECT organization_id FROM organizations ORDER BY organization_id"
+    return list(conn.execute(sa.text(sql)).scalars())
 
 
 def _to_integration(row: Any) -> Integration:
