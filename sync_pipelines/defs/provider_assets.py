@@ -233,7 +233,7 @@ def _run_stream(
     ):
         result = stream(session)
     table = STREAM_TABLES[result.stream]
-    with sync_store.connect() as conn:
+    with session.store.connect() as conn:
         rows = count_integration_rows(conn, table, result.organization_id, result.integration_id)
     return dg.MaterializeResult(metadata={**result.metadata(), **table_metadata(table, rows)})
 

@@ -152,8 +152,29 @@ def ensure_migrated(store: Store) -> None:
     """Cheap per-run guard: checks the ledger once per process and URL."""
     if store.url in _already_migrated:
         return
-    migrate(store)
+    if store.is_postgres and not _owns_the_schema(store):
+        # The service role (sql/026) owns nothing and cannot migrate: it checks, read-only.
+        missing = unapplied_migrations(store)
+        if missing:
+            raise MigrationError(
+                f"{store.location} lacks {len(missing)} migration(s) (first: {missing[0]}) and "
+                "this role cannot apply them: run `sync-pipelines migrate` as the tables' owner "
+                "(docs/deployment.md, Database roles)"
+            )
+    else:
+        migrate(store)
     _already_migrated.add(store.url)
+
+
+def _owns_the_schema(store: Store) -> bool:
+    """Whether this login may create tables here (the owner, or a superuser): the service role
+    may not, by design."""
+    with store.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text("SELECT has_schema_privilege(current_user, current_schema(), 'CREATE')")
+            ).scalar()
+        )
 
 
 def _migrate_postgres(store: Store) -> list[str]:

@@ -84,6 +84,24 @@ def copy_rows(
             copy.write_row(values(row))
 
 
+#: (database, role) → whether row-level security holds that role (neither superuser nor BYPASSRLS)
+_row_security: dict[tuple[str, str], bool] = {}
+
+
+def row_security_applies(conn: Connection) -> bool:
+    """Whether this connection's role is held by row-level security: then Postgres refuses COPY
+    into a tenant table. Read from the catalog once per database and role per process."""
+    info = conn.connection.driver_connection.info  # psycopg 3
+    key = (info.dbname, info.user)
+    known = _row_security.get(key)
+    if known is None:
+        known = not conn.exec_driver_sql(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        ).scalar()
+        _row_security[key] = known
+    return known
+
+
 def _binary_types(cursor: Cursor, table: str, columns: Sequence[str]) -> list[int] | None:
     """The columns' type oids for a binary COPY, or None when one of them must go as text."""
     key = (cursor.connection.info.dbname, table)

@@ -85,6 +85,7 @@ def register_integration(
     with `audit` (an operator's change, `integrations add`) a `config_change` activity row
     records it."""
     checked = checked_integration(integration)
+    store = store.scoped(checked.organization_id)
     with store.transaction() as conn:
         existing = find_integration_owner(conn, checked.integration_id)
         if existing is not None and not replace:
@@ -116,6 +117,7 @@ def update_integration(
     """Change an integration: `settings` and `secret_refs` are merged into what it has, the
     `unset_*` keys removed; the result is checked as `integrations add` checks a new one, and
     nothing is written when it is refused."""
+    store = store.scoped(organization_id)
     with store.transaction() as conn:
         current = _owned(conn, organization_id, integration_id)
         for kind, keys, have in (
@@ -148,6 +150,7 @@ def remove_integration(store: Store, organization_id: str, integration_id: str) 
     """Delete the integration's configuration. Its history — sync logs, activity rows, devices,
     dead letters, cursors — is kept under its id (an id added again later carries on from it),
     and the removal itself is an activity row."""
+    store = store.scoped(organization_id)
     with store.transaction() as conn:
         current = _owned(conn, organization_id, integration_id)
         delete_integration(conn, organization_id, integration_id)

@@ -90,6 +90,8 @@ def integration_session(
             integration_id,
             "no such integration (was it deleted? run `sync-pipelines integrations list`)",
         )
+    # everything from here on is this organization's work (row-level security, sql/026)
+    store = store.scoped(integration.organization_id)
     with bound_context(
         run_id=run.run_id,
         job=run.job_name,
