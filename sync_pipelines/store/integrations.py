@@ -102,7 +102,9 @@ def claim_integration_id(conn: Connection, organization_id: str, integration_id:
         {"i": integration_id, "o": organization_id},
     ).first()
     if mine is None:
-        raise PermissionError(f"integration {integration_id!r} already belongs to another organization")
+        raise PermissionError(
+            f"integration {integration_id!r} already belongs to another organization"
+        )
 
 
 def delete_integration(conn: Connection, organization_id: str, integration_id: str) -> bool:

@@ -134,55 +134,73 @@ def test_a_query_without_its_organization_filter_returns_nothing_of_another_tena
 
 def test_the_service_cannot_write_a_row_of_another_organization(two_synced_organizations):
     service = two_synced_organizations
-    with pytest.raises(DBAPIError, match="row-level security"):
-        with service.scoped("org-a").transaction() as conn:
-            conn.execute(
-                sa.text("UPDATE devices SET organization_id = 'org-b' WHERE organization_id = 'org-a'")
-            )
+    with (
+        pytest.raises(DBAPIError, match="row-level security"),
+        service.scoped("org-a").transaction() as conn,
+    ):
+        conn.execute(
+            sa.text("UPDATE devices SET organization_id = 'org-b' WHERE organization_id = 'org-a'")
+        )
     with service.scoped("org-a").transaction() as conn:
         # another tenant's rows are not there to update or delete
-        assert conn.execute(sa.text("DELETE FROM devices WHERE organization_id = 'org-b'")).rowcount == 0
+        assert (
+            conn.execute(sa.text("DELETE FROM devices WHERE organization_id = 'org-b'")).rowcount
+            == 0
+        )
     with service.scoped("org-b").connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM devices")).scalar_one() == 250
 
 
 def test_the_organization_is_set_per_transaction_and_never_outlives_it(service):
     # one pooled connection: a scoped transaction, then an unscoped one on the same connection
-    single = Store(service.url.replace("postgresql+psycopg", "postgresql"), pool_size=1, max_overflow=0)
+    single = Store(
+        service.url.replace("postgresql+psycopg", "postgresql"), pool_size=1, max_overflow=0
+    )
     try:
         with single.scoped("org-a").transaction() as conn:
-            assert conn.execute(sa.text("SELECT current_setting('sync.organization_id', true)")).scalar() == "org-a"
+            assert (
+                conn.execute(
+                    sa.text("SELECT current_setting('sync.organization_id', true)")
+                ).scalar()
+                == "org-a"
+            )
             pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
         with single.scoped("org-a").connect() as conn:
             conn.execute(sa.text("SELECT 1"))
             conn.commit()  # a new transaction on the same connection is scoped again
-            assert conn.execute(sa.text("SELECT current_setting('sync.organization_id', true)")).scalar() == "org-a"
+            assert (
+                conn.execute(
+                    sa.text("SELECT current_setting('sync.organization_id', true)")
+                ).scalar()
+                == "org-a"
+            )
         with single.connect() as conn:
             assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() == pid
-            assert conn.execute(sa.text("SELECT current_setting('sync.organization_id', true)")).scalar() in ("", None)
+            assert conn.execute(
+                sa.text("SELECT current_setting('sync.organization_id', true)")
+            ).scalar() in ("", None)
     finally:
         single.dispose()
 
 
 def test_a_cross_tenant_foreign_key_fails_even_for_the_owner(two_synced_organizations, owner):
     """Row security does not reach integrity checks: the keys carry the organization."""
-    with pytest.raises(IntegrityError, match="devices_owner_fk"):
-        with owner.transaction() as conn:  # the owner bypasses row security; the key does not
-            conn.execute(
-                sa.text(
-                    "INSERT INTO devices (organization_id, integration_id, external_id, name, "
-                    "hardware_ids, tags, attributes, content_hash, created_at, updated_at) VALUES "
-                    "('org-a', 'golioth-org-b', 'intruder', 'x', '[]', '[]', '{}', 'h', now(), now())"
-                )
+    # the owner bypasses row security; the key does not
+    with pytest.raises(IntegrityError, match="devices_owner_fk"), owner.transaction() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO devices (organization_id, integration_id, external_id, name, "
+                "hardware_ids, tags, attributes, content_hash, created_at, updated_at) VALUES "
+                "('org-a', 'golioth-org-b', 'intruder', 'x', '[]', '[]', '{}', 'h', now(), now())"
             )
-    with pytest.raises(IntegrityError, match="integration_owner"):
-        with owner.transaction() as conn:
-            conn.execute(
-                sa.text(
-                    "UPDATE integrations SET organization_id = 'org-a' "
-                    "WHERE integration_id = 'golioth-org-b'"
-                )
+        )
+    with pytest.raises(IntegrityError, match="integration_owner"), owner.transaction() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE integrations SET organization_id = 'org-a' "
+                "WHERE integration_id = 'golioth-org-b'"
             )
+        )
 
 
 def test_an_integration_id_stays_its_organizations_after_its_configuration_is_removed(
