@@ -26,6 +26,7 @@ from sync_pipelines.store.alerts import open_incident
 from sync_pipelines.store.check_results import CheckResult
 from sync_pipelines.store.check_results import check_results_after as stored_results_after
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import for_each_organization
 
 #: checks whose failure another incident already carries, so one cause opens one incident: the
 #: health model's verdict (a summary: the check or rule under it alerts), and the checks an alert
@@ -71,14 +72,18 @@ def check_failure_key(result: CheckResult) -> str:
 def check_results_after(
     conn: Connection, after: CheckPosition | None, *, since: datetime, limit: int
 ) -> list[CheckResult]:
-    """System-level scan across tenants: the sensor watches every organization's checks. Rows
-    after `after`, or — with no position yet — created at or after `since`."""
-    return stored_results_after(
-        conn,
-        since=since,
-        after=None if after is None else (after.created_at, after.id),
-        limit=limit,
-    )
+    """The sensor watches every organization's checks: the first `limit` rows of all of them,
+    in (created_at, id) order, after `after`, or — with no position yet — created at or after
+    `since`. Each organization's first `limit` are read in turn, then merged."""
+    position = None if after is None else (after.created_at, after.id)
+    found = [
+        result
+        for organization_id in for_each_organization(conn)
+        for result in stored_results_after(
+            conn, organization_id, since=since, after=position, limit=limit
+        )
+    ]
+    return sorted(found, key=lambda r: (r.created_at, r.id))[:limit]
 
 
 def condition_of(result: CheckResult) -> Condition:
@@ -113,7 +118,7 @@ def alert_on_check_result(
     if not result.passed:
         # a result is one sighting, however many evaluators read it (a sensor without a cursor
         # reads the last hour again, e.g. the daemon's first tick after the demo alerted in-process)
-        with store.connect() as conn:
+        with store.scoped(result.organization_id).connect() as conn:
             seen = open_incident(conn, result.organization_id, check_failure_key(result))
         if seen is not None and seen.details.get("check_result_id") == result.id:
             return AlertOutcome(incident=seen)

@@ -30,7 +30,11 @@ from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.alerts import open_incidents_for_rules
 from sync_pipelines.store.database import Store
-from sync_pipelines.store.integrations import Integration, list_enabled_integrations
+from sync_pipelines.store.integrations import (
+    Integration,
+    for_each_organization,
+    list_enabled_integrations,
+)
 
 _log = get_logger("alerts.evaluation")
 
@@ -80,7 +84,11 @@ def evaluate_alerts(
 ) -> EvaluationSummary:
     with store.connect() as conn:
         integrations = list_enabled_integrations(conn)
-        open_incidents = open_incidents_for_rules(conn, EVALUATED_RULES)
+        open_incidents = [
+            incident
+            for organization_id in for_each_organization(conn)
+            for incident in open_incidents_for_rules(conn, organization_id, EVALUATED_RULES)
+        ]
     run = _Pass(
         store,
         settings,
@@ -100,7 +108,7 @@ def evaluate_alerts(
                 error={"type": "ValueError", "message": str(exc)},
             )
             continue
-        with store.connect() as conn:
+        with store.scoped(integration.organization_id).connect() as conn:
             figures = read_figures(conn, integration, thresholds, run.now)
         judged.add((integration.organization_id, integration.integration_id))
         run.summary.integrations += 1

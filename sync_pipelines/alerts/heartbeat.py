@@ -19,7 +19,7 @@ from sync_pipelines.alerts.messages import HEARTBEAT, AlertMessage
 from sync_pipelines.alerts.notify import send_message
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.store.alerts import channel_deliveries, last_notification_at
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, use_organization
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
 
 HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN = "healthy", "degraded", "unhealthy", "unknown"
@@ -28,6 +28,7 @@ _GRACE_S = 300.0
 
 
 def heartbeat_due(conn: Connection, settings: AlertSettings, *, now: datetime) -> bool:
+    use_organization(conn, SYSTEM_ORGANIZATION)
     last = last_notification_at(conn, SYSTEM_ORGANIZATION, HEARTBEAT)
     return last is None or (now - last).total_seconds() >= settings.heartbeat_interval_s
 
@@ -47,6 +48,7 @@ def alert_path_health(
     except ValueError as exc:
         reason = f"alert settings: {exc}"
         return {"state": UNHEALTHY, "detail": reason, "reasons": [reason], "channels": {}}
+    use_organization(conn, SYSTEM_ORGANIZATION)
     deliveries = channel_deliveries(conn, SYSTEM_ORGANIZATION, HEARTBEAT)
     configured = [c.name for c in settings.channels]
     overdue_after = timedelta(seconds=2 * settings.heartbeat_interval_s + _GRACE_S)

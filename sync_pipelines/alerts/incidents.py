@@ -126,7 +126,7 @@ def send_owed(
         failed_channels=failed_channels,
     )
     if owed.claimed_at is not None and not any(d.ok for d in deliveries):
-        with store.transaction() as conn:
+        with store.scoped(owed.incident.organization_id).transaction() as conn:
             release_notification(
                 conn,
                 owed.incident,
@@ -145,7 +145,7 @@ def raise_alert(
     now: datetime,
     failed_channels: set[str] | None = None,
 ) -> AlertOutcome:
-    with store.transaction() as conn:
+    with store.scoped(condition.organization_id).transaction() as conn:
         incident, owed = sight(conn, condition, now=now, settings=settings)
     if owed is None:
         return AlertOutcome(incident)
@@ -163,7 +163,7 @@ def clear_alert(
     reason: str,
     failed_channels: set[str] | None = None,
 ) -> AlertOutcome:
-    with store.transaction() as conn:
+    with store.scoped(organization_id).transaction() as conn:
         incident, owed = clear(
             conn, organization_id, key, now=now, reason=reason, settings=settings
         )

@@ -34,6 +34,7 @@ def send_message(
     endpoint's timeouts cannot hold a tick for minutes."""
     incident = message.incident
     organization_id = incident.organization_id if incident else SYSTEM_ORGANIZATION
+    store = store.scoped(organization_id)
     attempts = []
     for channel in settings.channels:
         payload = payload_for(channel, message)

@@ -59,11 +59,11 @@ def resolve_sensor_failures(
     Returns those resolved. With none open (every clean tick but one) this is one read, and the
     settings (default: the environment's) are not even loaded."""
     prefix = sensor_failure_key(sensor, "")
-    with store.connect() as conn:
+    with store.scoped(SYSTEM_ORGANIZATION).connect() as conn:
         keys = [
             i.dedupe_key
-            for i in open_incidents_for_rules(conn, [SENSOR_FAILED])
-            if i.organization_id == SYSTEM_ORGANIZATION and i.dedupe_key.startswith(prefix)
+            for i in open_incidents_for_rules(conn, SYSTEM_ORGANIZATION, [SENSOR_FAILED])
+            if i.dedupe_key.startswith(prefix)
         ]
     if not keys:
         return []

@@ -149,7 +149,7 @@ def check_integration(
     store: Store, integration: Integration, *, now: datetime, run_id: str | None
 ) -> list[CheckOutcome]:
     """Evaluate and record in one transaction: what the store says matches what was reported."""
-    with store.transaction() as conn:
+    with store.scoped(integration.organization_id).transaction() as conn:
         outcomes = evaluate_integration(conn, integration, now=now)
         record_outcomes(conn, integration, outcomes, run_id=run_id, now=now)
     return outcomes

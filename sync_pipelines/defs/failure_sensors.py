@@ -11,6 +11,7 @@ from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.resources import SyncStoreResource
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
+from sync_pipelines.store.database import use_organization
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION, record_event_failure
 from sync_pipelines.store.integrations import find_integration_owner
 from sync_pipelines.store.migrations import ensure_migrated
@@ -53,9 +54,12 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, store: SyncStoreRe
     alert_settings, now, owed = settings_or_store_only(), utc_now(), None
     with sync_store.transaction() as conn:
         owner = find_integration_owner(conn, integration_id) if integration_id else None
+        use_organization(conn, owner.organization_id if owner else SYSTEM_ORGANIZATION)
         failure = dict(
             organization_id=owner.organization_id if owner else SYSTEM_ORGANIZATION,
-            integration_id=owner.integration_id if owner else integration_id,
+            # an id no integration has now (removed, or never one) is not keyed to anybody's:
+            # the failure is the system's, the id stays in its partition key
+            integration_id=owner.integration_id if owner else None,
             run_id=run.run_id,
             job_name=run.job_name,
             partition_key=run.tags.get("dagster/partition"),

@@ -29,7 +29,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.observed_sensors import observed
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, ProviderDefs
 from sync_pipelines.defs.resources import SyncStoreResource
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, use_organization
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
@@ -214,6 +214,7 @@ def failed_or_stale_syncs_sensor(
             if integration.provider not in PROVIDER_DEFS:
                 continue
             try:
+                use_organization(conn, integration.organization_id)
                 reason = check_due_reason(conn, integration, now=now)
             except ValueError as exc:
                 context.log.error(f"integration {integration.integration_id!r}: {exc}")

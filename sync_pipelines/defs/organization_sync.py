@@ -38,7 +38,7 @@ def integrations_to_sync(
     store: SyncStoreResource, config: OrganizationSyncConfig
 ) -> list[Integration]:
     """The organization's enabled integrations of the chosen providers that have a sync job."""
-    with store.get_store().connect() as conn:
+    with store.get_store().scoped(config.organization_id).connect() as conn:
         integrations = list_integrations(conn, config.organization_id)
     return [
         i

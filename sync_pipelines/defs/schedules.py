@@ -17,6 +17,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.defs.partitions import PROVIDER_PARTITIONS
 from sync_pipelines.defs.provider_assets import PROVIDER_DEFS, PROVIDER_LABELS
 from sync_pipelines.defs.resources import SyncStoreResource
+from sync_pipelines.store.database import use_organization
 from sync_pipelines.store.integrations import list_enabled_integrations
 from sync_pipelines.store.sync_leases import runs_known_dead
 from sync_pipelines.store.sync_state import last_sync_started_at
@@ -40,6 +41,7 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
     due = []
     with store.get_store().connect() as conn:
         for integ in list_enabled_integrations(conn, provider):
+            use_organization(conn, integ.organization_id)
             last = last_sync_started_at(
                 conn, integ.organization_id, integ.integration_id, DEVICES_STREAM
             )

@@ -43,7 +43,7 @@ from sync_pipelines.reports.period_stats import (
     top_errors_by_integration,
 )
 from sync_pipelines.store.call_hours import roll_up_organizations
-from sync_pipelines.store.database import Store
+from sync_pipelines.store.database import Store, use_organization
 from sync_pipelines.store.integrations import (
     Integration,
     list_enabled_integrations,
@@ -262,32 +262,22 @@ def build_integration_report(
     for integ in integrations:
         scopes.setdefault(integ.organization_id, []).append(integ.integration_id)
     # the period's calls and chart buckets: one scan per organization, not three per integration
-    by_org = {
-        org: period_calls(conn, org, iids, start, now, bucket=bucket)
-        for org, iids in scopes.items()
-    }
-    calls = {
-        (org, iid): figures
-        for org, of in by_org.items()
-        for iid, figures in of.by_integration.items()
-    }
-    syncs = {
-        (org, iid): outcomes
-        for org, iids in scopes.items()
-        for iid, outcomes in sync_outcomes_by_integration(conn, org, iids, start, now).items()
-    }
-    errors = {
-        (org, iid): found
-        for org, iids in scopes.items()
-        for iid, found in top_errors_by_integration(
-            conn, org, iids, start, now, limit=top_error_limit
-        ).items()
-    }
-    keys = [(integ.organization_id, integ.integration_id) for integ in integrations]
-    rows = [
-        _report_row(conn, integ, start, now, calls[key], syncs[key], errors[key])
-        for integ, key in zip(integrations, keys, strict=True)
-    ]
+    # (each organization's reads in its own scope: row security, sql/026)
+    by_org: dict[str, OrganizationCalls] = {}
+    calls, syncs, errors = {}, {}, {}
+    for org, iids in scopes.items():
+        use_organization(conn, org)
+        by_org[org] = period_calls(conn, org, iids, start, now, bucket=bucket)
+        calls.update({(org, iid): f for iid, f in by_org[org].by_integration.items()})
+        outcomes = sync_outcomes_by_integration(conn, org, iids, start, now)
+        syncs.update({(org, iid): o for iid, o in outcomes.items()})
+        found = top_errors_by_integration(conn, org, iids, start, now, limit=top_error_limit)
+        errors.update({(org, iid): e for iid, e in found.items()})
+    rows = []
+    for integ in integrations:
+        key = (integ.organization_id, integ.integration_id)
+        use_organization(conn, integ.organization_id)
+        rows.append(_report_row(conn, integ, start, now, calls[key], syncs[key], errors[key]))
     rows.sort(
         key=lambda r: (
             _STATE_ORDER.get(r.state, 9),

@@ -217,17 +217,23 @@ def list_incidents(
     return [_to_incident(r) for r in conn.execute(sa.text(sql), params).mappings()]
 
 
-def open_incidents_for_rules(conn: Connection, rules: Sequence[str]) -> list[Incident]:
-    """System-level scan across tenants: the evaluation pass judges every enabled integration
-    of every organization and must find the open incidents its rules own, wherever they are."""
+def open_incidents_for_rules(
+    conn: Connection, organization_id: str, rules: Sequence[str]
+) -> list[Incident]:
+    """An organization's open incidents that `rules` own (the evaluation pass reads them for
+    every organization in turn: it must find them wherever they are)."""
     if not rules:
         return []
     names = {f"r{k}": rule for k, rule in enumerate(rules)}
     sql = (
-        f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE status = 'open' "
-        f"AND rule IN ({', '.join(':' + k for k in names)}) ORDER BY organization_id, dedupe_key"
+        f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE organization_id = :o "
+        f"AND status = 'open' AND rule IN ({', '.join(':' + k for k in names)}) "
+        "ORDER BY dedupe_key"
     )
-    return [_to_incident(r) for r in conn.execute(sa.text(sql), names).mappings()]
+    return [
+        _to_incident(r)
+        for r in conn.execute(sa.text(sql), {**names, "o": organization_id}).mappings()
+    ]
 
 
 def open_incident(conn: Connection, organization_id: str, dedupe_key: str) -> Incident | None:

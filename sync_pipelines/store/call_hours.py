@@ -271,7 +271,7 @@ def roll_up_organizations(
     schedule, and a report before it reads); organization → hour rows written."""
     written = {}
     for organization_id in sorted(set(organization_ids)):
-        with store.transaction() as conn:
+        with store.scoped(organization_id).transaction() as conn:
             written[organization_id] = roll_up_call_hours(conn, organization_id, now=now)
     return written
 

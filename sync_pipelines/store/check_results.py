@@ -110,19 +110,21 @@ def latest_check_at(conn: Connection, organization_id: str, integration_id: str)
 
 def check_results_after(
     conn: Connection,
+    organization_id: str,
     *,
     since: datetime,
     after: tuple[datetime, str] | None = None,
     limit: int = 1000,
 ) -> list[CheckResult]:
-    """System-level scan across tenants (the alert sensor's): results in (created_at, id) order
-    after the position `after` = (created_at, id) of the last one read, or, with no position
-    yet, created at or after `since`. Each carries the organization_id it is then handled with."""
+    """One organization's results in (created_at, id) order after the position `after` =
+    (created_at, id) of the last one read, or, with no position yet, created at or after
+    `since` (the alert sensor reads every organization's in turn)."""
     if after is None:
         where, params = "created_at >= :since", {"since": since}
     else:
         where = "(created_at > :t OR (created_at = :t AND id > :id))"
         params = {"t": after[0], "id": after[1]}
+    where, params = f"organization_id = :o AND {where}", {**params, "o": organization_id}
     rows = conn.execute(
         sa.text(
             f"SELECT {', '.join(_COLUMNS)} FROM integration_check_results WHERE {where} "

@@ -70,6 +70,16 @@ def ping(conn: Connection) -> None:
     conn.execute(sa.text("SELECT 1")).scalar()
 
 
+def use_organization(conn: Connection, organization_id: str) -> None:
+    """From here to the end of the open transaction, work in one organization (Postgres row
+    security, sql/026): how a loop over organizations moves from one to the next on one
+    connection. `Store.scoped` does it at each transaction's start. No-op on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT set_config('sync.organization_id', :o, true)"), {"o": organization_id}
+        )
+
+
 def dump_json(value: Any) -> str | None:
     return None if value is None else _encode_json(value)
 

@@ -25,7 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
-from sync_pipelines.store.status_counts import count_by_status, counts_by_provider, scope_of
+from sync_pipelines.store.integrations import for_each_organization
+from sync_pipelines.store.status_counts import (
+    count_by_status,
+    counts_by_provider,
+    queue_counts_across_tenants,
+    scope_of,
+)
 
 PENDING = "pending"
 RETRYING = "retrying"
@@ -537,6 +543,13 @@ def letters_by_provider(
 ) -> list[tuple[str, str, int]]:
     """(provider, status, letters) of the letters in `statuses`; all tenants' without an
     organization (`counts_by_provider`)."""
+    if organization_id is None and conn.dialect.name == "postgresql":
+        return [
+            (provider, status, n)
+            for provider, status, n, _ in queue_counts_across_tenants(
+                conn, "dead_letters", statuses
+            )
+        ]
     rows = counts_by_provider(
         conn,
         "dead_letters",
@@ -551,15 +564,33 @@ def letters_by_provider(
 def due_dead_letter_sets(
     conn: Connection, *, now: datetime, streams: Sequence[str] = STREAMS
 ) -> list[DueSet]:
-    """System-level (spans tenants): per enabled integration, its letters due for replay."""
+    """Every organization's (in turn): per enabled integration, its letters due for replay."""
+    found = [
+        due
+        for organization_id in for_each_organization(conn)
+        for due in _due_sets(conn, organization_id, now=now, streams=streams)
+    ]
+    return sorted(found, key=lambda d: d.integration_id)
+
+
+def _due_sets(
+    conn: Connection, organization_id: str, *, now: datetime, streams: Sequence[str]
+) -> list[DueSet]:
     sql = (
         "SELECT d.organization_id, d.integration_id, count(*) AS n, max(d.id) AS max_id, "
         "max(d.next_attempt_at) AS max_next FROM dead_letters d JOIN integrations i "
         "ON i.integration_id = d.integration_id AND i.organization_id = d.organization_id "
-        "WHERE i.enabled = :true AND d.status IN :statuses AND d.next_attempt_at <= :now "
-        "AND d.stream IN :streams GROUP BY d.organization_id, d.integration_id ORDER BY d.integration_id"
+        "WHERE d.organization_id = :o AND i.enabled = :true AND d.status IN :statuses "
+        "AND d.next_attempt_at <= :now AND d.stream IN :streams "
+        "GROUP BY d.organization_id, d.integration_id"
     )
-    params = {"true": True, "statuses": list(UNRESOLVED), "now": now, "streams": list(streams)}
+    params = {
+        "o": organization_id,
+        "true": True,
+        "statuses": list(UNRESOLVED),
+        "now": now,
+        "streams": list(streams),
+    }
     rows = conn.execute(_expanding(sql, params), params).mappings()
     return [
         DueSet(

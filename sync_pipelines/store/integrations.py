@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, utc_now
+from sync_pipelines.store.database import (
+    dump_json,
+    load_json,
+    parse_timestamp,
+    use_organization,
+    utc_now,
+)
 
 #: seconds between polls of an integration unless it says otherwise
 DEFAULT_POLL_INTERVAL_S = 300
@@ -198,6 +205,15 @@ def organization_ids(conn: Connection) -> list[str]:
     else:
         sql = "SELECT organization_id FROM organizations ORDER BY organization_id"
     return list(conn.execute(sa.text(sql)).scalars())
+
+
+def for_each_organization(conn: Connection) -> Iterator[str]:
+    """Every organization in turn, the open transaction switched to each (`use_organization`)
+    before it is yielded: a job's per-organization work on one connection. Queries inside still
+    filter by the organization (SQLite has no row security)."""
+    for organization_id in organization_ids(conn):
+        use_organization(conn, organization_id)
+        yield organization_id
 
 
 def _to_integration(row: Any) -> Integration:

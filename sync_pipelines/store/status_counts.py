@@ -64,3 +64,15 @@ def count_by_status(
     ).mappings():
         counts[row["status"]] = int(row["n"])
     return counts
+
+
+def queue_counts_across_tenants(
+    conn: Connection, queue: str, statuses: Sequence[str]
+) -> list[tuple[str, str, int, Any]]:
+    """Postgres: (provider, status, rows, oldest) of a queue over every tenant, through the named
+    function of sql/026 (the service role sees one organization at a time otherwise)."""
+    rows = conn.execute(
+        sa.text("SELECT * FROM sync_queue_counts(:q, CAST(:s AS text[]))"),
+        {"q": queue, "s": list(statuses)},
+    )
+    return [(p, s, int(n), oldest) for p, s, n, oldest in rows]

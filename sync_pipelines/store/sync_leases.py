@@ -200,17 +200,20 @@ def release_lease(conn: Connection, lease: tuple[str, str, str, int], *, now: da
     )
 
 
-def streams_to_close(conn: Connection, *, now: datetime) -> list[tuple[str, str, str]]:
-    """(organization, integration, stream) with a sync-log row still `running` or a held lease
-    past its expiry, every organization (the stale-sync sensor's scan; the service role is not
-    bound by row-level security)."""
+def streams_to_close(
+    conn: Connection, organization_id: str, *, now: datetime
+) -> list[tuple[str, str, str]]:
+    """(organization, integration, stream) of one organization with a sync-log row still
+    `running` or a held lease past its expiry (the stale-sync sensor's scan, organization by
+    organization)."""
     rows = conn.execute(
         sa.text(
             "SELECT organization_id, integration_id, stream FROM integration_sync_log "
-            "WHERE status = 'running' UNION SELECT organization_id, integration_id, stream "
-            "FROM sync_leases WHERE holder_host IS NOT NULL AND expires_at < :now"
+            "WHERE organization_id = :o AND status = 'running' "
+            "UNION SELECT organization_id, integration_id, stream FROM sync_leases "
+            "WHERE organization_id = :o AND holder_host IS NOT NULL AND expires_at < :now"
         ),
-        {"now": now},
+        {"o": organization_id, "now": now},
     )
     return sorted({(o, i, s) for o, i, s in rows})
 
@@ -278,6 +281,12 @@ def runs_known_dead(conn: Connection, run_ids: list[str], *, now: datetime) -> s
     for a pool slot, a sync that ended — is not known dead."""
     if not run_ids:
         return set()
+    if conn.dialect.name == "postgresql":  # across tenants: the named function (sql/026)
+        found = conn.execute(
+            sa.text("SELECT sync_runs_known_dead(CAST(:ids AS text[]), :now)"),
+            {"ids": list(run_ids), "now": now},
+        )
+        return set(found.scalars())
     rows = conn.execute(
         sa.text(
             "SELECT holder_run_id FROM sync_leases WHERE holder_run_id IN :ids "

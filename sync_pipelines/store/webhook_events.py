@@ -26,7 +26,12 @@ from sync_pipelines.figures import percentile
 from sync_pipelines.json_limits import JsonLimitError, load_within_limits
 from sync_pipelines.store.activity import ACTIVITY_COLUMNS
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
-from sync_pipelines.store.status_counts import count_by_status, counts_by_provider, scope_of
+from sync_pipelines.store.status_counts import (
+    count_by_status,
+    counts_by_provider,
+    queue_counts_across_tenants,
+    scope_of,
+)
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -299,6 +304,16 @@ def pending_events_after(
 ) -> list[InboxPosition]:
     """Pending events of enabled integrations past the sensor's cursor (received_at, id), in
     inbox order."""
+    if conn.dialect.name == "postgresql":  # across tenants: the named function (sql/026)
+        at, after_id = after if after is not None else (None, None)
+        found = conn.execute(
+            sa.text(
+                "SELECT * FROM sync_pending_webhook_events(CAST(:t AS timestamptz), "
+                "CAST(:id AS text), :n)"
+            ),
+            {"t": at, "id": after_id, "n": limit},
+        )
+        return [_to_position(r) for r in found.mappings()]
     sql = f"{_POSITIONS} WHERE e.status = 'pending'"
     params: dict[str, Any] = {"n": limit, "true": True}
     if after is not None:
@@ -314,6 +329,12 @@ def overdue_events(
     """Events that should have been processed by now: pending since before `received_before`
     (their run never ran, or they committed behind the cursor), or claimed by a run whose lease
     ran out."""
+    if conn.dialect.name == "postgresql":  # across tenants: the named function (sql/026)
+        found = conn.execute(
+            sa.text("SELECT * FROM sync_overdue_webhook_events(:r, :c, :n)"),
+            {"r": received_before, "c": claimed_before, "n": limit},
+        )
+        return [_to_position(r) for r in found.mappings()]
     rows = conn.execute(
         sa.text(
             f"{_POSITIONS} WHERE ((e.status = 'pending' AND e.received_at < :r) "
@@ -376,6 +397,14 @@ def waiting_by_provider(
 ) -> list[tuple[str, int, datetime | None]]:
     """(provider, events, oldest received_at) of the events in `statuses`, per provider; all
     tenants' without an organization (`counts_by_provider`)."""
+    if organization_id is None and conn.dialect.name == "postgresql":
+        per_provider: dict[str, tuple[int, datetime | None]] = {}
+        for provider, _status, n, oldest in queue_counts_across_tenants(
+            conn, "webhook_events", statuses
+        ):
+            total, first = per_provider.get(provider, (0, None))
+            per_provider[provider] = (total + n, min(filter(None, (first, oldest)), default=None))
+        return [(p, n, oldest) for p, (n, oldest) in sorted(per_provider.items())]
     rows = counts_by_provider(
         conn,
         "webhook_events",

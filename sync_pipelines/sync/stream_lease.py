@@ -32,6 +32,7 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import FencedError, LeaseHeldError
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.integrations import for_each_organization
 from sync_pipelines.store.sync_leases import (
     Lease,
     LeaseHolder,
@@ -335,9 +336,14 @@ def close_abandoned_syncs(
     now = now or utc_now()
     sensor = LeaseHolder(run_id=None, host=socket.gethostname(), pid=os.getpid(), process="")
     with store.connect() as conn:
-        candidates = streams_to_close(conn, now=now)
+        candidates = [
+            candidate
+            for organization_id in for_each_organization(conn)
+            for candidate in streams_to_close(conn, organization_id, now=now)
+        ]
     closed: list[str] = []
     for organization_id, integration_id, stream in candidates:
+        store = store.scoped(organization_id)
         with store.connect() as conn:
             seen = read_lease(conn, organization_id, integration_id, stream)
         with store.transaction() as conn:

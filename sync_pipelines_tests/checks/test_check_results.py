@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from sync_pipelines.checks.integration_checks import CHECKS, check_integration
-from sync_pipelines.store.check_results import check_results, check_results_after
+from sync_pipelines.alerts.check_results import check_results_after, position_of
+from sync_pipelines.store.check_results import check_results
 from sync_pipelines_tests.checks.check_support import NOW, ORG, add_calls, add_sync, save
 
 
@@ -40,8 +41,8 @@ def test_reads_are_scoped_by_organization_and_the_scan_reads_every_tenant_in_ord
     with store.connect() as conn:
         assert {r.run_id for r in check_results(conn, ORG)} == {"run-a"}
         assert {r.run_id for r in check_results(conn, "org-other")} == {"run-b"}
-        first = check_results_after(conn, since=NOW, limit=len(CHECKS) + 1)
-        rest = check_results_after(conn, since=NOW, after=(first[-1].created_at, first[-1].id))
+        first = check_results_after(conn, None, since=NOW, limit=len(CHECKS) + 1)
+        rest = check_results_after(conn, position_of(first[-1]), since=NOW, limit=1000)
     assert [r.check_name for r in first[: len(CHECKS)]] == [c.name for c in CHECKS]
     assert [(r.organization_id, r.check_name) for r in first[len(CHECKS) :]] == [
         ("org-other", CHECKS[0].name)

@@ -245,6 +245,11 @@ def test_the_named_functions_are_the_way_across_tenants(two_synced_organizations
     assert granted == {
         "sync_integrations_across_tenants",
         "sync_organization_ids",
+        "sync_runs_known_dead",
+        "sync_pending_webhook_events",
+        "sync_overdue_webhook_events",
+        "sync_queue_counts",
+        "sync_call_totals",
         "sync_ensure_activity_partitions",
         "sync_drop_activity_partition",
     }

@@ -106,6 +106,82 @@ LANGUAGE sql STABLE SECURITY DEFINER AS $$
     SELECT organization_id FROM organizations ORDER BY organization_id
 $$;
 
+-- Those of `run_ids` whose sync is known dead (store/sync_leases.py runs_known_dead): the poll
+-- schedules and the stale-sync sensor ask it of Dagster runs, which carry no organization.
+CREATE OR REPLACE FUNCTION sync_runs_known_dead(run_ids text[], at timestamptz)
+RETURNS SETOF text
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT holder_run_id FROM sync_leases
+    WHERE holder_run_id = ANY(run_ids) AND holder_host IS NOT NULL AND expires_at < at
+    UNION
+    SELECT run_id FROM integration_sync_log WHERE run_id = ANY(run_ids) AND status = 'abandoned'
+$$;
+
+-- The webhook inbox sensor's two reads (store/webhook_events.py): pending events of enabled
+-- integrations past its cursor, and events overdue (pending too long, or claimed by a run whose
+-- lease ran out), in inbox order. Positions only: the runs they start read the events scoped.
+CREATE OR REPLACE FUNCTION sync_pending_webhook_events(
+    after_at timestamptz, after_id text, row_limit int
+) RETURNS TABLE (id text, organization_id text, integration_id text, received_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT e.id, e.organization_id, e.integration_id, e.received_at FROM webhook_events e
+    JOIN integrations i ON i.integration_id = e.integration_id
+     AND i.organization_id = e.organization_id AND i.enabled
+    WHERE e.status = 'pending'
+      AND (after_at IS NULL OR e.received_at > after_at
+           OR (e.received_at = after_at AND e.id > after_id))
+    ORDER BY e.received_at, e.id LIMIT row_limit
+$$;
+
+CREATE OR REPLACE FUNCTION sync_overdue_webhook_events(
+    received_before timestamptz, claimed_before timestamptz, row_limit int
+) RETURNS TABLE (id text, organization_id text, integration_id text, received_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT e.id, e.organization_id, e.integration_id, e.received_at FROM webhook_events e
+    JOIN integrations i ON i.integration_id = e.integration_id
+     AND i.organization_id = e.organization_id AND i.enabled
+    WHERE (e.status = 'pending' AND e.received_at < received_before)
+       OR (e.status = 'processing' AND e.claimed_at < claimed_before)
+    ORDER BY e.received_at, e.id LIMIT row_limit
+$$;
+
+-- The service's own queues across tenants, per provider and status (monitoring/queue_depths.py:
+-- /metrics and the system-wide health check): the webhook inbox or the dead letters.
+CREATE OR REPLACE FUNCTION sync_queue_counts(queue text, statuses text[])
+RETURNS TABLE (provider text, status text, rows bigint, oldest timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $$
+BEGIN
+    IF queue = 'webhook_events' THEN
+        RETURN QUERY SELECT e.provider, e.status, count(*), min(e.received_at)
+            FROM webhook_events e WHERE e.status = ANY(statuses) GROUP BY e.provider, e.status;
+    ELSIF queue = 'dead_letters' THEN
+        RETURN QUERY SELECT d.provider, d.status, count(*), NULL::timestamptz
+            FROM dead_letters d WHERE d.status = ANY(statuses) GROUP BY d.provider, d.status;
+    ELSE
+        RAISE EXCEPTION 'sync_queue_counts: % is not a queue', queue;
+    END IF;
+END
+$$;
+
+-- The calls of several organizations' integrations together (reports/integration_report.py, a
+-- report over every organization): calls, failed, average and exact p95 latency. The pairs
+-- (organization, integration) come as two arrays; which activity types are calls and which
+-- statuses failed come from the caller (store/provider_calls.py), so they live in one place.
+CREATE OR REPLACE FUNCTION sync_call_totals(
+    organization_ids text[], integration_ids text[], call_types text[], error_statuses text[],
+    period_start timestamptz, period_end timestamptz
+) RETURNS TABLE (calls bigint, failed bigint, avg_ms double precision, p95_ms double precision)
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT count(*), coalesce(sum(CASE WHEN a.status = ANY(error_statuses) THEN 1 ELSE 0 END), 0),
+           avg(a.response_time_ms),
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY a.response_time_ms)
+    FROM unnest(organization_ids, integration_ids) AS s(organization_id, integration_id)
+    JOIN integration_activity_log a
+      ON a.organization_id = s.organization_id AND a.integration_id = s.integration_id
+    WHERE a.created_at >= period_start AND a.created_at < period_end
+      AND a.activity_type = ANY(call_types)
+$$;
+
 -- Activity-log partitions belong to no tenant: the service creates and drops them through
 -- these, as their owner.
 ALTER FUNCTION sync_ensure_activity_partitions(date, int) SECURITY DEFINER;
@@ -136,6 +212,11 @@ BEGIN
     FOREACH f IN ARRAY ARRAY[
         'sync_integrations_across_tenants(boolean, text, text)',
         'sync_organization_ids()',
+        'sync_runs_known_dead(text[], timestamptz)',
+        'sync_pending_webhook_events(timestamptz, text, int)',
+        'sync_overdue_webhook_events(timestamptz, timestamptz, int)',
+        'sync_queue_counts(text, text[])',
+        'sync_call_totals(text[], text[], text[], text[], timestamptz, timestamptz)',
         'sync_ensure_activity_partitions(date, int)',
         'sync_drop_activity_partition(text)'
     ] LOOP
