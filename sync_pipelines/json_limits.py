@@ -108,18 +108,31 @@ def body_limit(setting: int | None, environ: Mapping[str, str] | None = None) ->
     return int(configured) if configured else DEFAULT_MAX_BODY_BYTES
 
 
-def load_within_limits(text: str | bytes, *, max_bytes: int | None = None) -> Any:
-    """Decode a stored document, refusing what the receiver would have refused: too deep, or
-    (with `max_bytes`) a canonical size over it (JsonLimitError)."""
+def decode(text: str | bytes) -> Any:
+    """`json.loads` for a document from outside (a provider's answer, an MQTT payload): a
+    ValueError for anything it cannot take — JsonLimitError for one nested deeper than
+    MAX_JSON_DEPTH — never the RecursionError `json.loads` raises for a deep one, which no
+    caller expects."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    problem = depth_problem(value)
+    if problem:
+        raise JsonLimitError(problem)
+    return value
+
+
+def load_within_limits(text: str | bytes, *, max_bytes: int | None = None) -> Any:
+    """Decode a stored document, refusing what the receiver would have refused: too deep, or
+    (with `max_bytes`) a canonical size over it (JsonLimitError)."""
+    try:
+        value = decode(text)
+    except JsonLimitError:
+        raise
     except ValueError as exc:
         raise JsonLimitError(f"not valid JSON: {str(exc)[:200]}") from None
-    problem = depth_problem(value) or (
-        size_problem(value, max_bytes) if max_bytes is not None else None
-    )
+    problem = size_problem(value, max_bytes) if max_bytes is not None else None
     if problem:
         raise JsonLimitError(problem)
     return value

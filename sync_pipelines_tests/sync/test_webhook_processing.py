@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
@@ -24,7 +26,15 @@ from sync_pipelines.store.webhook_events import (
     processing_delay,
     requeue_events,
 )
-from sync_pipelines.sync.webhook_processing import process_webhook_events
+from sync_pipelines.sync.webhook_processing import (
+    UnapplicableEvent,
+    _aws_version,
+    _azure_sequence,
+    _epoch_ms_time,
+    _iso_time,
+    _proto_time,
+    process_webhook_events,
+)
 from sync_pipelines_tests.webhook_support import (
     azure_event,
     insert_pending,
@@ -405,3 +415,31 @@ def test_an_event_over_the_size_limit_is_dead_lettered_alone_and_the_rest_applie
     with store.connect() as conn:
         letters = list_dead_letters(conn, "org-a")
     assert {letter.source_id for letter in letters} == {long_text.id, long_number.id}
+
+
+_field_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["2026-01-01T00:00:00Z", "2026-13-45T00:00:00", "ff" * 40, "0A1b"]),
+    lambda inner: (
+        st.dictionaries(st.sampled_from(["seconds", "nanos", "x"]), inner, max_size=3)
+        | st.lists(inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_field_values)
+def test_any_event_field_is_read_or_refused_as_unapplicable(value):
+    """The processor's readers of sender-written fields (times, sequence and version numbers):
+    a value or UnapplicableEvent (which dead-letters the event with its reason), nothing else."""
+    readers = (_iso_time, _proto_time, _epoch_ms_time, _azure_sequence)
+    for read in (*readers, lambda v: _aws_version({"versionNumber": v})):
+        try:
+            read(value)
+        except UnapplicableEvent as refused:
+            assert str(refused)
