@@ -362,3 +362,36 @@ def test_a_telemetry_time_out_of_range_is_a_document_error(ts):
             received_at=datetime.now(UTC),
             duplicate=False,
         )
+
+
+# -- regression examples: answers nested past what json.loads can recurse ------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "listing", "status"),
+    [
+        ("golioth", "list_devices", 200),  # msgspec's page decoder, then the generic one
+        ("golioth", "list_states", 200),
+        ("azure_iot", "list_devices", 200),
+        ("azure_iot", "list_states", 200),
+    ],
+)
+def test_a_page_nested_past_the_decoder_is_a_malformed_response(provider, listing, status):
+    with (
+        _http_provider(provider, _answer(status, _deep(3000), {})) as opened,
+        pytest.raises(ProviderError, match="nested deeper than 64 levels"),
+    ):
+        list(getattr(opened, listing)())
+
+
+@pytest.mark.parametrize("provider", ["golioth", "azure_iot"])
+@pytest.mark.parametrize("status", [200, 500])  # a state, and an error body read for its words
+def test_a_state_or_error_body_nested_past_the_decoder_is_a_failure(provider, status):
+    with _http_provider(provider, _answer(status, _deep(3000), {})) as opened:
+        [], [failure] = opened.get_states(["dev-1"])
+    assert failure.error_message
+
+
+def test_a_shadow_nested_past_the_decoder_is_a_failure_naming_it():
+    [], [failure] = _aws(lambda _: _deep(3000)).get_states(["thing-1"])
+    assert failure.error_type == "validation" and "nested deeper" in failure.error_message
