@@ -5,17 +5,38 @@ one side accepts, the other can always read.
 Why a depth limit: Python's JSON decoder and encoder recurse once per nesting level, so a
 document a few hundred levels deep raises RecursionError wherever the stack is already deep (a
 Dagster run). No device payload needs more than a handful of levels.
+
+How size is measured at both doors: the raw body cannot be measured again at processing — the
+receiver stores the parsed document, and PostgreSQL's JSONB gives back its own text (spaces
+after `,` and `:`, keys reordered, `1e+16` written out as `10000000000000000`). So the size
+that is limited at both doors is the document's *canonical size* (`canonical_size`): compact
+JSON, strings in UTF-8 with only the escapes JSON requires, numbers in plain decimal (as JSONB
+writes them). A document and what either store gives back for it have the same canonical size,
+and a part of a document (one event of an Event Grid batch) is never larger than the whole, so
+a delivery the receiver accepted is always within the limit when the processor reads it. The
+receiver checks the raw body as it streams (cheap, before parsing) and then the canonical size;
+the canonical size is at most the raw size except for numbers a sender wrote with an exponent.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 #: nesting levels (objects and arrays) a document may have
 MAX_JSON_DEPTH = 64
 #: a webhook body's size limit unless the integration sets `webhook_max_body_bytes`
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: the integration setting that overrides the deployment's limit
+MAX_BODY_SETTING = "webhook_max_body_bytes"
+#: the deployment's limit (receiver and processor), else DEFAULT_MAX_BODY_BYTES
+MAX_BODY_ENV = "SYNC_WEBHOOK_MAX_BODY_BYTES"
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 class JsonLimitError(ValueError):
@@ -40,19 +61,78 @@ def depth_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
-def load_within_limits(text: str | bytes, *, max_bytes: int | None = None) -> Any:
-    """Decode a stored document, refusing what the receiver would have refused
-    (JsonLimitError)."""
-    size = len(text.encode() if isinstance(text, str) else text)
-    if max_bytes is not None and size > max_bytes:
-        raise JsonLimitError(f"{size} bytes, over the limit of {max_bytes}")
+def canonical_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON in UTF-8 with numbers in plain decimal: the same for a
+    document and for what SQLite or PostgreSQL (JSONB) gives back for it (see the module's
+    docstring). `value` must be within MAX_JSON_DEPTH (the encoder recurses)."""
+    size = len(_compact(value).encode("utf-8", "surrogatepass"))
+    # the encoder writes a float as repr() (`1e+16`), JSONB as plain decimal (`10000000000000000`)
+    if not isinstance(value, dict | list):
+        return size + _number_delta(value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append(child)
+            elif isinstance(child, float):
+                size += _number_delta(child)
+    return size
+
+
+def _number_delta(value: Any) -> int:
+    """How much longer a float is as JSONB writes it than as repr(): plain decimal instead of an
+    exponent, and no negative zero (0 for anything else)."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return 0
+    written = repr(value)
+    if "e" in written:
+        return len(format(Decimal(written), "f")) - len(written)
+    return -1 if written == "-0.0" else 0
+
+
+def size_problem(value: Any, max_bytes: int) -> str | None:
+    """What is wrong with `value`'s size (None: its canonical size is within `max_bytes`)."""
+    size = canonical_size(value)
+    if size > max_bytes:
+        return f"{size} bytes as canonical JSON, over the limit of {max_bytes} bytes"
+    return None
+
+
+def body_limit(setting: int | None, environ: Mapping[str, str] | None = None) -> int:
+    """The size limit of an integration's webhook documents: its `webhook_max_body_bytes`,
+    else $SYNC_WEBHOOK_MAX_BODY_BYTES, else DEFAULT_MAX_BODY_BYTES."""
+    if setting:
+        return setting
+    configured = (os.environ if environ is None else environ).get(MAX_BODY_ENV)
+    return int(configured) if configured else DEFAULT_MAX_BODY_BYTES
+
+
+def decode(text: str | bytes) -> Any:
+    """`json.loads` for a document from outside (a provider's answer, an MQTT payload): a
+    ValueError for anything it cannot take — JsonLimitError for one nested deeper than
+    MAX_JSON_DEPTH — never the RecursionError `json.loads` raises for a deep one, which no
+    caller expects."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    problem = depth_problem(value)
+    if problem:
+        raise JsonLimitError(problem)
+    return value
+
+
+def load_within_limits(text: str | bytes, *, max_bytes: int | None = None) -> Any:
+    """Decode a stored document, refusing what the receiver would have refused: too deep, or
+    (with `max_bytes`) a canonical size over it (JsonLimitError)."""
+    try:
+        value = decode(text)
+    except JsonLimitError:
+        raise
     except ValueError as exc:
         raise JsonLimitError(f"not valid JSON: {str(exc)[:200]}") from None
-    problem = depth_problem(value)
+    problem = size_problem(value, max_bytes) if max_bytes is not None else None
     if problem:
         raise JsonLimitError(problem)
     return value

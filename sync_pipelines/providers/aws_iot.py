@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sync_pipelines import aws_errors
+from sync_pipelines import aws_errors, json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import (
     AuthError,
@@ -462,7 +462,8 @@ class AwsIotProvider(Provider):
     def _get_shadow(
         self, data: Any, thing: str, shadow_name: str | None
     ) -> tuple[JsonDict, str | None]:
-        """The shadow document and our request id; raises _NoShadow when AWS has none."""
+        """The shadow document (with a `state` object, maybe empty) and our request id; raises
+        _NoShadow when AWS has none."""
         try:
             response = self._call(
                 data.get_thing_shadow,
@@ -489,7 +490,8 @@ class AwsIotProvider(Provider):
                 raise self._malformed(
                     response, thing, "GetThingShadow", f"`state.{part}` is not an object"
                 )
-        return document, request_id_of(response)
+        # a shadow without `state` (every section deleted) is one with nothing in it
+        return {**document, "state": state}, request_id_of(response)
 
     def _no_state(self, thing: str) -> DeviceState | ProviderError:
         """No shadow: a state of nothing — unless the thing itself is gone, which is a failure."""
@@ -548,7 +550,7 @@ class AwsIotProvider(Provider):
         raw = response.get("payload")
         body = raw.read() if hasattr(raw, "read") else raw
         try:
-            document = json.loads(body)
+            document = json_limits.decode(body)
         except (TypeError, ValueError) as exc:
             raise self._malformed(
                 response, thing, operation, f"the shadow document is not valid JSON ({exc})"
@@ -633,7 +635,7 @@ def _indexed_state(
     if not isinstance(thing, dict) or not isinstance(thing.get("thingName"), str):
         return None
     try:
-        shadow = json.loads(thing.get("shadow") or "null")
+        shadow = json_limits.decode(thing.get("shadow") or "null")
     except (TypeError, ValueError):
         return None
     if shadow_name is not None and isinstance(shadow, dict):

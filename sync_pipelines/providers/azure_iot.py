@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from sync_pipelines import json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
@@ -325,7 +326,7 @@ def hub_error_detail(response: httpx.Response) -> str:
     message: str | None = None
     tracking: str | None = None
     try:
-        body = json.loads(response.content)
+        body = json_limits.decode(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -335,7 +336,7 @@ def hub_error_detail(response: httpx.Response) -> str:
             name = name or legacy_name
         elif isinstance(raw, str):
             try:
-                inner = json.loads(raw)
+                inner = json_limits.decode(raw)
             except ValueError:
                 inner = None
             if isinstance(inner, dict):

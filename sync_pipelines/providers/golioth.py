@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from sync_pipelines import json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConflictError, ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
@@ -327,7 +328,7 @@ class GoliothProvider(HttpProvider):
         """The RPC status body's `message` (with its gRPC code), else the body's text."""
         message = response.text[:300]
         try:
-            body = response.json()
+            body = json_limits.decode(response.content)
             if isinstance(body, dict) and body.get("message"):
                 message = f"{body['message']} (rpc code {body.get('code')})"
         except ValueError:

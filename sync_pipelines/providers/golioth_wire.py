@@ -78,4 +78,6 @@ def decode_page(content: bytes) -> tuple[WirePage, bool] | None:
         page = _PAGE_DECODER.decode(content)
     except (msgspec.DecodeError, ValueError):  # ValueError: bytes that are not UTF-8
         return None
+    except RecursionError:  # nested past msgspec's stack: the generic path refuses it by name
+        return None
     return page, _floats.seen

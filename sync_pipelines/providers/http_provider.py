@@ -7,7 +7,6 @@ the URL and the request id — and state reads with bounded concurrency.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from sync_pipelines import json_limits
 from sync_pipelines.errors import (
     AuthError,
     ConfigError,
@@ -133,8 +133,8 @@ class HttpProvider(Provider):
 
     def _decode(self, response: httpx.Response, device_id: str | None = None) -> Any:
         try:
-            return json.loads(response.content)
-        except ValueError as exc:
+            return json_limits.decode(response.content)
+        except ValueError as exc:  # a JsonLimitError too: nested deeper than any device document
             raise self._malformed(
                 response, f"{self._subject(device_id)}: response is not valid JSON ({exc})"
             ) from exc

@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sync_pipelines import json_limits
 from sync_pipelines.providers.contract import DeviceRecord, JsonDict, TelemetryMessage
 
 #: keys of a reported/desired document that are bookkeeping, not state
@@ -27,8 +28,8 @@ def decode_object(payload: bytes, *, max_bytes: int) -> JsonDict:
             f"payload of {len(payload)} bytes exceeds max_message_bytes={max_bytes}"
         )
     try:
-        doc = json.loads(payload)
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        doc = json_limits.decode(payload)
+    except ValueError as exc:  # UnicodeDecodeError and JsonLimitError are ValueErrors too
         raise DocumentError(f"payload is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise DocumentError(f"payload is a JSON {type(doc).__name__}, not an object")
@@ -116,7 +117,10 @@ def telemetry_message(
         raise DocumentError(f"`seq` must be a non-negative integer, got {seq!r:.40}")
     ts = doc.get("ts")
     if isinstance(ts, int | float) and not isinstance(ts, bool):
-        device_time: datetime | None = datetime.fromtimestamp(ts, UTC)
+        try:
+            device_time: datetime | None = datetime.fromtimestamp(ts, UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, or beyond the years datetime holds
+            raise DocumentError(f"`ts` {ts!r:.40} is not a Unix time in range") from None
     else:
         device_time = parse_time(ts, "ts")
     return TelemetryMessage(

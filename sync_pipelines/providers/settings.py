@@ -13,7 +13,6 @@ a value that looks like a secret.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from sync_pipelines import json_limits
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import is_sensitive_key, redact_text
@@ -58,7 +58,7 @@ def _json_value(value: Any) -> Any:
     """A JSON-valued setting given as text (`--setting 'monitoring={...}'`) is parsed."""
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
-            return json.loads(value)
+            return json_limits.decode(value)
         except ValueError:
             raise ValueError("is not valid JSON") from None
     return value

@@ -26,7 +26,10 @@ What is applied, per provider:
   `clientId`) → status, ordered by (`versionNumber`, connected before disconnected) (else
   `timestamp`); any other payload with a `thingName` → a telemetry reading.
 Other event types are marked processed and counted as ignored. An event that cannot be applied
-(no device named, malformed data, a store constraint) is marked failed and dead-lettered, and
+(no device named, malformed data, a store constraint) or that the receiver would refuse today
+(a payload nested too deep, or whose canonical size is over the integration's limit —
+json_limits: stored by an older receiver, or by another writer) is marked failed and
+dead-lettered, and
 the run ends `partial`; a store outage fails the run instead, and the claim's lease hands the
 events to a later run.
 
@@ -51,6 +54,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import FencedError, category_of
+from sync_pipelines.json_limits import MAX_BODY_ENV, MAX_BODY_SETTING, body_limit, size_problem
 from sync_pipelines.observability import metrics
 from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
 from sync_pipelines.observability.logging import get_logger
@@ -120,6 +124,8 @@ def process_webhook_events(
     with SyncRun(
         session, STREAM, WEBHOOK_PROCESSING, log=_log, event="webhook_processing", limit=limit
     ) as run:
+        # the receiver's limit for this integration: what it would refuse is not applied here
+        max_bytes = body_limit(getattr(integration_settings(integ), MAX_BODY_SETTING, None))
         with session.store.transaction() as conn:
             events = claim_events(
                 conn,
@@ -133,7 +139,7 @@ def process_webhook_events(
             run.fence(conn)  # a processor whose lease was taken over claims nothing
         run.counts.fetched, run.counts.pages = len(events), int(bool(events))
         for event in events:
-            effect = _process(run, event)
+            effect = _process(run, event, max_bytes)
             _count_processed(integ.provider, event, effect)
             if effect is None:
                 run.counts.failed += 1
@@ -170,13 +176,20 @@ def process_webhook_events(
     return run.result
 
 
-def _process(run: SyncRun, event: WebhookEvent) -> _Effect | None:
+def _process(run: SyncRun, event: WebhookEvent, max_bytes: int) -> _Effect | None:
     """Apply one event: its effect, or None when it failed (and was dead-lettered)."""
     session = run.session
     integ, run_id = session.integration, session.run.run_id
     try:
-        if event.unreadable:  # stored before the receiver's limits, or written by hand
+        # stored before the receiver's limits, or by another writer: refused as the receiver would
+        if event.unreadable:
             raise UnapplicableEvent(event.unreadable)
+        oversized = size_problem(event.payload, max_bytes)
+        if oversized:
+            raise UnapplicableEvent(
+                f"payload is {oversized} (setting {MAX_BODY_SETTING}, else ${MAX_BODY_ENV}); "
+                "the receiver refuses such a document"
+            )
         with session.store.transaction() as conn:
             # the mark comes first: it takes the row (Postgres) and proves the claim is still ours
             if not mark_processed(

@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConfigError
-from sync_pipelines.json_limits import DEFAULT_MAX_BODY_BYTES
+from sync_pipelines.json_limits import DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV, MAX_BODY_SETTING
 from sync_pipelines.monitoring.queue_depths import ProviderQueueDepth, queue_depths
 from sync_pipelines.monitoring.service_health import (
     HealthOptions,
@@ -81,6 +81,7 @@ from sync_pipelines.webhooks.events import (
     Handshake,
     InboxEvent,
     PayloadError,
+    PayloadTooLarge,
     is_unauthenticated_handshake,
     read_delivery,
     supported_providers,
@@ -98,8 +99,6 @@ from sync_pipelines.webhooks.verification import (
 )
 
 WEBHOOK_RECEIVED = "webhook_received"  # activity type of every delivery
-MAX_BODY_ENV = "SYNC_WEBHOOK_MAX_BODY_BYTES"
-MAX_BODY_SETTING = "webhook_max_body_bytes"
 #: an oversized body is read and dropped up to this much, so the sender reads our 413 instead of
 #: a connection reset; beyond it the connection is simply closed
 DRAIN_LIMIT_BYTES = 8 << 20
@@ -241,7 +240,11 @@ class WebhookReceiver:
                 raise WebhookRejected(503, "config", target.config_error)
             signed_id = self._authenticate(target, headers, request, body)
             try:
-                read = read_delivery(Delivery(provider, body, headers, signed_id))
+                read = read_delivery(
+                    Delivery(provider, body, headers, signed_id, target.max_body_bytes)
+                )
+            except PayloadTooLarge as exc:
+                raise WebhookRejected(413, "body_too_large", str(exc)) from None
             except PayloadError as exc:
                 raise WebhookRejected(400, "malformed_payload", str(exc)) from None
             if isinstance(read, Handshake):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync_pipelines.json_limits import MAX_JSON_DEPTH, depth_problem
+from sync_pipelines.json_limits import MAX_JSON_DEPTH, depth_problem, size_problem
 
 MAX_EVENT_ID_CHARS = 256
 AZURE_VALIDATION = "SubscriptionValidation"
@@ -37,6 +37,11 @@ class PayloadError(ValueError):
     """A verified delivery whose body is not what the provider sends (answered 400)."""
 
 
+class PayloadTooLarge(PayloadError):
+    """A body within the byte limit whose document is not: its canonical size, which the inbox
+    processor measures again, is over the limit (json_limits; answered 413)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """What the receiver verified: the raw body, lower-cased headers, and the signed id if any."""
@@ -45,6 +50,8 @@ class Delivery:
     body: bytes
     headers: Mapping[str, str]
     signed_id: str | None = None
+    #: the integration's size limit, applied to the parsed document too (json_limits)
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +92,9 @@ def is_unauthenticated_handshake(provider: str, headers: Mapping[str, str]) -> b
 # -- JSON ---------------------------------------------------------------------------------------
 
 
-def parse_json(body: bytes) -> Any:
-    """Strict JSON that both stores can hold: UTF-8, no NaN/Infinity, no NUL, no lone surrogates."""
+def parse_json(body: bytes, max_bytes: int | None = None) -> Any:
+    """Strict JSON that both stores can hold: UTF-8, no NaN/Infinity, no NUL, no lone surrogates,
+    at most MAX_JSON_DEPTH deep and (with `max_bytes`) of a canonical size within it."""
     if not body.strip():
         raise PayloadError("body is empty; a JSON document was expected")
     try:
@@ -113,6 +121,9 @@ def parse_json(body: bytes) -> Any:
     if problem:  # the inbox processor could not read it back (json_limits)
         raise PayloadError(f"body is not acceptable JSON: {problem}")
     _check_storable(value)
+    problem = size_problem(value, max_bytes) if max_bytes is not None else None
+    if problem:
+        raise PayloadTooLarge(f"body is too large: {problem}")
     return value
 
 
@@ -169,7 +180,7 @@ def _text(value: Any) -> str | None:
 
 
 def _read_azure(delivery: Delivery) -> Handshake | list[InboxEvent]:
-    events = parse_json(delivery.body)
+    events = parse_json(delivery.body, delivery.max_bytes)
     if not isinstance(events, list):
         raise PayloadError("an Event Grid delivery is a JSON array of events")
     if not events:
@@ -211,7 +222,7 @@ def _azure_device(event: dict[str, Any]) -> str | None:
 
 
 def _read_golioth(delivery: Delivery) -> list[InboxEvent]:
-    payload = parse_json(delivery.body)
+    payload = parse_json(delivery.body, delivery.max_bytes)
     headers = delivery.headers
     source = _text(headers.get("ce-source"))
     if delivery.signed_id is not None:
@@ -230,7 +241,7 @@ def _read_golioth(delivery: Delivery) -> list[InboxEvent]:
 
 
 def _read_aws(delivery: Delivery) -> Handshake | list[InboxEvent]:
-    payload = parse_json(delivery.body)
+    payload = parse_json(delivery.body, delivery.max_bytes)
     if is_unauthenticated_handshake("aws_iot", delivery.headers):
         return _aws_confirmation(payload)
     if delivery.signed_id is not None:

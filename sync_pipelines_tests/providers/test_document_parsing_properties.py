@@ -1,6 +1,7 @@
 """Property-based, for the parsers of outside data not covered elsewhere (records: see
-test_payload_parsing_properties.py; Golioth pages: test_golioth_wire.py; webhooks:
-webhooks/test_verification.py): state documents (LightDB trees, Azure twins, AWS fleet-index
+test_payload_parsing_properties.py; Golioth pages: test_golioth_wire.py; every provider's
+answers on the wire — pages, shadows, states, error bodies, MQTT payloads:
+test_response_parsing_properties.py; webhooks: webhooks/test_verification.py): state documents (LightDB trees, Azure twins, AWS fleet-index
 shadows), Azure connection strings, every provider's settings and the JSON limits. Whatever
 comes in, each answers with its result or its documented error — never another exception, and
 never a secret in a message."""

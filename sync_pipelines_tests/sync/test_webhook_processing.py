@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability.activity import WEBHOOK_PROCESSING
@@ -24,7 +26,15 @@ from sync_pipelines.store.webhook_events import (
     processing_delay,
     requeue_events,
 )
-from sync_pipelines.sync.webhook_processing import process_webhook_events
+from sync_pipelines.sync.webhook_processing import (
+    UnapplicableEvent,
+    _aws_version,
+    _azure_sequence,
+    _epoch_ms_time,
+    _iso_time,
+    _proto_time,
+    process_webhook_events,
+)
 from sync_pipelines_tests.webhook_support import (
     azure_event,
     insert_pending,
@@ -363,3 +373,73 @@ def test_an_event_nested_too_deep_is_dead_lettered_alone_and_the_rest_applied(
     with store.connect() as conn:
         [letter] = list_dead_letters(conn, "org-a")
     assert (letter.dedupe_key, letter.source_id) == (deep.event_id, deep.id)
+
+
+def test_an_event_over_the_size_limit_is_dead_lettered_alone_and_the_rest_applied(
+    store, monkeypatch, open_session
+):
+    # stored by another writer, or before the integration's limit was lowered: the processor
+    # measures what the receiver measures (json_limits.canonical_size), on either store — a
+    # number PostgreSQL writes out in 301 digits counts as those digits on SQLite too
+    integ, _ = register_webhook_integration(
+        store, monkeypatch, provider="golioth", integration_id="gl-big", webhook_max_body_bytes=100
+    )
+    before = insert_pending(store, integ, event_type="t", payload={"temp": 1}, external_id="d1")
+    long_text = insert_pending(
+        store, integ, event_type="t", payload={"blob": "x" * 200}, external_id="d2"
+    )
+    long_number = insert_pending(store, integ, event_type="t", payload=[1e300], external_id="d3")
+    at_limit = insert_pending(  # {"blob":"x…"} is 11 bytes + the x's: exactly 100
+        store, integ, event_type="t", payload={"blob": "x" * 89}, external_id="d4"
+    )
+    with open_session(store, "gl-big", run_id="run-big") as session:
+        result = process_webhook_events(session)
+    assert (result.status, result.counts.fetched, result.counts.failed) == ("partial", 4, 2)
+    statuses = {
+        r.id: _event(store, r.id, "gl-big").status
+        for r in (before, long_text, long_number, at_limit)
+    }
+    assert statuses == {
+        before.id: "processed",
+        long_text.id: "failed",
+        long_number.id: "failed",
+        at_limit.id: "processed",
+    }
+    for oversized, size in ((long_text, 211), (long_number, 303)):
+        failed = _event(store, oversized.id, "gl-big")
+        assert failed.error_type == "validation"
+        assert (
+            f"{size} bytes as canonical JSON, over the limit of 100 bytes "
+            "(setting webhook_max_body_bytes" in failed.error_message
+        )
+    with store.connect() as conn:
+        letters = list_dead_letters(conn, "org-a")
+    assert {letter.source_id for letter in letters} == {long_text.id, long_number.id}
+
+
+_field_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["2026-01-01T00:00:00Z", "2026-13-45T00:00:00", "ff" * 40, "0A1b"]),
+    lambda inner: (
+        st.dictionaries(st.sampled_from(["seconds", "nanos", "x"]), inner, max_size=3)
+        | st.lists(inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_field_values)
+def test_any_event_field_is_read_or_refused_as_unapplicable(value):
+    """The processor's readers of sender-written fields (times, sequence and version numbers):
+    a value or UnapplicableEvent (which dead-letters the event with its reason), nothing else."""
+    readers = (_iso_time, _proto_time, _epoch_ms_time, _azure_sequence)
+    for read in (*readers, lambda v: _aws_version({"versionNumber": v})):
+        try:
+            read(value)
+        except UnapplicableEvent as refused:
+            assert str(refused)

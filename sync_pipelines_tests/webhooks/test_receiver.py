@@ -237,6 +237,19 @@ def test_an_oversized_body_is_a_413_recorded(store, receiver, signing, chunked):
     assert str(MAX_BODY) in response.json()["detail"]
 
 
+def test_a_small_body_whose_numbers_written_out_are_over_the_limit_is_a_413_recorded(
+    store, receiver, signing
+):
+    # PostgreSQL writes 1e300 out in 301 digits, and the inbox processor measures what it reads
+    # back (json_limits.canonical_size): the receiver refuses what the processor would
+    _, secret = signing
+    body, headers = signed(secret, {"v": [1e300] * 200})
+    assert len(body) < MAX_BODY
+    response = receiver.post("/webhooks/golioth/gw-signed", content=body, headers=headers)
+    _assert_rejection_recorded(store, response, 413, "body_too_large")
+    assert f"over the limit of {MAX_BODY} bytes" in response.json()["detail"]
+
+
 def test_unknown_integration_and_provider_mismatch_get_the_same_404(store, receiver, signing):
     _, secret = signing
     body, headers = signed(secret, {"temp": 1})

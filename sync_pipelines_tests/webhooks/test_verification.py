@@ -20,7 +20,7 @@ from sync_pipelines_peers.emulators.server import EmulatorServer
 from sync_pipelines.errors import ConfigError
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.webhooks.app import create_receiver_app
-from sync_pipelines.webhooks.events import Delivery, PayloadError, read_delivery
+from sync_pipelines.webhooks.events import Delivery, Handshake, PayloadError, read_delivery
 from sync_pipelines.webhooks.verification import (
     SHARED_SECRET,
     STANDARD_WEBHOOKS,
@@ -343,6 +343,73 @@ def test_parsing_any_verified_body_either_yields_events_or_names_the_problem(
         read_delivery(Delivery(provider, body, headers))
     except PayloadError as exc:
         assert str(exc)
+
+
+_event_fields = st.sampled_from(
+    [
+        "id",
+        "eventId",
+        "eventType",
+        "subject",
+        "data",
+        "deviceId",
+        "validationCode",
+        "thingName",
+        "clientId",
+        "messageType",
+        "arn",
+        "confirmationToken",
+        "enableUrl",
+        "device_id",
+        "timestamp",
+    ]
+)
+_event_values = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["devices/d1", "devices/", "Microsoft.Devices.DeviceCreated", "DestinationConfirmation"]
+    ),
+    _json_like,
+)
+_events = st.recursive(
+    st.dictionaries(_event_fields, _event_values, max_size=6),
+    lambda inner: st.dictionaries(_event_fields, inner | _event_values, max_size=4),
+    max_leaves=6,
+)
+#: bodies shaped like each provider's: Event Grid arrays, AWS rule and registry events, Golioth
+#: inject-metadata envelopes — so the readers' deeper branches are reached, not just the first check
+_shaped_bodies = (st.lists(_events, max_size=3) | _events).map(lambda v: json.dumps(v).encode())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    provider=st.sampled_from(["golioth", "aws_iot", "azure_iot"]),
+    headers=_headers
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "aeg-event-type": st.sampled_from(["SubscriptionValidation", "Notification"]),
+            "x-amz-rules-engine-message-type": st.just("DestinationConfirmation"),
+            "ce-id": _header_values,
+            "ce-source": _header_values,
+        },
+    ),
+    body=_shaped_bodies,
+    signed_id=st.none() | _header_values,
+    max_bytes=st.none() | st.integers(1, 400),
+)
+def test_parsing_any_provider_shaped_body_yields_events_or_names_the_problem(
+    provider, headers, body, signed_id, max_bytes
+):
+    try:
+        read = read_delivery(Delivery(provider, body, headers, signed_id, max_bytes))
+    except PayloadError as exc:
+        assert str(exc)
+        return
+    events = read.event and [read.event] if isinstance(read, Handshake) else read
+    for event in events or []:
+        assert event.event_id and event.event_type
+        assert event.external_id is None or isinstance(event.external_id, str)
 
 
 @pytest.fixture
