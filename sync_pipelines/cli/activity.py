@@ -33,7 +33,7 @@ def activity(
     """Print activity-log rows (oldest first) for a run, a request or an integration."""
     from sync_pipelines.store.activity import activity_rows
 
-    with open_store(writes=False).connect() as conn:
+    with open_store(writes=False, organization_id=organization_id).connect() as conn:
         rows = activity_rows(
             conn,
             organization_id,

@@ -35,7 +35,10 @@ def list_alerts(organization_id: str | None, open_only: bool, as_json: bool, lim
     """Incidents, newest first."""
     from sync_pipelines.store.alerts import list_incidents
 
-    with store_session(writes=False) as store, store.connect() as conn:
+    with (
+        store_session(writes=False, organization_id=organization_id) as store,
+        store.connect() as conn,
+    ):
         incidents = list_incidents(conn, organization_id, open_only=open_only, limit=limit)
     if as_json:
         for incident in incidents:

@@ -62,15 +62,20 @@ def store_handle(database_url: str | None = None) -> StoreHandle:
     return handle
 
 
-def open_store(*, writes: bool, database_url: str | None = None) -> Store:
-    return store_handle(database_url).open(writes=writes)
+def open_store(
+    *, writes: bool, database_url: str | None = None, organization_id: str | None = None
+) -> Store:
+    """The command's store; with `organization_id`, scoped to it (`Store.scoped`: on Postgres
+    every transaction works in that organization, which row-level security then holds it to)."""
+    store = store_handle(database_url).open(writes=writes)
+    return store.scoped(organization_id) if organization_id else store
 
 
 @contextmanager
-def store_session(*, writes: bool) -> Iterator[Store]:
+def store_session(*, writes: bool, organization_id: str | None = None) -> Iterator[Store]:
     """`with store_session(writes=...) as store:` — the command's store (disposed of when the
-    command's context closes)."""
-    yield open_store(writes=writes)
+    command's context closes), scoped to `organization_id` when given."""
+    yield open_store(writes=writes, organization_id=organization_id)
 
 
 #: `--database-url`, the one spelling every command that opens the store takes

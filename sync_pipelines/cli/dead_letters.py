@@ -127,7 +127,7 @@ def replay(criteria: _Criteria, everything: bool, dry_run: bool) -> None:
     from sync_pipelines.sync.replay import replay_dead_letters
     from sync_pipelines.sync.session import RunContext, integration_session
 
-    with store_session(writes=True) as store:
+    with store_session(writes=True, organization_id=criteria.organization_id) as store:
         letters = _select(store, criteria, criteria.selection(_REPLAYABLE, everything=everything))
         chosen = {letter.id for letter in letters}
         for skipped in (i for i in dict.fromkeys(criteria.ids) if i not in chosen):
@@ -169,7 +169,7 @@ def quarantine(criteria: _Criteria, everything: bool, reason: str | None, dry_ru
     from sync_pipelines.clock import utc_now
     from sync_pipelines.store.dead_letters import UNRESOLVED, quarantine_dead_letters
 
-    with store_session(writes=True) as store:
+    with store_session(writes=True, organization_id=criteria.organization_id) as store:
         selection = criteria.selection(UNRESOLVED, everything=everything)
         if dry_run:
             _print_letters(_select(store, criteria, selection), action="would_quarantine")
@@ -203,7 +203,10 @@ def list_letters(criteria: _Criteria, statuses: tuple[str, ...], limit: int, as_
     """Print dead letters, oldest first: a table, or JSON lines with --json."""
     from sync_pipelines.store.dead_letters import list_dead_letters
 
-    with store_session(writes=False) as store, store.connect() as conn:
+    with (
+        store_session(writes=False, organization_id=criteria.organization_id) as store,
+        store.connect() as conn,
+    ):
         letters = list_dead_letters(
             conn, criteria.organization_id, criteria.selection(statuses), limit=limit
         )
@@ -265,7 +268,7 @@ def requeue(criteria: _Criteria, everything: bool) -> None:
     from sync_pipelines.clock import utc_now
     from sync_pipelines.store.dead_letters import requeue_dead_letters
 
-    with store_session(writes=True) as store:
+    with store_session(writes=True, organization_id=criteria.organization_id) as store:
         selection = criteria.selection(_REPLAYABLE, everything=everything)
         _check_ids_exist(store, criteria)
         with store.transaction() as conn:

@@ -28,7 +28,7 @@ def desired_set(organization_id: str, integration_id: str, external_id: str, pat
         parsed = json.loads(patch)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="PATCH") from None
-    store = open_store(writes=True)
+    store = open_store(writes=True, organization_id=organization_id)
     with store.transaction() as conn:
         if get_integration(conn, organization_id, integration_id) is None:
             raise click.ClickException(
@@ -51,6 +51,6 @@ def desired_conflicts(organization_id: str, integration_id: str) -> None:
     """Print the recorded export conflicts of an integration (JSON lines)."""
     from sync_pipelines.store.desired import sync_conflicts
 
-    with open_store(writes=False).connect() as conn:
+    with open_store(writes=False, organization_id=organization_id).connect() as conn:
         for row in sync_conflicts(conn, organization_id, integration_id):
             click.echo(json.dumps(row, default=str))

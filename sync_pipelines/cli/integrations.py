@@ -194,7 +194,7 @@ def integrations_remove(organization_id: str, integration_id: str, yes: bool) ->
 def integrations_list(organization_id: str) -> None:
     from sync_pipelines.store.integrations import list_integrations
 
-    with open_store(writes=False).connect() as conn:
+    with open_store(writes=False, organization_id=organization_id).connect() as conn:
         for i in list_integrations(conn, organization_id):
             state = "enabled" if i.enabled else "disabled"
             click.echo(

@@ -104,7 +104,7 @@ def report(
         if days is not None
         else DEFAULT_PERIOD
     )
-    with store_session(writes=False) as store:
+    with store_session(writes=False, organization_id=organization_id) as store:
         with store.connect() as conn:
             if organization_id and not list_integrations(conn, organization_id):
                 raise click.ClickException(
@@ -223,7 +223,10 @@ def _chain(
 ) -> TraceChain:
     from sync_pipelines.tracing.chain import TraceNotFound, build_chain
 
-    with store_session(writes=False) as store, store.connect() as conn:
+    with (
+        store_session(writes=False, organization_id=organization_id) as store,
+        store.connect() as conn,
+    ):
         try:
             return build_chain(
                 conn,

@@ -58,7 +58,7 @@ from sync_pipelines.monitoring.store_probe import (
 )
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.observability.redaction import redact
-from sync_pipelines.store.database import Store, ping
+from sync_pipelines.store.database import Store, ping, use_organization
 from sync_pipelines.store.integrations import (
     list_every_integration,
     list_integrations,
@@ -262,8 +262,10 @@ def _check_workload(
     def ask(
         conn: Connection,
     ) -> tuple[IntegrationStates, list[ProviderQueueDepth]] | None:
-        if organization_id is not None and not organization_exists(conn, organization_id):
-            return None
+        if organization_id is not None:
+            use_organization(conn, organization_id)
+            if not organization_exists(conn, organization_id):
+                return None
         states = integration_states(conn, organization_id, now=now, budget_s=budget_s)
         return states, queue_depths(conn, now=now, organization_id=organization_id)
 
@@ -310,11 +312,12 @@ def integration_states(
     else:
         listed = list_every_integration(conn)
     deadline = time.monotonic() + budget_s
-    results = [
-        integration_health(conn, integ, now=now).as_json()
-        for integ in listed
-        if time.monotonic() < deadline
-    ]
+    results = []
+    for integ in listed:
+        if time.monotonic() >= deadline:
+            break
+        use_organization(conn, integ.organization_id)  # each read in its own organization
+        results.append(integration_health(conn, integ, now=now).as_json())
     return IntegrationStates(
         enabled=sum(1 for i in listed if i.enabled),
         unchecked=len(listed) - len(results),

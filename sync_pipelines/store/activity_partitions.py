@@ -89,9 +89,11 @@ def drop_activity_partition(conn: Connection, partition: ActivityPartition) -> i
         return 0
     if partition.is_default:
         raise ValueError(f"{partition.name} is the default partition: it is pruned, never dropped")
-    conn.exec_driver_sql(f'LOCK TABLE "{partition.name}" IN ACCESS EXCLUSIVE MODE')
-    rows = conn.execute(sa.text(f'SELECT count(*) FROM "{partition.name}"')).scalar_one()
-    conn.exec_driver_sql(f'DROP TABLE "{partition.name}"')
+    # as the partitions' owner, through the named function (sql/026): the service role owns
+    # nothing and cannot drop a table itself
+    rows = conn.execute(
+        sa.text("SELECT sync_drop_activity_partition(:name)"), {"name": partition.name}
+    ).scalar_one()
     return int(rows)
 
 

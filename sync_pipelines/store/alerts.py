@@ -17,7 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, use_organization
+from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
+from sync_pipelines.store.integrations import organization_ids
 
 OPEN, RESOLVED = "open", "resolved"
 SENT, FAILED = "sent", "failed"
@@ -204,13 +206,27 @@ def list_incidents(
     open_only: bool = False,
     limit: int = 100,
 ) -> list[Incident]:
-    """Newest first. `organization_id=None` is the operator's system-level listing across
-    tenants (`sync-pipelines alerts list` without --organization); everything else passes one."""
-    sql = f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE 1 = 1"
-    params: dict[str, Any] = {"n": limit}
-    if organization_id is not None:
-        sql += " AND organization_id = :o"
-        params["o"] = organization_id
+    """Newest first. `organization_id=None` is the operator's listing across tenants (`sync-
+    pipelines alerts list` without --organization): every organization's newest, in turn, and
+    the system's, merged."""
+    if organization_id is None:
+        found = [
+            incident
+            for org in sorted({*organization_ids(conn), SYSTEM_ORGANIZATION})
+            for incident in _incidents(conn, org, open_only=open_only, limit=limit)
+        ]
+        found.sort(key=lambda i: i.id)
+        found.sort(key=lambda i: i.first_seen_at, reverse=True)  # stable: newest, then by id
+        return found[:limit]
+    return _incidents(conn, organization_id, open_only=open_only, limit=limit)
+
+
+def _incidents(
+    conn: Connection, organization_id: str, *, open_only: bool, limit: int
+) -> list[Incident]:
+    use_organization(conn, organization_id)
+    sql = f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE organization_id = :o"
+    params: dict[str, Any] = {"n": limit, "o": organization_id}
     if open_only:
         sql += " AND status = 'open'"
     sql += " ORDER BY first_seen_at DESC, id LIMIT :n"

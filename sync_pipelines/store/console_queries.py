@@ -24,6 +24,8 @@ from sync_pipelines.observability.activity import DIRECTIONS, STATUSES
 
 #: the row-level-security role an operator scoped to one organization reads as (sql/007)
 TENANT_ROLE = "sync_tenant"
+#: the read-only role an operator of every organization reads as (sql/026)
+OPERATOR_ROLE = "sync_operator"
 #: ids a search term may expand to (a device written by many calls: its newest ones)
 SEARCH_ID_LIMIT = 200
 _MAX_ORGANIZATIONS = 20
@@ -40,7 +42,8 @@ _LOCATIONS = (
 
 
 class TenantRoleUnavailable(RuntimeError):
-    """The store's role cannot become `sync_tenant`: scoped operators cannot be served."""
+    """The store's role cannot become `sync_tenant` (scoped operators) or `sync_operator`
+    (operators of every organization): those operators cannot be served."""
 
 
 # -- the session ---------------------------------------------------------------------------------
@@ -65,6 +68,20 @@ def become_tenant(conn: Connection, organization_id: str) -> None:
     conn.execute(
         sa.text("SELECT set_config('sync.organization_id', :o, true)"), {"o": organization_id}
     )
+
+
+def become_operator(conn: Connection) -> None:
+    """Postgres: for the rest of the (read-only) transaction read as `sync_operator`, whose
+    policy shows every organization's rows and lets it write none: the console's view across
+    tenants, which the sync service's own role cannot take."""
+    try:
+        conn.execute(sa.text(f"SET LOCAL ROLE {OPERATOR_ROLE}"))
+    except ProgrammingError as exc:
+        raise TenantRoleUnavailable(
+            f"the store's database role cannot SET ROLE {OPERATOR_ROLE} (the console's read-only "
+            f"view of every organization); run `GRANT {OPERATOR_ROLE} TO <console role>`, or "
+            "give this operator one organization"
+        ) from exc
 
 
 # -- the activity log ----------------------------------------------------------------------------

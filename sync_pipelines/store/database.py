@@ -166,6 +166,8 @@ class Store:
         Shares this handle's pool; cheap."""
         if not organization_id:
             raise ValueError("a scoped store needs an organization id")
+        if organization_id == self.organization_id:
+            return self
         view = copy.copy(self)
         view.organization_id = organization_id
         view.engine = self.engine.execution_options(**{ORGANIZATION_OPTION: organization_id})

@@ -16,8 +16,10 @@ What goes, and what stays whatever its age (`RULES` below is the one list):
   sync_conflicts, integrations).
 
 Rows go in key-ordered chunks of `chunk_size`, one transaction each, so a purge never holds
-locks for long. This is the one system-level job that spans tenants: its queries are not
-scoped by organization, and its activity row belongs to the `_system` organization.
+locks for long. It spans tenants the way the service role may (sql/026): every organization in
+turn, each one's rows in that organization's own transactions; activity-log partitions, which
+belong to no tenant, through the named functions; its activity row belongs to the `_system`
+organization.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sync_pipelines.store.activity_partitions import (
 )
 from sync_pipelines.store.database import Store, format_timestamp, sql_list
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
+from sync_pipelines.store.integrations import organization_ids
 from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES
 
 RETENTION_DAYS_ENV = "SYNC_RETENTION_DAYS"
@@ -307,11 +310,17 @@ def _purge(store: Store, policy: RetentionPolicy, now: datetime, dry_run: bool) 
         deleted = 0
         if rule.table == "integration_activity_log" and store.is_postgres:
             dropped, deleted = _drop_expired_partitions(store, cutoff, policy, dry_run)
-        deleted += (
-            _count(store, rule, cutoff)
-            if dry_run
-            else _delete_in_chunks(store, rule, cutoff, policy)
-        )
+        with store.connect() as conn:
+            # the system's own rows (alerts about the service, failed runs of no integration,
+            # this job's activity) belong to no registered organization
+            organizations = sorted({*organization_ids(conn), SYSTEM_ORGANIZATION})
+        for organization_id in organizations:
+            scoped = store.scoped(organization_id)
+            deleted += (
+                _count(scoped, rule, cutoff)
+                if dry_run
+                else _delete_in_chunks(scoped, rule, cutoff, policy)
+            )
         tables.append(TablePurge(rule.table, cutoff, deleted, dropped))
         _log.info(
             "retention_table_purged" if not dry_run else "retention_table_counted",
@@ -366,25 +375,32 @@ def _drop_expired_partitions(
 
 
 def _count(store: Store, rule: PurgeRule, cutoff: datetime) -> int:
-    # system-level scan across tenants (see the module docstring)
+    """The expired rows of the scoped store's organization."""
     with store.connect() as conn:
         return conn.execute(
-            sa.text(f"SELECT count(*) FROM {rule.table} WHERE {rule.expired}"), {"cutoff": cutoff}
+            sa.text(
+                f"SELECT count(*) FROM {rule.table} WHERE organization_id = :o AND {rule.expired}"
+            ),
+            {"cutoff": cutoff, "o": store.organization_id},
         ).scalar_one()
 
 
 def _delete_in_chunks(
     store: Store, rule: PurgeRule, cutoff: datetime, policy: RetentionPolicy
 ) -> int:
-    """Delete the expired rows `chunk_size` at a time, walking the key: each transaction finds
-    the key of its chunk's last row, then deletes the expired rows of that key range."""
+    """Delete the scoped store's organization's expired rows `chunk_size` at a time, walking the
+    key: each transaction finds the key of its chunk's last row, then deletes the expired rows
+    of that key range."""
     keys = ", ".join(rule.key)
     deleted, after = 0, None
     while True:
-        # system-level scan across tenants (see the module docstring)
         with store.transaction() as conn:
-            params: dict[str, Any] = {"cutoff": cutoff, "offset": policy.chunk_size - 1}
-            where = rule.expired
+            params: dict[str, Any] = {
+                "cutoff": cutoff,
+                "offset": policy.chunk_size - 1,
+                "o": store.organization_id,
+            }
+            where = f"organization_id = :o AND {rule.expired}"
             if after is not None:
                 where += f" AND {_row(rule.key)} > {_row(rule.key, 'a')}"
                 params.update(_params(after, "a"))

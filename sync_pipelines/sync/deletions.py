@@ -290,6 +290,7 @@ def confirm_deletions(
     from sync_pipelines.sync.activity_sink import StoreActivitySink
 
     o, i = integration.organization_id, integration.integration_id
+    store = store.scoped(o)
     run_id = run_id or f"cli-{uuid.uuid4()}"
     recorder = ActivityRecorder(
         StoreActivitySink(store),

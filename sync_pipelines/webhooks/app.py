@@ -317,7 +317,7 @@ class WebhookReceiver:
         # redacted once, for the event rows and the activity row
         headers = self._redacted_headers(target, request)
         now = utc_now()
-        with self.store.transaction() as conn:
+        with self.store.scoped(integ.organization_id).transaction() as conn:
             fresh = [
                 e
                 for e in events
@@ -368,7 +368,7 @@ class WebhookReceiver:
         request_id = handshake.event.event_id if handshake.event else str(uuid.uuid4())
         metadata = {"handshake": handshake.kind, **handshake.metadata}
         headers = self._redacted_headers(target, request)
-        with self.store.transaction() as conn:
+        with self.store.scoped(integ.organization_id).transaction() as conn:
             if handshake.event is not None:
                 metadata["new"] = insert_event(
                     conn, _inbox_row(integ, handshake.event, headers, request_id, utc_now())
@@ -411,7 +411,7 @@ class WebhookReceiver:
             error=(rejected.reason, str(rejected)),
         )
         try:
-            with self.store.transaction() as conn:
+            with self.store.scoped(target.integration.organization_id).transaction() as conn:
                 insert_delivery_activity(conn, activity_values(row))
         except SQLAlchemyError as exc:  # the rejection stands; only its record is lost
             _log.error("webhook_rejection_not_recorded", exc_info=exc)

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from sync_pipelines.checks.integration_checks import CHECKS, check_integration
 from sync_pipelines.alerts.check_results import check_results_after, position_of
+from sync_pipelines.checks.integration_checks import CHECKS, check_integration
 from sync_pipelines.store.check_results import check_results
 from sync_pipelines_tests.checks.check_support import NOW, ORG, add_calls, add_sync, save
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import dump_json
+from sync_pipelines.store.integrations import ensure_organization
 
 #: table -> how a row is named in assertions (its primary key, as selected)
 KEYS = {
@@ -34,6 +35,8 @@ class Seeded:
         self.conn = conn
         self.org = organization_id
         self.expected: dict[str, dict[str, bool]] = defaultdict(dict)
+        # retention works organization by organization: the ones it knows (registered)
+        ensure_organization(conn, organization_id)
 
     def kept(self, table: str) -> set[str]:
         return {k for k, keep in self.expected[table].items() if keep}
@@ -51,6 +54,7 @@ class Seeded:
         return key
 
     def activity(self, at: datetime, *, kept: bool, organization_id: str | None = None) -> str:
+        ensure_organization(self.conn, organization_id or self.org)
         return self._insert(
             "integration_activity_log",
             {

@@ -27,6 +27,16 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END
 $$;
+-- The operator console's role for operators who see every organization: reads only, all
+-- tenants (console/access.py takes it with SET LOCAL ROLE in a read-only transaction). The
+-- console's login is a member; the service's is not.
+DO $$
+BEGIN
+    CREATE ROLE sync_operator NOLOGIN NOSUPERUSER NOBYPASSRLS;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION sync_enable_tenant_rls(table_name text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -40,6 +50,10 @@ BEGIN
         'WITH CHECK (organization_id = (SELECT current_setting(''sync.organization_id'', true)))',
         table_name);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO sync_tenant, sync_app', table_name);
+    EXECUTE format('DROP POLICY IF EXISTS operator_read ON %I', table_name);
+    EXECUTE format('CREATE POLICY operator_read ON %I FOR SELECT TO sync_operator USING (true)',
+        table_name);
+    EXECUTE format('GRANT SELECT ON %I TO sync_operator', table_name);
 END
 $$;
 
@@ -74,11 +88,11 @@ WHERE c.table_schema = current_schema() AND c.column_name = 'organization_id';
 -- and the providers' rate budgets (one per provider account, whatever the organization).
 DO $$
 BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO sync_app', current_schema());
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO sync_app, sync_operator', current_schema());
     EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO sync_app', current_schema());
 END
 $$;
-GRANT SELECT ON schema_migrations TO sync_app;
+GRANT SELECT ON schema_migrations TO sync_app, sync_operator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rate_budgets TO sync_app;
 
 -- ---- The cross-tenant functions: the only ways the service reads or maintains across tenants.
