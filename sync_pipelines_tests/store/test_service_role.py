@@ -62,6 +62,10 @@ def service(owner, postgres_url) -> Store:
     yield store
     store.dispose()
     with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        admin.execute(f"DROP OWNED BY {role}")
         admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
