@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
@@ -265,3 +266,38 @@ def test_the_policy_reads_the_setting_once_per_query_as_the_service(two_synced_o
             conn.execute(sa.text("EXPLAIN SELECT * FROM devices WHERE name <> ''")).scalars()
         )
     assert "InitPlan" in plan, plan
+
+
+def test_a_non_superuser_owner_migrates_and_the_service_role_works_on_what_it_built(
+    postgres_url, golioth, register_golioth, open_session
+):
+    """The setup docs/deployment.md describes: a CREATEROLE BYPASSRLS owner (not a superuser)
+    migrates a new database; a login in sync_app then syncs on it."""
+    suffix = uuid.uuid4().hex[:8]
+    owner_role, service_role, database = f"owner_{suffix}", f"svc_{suffix}", f"owned_{suffix}"
+    admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {owner_role} LOGIN CREATEROLE BYPASSRLS")
+        admin.execute(f'CREATE DATABASE "{database}" OWNER {owner_role}')
+    base = admin_url.rsplit("/", 1)[0].replace("postgres@", f"{owner_role}@", 1)
+    try:
+        owner = Store(f"{base}/{database}")
+        applied = migrate(owner)
+        owner.dispose()
+        assert applied[-1].startswith("026_service_role")
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {service_role} LOGIN IN ROLE sync_app")
+        service = Store(f"{base.replace(owner_role, service_role)}/{database}")
+        try:
+            integration = register_golioth(service, golioth)
+            with open_session(service, integration.integration_id) as session:
+                assert sync_devices(session).status == "success"
+            with service.scoped(integration.organization_id).connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM devices")).scalar_one() == 250
+        finally:
+            service.dispose()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f"DROP ROLE IF EXISTS {service_role}")
+            admin.execute(f"DROP ROLE IF EXISTS {owner_role}")
