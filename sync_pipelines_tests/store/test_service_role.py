@@ -12,13 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sync_pipelines.store.database import Store
-from sync_pipelines.store.migrations import migrate
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
     list_every_integration,
     organization_ids,
 )
+from sync_pipelines.store.migrations import migrate
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.integration_config import register_integration, remove_integration
 from sync_pipelines.sync.inventory import sync_devices
