@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import ProgrammingError
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
@@ -121,13 +122,22 @@ def test_row_level_security_holds_a_scoped_operator_even_without_a_filter(seeded
             sa.text("SELECT count(*) FROM integration_activity_log WHERE organization_id = 'org-b'")
         ).scalar_one()
         integrations = {
-            r.integration_id for r in integration_overview(conn, None, now=now).integrations
+            r.integration_id for r in integration_overview(conn, "org-a", now=now).integrations
         }
+        forgetful = conn.execute(sa.text("SELECT DISTINCT organization_id FROM integrations"))
+        assert set(forgetful.scalars()) == {"org-a"}
         role = conn.execute(sa.text("SELECT current_user")).scalar_one()
     assert unfiltered and {r["organization_id"] for r in unfiltered} == {"org-a"}
     assert other == 0
     assert integrations == {"golioth-a", "golioth-bad"}
     assert role == "sync_tenant"
+    # and the way across tenants (sql/026's named functions) is closed to a tenant: an overview
+    # that forgot its organization is refused, not answered with another tenant's rows
+    with (
+        pytest.raises(ProgrammingError, match="permission denied for function"),
+        reading(store, Operator("tenant", "org-a")) as conn,
+    ):
+        integration_overview(conn, None, now=now)
     with reading(store, Operator("admin", None)) as conn:
         everyone = activity_page(conn, ActivityFilter(), now=now, limit=500).rows
     assert {r["organization_id"] for r in everyone} == {"org-a", "org-b"}

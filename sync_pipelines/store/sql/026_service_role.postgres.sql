@@ -237,6 +237,11 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sync_app', f);
+        -- the console's view of every organization reads through the same ones (not the
+        -- partition maintenance)
+        IF f NOT LIKE '%activity_partition%' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO sync_operator', f);
+        END IF;
     END LOOP;
 END
 $$;
