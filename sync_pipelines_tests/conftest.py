@@ -96,6 +96,33 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def service_role_url(postgres_url) -> Iterator[str]:
+    """This worker's emptied Postgres store, reached as the sync service logs in: a login role
+    whose only grant is `sync_app` (sql/026; owns nothing, no BYPASSRLS)."""
+    owner = Store(postgres_url)
+    _truncate_all(owner)
+    owner.dispose()
+    role = f"service_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE sync_app")
+    yield postgres_url.replace("postgres@", f"{role}@", 1)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        # its sessions' temporary staging tables are its own: end them first
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        admin.execute(f"DROP OWNED BY {role}")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.fixture
+def service_store(service_role_url) -> Iterator[Store]:
+    store = Store(service_role_url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
 def sqlite_store(tmp_path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path}/store.db")
     migrate(store)

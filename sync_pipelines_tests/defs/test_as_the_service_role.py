@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import shlex
-import uuid
 from datetime import timedelta
 
 import dagster as dg
-import psycopg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
@@ -38,45 +36,20 @@ ORGS = ("org-a", "org-b")
 
 
 @pytest.fixture
-def owner(postgres_url) -> Store:
+def owner(service_role_url, postgres_url) -> Store:
     store = Store(postgres_url)
-    with store.transaction() as conn:
-        tables = conn.execute(
-            sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'schema_migrations'"
-            )
-        ).scalars()
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
     yield store
     store.dispose()
 
 
 @pytest.fixture
-def service_url(owner, postgres_url) -> str:
-    role = f"service_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE sync_app")
-    yield postgres_url.replace("postgres@", f"{role}@", 1)
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        # its sessions' temporary staging tables are its own: end them first
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        admin.execute(f"DROP OWNED BY {role}")
-        admin.execute(f"DROP ROLE IF EXISTS {role}")
+def service(service_store) -> Store:
+    return service_store
 
 
 @pytest.fixture
-def service(service_url) -> Store:
-    store = Store(service_url)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def cli(service_url, monkeypatch, tmp_path):
-    monkeypatch.setenv("SYNC_DATABASE_URL", service_url)
+def cli(service_role_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("SYNC_DATABASE_URL", service_role_url)
     monkeypatch.setenv("SYNC_HOME", str(tmp_path / "sync_home"))
 
     def run(command: str) -> Result:

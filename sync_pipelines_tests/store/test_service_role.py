@@ -38,36 +38,16 @@ def _tenant_tables(conn: sa.Connection) -> list[str]:
 
 
 @pytest.fixture
-def owner(postgres_url) -> Store:
-    """The migrating role (the tables' owner), emptied."""
+def owner(service_role_url, postgres_url) -> Store:
+    """The migrating role (the tables' owner), on the store the service role was given."""
     store = Store(postgres_url)
-    with store.transaction() as conn:
-        tables = conn.execute(
-            sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'schema_migrations'"
-            )
-        ).scalars()
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
     yield store
     store.dispose()
 
 
 @pytest.fixture
-def service(owner, postgres_url) -> Store:
-    """The service as a deployment runs it: a login role whose only grant is `sync_app`."""
-    role = f"service_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE sync_app")
-    store = Store(postgres_url.replace("postgres@", f"{role}@", 1))
-    yield store
-    store.dispose()
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        admin.execute(f"DROP OWNED BY {role}")
-        admin.execute(f"DROP ROLE IF EXISTS {role}")
+def service(service_store) -> Store:
+    return service_store
 
 
 @pytest.fixture
