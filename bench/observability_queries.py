@@ -47,7 +47,7 @@ from bench_support import fresh_store_url
 
 from sync_pipelines.checks.context import CheckContext
 from sync_pipelines.checks.integration_checks import CHECKS
-from sync_pipelines.checks.provider_calls import ERROR_RATE, ERROR_RATE_TREND
+from sync_pipelines.checks.provider_calls import CALL_FAILURE_RATE, CALL_FAILURE_TREND
 from sync_pipelines.checks.sync_outcomes import FRESHNESS
 from sync_pipelines.clock import utc_now
 from sync_pipelines.monitoring.health import integration_health
@@ -285,8 +285,8 @@ def timings(
         f"trace {kind} ({ident[:24]})": median_s(trace(ident), repeat)
         for kind, ident in targets.items()
     }
-    results["check error rate (1 integration)"] = median_s(check(ERROR_RATE), repeat)
-    results["check error-rate trend (1 integration)"] = median_s(check(ERROR_RATE_TREND), repeat)
+    results["check error rate (1 integration)"] = median_s(check(CALL_FAILURE_RATE), repeat)
+    results["check error-rate trend (1 integration)"] = median_s(check(CALL_FAILURE_TREND), repeat)
     results["check freshness (1 integration)"] = median_s(check(FRESHNESS), repeat)
     results["checks, all of CHECKS (1 integration)"] = median_s(check(), repeat)
     results["health of 1 integration"] = median_s(health, repeat)
