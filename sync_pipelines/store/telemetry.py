@@ -110,6 +110,69 @@ def last_sequences(
     return {external_id: int(seq) for external_id, seq in rows}
 
 
+def lowest_sequences(
+    conn: Connection, organization_id: str, integration_id: str, external_ids: Sequence[str]
+) -> dict[str, int]:
+    """The lowest stored sequence of each of these devices that has one (read only for a device
+    a late reading came from: it scans that device's rows)."""
+    if not external_ids:
+        return {}
+    stmt = sa.text(
+        "SELECT external_id, MIN(sequence) FROM device_telemetry WHERE organization_id = :o "
+        "AND integration_id = :i AND external_id IN :ids AND sequence IS NOT NULL "
+        "GROUP BY external_id"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    rows = conn.execute(
+        stmt, {"o": organization_id, "i": integration_id, "ids": list(external_ids)}
+    )
+    return {external_id: int(seq) for external_id, seq in rows if seq is not None}
+
+
+def fill_gaps(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    arrived: Mapping[str, Sequence[int]],
+) -> int:
+    """Late readings arrived: each recorded gap holding some of their sequences shrinks or splits
+    (its pieces keep when and by which run it was detected; a filled gap is gone). Returns how
+    many missing sequences arrived."""
+    filled = 0
+    for external_id, seqs in arrived.items():
+        late = sorted(set(seqs))
+        if not late:
+            continue
+        key = {"o": organization_id, "i": integration_id, "e": external_id}
+        gaps = conn.execute(
+            sa.text(
+                "SELECT * FROM telemetry_gaps WHERE organization_id = :o AND integration_id = :i "
+                "AND external_id = :e AND first_missing <= :hi AND last_missing >= :lo"
+            ),
+            {**key, "lo": late[0], "hi": late[-1]},
+        ).mappings()
+        for gap in list(gaps):
+            first, last = int(gap["first_missing"]), int(gap["last_missing"])
+            inside = [s for s in late if first <= s <= last]
+            if not inside:
+                continue
+            filled += len(inside)
+            conn.execute(sa.text("DELETE FROM telemetry_gaps WHERE id = :id"), {"id": gap["id"]})
+            bounds = [first - 1, *inside, last + 1]
+            pieces = [
+                {
+                    **{c: gap[c] for c in GAP_COLUMNS},
+                    "id": str(uuid.uuid4()),
+                    "first_missing": low + 1,
+                    "last_missing": high - 1,
+                    "missing_count": high - low - 1,
+                }
+                for low, high in zip(bounds, bounds[1:], strict=False)
+                if high - low > 1
+            ]
+            insert_rows(conn, "telemetry_gaps", GAP_COLUMNS, pieces)
+    return filled
+
+
 def advance_sequences(
     conn: Connection,
     organization_id: str,

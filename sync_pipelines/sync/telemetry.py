@@ -37,9 +37,11 @@ from sync_pipelines.store.dead_letters import FailedRecord
 from sync_pipelines.store.telemetry import (
     TelemetryRow,
     advance_sequences,
+    fill_gaps,
     insert_gaps,
     insert_telemetry,
     last_sequences,
+    lowest_sequences,
 )
 from sync_pipelines.sync.failed_records import dead_letter, payload_key
 from sync_pipelines.sync.results import SyncResult
@@ -117,11 +119,19 @@ def _commit(session: IntegrationSession, run: SyncRun, batch: TelemetryBatch) ->
     started, now = time.perf_counter(), utc_now()
     with session.store.transaction() as conn:
         run.fence(conn)  # a sync whose lease was taken over writes nothing (the broker keeps it)
+        o, i = integ.organization_id, integ.integration_id
+        baselines = last_sequences(conn, o, i, sorted(sequences))
+        # late readings (below the baseline) fill recorded gaps, or extend below the floor:
+        # gaps then do not depend on the order readings arrive in (telemetry_gaps.py)
+        late = {
+            e: [s for s in seqs if s < baselines[e]]
+            for e, seqs in sequences.items()
+            if e in baselines and min(seqs) < baselines[e]
+        }
+        floors = lowest_sequences(conn, o, i, sorted(late))
         outcome.stored = insert_telemetry(conn, rows)
-        baselines = last_sequences(
-            conn, integ.organization_id, integ.integration_id, sorted(sequences)
-        )
-        outcome.gaps, raised = find_gaps(baselines, sequences)
+        outcome.gaps, raised = find_gaps(baselines, sequences, floors)
+        fill_gaps(conn, o, i, late)
         advance_sequences(
             conn, integ.organization_id, integ.integration_id, raised, run_id=run_id, now=now
         )

@@ -12,14 +12,19 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
+from sync_pipelines_peers.emulators.server import EmulatorServer
 from sync_pipelines_peers.launchers.registry import PEERS, new_peer
 
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.sync.integration_config import register_integration
+from sync_pipelines.webhooks.app import create_receiver_app
+from sync_pipelines.webhooks.verification import SHARED_SECRET
 from sync_pipelines_tests.private_postgres import PrivatePostgres, running_private_postgres
+from sync_pipelines_tests.webhook_support import new_shared_secret
 
 from .ledger_peers import LEDGER_PEERS, LedgerPeer
 
@@ -56,6 +61,11 @@ class LedgerSetup:
     integration: Integration
     #: the environment a CLI sync needs: the store's URL and the integration's secrets
     env: dict[str, str]
+    #: the real receiver on a loopback port, and the integration's webhook path and secret
+    #: (None on MQTT, which has no webhooks)
+    receiver: httpx.Client | None = None
+    webhook_path: str = ""
+    webhook_secret: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +101,12 @@ def ledger_setup(
         seeded = peer.seed(INVENTORY[provider])
         prefix = "LEDGER_" + provider.upper()
         secret_refs, secrets = peer.secret_env(prefix)
+        webhooks = provider != "mqtt"
+        webhook_settings = {}
+        if webhooks:  # shared secret: Golioth, AWS IoT rules and Event Grid cannot sign
+            secret_refs = {**secret_refs, "webhook_secret": prefix + "_WEBHOOK_SECRET"}
+            secrets = {**secrets, prefix + "_WEBHOOK_SECRET": new_shared_secret()}
+            webhook_settings = {"webhook_auth": SHARED_SECRET}
         for name, value in secrets.items():
             monkeypatch.setenv(name, value)
         integration = Integration(
@@ -98,7 +114,7 @@ def ledger_setup(
             organization_id=ORG,
             provider=provider,
             name=f"{provider} ledger",
-            settings={**peer.integration_settings(), **SETTINGS},
+            settings={**peer.integration_settings(), **SETTINGS, **webhook_settings},
             secret_refs=secret_refs,
         )
         register_integration(pg_store, integration)
@@ -110,7 +126,7 @@ def ledger_setup(
             "SYNC_LOG_LEVEL": "WARNING",
         }
         print(f"\nledger {provider}: seed={seed} rounds={rounds} devices={len(seeded)}")
-        yield LedgerSetup(
+        setup = LedgerSetup(
             seed=seed,
             rounds=rounds,
             store=pg_store,
@@ -119,5 +135,16 @@ def ledger_setup(
             integration=integration,
             env=env,
         )
+        if not webhooks:
+            yield setup
+            return
+        with (
+            EmulatorServer(create_receiver_app(pg_store)) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
+            setup.receiver = client
+            setup.webhook_path = f"/webhooks/{provider}/{integration.integration_id}"
+            setup.webhook_secret = secrets[prefix + "_WEBHOOK_SECRET"]
+            yield setup
     finally:
         peer.stop()

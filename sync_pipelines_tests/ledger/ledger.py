@@ -22,8 +22,9 @@ class Versions:
 @dataclass(frozen=True, slots=True)
 class PeerTruth:
     devices: Mapping[str, Versions]
-    #: (external_id, sequence) of every telemetry message the peer sent (MQTT)
-    telemetry: frozenset[tuple[str, int]] = frozenset()
+    #: (external_id, message key) of every reading the peer sent: MQTT's `seq:N`, a webhook's
+    #: `webhook:<event id>`
+    telemetry: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +35,8 @@ class StoreRows:
     active: Mapping[str, Versions]
     #: external_id of every device_states row, once per row
     state_keys: tuple[str, ...] = ()
-    #: (external_id, sequence) of every telemetry row, once per row
-    telemetry_keys: tuple[tuple[str, int], ...] = ()
+    #: (external_id, message key) of every telemetry row, once per row
+    telemetry_keys: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +87,9 @@ def compare(truth: PeerTruth, rows: StoreRows) -> Ledger:
     stored_telemetry = set(rows.telemetry_keys)
     return Ledger(
         missing=sorted(peer_ids - store_ids)
-        + [f"telemetry {e}#{s}" for e, s in sorted(truth.telemetry - stored_telemetry)],
+        + [f"telemetry {e} {k}" for e, k in sorted(truth.telemetry - stored_telemetry)],
         extra=sorted(store_ids - peer_ids)
-        + [f"telemetry {e}#{s}" for e, s in sorted(stored_telemetry - truth.telemetry)],
+        + [f"telemetry {e} {k}" for e, k in sorted(stored_telemetry - truth.telemetry)],
         stale=[
             Stale(e, truth.devices[e], rows.active[e])
             for e in sorted(peer_ids & store_ids)

@@ -5,6 +5,7 @@ listing down so a kill or a restart lands mid-scan. One adapter per provider, sa
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,8 +13,9 @@ from sync_pipelines_peers.emulators.faults import FaultSpec
 from sync_pipelines_peers.emulators.mqtt_devices import device_ids
 from sync_pipelines_peers.launchers.contract import ProviderPeer
 
-from sync_pipelines.providers.mqtt_documents import state_of
-from sync_pipelines.providers.mqtt_topics import DESIRED, META
+from sync_pipelines.clock import utc_now
+from sync_pipelines.providers.mqtt_documents import format_time, state_of
+from sync_pipelines.providers.mqtt_topics import DESIRED, META, TELEMETRY, TopicLayout
 
 from .ledger import Versions
 
@@ -124,9 +126,10 @@ class MqttLedgerPeer(LedgerPeer):
 
     def __init__(self, peer: ProviderPeer, seeded: int) -> None:
         super().__init__(peer, seeded)
-        #: (external_id, seq) of every telemetry message sent
-        self.sent: set[tuple[str, int]] = set()
+        #: (external_id, "seq:N") of every telemetry message sent
+        self.sent: set[tuple[str, str]] = set()
         self._next_seq: dict[str, int] = {}
+        self.layout = TopicLayout(peer.integration_settings().get("topic_prefix", "devices"))
 
     def create(self, count: int) -> list[str]:
         ids = device_ids(self.created + count)[self.created :]
@@ -153,8 +156,25 @@ class MqttLedgerPeer(LedgerPeer):
         self.peer.emit_telemetry(per_device, ids)
         for i in ids:  # the peer's numbering: each device's seq carries on from its last
             start = self._next_seq.get(i, 0)
-            self.sent.update((i, seq) for seq in range(start, start + per_device))
+            self.sent.update((i, f"seq:{seq}") for seq in range(start, start + per_device))
             self._next_seq[i] = start + per_device
+
+    def emit_shuffled_telemetry(self, ids: list[str], per_device: int, rng: random.Random) -> int:
+        """MQTT's duplicated and shuffled events: each device's next readings published out of
+        order (a buffer flushed late), some twice (a QoS 1 retry after a lost PUBACK)."""
+        readings = []
+        for i in ids:
+            start = self._next_seq.get(i, 0)
+            for seq in range(start, start + per_device):
+                body = {"seq": seq, "ts": format_time(utc_now()), "temperature": rng.randint(0, 40)}
+                readings.append((f"{self.layout.topic(i, TELEMETRY)}", json.dumps(body).encode()))
+                self.sent.add((i, f"seq:{seq}"))
+            self._next_seq[i] = start + per_device
+            self.peer._next_seq[i] = start + per_device  # the peer's own numbering carries on
+        readings += [r for r in readings if rng.random() < 0.3]
+        rng.shuffle(readings)
+        with self.peer.simulator() as sim:
+            return sim.publish_many(readings, retain=False)
 
 
 LEDGER_PEERS: dict[str, type[LedgerPeer]] = {

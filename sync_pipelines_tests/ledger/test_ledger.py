@@ -1,14 +1,18 @@
 """The ledger test (issue 17, item 6), in the style of Kafka Connect's exactly-once test: for
 each provider, rounds of random changes at the peer (create, change, delete, restore, desired
-state, MQTT telemetry), each followed by one disruption — a CLI sync SIGKILLed at a random point
-of its scan, a 5xx burst, a 429 burst with Retry-After, the private PostgreSQL restarted under a
-sync — then a final clean sync, after which the store must equal the peer: MISSING, EXTRA, STALE
-and DOUBLED all empty (printed in full, with the seed, when not). The failures must have been
-visible, too: killed syncs read `abandoned`, bursts left retrying/failed activity rows, dead
-letters were replayed.
+state, readings), each followed by one disruption — a CLI sync SIGKILLed at a random point of its
+scan, a 5xx burst, a 429 burst with Retry-After, the private PostgreSQL restarted under a sync —
+and by the provider's events for those changes, duplicated and shuffled (ledger_webhooks.py):
+Golioth, AWS and Azure POST them to the real receiver on a loopback port with the integration's
+shared secret, and the inbox is processed as the process_webhook_inbox job does, before or after
+the disruption's sync; about a third of each round's deliveries is held back to a later round.
+MQTT has no webhooks: its events are readings the devices publish out of order and twice, which
+the telemetry drain takes from the broker. Then a final clean sync, and after it the held-back
+events, older than what that sync saw (the event-order rules must refuse them); then the store
+must equal the peer: MISSING, EXTRA, STALE and DOUBLED all empty, readings included (each once),
+printed in full with the seed when not. The failures must have been visible, too: killed syncs
+read `abandoned`, bursts left retrying/failed activity rows, dead letters were replayed.
 
-Webhooks are left out of the rounds: duplicated and shuffled device events need the ordered-
-events work (sync/webhook_processing.py, store/devices.py) that is being changed in parallel.
 MQTT has no 429 (see its peer's `unsupported_reasons`): its rate-limit round stops the broker."""
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.sync.replay import replay_dead_letters
 from sync_pipelines.sync.session import RunContext, integration_session
 from sync_pipelines.sync.telemetry import sync_telemetry
+from sync_pipelines.sync.webhook_processing import process_webhook_events
 
 from .conftest import PAGE_SIZE, LedgerSetup
 from .ledger import PeerTruth, StoreRows, Versions, compare
 from .ledger_peers import STATE_KEY, MqttLedgerPeer
+from .ledger_webhooks import PROVIDER_EVENTS, PeerChanges, ProviderEvents, WebhookOutbox
 
 KILL, SERVER_ERRORS, RATE_LIMITS, PG_RESTART = "kill", "5xx", "429", "postgres_restart"
 DISRUPTIONS = (KILL, SERVER_ERRORS, RATE_LIMITS, PG_RESTART)
@@ -58,6 +64,16 @@ class Chaos:
     #: run ids of syncs a fault burst hit
     bursts: list[str] = field(default_factory=list)
     replayed: int = 0
+    #: the provider's events for the peer's changes, and the deliveries not yet made
+    events: ProviderEvents | None = None
+    outbox: WebhookOutbox | None = None
+
+    def __post_init__(self) -> None:
+        setup = self.setup
+        if setup.receiver is not None:
+            provider = setup.integration.provider
+            self.events = PROVIDER_EVENTS[provider](setup.peer, setup.webhook_secret)
+            self.outbox = WebhookOutbox(setup.receiver, setup.webhook_path)
 
     @property
     def iid(self) -> str:
@@ -85,6 +101,8 @@ class Chaos:
         peer.peer.change_devices(changed[: len(changed) // 3])  # some twice
         untouched = [i for i in live if i not in changed]
         deleted = rng.sample(untouched, rng.randint(1, 5))
+        if self.events and self.outbox:
+            self.outbox.queue(self.events.before_deletion(deleted, rng))
         peer.peer.delete_devices(deleted)
         restored = rng.sample(sorted(self.deleted), min(len(self.deleted), rng.randint(0, 3)))
         peer.peer.restore_devices(restored)
@@ -92,15 +110,40 @@ class Chaos:
         alive = sorted(set(live) - set(deleted) | set(created))
         for external_id in rng.sample(alive, rng.randint(3, 12)):
             peer.change_state(external_id)
-        telemetry = ""
+        events = ""
         if isinstance(peer, MqttLedgerPeer):
             senders = rng.sample(alive, 25)
             per_device = rng.randint(1, 3)
             peer.emit_telemetry(senders, per_device)
-            telemetry = f" telemetry={len(senders)}x{per_device}"
+            # MQTT's events out of order and twice: readings published shuffled, some again
+            shuffled = peer.emit_shuffled_telemetry(rng.sample(alive, 10), rng.randint(2, 4), rng)
+            events = f" telemetry={len(senders)}x{per_device} shuffled={shuffled}"
+        elif self.events and self.outbox:
+            changes = PeerChanges(created, changed, deleted, restored, alive)
+            deliveries = self.events.for_changes(changes, rng)
+            self.outbox.queue(deliveries)
+            events = f" webhooks={len(deliveries)}"
         self.log.append(
             f"changes: created={len(created)} changed={len(changed)} deleted={len(deleted)} "
-            f"restored={len(restored)}{telemetry}"
+            f"restored={len(restored)}{events}"
+        )
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def deliver_webhooks(self, *, hold_back: float) -> None:
+        """The pending deliveries, duplicated and shuffled, through the real receiver (a share
+        held back to arrive after later syncs), then the inbox processed as the
+        process_webhook_inbox job does."""
+        if self.outbox is None:
+            return
+        posts = self.outbox.deliver(self.rng, hold_back=hold_back)
+        with self.session(f"ledger-webhooks-{uuid.uuid4()}") as session:
+            result = process_webhook_events(session, limit=10_000)
+        c = result.counts
+        self.log.append(
+            f"webhooks: {posts} posts ({len(self.outbox.pending)} held back) -> {result.status}: "
+            f"fetched={c.fetched} created={c.created} updated={c.updated} deleted={c.deleted} "
+            f"unchanged={c.unchanged} failed={c.failed}"
         )
 
     # -- syncs ----------------------------------------------------------------------------
@@ -246,7 +289,7 @@ class Chaos:
                 sa.text(f"SELECT external_id, desired FROM device_states {where}"), params
             ).all()
             telemetry = conn.execute(
-                sa.text(f"SELECT external_id, sequence FROM device_telemetry {where}"), params
+                sa.text(f"SELECT external_id, message_key FROM device_telemetry {where}"), params
             ).all()
         desired = {e: load_json(d) or {} for e, d in states}
         peer = self.setup.peer
@@ -262,12 +305,14 @@ class Chaos:
             device_keys=tuple(e for e, *_ in devices),
             active=active,
             state_keys=tuple(e for e, _ in states),
-            telemetry_keys=tuple((e, int(s)) for e, s in telemetry),
+            telemetry_keys=tuple((e, k) for e, k in telemetry),
         )
 
     def truth(self) -> PeerTruth:
         peer = self.setup.peer
         sent = peer.sent if isinstance(peer, MqttLedgerPeer) else set()
+        if self.outbox is not None:
+            sent = self.outbox.readings
         return PeerTruth(devices=peer.truth(), telemetry=frozenset(sent))
 
 
@@ -290,16 +335,23 @@ def test_after_kills_faults_and_a_restart_a_clean_sync_leaves_the_store_equal_to
     chaos.clean_sync()  # the first import (and, on MQTT, the persistent telemetry session)
     for disruption in _plan(rng, setup.rounds):
         chaos.change_peer()
+        webhooks_first = rng.random() < 0.5  # before or after the disruption's sync
+        if webhooks_first:
+            chaos.deliver_webhooks(hold_back=0.3)
         if disruption == KILL:
             chaos.kill_a_cli_sync()
         elif disruption == PG_RESTART:
             chaos.restart_postgres_mid_write()
         else:
             chaos.fault_burst(SERVER_ERROR if disruption == SERVER_ERRORS else RATE_LIMIT)
+        if not webhooks_first:
+            chaos.deliver_webhooks(hold_back=0.3)
     # the final clean sync is a whole scan: one that resumes a failed scan's cursor finishes that
     # scan (changes before its cursor are the next scan's), so the next poll is the final one
     if not chaos.clean_sync():
         assert chaos.clean_sync(), "a scan resumed twice"
+    # the held-back events arrive after it: older than what it saw, they must change nothing
+    chaos.deliver_webhooks(hold_back=0.0)
 
     truth = chaos.truth()
     ledger = compare(truth, chaos.store_rows())
@@ -342,21 +394,21 @@ def test_after_kills_faults_and_a_restart_a_clean_sync_leaves_the_store_equal_to
 def test_the_ledger_names_every_missing_extra_stale_and_doubled_row():
     truth = PeerTruth(
         devices={"a": Versions(1, 0), "b": Versions(2, 3), "c": Versions(0, 0)},
-        telemetry=frozenset({("a", 0), ("a", 1)}),
+        telemetry=frozenset({("a", "seq:0"), ("a", "seq:1")}),
     )
     rows = StoreRows(
         device_keys=("a", "b", "b", "x"),
         active={"a": Versions(1, 0), "b": Versions(2, 2), "x": Versions(0, 0)},
         state_keys=("a", "b"),
-        telemetry_keys=(("a", 0), ("a", 0)),
+        telemetry_keys=(("a", "seq:0"), ("a", "seq:0")),
     )
     ledger = compare(truth, rows)
-    assert ledger.missing == ["c", "telemetry a#1"]
+    assert ledger.missing == ["c", "telemetry a seq:1"]
     assert ledger.extra == ["x"]
     assert [s.external_id for s in ledger.stale] == ["b"]
-    assert ledger.doubled == ["device 'b' x2", "telemetry ('a', 0) x2"]
+    assert ledger.doubled == ["device 'b' x2", "telemetry ('a', 'seq:0') x2"]
     rendered = ledger.render("seed=7")
-    assert rendered.startswith("seed=7\nMISSING (peer - store): 2\n  c\n  telemetry a#1\n")
+    assert rendered.startswith("seed=7\nMISSING (peer - store): 2\n  c\n  telemetry a seq:1\n")
     assert "b: peer record=2 state=3; store record=2 state=2" in rendered
     assert compare(truth, StoreRows(("a", "b", "c"), dict(truth.devices))).balanced is False
     assert compare(PeerTruth(truth.devices), StoreRows(("a", "b", "c"), truth.devices)).balanced

@@ -1,7 +1,9 @@
-"""Webhook events apply in the provider's order, not in arrival order: a shuffled stream with
-duplicates ends in exactly the store the ordered stream gives, for every provider's event shapes
-(Azure connection sequenceNumbers and DeviceCreated/Deleted, AWS registry versionNumbers and
-lifecycle versions, Golioth readings), and a processor whose lease was taken over writes nothing."""
+"""Events apply in the provider's order, not in arrival order: a shuffled stream with duplicates
+ends in exactly the store the ordered stream gives, for every provider's event shapes (Azure
+connection sequenceNumbers and DeviceCreated/Deleted, AWS registry versionNumbers and lifecycle
+versions, Golioth readings through the webhook inbox; MQTT readings with their per-device `seq`
+through the telemetry drain's commit, cut into batches anywhere), and a processor whose lease was
+taken over writes nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,12 +23,26 @@ from hypothesis import strategies as st
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import FencedError
+from sync_pipelines.observability.activity import TELEMETRY_IMPORT
+from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.providers.contract import TelemetryBatch, TelemetryMessage
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
 from sync_pipelines.store.devices import get_device
+from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.sync_state import sync_log_rows
-from sync_pipelines.store.telemetry import TelemetryRow, insert_telemetry, telemetry_rows
+from sync_pipelines.store.telemetry import (
+    TelemetryRow,
+    gap_rows,
+    insert_telemetry,
+    last_sequences,
+    telemetry_rows,
+)
 from sync_pipelines.store.webhook_events import WebhookEvent, insert_event, list_events
+from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines.sync.stream_lease import LEASE_HEARTBEAT_ENV, LEASE_TTL_ENV
+from sync_pipelines.sync.sync_run import SyncRun
+from sync_pipelines.sync.telemetry import STREAM as TELEMETRY_STREAM
+from sync_pipelines.sync.telemetry import _commit as commit_telemetry_batch
 from sync_pipelines.sync.webhook_processing import process_webhook_events
 from sync_pipelines_tests.webhook_support import (
     azure_event,
@@ -40,6 +56,7 @@ ACTIONS = {
     "azure_iot": ("create", "delete", "connect", "disconnect", "reading"),
     "aws_iot": ("create", "delete", "connect", "disconnect", "reading"),
     "golioth": ("reading",),
+    "mqtt": ("reading",),
 }
 
 
@@ -278,6 +295,127 @@ def test_a_shuffled_duplicated_stream_ends_in_the_store_the_ordered_stream_gives
         assert shuffled == ordered
 
     check()
+
+
+# -- MQTT: readings with a per-device `seq`, drained in batches -------------------------------------
+
+
+def mqtt_stream(steps: list[tuple[str, str, int]]) -> list[TelemetryMessage]:
+    """The readings the devices publish for `steps`, in order: each device's `seq` counts up
+    (a choice of 0 skips one: a reading the broker dropped, which must show as a gap)."""
+    sent, next_seq = [], dict.fromkeys(DEVICES, 0)
+    for n, (device, _action, choice) in enumerate(steps):
+        seq = next_seq[device] + (choice == 0)
+        next_seq[device] = seq + 1
+        at = T0 + timedelta(seconds=n)
+        payload = {"seq": seq, "ts": at.isoformat(), "temp": choice}
+        sent.append(
+            TelemetryMessage(
+                external_id=device,
+                topic=f"devices/{device}/telemetry",
+                payload=payload,
+                received_at=at,
+                sequence=seq,
+                device_time=at,
+            )
+        )
+    return sent
+
+
+def mqtt_arrival(sent: list[TelemetryMessage], rng: random.Random) -> list[TelemetryMessage]:
+    """Out of order (a device flushing a buffer late) and some twice (a QoS 1 redelivery)."""
+    copies = [*sent, *(replace(m, duplicate=True) for m in rng.sample(sent, k=len(sent) // 2))]
+    rng.shuffle(copies)
+    return copies
+
+
+def drain_in_batches(store, open_session, integration_id, messages, rng) -> None:
+    """What sync_telemetry does with each batch the broker hands over, batches cut anywhere."""
+    with (
+        open_session(store, integration_id) as session,
+        SyncRun(session, TELEMETRY_STREAM, TELEMETRY_IMPORT, log=_log) as run,
+    ):
+        rest = list(messages)
+        while rest:
+            size = rng.randint(1, 4)
+            batch, rest = rest[:size], rest[size:]
+            commit_telemetry_batch(session, run, TelemetryBatch(batch, [], lambda: None))
+
+
+def mqtt_outcome(store, integ) -> dict[str, Any]:
+    """Readings, sequence baselines, and which sequences the store counts as never arrived."""
+    o, i = integ.organization_id, integ.integration_id
+    with store.connect() as conn:
+        readings = sorted(
+            (r["external_id"], r["message_key"], str(load_json(r["payload"])))
+            for r in telemetry_rows(conn, o, i)
+        )
+        baselines = last_sequences(conn, o, i, list(DEVICES))
+        missing = sorted(
+            (g["external_id"], seq)
+            for g in gap_rows(conn, o, i)
+            for seq in range(int(g["first_missing"]), int(g["last_missing"]) + 1)
+        )
+    return {"readings": readings, "baselines": baselines, "missing": missing}
+
+
+def mqtt_ordered_and_shuffled(store, open_session, steps, seed):
+    sent = mqtt_stream(steps)
+    rng = random.Random(seed)
+    outcomes = []
+    for arrival in (sent, mqtt_arrival(sent, rng)):
+        integ = Integration(
+            integration_id=f"mqt-{uuid.uuid4().hex[:8]}",
+            organization_id="org-a",
+            provider="mqtt",
+            name="mqtt events",
+            settings={"host": "127.0.0.1"},
+        )
+        register_integration(store, integ)
+        drain_in_batches(store, open_session, integ.integration_id, arrival, rng)
+        outcomes.append(mqtt_outcome(store, integ))
+    return outcomes
+
+
+_log = get_logger("tests.event_order")
+
+
+def test_a_shuffled_duplicated_mqtt_stream_ends_in_the_store_the_ordered_stream_gives(
+    sqlite_store, open_session
+):
+    @settings(
+        max_examples=int(os.environ.get("EVENT_ORDER_EXAMPLES", "30")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(steps=_steps("mqtt"), seed=st.integers(0, 2**32 - 1))
+    def check(steps, seed):
+        ordered, shuffled = mqtt_ordered_and_shuffled(sqlite_store, open_session, steps, seed)
+        assert shuffled == ordered
+
+    check()
+
+
+def test_late_mqtt_readings_fill_the_gap_they_belong_to_and_open_one_below_the_floor(
+    store, open_session
+):
+    integ = Integration(
+        integration_id=f"mqt-{uuid.uuid4().hex[:8]}",
+        organization_id="org-a",
+        provider="mqtt",
+        name="mqtt late readings",
+        settings={"host": "127.0.0.1"},
+    )
+    register_integration(store, integ)
+    by_seq = {m.sequence: m for m in mqtt_stream([("d1", "reading", 1)] * 8)}  # seq 0..7
+    with (
+        open_session(store, integ.integration_id) as session,
+        SyncRun(session, TELEMETRY_STREAM, TELEMETRY_IMPORT, log=_log) as run,
+    ):
+        for batch in ([3, 7], [5], [0]):  # 4..6 missing, then 5 late, then 0 below the floor
+            messages = [by_seq[s] for s in batch]
+            commit_telemetry_batch(session, run, TelemetryBatch(messages, [], lambda: None))
+    assert mqtt_outcome(store, integ)["missing"] == [("d1", 1), ("d1", 2), ("d1", 4), ("d1", 6)]
 
 
 # one stream of each provider, on SQLite and on PostgreSQL
