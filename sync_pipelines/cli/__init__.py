@@ -14,6 +14,7 @@ import click
 from sync_pipelines.cli.activity import activity
 from sync_pipelines.cli.alerts import alerts
 from sync_pipelines.cli.console import console
+from sync_pipelines.cli.context import database_url_option, store_handle
 from sync_pipelines.cli.dead_letters import dead_letters, quarantine, replay
 from sync_pipelines.cli.desired import desired
 from sync_pipelines.cli.devices import devices
@@ -90,8 +91,10 @@ def _peers_not_installed(name: str) -> click.Command:
     default=None,
     help="Log rendering (default: console in a terminal, JSON otherwise).",
 )
-def main(log_format: str | None) -> None:
+@database_url_option
+def main(log_format: str | None, database_url: str | None) -> None:
     """Sync IoT device inventories into a relational store, observably."""
+    store_handle(database_url)  # every command's store: `sync-pipelines --database-url URL …`
     global _exit_gc_frozen
     if not _exit_gc_frozen:
         atexit.register(freeze_gc_at_exit)

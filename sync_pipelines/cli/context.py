@@ -78,7 +78,9 @@ def store_session(*, writes: bool, organization_id: str | None = None) -> Iterat
     yield open_store(writes=writes, organization_id=organization_id)
 
 
-#: `--database-url`, the one spelling every command that opens the store takes
+#: `--database-url`, one spelling: every command takes it before its name (`sync-pipelines
+#: --database-url URL report …`, the root group's option); migrate, health, console and
+#: receiver also after it
 database_url_option = click.option(
     "--database-url",
     envvar="SYNC_DATABASE_URL",

@@ -108,7 +108,7 @@ def report(
         with store.connect() as conn:
             if organization_id and not list_integrations(conn, organization_id):
                 raise click.ClickException(
-                    f"organization {organization_id!r} has no integrations "
+                    f"organization {organization_id!r} has no integrations in {store.location} "
                     f"(see `sync-pipelines integrations list --organization {organization_id}`)"
                 )
         now = utc_now()
