@@ -149,6 +149,23 @@ def test_sync_of_one_stream_prints_only_that_stream(cli_store, golioth_factory, 
     assert [p["stream"] for p in _printed_json(result)] == ["devices"]
 
 
+def test_a_sync_whose_deletions_the_guard_held_says_so_and_how_to_apply_them(
+    cli_store, golioth_factory, register_golioth
+):
+    running = golioth_factory(device_count=20)
+    migrate(cli_store)
+    integ = register_golioth(cli_store, running, max_delete_fraction=0.1)
+    assert _invoke(f"sync {integ.integration_id} --stream devices").exit_code == 0
+    for external_id in list(running.emulator.device_ids())[:5]:  # 25 % > 10 %
+        running.emulator.delete_device(external_id)
+    result = _invoke(f"sync {integ.integration_id} --stream devices")
+    assert result.exit_code == 0, result.output
+    (printed,) = _printed_json(result)
+    assert (printed["deleted"], printed["deletions_held"]) == (0, 5)
+    assert "held 5 deletion(s)" in result.stderr
+    assert f"sync-pipelines devices confirm-deletions {integ.integration_id}" in result.stderr
+
+
 def test_test_connection_exits_0_when_the_provider_accepts_the_key(
     cli_store, golioth_factory, register_golioth
 ):

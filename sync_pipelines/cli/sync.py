@@ -89,6 +89,14 @@ def _echo(run: RunContext, results: list[Any]) -> None:
                 {"run_id": run.run_id, "stream": r.stream, "status": r.status, **r.metadata()}
             )
         )
+        if r.deletions_held:  # the data is right, but an operator must decide: say so
+            click.echo(
+                f"warning: {r.integration_id}: the mass-deletion guard held {r.deletions_held} "
+                "deletion(s) (more than the integration's max_delete_fraction of its devices); "
+                "if the provider really lost them, apply them with `sync-pipelines devices "
+                f"confirm-deletions {r.integration_id}`",
+                err=True,
+            )
 
 
 @click.command("test-connection")

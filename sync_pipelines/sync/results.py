@@ -27,6 +27,9 @@ class SyncResult:
     mqtt_failed: int = 0
     #: latencies of every provider call (HTTP requests and MQTT operations)
     call_latencies_ms: list[float] = field(default_factory=list, repr=False)
+    #: deletions the mass-deletion guard held back (a complete scan that would delete more than
+    #: `max_delete_fraction`): applied only by `devices confirm-deletions`
+    deletions_held: int = 0
 
     @property
     def record_failure_rate(self) -> float:
@@ -56,6 +59,8 @@ class SyncResult:
         }
         if self.mqtt_requests:
             figures.update(mqtt_requests=self.mqtt_requests, mqtt_failed=self.mqtt_failed)
+        if self.deletions_held:
+            figures["deletions_held"] = self.deletions_held
         if (call_rate := self.call_failure_rate) is not None:
             figures["call_failure_rate"] = round(call_rate, 6)
         p95 = self.p95_latency_ms

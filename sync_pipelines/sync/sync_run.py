@@ -272,4 +272,5 @@ class SyncRun:
             mqtt_requests=rec.counts["mqtt_requests"],
             mqtt_failed=rec.counts["mqtt_failed"],
             call_latencies_ms=list(rec.call_latencies_ms),
+            deletions_held=int(self._annotations.get("deletions_held") or 0),
         )

@@ -98,6 +98,8 @@ def test_a_scan_deleting_more_than_max_delete_fraction_is_held_and_fails_the_vol
     gone = _delete_at_peer(golioth, 5)  # 2 % of 250
     result = _sync(open_session, store, integ)
     assert result.counts.deleted == 0
+    # the sync's own figures say what was held (the CLI prints them and a warning)
+    assert result.deletions_held == 5 and result.metadata()["deletions_held"] == 5
     assert all(not deleted for _s, deleted in _statuses(store, integ, gone).values())
     with store.connect() as conn:
         assert held_deletions(conn, integ.organization_id, integ.integration_id).count == 5
