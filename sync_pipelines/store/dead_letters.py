@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp, sql_list
 from sync_pipelines.store.integrations import for_each_organization
 from sync_pipelines.store.status_counts import (
     count_by_status,
@@ -257,6 +257,36 @@ def record_dead_letters(
     if params:
         conn.execute(_UPSERT, params)
     return len(params)
+
+
+#: streams whose letters are keyed by the device's id (`resolve_dead_letters_for`)
+DEVICE_KEYED_STREAMS = ("devices", "device_states")
+
+
+def resolve_letters_of_deleted_devices(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    external_ids_sql: str,
+    params: dict[str, Any],
+    *,
+    run_id: str | None,
+    now: datetime,
+) -> int:
+    """A device deleted at the provider has nothing left to retry: its open letters (pending or
+    retrying; a quarantined one stays the operator's) are resolved by the deletion, in its
+    transaction. `external_ids_sql` selects the deleted devices' ids (ours, never input)."""
+    return conn.execute(
+        sa.text(
+            "UPDATE dead_letters SET status = 'resolved', resolved_at = :dl_t, "
+            "resolved_by_run_id = :dl_r, next_attempt_at = NULL, updated_at = :dl_t "
+            "WHERE organization_id = :dl_o AND integration_id = :dl_i "
+            f"AND status IN ({sql_list(UNRESOLVED)}) "
+            f"AND stream IN ({sql_list(DEVICE_KEYED_STREAMS)}) "
+            f"AND dedupe_key IN ({external_ids_sql})"
+        ),
+        {**params, "dl_t": now, "dl_r": run_id, "dl_o": organization_id, "dl_i": integration_id},
+    ).rowcount
 
 
 def resolve_dead_letters_for(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.bulk import insert_rows
 from sync_pipelines.store.database import parse_timestamp
+from sync_pipelines.store.dead_letters import resolve_letters_of_deleted_devices
 
 DELETED = "deleted"
 #: the devices columns a deletion writes (status, deleted_at, provenance; content_hash emptied)
@@ -217,6 +218,16 @@ def apply_held_deletions(
         ),
         {"o": organization_id, "i": integration_id, "run": run_id, "req": None, "now": now},
     ).rowcount
+    resolve_letters_of_deleted_devices(
+        conn,
+        organization_id,
+        integration_id,
+        "SELECT h.external_id FROM held_deletions h "
+        "WHERE h.organization_id = :o AND h.integration_id = :i",
+        {"o": organization_id, "i": integration_id},
+        run_id=run_id,
+        now=now,
+    )
     drop_held_deletions(conn, organization_id, integration_id)
     return deleted
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.store.dead_letters import resolve_letters_of_deleted_devices
 from sync_pipelines.store.devices import DEVICE_CONTENT_COLUMNS
 
 Outcome = Literal["created", "updated", "unchanged"]
@@ -179,6 +180,15 @@ def apply_registry_deletion(conn: Connection, ref: DeviceRef, key: RegistryKey) 
         params,
     ).rowcount
     if deleted:
+        resolve_letters_of_deleted_devices(
+            conn,
+            ref.organization_id,
+            ref.integration_id,
+            ":e",
+            params,
+            run_id=ref.run_id,
+            now=ref.now,
+        )
         return "updated"
     conn.execute(
         sa.text(
