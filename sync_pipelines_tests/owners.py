@@ -16,6 +16,31 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import claim_integration_id, ensure_organization
 
+#: the tables whose (organization_id, integration_id) references integration_owners on Postgres
+#: (sql/026_service_role); the activity log and telemetry readings carry no such key
+OWNER_KEYED_TABLES = frozenset(
+    {
+        "alert_incidents",
+        "dead_letters",
+        "desired_changes",
+        "device_scan_seen",
+        "device_states",
+        "devices",
+        "event_failures",
+        "held_deletions",
+        "integration_check_results",
+        "integration_sync_log",
+        "integration_sync_state",
+        "integrations",
+        "provider_call_hours",
+        "sync_conflicts",
+        "sync_leases",
+        "telemetry_gaps",
+        "telemetry_sequences",
+        "webhook_events",
+    }
+)
+
 
 def own_integrations(
     store_or_conn: Store | Connection, organization_id: str, *integration_ids: str
