@@ -92,6 +92,11 @@ def seed(store: Store, rows: int) -> dict[str, str]:
         "SELECT sync_ensure_activity_partitions((:start AT TIME ZONE 'UTC')::date, 4)",
         "INSERT INTO organizations (organization_id, name, created_at) "
         f"SELECT 'bench-org-' || o, 'Bench ' || o, :start FROM generate_series(0, {ORGS - 1}) o",
+        # every integration id is claimed by its organization first (sql/026: on Postgres each
+        # table keyed by an integration references integration_owners)
+        "INSERT INTO integration_owners (integration_id, organization_id) "
+        f"SELECT {_integration('i')}, 'bench-org-' || (i % {ORGS}) "
+        f"FROM generate_series(0, {INTEGRATIONS - 1}) i",
         "INSERT INTO integrations (integration_id, organization_id, provider, name, settings, "
         "secret_refs, enabled, poll_interval_s, created_at, updated_at) "
         f"SELECT {_integration('i')}, 'bench-org-' || (i % {ORGS}), 'golioth', 'Bench ' || i, "

@@ -21,6 +21,7 @@ from sync_pipelines.providers.contract import DeviceRecord
 from sync_pipelines.store import pg_copy
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.devices import upsert_devices
+from sync_pipelines.store.integrations import claim_integration_id, ensure_organization
 from sync_pipelines.store.migrations import migrate
 from sync_pipelines.sync.records import device_row
 
@@ -100,6 +101,9 @@ def main() -> None:
     try:
         store = Store(url)
         migrate(store)
+        with store.transaction() as conn:  # the devices are keyed by an owned integration id
+            ensure_organization(conn, "bench")
+            claim_integration_id(conn, "bench", "bench-copy")
         rows = _rows(args.rows)
         results: dict[str, list[tuple[float, float, float]]] = {"text": [], "binary": []}
         for _ in range(args.repeat):

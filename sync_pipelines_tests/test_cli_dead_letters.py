@@ -24,6 +24,7 @@ from sync_pipelines.store.dead_letters import (
     record_dead_letters,
 )
 from sync_pipelines.store.devices import get_device
+from sync_pipelines_tests.owners import own_integrations
 
 
 @click.group()
@@ -53,6 +54,7 @@ def _printed(result: Result) -> list[dict]:
 
 def _fail(store, integration_id, *external_ids, organization_id="org-a", when=None, payloads=None):
     with store.transaction() as conn:
+        own_integrations(conn, organization_id, integration_id)
         record_dead_letters(
             conn,
             organization_id=organization_id,
@@ -221,6 +223,7 @@ def test_requeue_puts_a_quarantined_letter_back_in_line(cli_store):
 def test_list_prints_a_table_with_the_failed_request_and_errors_cut_between_words(cli_store):
     long_error = "golioth GET /devices/a1/data -> HTTP 500: " + "upstream unavailable " * 10
     with cli_store.transaction() as conn:
+        own_integrations(conn, "org-a", "golioth-a")
         record_dead_letters(
             conn,
             organization_id="org-a",

@@ -17,6 +17,7 @@ from sync_pipelines.alerts.incidents import raise_alert
 from sync_pipelines.alerts.rules import CRITICAL, Condition
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.store.alerts import list_incidents, list_notifications
+from sync_pipelines_tests.owners import own_integrations
 
 from .alert_data import add_integration, add_syncs, closed_port, minutes
 from .conftest import T0
@@ -65,6 +66,7 @@ def test_the_generic_webhook_gets_the_incident_as_json(sqlite_store, sink, setti
 def test_a_channel_answering_500_is_recorded_as_failed_and_the_firing_is_retried(
     store, sink, settings
 ):
+    own_integrations(store, "org-a", "golioth-a")
     sink.fail(500)
     outcome = raise_alert(store, _condition(), settings, now=T0)  # does not raise
 
@@ -89,6 +91,7 @@ def test_a_closed_port_is_recorded_as_failed_without_raising(store):
         timeout_s=1,
         max_attempts=2,
     )
+    own_integrations(store, "org-a", "golioth-a")
     outcome = raise_alert(store, _condition(), settings, now=T0)
     [delivery] = outcome.deliveries
     assert delivery.status == "failed" and delivery.status_code is None
@@ -138,6 +141,7 @@ def test_the_slack_url_appears_in_no_row_and_no_log_line(store, sink, capfd, cap
     secret_path = "/services/T0SECRET/B0SECRET/xoxb-not-a-real-token-4f9a"
     url = sink.url + secret_path
     settings = AlertSettings(channels=(Channel("slack", SLACK, url),), max_attempts=2)
+    own_integrations(store, "org-a", "golioth-a", "golioth-b")
 
     raise_alert(store, _condition("golioth-a"), settings, now=T0)  # 200
     sink.fail(500)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sync_pipelines.alerts.incidents import clear, sight
 from sync_pipelines.alerts.rules import WARNING, Condition
 from sync_pipelines.store.alerts import list_incidents
+from sync_pipelines_tests.owners import own_integrations
 
 from .alert_data import minutes
 from .conftest import T0
@@ -26,6 +27,12 @@ CONDITION = Condition(
     severity=WARNING,
     summary="600 webhook events wait in the inbox (threshold 500)",
 )
+
+
+@pytest.fixture(autouse=True)
+def _owned(store) -> None:
+    own_integrations(store, "org-a", "golioth-a")
+    own_integrations(store, "org-b", "golioth-b")
 
 
 def test_racing_sightings_share_one_open_incident_and_one_notification(store, settings):
@@ -59,7 +66,8 @@ def test_racing_sightings_share_one_open_incident_and_one_notification(store, se
 def test_the_index_refuses_a_second_open_incident_for_the_same_condition(store, settings):
     with store.transaction() as conn:
         sight(conn, CONDITION, now=T0, settings=settings)
-    with pytest.raises(sa.exc.IntegrityError), store.transaction() as conn:
+    # the unique index, not a key: golioth-a is org-a's
+    with pytest.raises(sa.exc.IntegrityError, match="(?i)unique"), store.transaction() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO alert_incidents (id, organization_id, integration_id, rule, dedupe_key, "
@@ -90,7 +98,10 @@ def test_a_resolved_condition_seen_again_is_a_new_incident(store, settings):
 
 
 def test_the_same_condition_in_another_organization_is_another_incident(store, settings):
-    other = replace(CONDITION, organization_id="org-b")
+    # the same rule and subject (dedupe key) in org-b, on org-b's own integration: an id is
+    # one organization's (integration_owners)
+    other = replace(CONDITION, organization_id="org-b", integration_id="golioth-b")
+    assert other.dedupe_key == CONDITION.dedupe_key
     with store.transaction() as conn:
         a, _ = sight(conn, CONDITION, now=T0, settings=settings)
         b, _ = sight(conn, other, now=T0, settings=settings)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from sync_pipelines.alerts.channels import WEBHOOK, Channel
 from sync_pipelines.alerts.incidents import raise_alert
 from sync_pipelines.alerts.rules import CRITICAL, WARNING, Condition
 from sync_pipelines.store.alerts import list_incidents
+from sync_pipelines_tests.owners import own_integrations
 
 from .alert_data import closed_port, minutes
 from .conftest import T0
@@ -23,6 +26,11 @@ WARN = Condition(
     summary="12% of calls failed (warn at 10%)",
 )
 CRIT = replace(WARN, severity=CRITICAL, summary="63% of calls failed (critical at 50%)")
+
+
+@pytest.fixture(autouse=True)
+def _owned(store) -> None:
+    own_integrations(store, "org-a", "golioth-a")
 
 
 def _kinds(sink) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from sync_pipelines.reports.period_stats import (
 from sync_pipelines.store.activity import insert_activity_rows
 from sync_pipelines.store.integrations import Integration, ensure_organization
 from sync_pipelines_tests.activity_rows import provider_call_row
+from sync_pipelines_tests.owners import own_integrations
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ORG, IID = "org-grouped", "int-grouped"
@@ -169,6 +170,7 @@ def test_sync_outcomes_and_top_errors_of_all_integrations_equal_one_by_one(store
         rows = [_row(start + timedelta(seconds=s), "failed", 20.0, iid="int-b") for s in range(4)]
         rows[0]["error_type"] = "auth"
         insert_activity_rows(conn, rows)
+        own_integrations(conn, ORG, IID, "int-b")  # the sync log is keyed by integration
         for n, (iid, status) in enumerate(
             [(IID, "success"), (IID, "failed"), (IID, "partial"), ("int-b", "running")]
         ):

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.integrations import ensure_organization
+from sync_pipelines_tests.owners import OWNER_KEYED_TABLES, own_integrations
 
 #: table -> how a row is named in assertions (its primary key, as selected)
 KEYS = {
@@ -45,6 +46,8 @@ class Seeded:
         return {k for k, keep in self.expected[table].items() if not keep}
 
     def _insert(self, table: str, row: dict, *, kept: bool) -> str:
+        if table in OWNER_KEYED_TABLES and row.get("integration_id") is not None:
+            own_integrations(self.conn, row["organization_id"], row["integration_id"])
         cols = ", ".join(row)
         self.conn.execute(
             sa.text(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row

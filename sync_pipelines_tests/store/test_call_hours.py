@@ -29,6 +29,7 @@ from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.retention import RetentionPolicy, purge_expired
 from sync_pipelines.sync.integration_config import register_integration
 from sync_pipelines_tests.activity_rows import provider_call_row
+from sync_pipelines_tests.owners import own_row_integrations
 
 NOW = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -50,6 +51,7 @@ def _register(store, organization_id: str, integration_id: str) -> None:
 
 def _insert(store, rows) -> None:
     with store.transaction() as conn:
+        own_row_integrations(conn, rows)  # the hours they roll up to are keyed by integration
         insert_activity_rows(conn, rows)
 
 

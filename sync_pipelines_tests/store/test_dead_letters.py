@@ -32,6 +32,7 @@ from sync_pipelines.store.dead_letters import (
     resolve_dead_letters_for,
 )
 from sync_pipelines.store.integrations import Integration, ensure_organization, save_integration
+from sync_pipelines_tests.owners import own_integrations
 
 POLICY = DeadLetterPolicy(max_attempts=3, backoff_base_s=10, backoff_max_s=100, jitter=0.2)
 
@@ -66,6 +67,7 @@ def _fail(
 ):
     now = now or utc_now()
     with store.transaction() as conn:
+        own_integrations(conn, organization_id, integration_id)
         record_dead_letters(
             conn,
             organization_id=organization_id,

@@ -13,6 +13,7 @@ from sync_pipelines.providers.contract import DeviceRecord, DeviceState
 from sync_pipelines.store.bulk import UpsertCounts
 from sync_pipelines.store.devices import upsert_device_states, upsert_devices
 from sync_pipelines.sync.records import device_row, state_row
+from sync_pipelines_tests.owners import own_integrations
 
 FIRST = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
@@ -78,6 +79,7 @@ def test_an_unchanged_batch_writes_no_row(store, table):
     make, upsert = TABLES[table]
     names = {f"d{n}": f"name-{n}" for n in range(20)}
     with store.transaction() as conn:
+        own_integrations(conn, SCOPE["organization_id"], SCOPE["integration_id"])
         assert upsert(conn, make(names, "run-1", FIRST)) == UpsertCounts(20, 0, 0)
     with store.connect() as conn:
         before = _versions(conn, table)
@@ -97,6 +99,7 @@ def test_only_new_and_changed_rows_are_written(store, table):
     make, upsert = TABLES[table]
     names = {f"d{n}": f"name-{n}" for n in range(10)}
     with store.transaction() as conn:
+        own_integrations(conn, SCOPE["organization_id"], SCOPE["integration_id"])
         upsert(conn, make(names, "run-1", FIRST))
     with store.connect() as conn:
         before = _versions(conn, table)
@@ -126,6 +129,7 @@ def test_an_unchanged_row_is_not_locked_while_the_batch_commits(postgres_url):
             conn.execute(
                 sa.text("DELETE FROM devices WHERE integration_id = :integration_id"), SCOPE
             )
+            own_integrations(conn, SCOPE["organization_id"], SCOPE["integration_id"])
             upsert_devices(conn, _devices({"d1": "one", "d2": "two"}, "run-1", FIRST))
         with store.transaction() as conn:
             counts = upsert_devices(conn, _devices({"d1": "one", "d2": "TWO"}, "run-2", LATER))

@@ -17,6 +17,7 @@ from sync_pipelines.store.stream_tables import (
     count_integration_rows,
 )
 from sync_pipelines.sync.records import device_row
+from sync_pipelines_tests.owners import own_integrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -44,6 +45,8 @@ def test_described_columns_are_the_migrated_tables_columns(store, stream):
 
 def test_an_integrations_row_count_leaves_out_other_integrations_and_tenants(store):
     with store.transaction() as conn:
+        own_integrations(conn, "org-a", "int-a", "int-b")
+        own_integrations(conn, "org-b", "int-c")
         upsert_devices(conn, _devices("org-a", "int-a", 3))
         upsert_devices(conn, _devices("org-a", "int-b", 1))
         upsert_devices(conn, _devices("org-b", "int-c", 5))

@@ -15,6 +15,7 @@ from sync_pipelines.tracing.chain import (
     build_chain,
     matching_kinds,
 )
+from sync_pipelines_tests.owners import own_integrations
 from sync_pipelines_tests.tracing.conftest import INTEGRATION, ORG
 from sync_pipelines_tests.tracing.monitoring_rows import insert_alert, insert_check_result
 
@@ -153,7 +154,12 @@ def test_check_results_and_alerts_of_the_run_are_on_its_chain(traced):
             conn, ORG, INTEGRATION, run_id=traced.sync_run, check_name="error_rate", passed=False
         )
         incident = insert_alert(conn, ORG, INTEGRATION, run_id=traced.sync_run, rule="error_rate")
-        insert_alert(conn, "org-elsewhere", INTEGRATION, run_id=traced.sync_run, rule="error_rate")
+        # another organization's alert naming the same run id (on its own integration: an id is
+        # one organization's) is not on this organization's chain
+        own_integrations(conn, "org-elsewhere", "golioth-elsewhere")
+        insert_alert(
+            conn, "org-elsewhere", "golioth-elsewhere", run_id=traced.sync_run, rule="error_rate"
+        )
     chain = _chain(traced, traced.sync_run)
     assert [(c["check_name"], c["passed"]) for c in chain.check_results] == [("error_rate", False)]
     (alert,) = chain.alerts
