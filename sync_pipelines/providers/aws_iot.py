@@ -639,7 +639,8 @@ def _indexed_state(
     except (TypeError, ValueError):
         return None
     if shadow_name is not None and isinstance(shadow, dict):
-        shadow = (shadow.get("name") or {}).get(shadow_name)
+        named = shadow.get("name")
+        shadow = named.get(shadow_name) if isinstance(named, dict) else None
     if not isinstance(shadow, dict):
         return None
     version = shadow.get("version")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sync_pipelines.errors import ConfigError
@@ -81,6 +81,8 @@ def test_any_twin_query_item_is_a_state_or_none(twin):
     ),
     shadow_name=st.none() | st.sampled_from(["cfg", "x"]),
 )
+# found by this property: a named-shadow lookup on a `name` that is not an object
+@example(thing={"thingName": "t", "shadow": '{"name":true}'}, shadow_name="cfg")
 def test_any_fleet_index_thing_is_a_state_or_none(thing, shadow_name):
     state = _indexed_state(thing, shadow_name, None)
     assert state is None or isinstance(state, DeviceState)
