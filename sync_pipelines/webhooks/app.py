@@ -85,6 +85,7 @@ from sync_pipelines.webhooks.events import (
     read_delivery,
     supported_providers,
 )
+from sync_pipelines.webhooks.group_commit import DEFAULT_COMMITS_AT_ONCE, GroupCommit, InboxDelivery
 from sync_pipelines.webhooks.header_deadline import header_timeout_s, protocol_with_deadline
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
 from sync_pipelines.webhooks.verification import (
@@ -105,9 +106,16 @@ MAX_BODY_SETTING = "webhook_max_body_bytes"
 DRAIN_LIMIT_BYTES = 8 << 20
 HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
 MAX_IN_FLIGHT_ENV = "SYNC_RECEIVER_MAX_IN_FLIGHT"
-#: deliveries handled at once (each holds a worker thread and a store connection); more are
-#: answered 429 at once. Under anyio's 40 default worker threads, so none waits for a thread
-DEFAULT_MAX_IN_FLIGHT = 32
+#: deliveries handled at once by one receiver process; more are answered 429 at once. A delivery
+#: waiting for its group commit holds no thread and no connection, only its body: the limit
+#: bounds the wait (about limit / rate: 512 at 1,000 events/s a process is half a second)
+DEFAULT_MAX_IN_FLIGHT = 512
+WORKERS_ENV = "SYNC_RECEIVER_WORKERS"
+#: store work of a process besides its group commits (integration lookups, rejections,
+#: handshakes): threads at once, each with a pooled connection, so none waits for one
+STORE_THREADS = 8
+#: a body above this is verified and parsed on a worker thread, not on the event loop
+INLINE_BODY_BYTES = 64 * 1024
 OVERLOAD_RETRY_AFTER_S = 1
 #: what a 503 (store not reachable) tells the sender to wait, seconds
 RETRY_AFTER_S = 5
@@ -118,6 +126,7 @@ STORE_PROBE_TIMEOUT_S = 1.5
 #: /health, /metrics and store tries run on threads of their own, never queued behind
 #: deliveries that wait on the store (those use the default limiter: 40 threads)
 _SERVICE_THREADS = anyio.CapacityLimiter(4)
+_STORE_THREADS = anyio.CapacityLimiter(STORE_THREADS)
 _STORE_TRIES = anyio.CapacityLimiter(1)
 _LOGGED_ID_CHARS = 140
 _EVENT_IDS_LISTED = 50
@@ -163,8 +172,10 @@ class WebhookReceiver:
         cache_ttl_s: float = 5.0,
         store_ready: bool = True,
         max_in_flight: int | None = None,
+        commits_at_once: int = DEFAULT_COMMITS_AT_ONCE,
     ) -> None:
         self.store = store
+        self.commits: GroupCommit[_Reply] = GroupCommit(store, commits_at_once=commits_at_once)
         self.max_in_flight = max_in_flight or max_in_flight_from_env(environ)
         self._in_flight = 0
         self.default_max_body = max_body_bytes or int(
@@ -211,29 +222,42 @@ class WebhookReceiver:
         ):
             return _store_not_ready(_metric_provider(provider)).response()
         try:
-            target = self._cached(integration_id) or await run_in_threadpool(
+            target = self._cached(integration_id) or await _on_store_thread(
                 self._resolve, integration_id
             )
         except SQLAlchemyError as exc:
             return _store_unavailable(integration_id, _metric_provider(provider), exc).response()
         if target is None or not self._serves(target, provider):
             return (
-                await run_in_threadpool(self._not_found, target, provider, request, started)
+                await _on_store_thread(self._not_found, target, provider, request, started)
             ).response()
         try:
             body = await _read_body(request, target.max_body_bytes)
         except WebhookRejected as rejected:
-            reply = await run_in_threadpool(self._reject, target, request, rejected, started, None)
+            reply = await _on_store_thread(self._reject, target, request, rejected, started, None)
             return reply.response()
         except ClientDisconnect:
             metrics.webhook_received(target.integration.provider, "client_disconnected")
             _log.info("webhook_sender_disconnected", integration_id=integration_id)
             return Response(status_code=400)
-        reply = await run_in_threadpool(self._handle, target, request, body, started)
+        # verification and parsing are a few microseconds for a usual body: on the event loop,
+        # sparing each delivery two thread switches; a large body goes to a thread
+        if len(body) <= INLINE_BODY_BYTES:
+            read = self._read(target, request, body)
+        else:
+            read = await run_in_threadpool(self._read, target, request, body)
+        if isinstance(read, WebhookRejected):
+            reply = await _on_store_thread(self._reject, target, request, read, started, body)
+        elif isinstance(read, Handshake):
+            reply = await self._on_handshake_thread(target, request, read, body, started)
+        else:
+            reply = await self._store(target, request, read, body, started)
         return reply.response()
 
-    def _handle(self, target: _Target, request: Request, body: bytes, started: float) -> _Reply:
-        provider = target.integration.provider
+    def _read(
+        self, target: _Target, request: Request, body: bytes
+    ) -> list[InboxEvent] | Handshake | WebhookRejected:
+        """The delivery verified and read: its events, a handshake, or why it is refused."""
         headers = _lower_headers(request)
         try:
             if target.config_error is not None:
@@ -241,16 +265,25 @@ class WebhookReceiver:
                 raise WebhookRejected(503, "config", target.config_error)
             signed_id = self._authenticate(target, headers, request, body)
             try:
-                read = read_delivery(Delivery(provider, body, headers, signed_id))
+                return read_delivery(
+                    Delivery(target.integration.provider, body, headers, signed_id)
+                )
             except PayloadError as exc:
                 raise WebhookRejected(400, "malformed_payload", str(exc)) from None
-            if isinstance(read, Handshake):
-                return self._handshake(target, request, read, body, started)
-            return self._store(target, request, read, body, started)
         except WebhookRejected as rejected:
-            return self._reject(target, request, rejected, started, body)
+            return rejected
+
+    async def _on_handshake_thread(
+        self, target: _Target, request: Request, handshake: Handshake, body: bytes, started: float
+    ) -> _Reply:
+        try:
+            return await _on_store_thread(
+                self._handshake, target, request, handshake, body, started
+            )
         except SQLAlchemyError as exc:
-            return _store_unavailable(target.integration.integration_id, provider, exc)
+            return _store_unavailable(
+                target.integration.integration_id, target.integration.provider, exc
+            )
 
     def _authenticate(
         self, target: _Target, headers: Mapping[str, str], request: Request, body: bytes
@@ -301,7 +334,7 @@ class WebhookReceiver:
 
     # -- outcomes ---------------------------------------------------------------------------------
 
-    def _store(
+    async def _store(
         self,
         target: _Target,
         request: Request,
@@ -309,17 +342,16 @@ class WebhookReceiver:
         body: bytes,
         started: float,
     ) -> _Reply:
+        """The delivery's events and activity row through the group commit: answered once the
+        transaction that holds them is committed (202 new, 200 `duplicate: true`), 503 if not."""
         integ = target.integration
         request_id = events[0].event_id if len(events) == 1 else str(uuid.uuid4())
         # redacted once, for the event rows and the activity row
         headers = self._redacted_headers(target, request)
         now = utc_now()
-        with self.store.transaction() as conn:
-            fresh = [
-                e
-                for e in events
-                if insert_event(conn, _inbox_row(integ, e, headers, request_id, now))
-            ]
+        rows = [_inbox_row(integ, e, headers, request_id, now) for e in events]
+
+        def settle(fresh: list[WebhookEvent]) -> tuple[dict[str, Any], _Reply]:
             duplicate = not fresh
             status = 200 if duplicate else 202
             row = self._row(
@@ -339,24 +371,31 @@ class WebhookReceiver:
                     "event_types": sorted({e.event_type for e in events})[:10],
                 },
             )
-            insert_delivery_activity(conn, activity_values(row))
-        metrics.webhook_received(integ.provider, "accepted", len(fresh))
-        metrics.webhook_received(integ.provider, "duplicate", len(events) - len(fresh))
+            answer = {
+                "status": "duplicate" if duplicate else "accepted",
+                "duplicate": duplicate,
+                "events": len(events),
+                "new": len(fresh),
+                "request_id": request_id,
+            }
+            return activity_values(row), _Reply(status, answer, request_id)
+
+        try:
+            reply = await self.commits.write(InboxDelivery(rows, settle))
+        except SQLAlchemyError as exc:
+            return _store_unavailable(integ.integration_id, integ.provider, exc)
+        new = reply.body["new"]
+        metrics.webhook_received(integ.provider, "accepted", new)
+        if new < len(events):
+            metrics.webhook_received(integ.provider, "duplicate", len(events) - new)
         _log.debug(
             "webhook_received",
             integration_id=integ.integration_id,
             request_id=request_id,
             events=len(events),
-            new=len(fresh),
+            new=new,
         )
-        answer = {
-            "status": "duplicate" if duplicate else "accepted",
-            "duplicate": duplicate,
-            "events": len(events),
-            "new": len(fresh),
-            "request_id": request_id,
-        }
-        return _Reply(status, answer, request_id)
+        return reply
 
     def _handshake(
         self, target: _Target, request: Request, handshake: Handshake, body: bytes, started: float
@@ -565,6 +604,12 @@ def _inbox_row(
         delivery_id=delivery_id,
         received_at=now,
     )
+
+
+async def _on_store_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """Store work besides the group commit, on a thread of the few that each have a pooled
+    connection (STORE_THREADS): a burst of rejections waits here, not in the pool."""
+    return await anyio.to_thread.run_sync(lambda: func(*args), limiter=_STORE_THREADS)
 
 
 def _metric_provider(provider: str) -> str:
