@@ -351,7 +351,7 @@ class WebhookReceiver:
         now = utc_now()
         rows = [_inbox_row(integ, e, headers, request_id, now) for e in events]
 
-        def settle(fresh: list[WebhookEvent]) -> tuple[dict[str, Any], _Reply]:
+        def settle(fresh: list[WebhookEvent]) -> tuple[ActivityRow, _Reply]:
             duplicate = not fresh
             status = 200 if duplicate else 202
             row = self._row(
@@ -378,7 +378,7 @@ class WebhookReceiver:
                 "new": len(fresh),
                 "request_id": request_id,
             }
-            return activity_values(row), _Reply(status, answer, request_id)
+            return row, _Reply(status, answer, request_id)
 
         try:
             reply = await self.commits.write(InboxDelivery(rows, settle))

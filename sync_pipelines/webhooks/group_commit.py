@@ -19,12 +19,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.observability.activity import ActivityRow
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.webhook_events import (
     WebhookEvent,
@@ -49,11 +50,11 @@ _STORE_FAULTS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutE
 @dataclass(slots=True)
 class InboxDelivery(Generic[Answer]):
     """One delivery's share of a group commit: its inbox rows, and `settle`, which — given those
-    of its rows that were new — returns its activity row (column values) and its answer. Called
-    inside the transaction, so the activity row says what the sender will be told."""
+    of its rows that were new — returns its activity row (shaped, redacted) and its answer.
+    Called inside the transaction, so the activity row says what the sender will be told."""
 
     events: list[WebhookEvent]
-    settle: Callable[[list[WebhookEvent]], tuple[dict[str, Any], Answer]]
+    settle: Callable[[list[WebhookEvent]], tuple[ActivityRow, Answer]]
 
 
 @dataclass(slots=True)
