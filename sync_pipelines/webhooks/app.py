@@ -68,7 +68,12 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
 from sync_pipelines.providers.settings import ID_PATTERN
 from sync_pipelines.store.activity import activity_values
-from sync_pipelines.store.database import Store, ping
+from sync_pipelines.store.database import (
+    DATABASE_URL_ENV,
+    Store,
+    ping,
+    resolve_database_url,
+)
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
@@ -519,10 +524,8 @@ class WebhookReceiver:
             status="failed" if error else "success",
             request_id=request_id,
             method=request.method,
-            endpoint=self._endpoint(target, request),
             status_code=status,
             response_time_ms=round((time.perf_counter() - started) * 1000, 3),
-            request_headers=headers,
             metadata={
                 "provider": integ.provider,
                 "body_bytes": None if body is None else len(body),
@@ -533,6 +536,8 @@ class WebhookReceiver:
             row.error_type, row.error_message = error
         row.completed_at = row.created_at
         redact_row(row)
+        # redacted already, by the rules for a URL and for headers: not a second time
+        row.endpoint, row.request_headers = self._endpoint(target, request), headers
         return row
 
     def _redacted_headers(self, target: _Target, request: Request) -> dict[str, str]:
@@ -821,47 +826,86 @@ def run_receiver(
     database_url: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve the receiver in the foreground with uvicorn (the `sync-pipelines receiver` command)."""
+    """Serve the receiver in the foreground with uvicorn (the `sync-pipelines receiver` command):
+    `$SYNC_RECEIVER_WORKERS` processes (default: one per core) on one listening socket, each
+    with its own event loop, group commit and store pool; /metrics merges them all."""
     import uvicorn
 
     from sync_pipelines.observability.logging import configure_logging
 
     configure_logging()
-    # one pooled connection per delivery in flight, none opened and closed per request (an
-    # overflow connection per request tripled Postgres' CPU per event); deliveries wait at most
-    # 10 s on the store, then the sender gets a 503 and retries
-    in_flight = max_in_flight_from_env()  # the settings first: a bad one stops here
+    # the settings first: a bad one stops here, in one line, before any worker starts
+    max_in_flight_from_env()
     head_timeout_s = header_timeout_s()
+    workers = workers_from_env()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "off",
+        "log_level": log_level,
+        "timeout_graceful_shutdown": 5,
+    }
+    _log.info(
+        "webhook_receiver_starting",
+        host=host,
+        port=port,
+        workers=workers,
+        store=redact_url(resolve_database_url(database_url)),
+        metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
+    )
+    if workers == 1:
+        app = _serving_app(database_url)
+        uvicorn.run(app, http=protocol_with_deadline(head_timeout_s), **options)  # slowloris
+        return
+    # each worker process builds its own app (receiver_worker_app) from the environment
+    os.environ[DATABASE_URL_ENV] = resolve_database_url(database_url)
+    uvicorn.run(
+        f"{__name__}:receiver_worker_app",
+        factory=True,
+        workers=workers,
+        http="sync_pipelines.webhooks.header_deadline:ReceiverProtocol",
+        **options,
+    )
+
+
+def receiver_worker_app() -> Starlette:
+    """The app of one worker process of `run_receiver` (uvicorn calls it in the process)."""
+    from sync_pipelines.observability.logging import configure_logging
+
+    configure_logging()
+    return _serving_app(None)
+
+
+def _serving_app(database_url: str | None) -> Starlette:
+    """The receiver app of a serving process, with its own store pool: a connection for each of
+    its group commits and store threads, none opened and closed per request (an overflow
+    connection per request tripled Postgres' CPU per event). Store waits are bounded (10 s),
+    then the sender gets a 503 and retries."""
     store = Store(
         database_url,
-        pool_size=in_flight,
+        pool_size=DEFAULT_COMMITS_AT_ONCE + STORE_THREADS,
         max_overflow=0,
         statement_timeout_s=10,
         pool_timeout_s=10,
     )
-    app = create_receiver_app(store, store_ready=False, max_in_flight=in_flight)
+    app = create_receiver_app(store, store_ready=False, max_in_flight=max_in_flight_from_env())
     if not app.state.receiver.try_store():  # serve anyway: 503 + Retry-After until it answers
         _log.error(
             "webhook_store_unreachable_at_start",
             store=repr(store),
             note="webhooks and /health answer 503 until the store answers; no restart needed",
         )
-    _log.info(
-        "webhook_receiver_starting",
-        host=host,
-        port=port,
-        store=repr(store),
-        metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
-    )
     warm_up(app.state.service.health_options)
-    uvicorn.run(
-        app,
-        http=protocol_with_deadline(head_timeout_s),  # slowloris: header_deadline.py
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
+    return app
+
+
+def workers_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """Receiver processes: `$SYNC_RECEIVER_WORKERS`, default one per core this process may use."""
+    raw = (os.environ if environ is None else environ).get(WORKERS_ENV, "").strip()
+    if not raw:
+        return max(1, len(os.sched_getaffinity(0)))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {raw[:40]!r}")
+    return int(raw)

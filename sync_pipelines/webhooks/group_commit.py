@@ -16,9 +16,10 @@ delivery by delivery against a dead store would only keep the senders waiting fo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import anyio
@@ -51,10 +52,12 @@ _STORE_FAULTS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutE
 class InboxDelivery(Generic[Answer]):
     """One delivery's share of a group commit: its inbox rows, and `settle`, which — given those
     of its rows that were new — returns its activity row (shaped, redacted) and its answer.
-    Called inside the transaction, so the activity row says what the sender will be told."""
+    Called inside the transaction, so the activity row says what the sender will be told, and
+    in the delivery's own context (its request's span: the row carries its trace ids)."""
 
     events: list[WebhookEvent]
     settle: Callable[[list[WebhookEvent]], tuple[ActivityRow, Answer]]
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 @dataclass(slots=True)
@@ -83,7 +86,9 @@ def write_deliveries(conn: Connection, deliveries: list[InboxDelivery[Answer]]) 
     inserted = insert_events(conn, rows) if rows else set()
     activity, answers = [], []
     for delivery in deliveries:
-        values, answer = delivery.settle([e for e in delivery.events if e.id in inserted])
+        values, answer = delivery.context.run(
+            delivery.settle, [e for e in delivery.events if e.id in inserted]
+        )
         activity.append(values)
         answers.append(answer)
     insert_delivery_activities(conn, activity)
