@@ -199,6 +199,11 @@ class WebhookReceiver:
         self._next_store_try = 0.0
         self._store_try_lock = threading.Lock()
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries admitted and not answered yet (reading, verifying or waiting for a commit)."""
+        return self._in_flight
+
     # -- the endpoint ---------------------------------------------------------------------------
 
     async def receive(self, request: Request) -> Response:

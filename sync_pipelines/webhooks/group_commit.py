@@ -187,9 +187,11 @@ class GroupCommit(Generic[Answer]):
         for delivery in deliveries:
             try:
                 with self.store.transaction() as conn:
-                    outcomes.extend(write_deliveries(conn, [delivery]))
+                    [answer] = write_deliveries(conn, [delivery])
             except sa_exc.SQLAlchemyError as exc:
                 outcomes.append(exc)
+            else:  # committed: only now is its answer true
+                outcomes.append(answer)
         return outcomes
 
 
