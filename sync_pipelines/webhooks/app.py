@@ -25,6 +25,7 @@ depths counted in the store at scrape time.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -65,7 +66,12 @@ from sync_pipelines.observability.activity import (
     redact_row,
 )
 from sync_pipelines.observability.logging import get_logger
-from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
+from sync_pipelines.observability.redaction import (
+    REDACTED,
+    is_sensitive_key,
+    redact_text,
+    redact_url,
+)
 from sync_pipelines.providers.settings import ID_PATTERN
 from sync_pipelines.store.activity import activity_values
 from sync_pipelines.store.database import (
@@ -394,17 +400,11 @@ class WebhookReceiver:
             reply = await self.commits.write(InboxDelivery(rows, settle))
         except SQLAlchemyError as exc:
             return _store_unavailable(integ.integration_id, integ.provider, exc)
+        # counted, not logged: the activity row is the delivery's record
         new = reply.body["new"]
         metrics.webhook_received(integ.provider, "accepted", new)
         if new < len(events):
             metrics.webhook_received(integ.provider, "duplicate", len(events) - new)
-        _log.debug(
-            "webhook_received",
-            integration_id=integ.integration_id,
-            request_id=request_id,
-            events=len(events),
-            new=new,
-        )
         return reply
 
     def _handshake(
@@ -546,13 +546,21 @@ class WebhookReceiver:
         return row
 
     def _redacted_headers(self, target: _Target, request: Request) -> dict[str, str]:
-        headers = redact_headers(_lower_headers(request))
-        if target.auth and target.auth.header in headers:
-            headers[target.auth.header] = REDACTED  # a custom secret header name may look harmless
-        return {k: v.replace("\x00", "") for k, v in headers.items()}
+        """redaction.redact_headers' rule, with each header name judged once per process (the
+        same dozen names arrive on every delivery), and a custom secret header name redacted too
+        (it may look harmless)."""
+        custom = target.auth.header if target.auth else None
+        return {
+            k: REDACTED
+            if k == custom or _sensitive_header(k)
+            else redact_text(v).replace("\x00", "")
+            for k, v in _lower_headers(request).items()
+        }
 
     def _endpoint(self, target: _Target, request: Request) -> str:
-        url = request.url.path
+        url = request.scope["path"]
+        if not request.scope.get("query_string"):
+            return redact_text(url)  # what redact_url does to a URL without a query
         if request.url.query:
             secret_param = target.auth.query_param if target.auth else None
             pairs = [
@@ -704,6 +712,11 @@ async def _drain(stream: Any, budget: int) -> None:
         budget -= len(chunk)
         if budget <= 0:
             return
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: header names are the sender's choice
+def _sensitive_header(name: str) -> bool:
+    return is_sensitive_key(name)
 
 
 def _lower_headers(request: Request) -> dict[str, str]:
