@@ -119,8 +119,8 @@ HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
 MAX_IN_FLIGHT_ENV = "SYNC_RECEIVER_MAX_IN_FLIGHT"
 #: deliveries handled at once by one receiver process; more are answered 429 at once. A delivery
 #: waiting for its group commit holds no thread and no connection, only its body: the limit
-#: bounds the wait (about limit / rate: 512 at 1,000 events/s a process is half a second)
-DEFAULT_MAX_IN_FLIGHT = 512
+#: bounds the wait instead (about limit / rate: 256 at 700 events/s a process is 0.4 s)
+DEFAULT_MAX_IN_FLIGHT = 256
 WORKERS_ENV = "SYNC_RECEIVER_WORKERS"
 #: store work of a process besides its group commits (integration lookups, rejections,
 #: handshakes): threads at once, each with a pooled connection, so none waits for one
