@@ -11,8 +11,9 @@ and activity row are committed (group commit; Postgres `synchronous_commit` as p
    receiver CPU per event (all its processes), 429s, and the share of the best level.
 2. The per-commit ceiling of this Postgres, measured in the same run: single-row INSERT + COMMIT
    one after the other on one connection for 2 s.
-3. Open model, at each `--open-rates` (fractions of the best closed-model rate; default 0.8 and
-   1.2): deliveries scheduled at a fixed rate whatever the answers, on a keep-alive pool of up
+3. Open model, at each `--open-rates` (fractions of the saturation rate, measured just before by
+   a 5 s closed run at the best level, since the machine's load drifts; default 0.8 and 1.2):
+   deliveries scheduled at a fixed rate whatever the answers, on a keep-alive pool of up
    to 1,024 connections (64 open before the clock starts), latency counted from the scheduled
    time; 429s retried after `Retry-After`. Printed: the rate offered, the rate served (2xx over
    the run and the drain after it), p50/p99, the backlog (scheduled, not yet answered 2xx) at
@@ -90,45 +91,52 @@ def delivery(secret: str, n: int, seq: int) -> tuple[bytes, dict[str, str]]:
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds so far: the receiver (its processes), every Postgres process of the machine
-    (others' queries included: the figure is an upper bound), and this sender process."""
+    """CPU seconds so far: the receiver (its processes), the Postgres backends serving the bench's
+    database (a backend that ended between two readings is left out), and this sender process."""
 
+    receiver: float
+    backends: dict[int, float]
+    sender: float
+
+    def __sub__(self, before: Cpu) -> Spent:
+        postgres = sum(t - before.backends.get(pid, 0.0) for pid, t in self.backends.items())
+        return Spent(self.receiver - before.receiver, postgres, self.sender - before.sender)
+
+
+@dataclass(frozen=True)
+class Spent:
     receiver: float
     postgres: float
     sender: float
-
-    def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(
-            self.receiver - other.receiver,
-            self.postgres - other.postgres,
-            self.sender - other.sender,
-        )
 
     def per_event_ms(self, events: int) -> str:
         n = max(events, 1)
         return f"{self.receiver * 1000 / n:>5.2f} {self.postgres * 1000 / n:>5.2f} {self.sender * 1000 / n:>5.2f}"
 
 
-def cpu_now(pid: int) -> Cpu:
-    """From Linux /proc: the receiver is `pid` and its children (the worker processes)."""
-    receiver = postgres = 0
+def cpu_now(pid: int, database: str) -> Cpu:
+    """From Linux /proc: the receiver is `pid` and its children (the worker processes); a
+    Postgres backend names its database in its process title."""
+    tick = os.sysconf("SC_CLK_TCK")
+    receiver, backends = 0, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
                 comm, _, rest = stat.read().rpartition(")")
+            fields = rest.split()
+            ticks = int(fields[11]) + int(fields[12])
+            if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+                receiver += ticks
+            elif comm.endswith("(postgres"):
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if f" {database} ".encode() in cmdline.read():
+                        backends[int(entry)] = ticks / tick
         except OSError:  # gone meanwhile
             continue
-        fields = rest.split()
-        ticks = int(fields[11]) + int(fields[12])
-        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            receiver += ticks
-        elif comm.endswith("(postgres"):
-            postgres += ticks
-    tick = os.sysconf("SC_CLK_TCK")
     own = os.times()
-    return Cpu(receiver / tick, postgres / tick, own.user + own.system)
+    return Cpu(receiver / tick, backends, own.user + own.system)
 
 
 async def send(
@@ -202,7 +210,7 @@ class Level:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
-    cpu: Cpu
+    cpu: Spent
 
     @property
     def accepted(self) -> int:
@@ -214,12 +222,12 @@ class Level:
 
 
 def closed_level(
-    endpoint: str, secret: str, in_flight: int, seconds: float, client: str, pid: int
+    endpoint: str, secret: str, in_flight: int, seconds: float, client: str, pid: int, db: str
 ) -> Level:
-    cpu_before, started = cpu_now(pid), time.perf_counter()
+    cpu_before, started = cpu_now(pid, db), time.perf_counter()
     latencies, statuses = asyncio.run(send(endpoint, secret, in_flight, seconds, client))
     elapsed = time.perf_counter() - started
-    return Level(in_flight, elapsed, latencies, statuses, cpu_now(pid) - cpu_before)
+    return Level(in_flight, elapsed, latencies, statuses, cpu_now(pid, db) - cpu_before)
 
 
 def commit_ceiling(url: str, seconds: float = 2.0) -> float:
@@ -252,7 +260,8 @@ class OpenRun:
     backlog_at_end: int = 0
     drained_s: float | None = None
     connections: int = 0
-    cpu: Cpu = Cpu(0.0, 0.0, 0.0)
+    cpu: Spent = Spent(0.0, 0.0, 0.0)
+    saturation: float = 0.0
 
 
 async def open_model(url: str, secret: str, rate: float, seconds: float) -> OpenRun:
@@ -361,7 +370,7 @@ def main() -> None:
     parser.add_argument(
         "--open-rates",
         default="0.8,1.2",
-        help="open-model rates as fractions of the best closed-model rate ('' for none)",
+        help="open-model rates as fractions of the saturation rate ('' for none)",
     )
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument(
@@ -375,12 +384,14 @@ def main() -> None:
     open_rates = [float(f) for f in args.open_rates.split(",") if f]
 
     url, drop = fresh_store_url("postgres", "sync_bench_wh")
+    db = url.rsplit("/", 1)[1]
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     os.environ[SECRET_ENV] = secret
     store = Store(url)
     receiver = None
     results: list[Level] = []
     open_runs: list[OpenRun] = []
+    remeasured: list[Level] = []
     load = [os.getloadavg()[0]]
     try:
         migrate(store)
@@ -410,15 +421,23 @@ def main() -> None:
             warmup = conn.exec_driver_sql("SELECT count(*) FROM webhook_events").scalar()
         for in_flight in levels:
             results.append(
-                closed_level(endpoint, secret, in_flight, args.seconds, args.client, receiver.pid)
+                closed_level(
+                    endpoint, secret, in_flight, args.seconds, args.client, receiver.pid, db
+                )
             )
             load.append(os.getloadavg()[0])
         ceiling = commit_ceiling(url)
-        best = max((r.rate for r in results), default=0.0)
+        best = max(results, key=lambda r: r.rate) if results else None
         for fraction in open_rates:
-            cpu_before = cpu_now(receiver.pid)
-            run = asyncio.run(open_model(endpoint, secret, best * fraction, args.seconds))
-            run.cpu = cpu_now(receiver.pid) - cpu_before
+            # the machine is shared: saturation measured again just before, at the best level
+            again = closed_level(
+                endpoint, secret, best.in_flight, 5.0, args.client, receiver.pid, db
+            )
+            remeasured.append(again)
+            saturation = again.rate
+            cpu_before = cpu_now(receiver.pid, db)
+            run = asyncio.run(open_model(endpoint, secret, saturation * fraction, args.seconds))
+            run.cpu, run.saturation = cpu_now(receiver.pid, db) - cpu_before, saturation
             open_runs.append(run)
             load.append(os.getloadavg()[0])
         with store.connect() as conn:
@@ -431,6 +450,7 @@ def main() -> None:
         drop()
 
     workers = args.workers or len(os.sched_getaffinity(0))
+    best_rate = best.rate if best else 1.0
     print(
         f"\nwebhook receiver, Postgres (synchronous_commit={sync_commit}, fsync={fsync}), "
         f"{workers} uvicorn worker(s), {args.client} senders, {args.seconds:.0f} s a run; "
@@ -444,16 +464,20 @@ def main() -> None:
         print(
             f"  {r.in_flight:>9} {r.rate:>9,.0f} {percentile(r.latencies, 50):>8.1f} "
             f"{percentile(r.latencies, 99):>8.1f} {r.cpu.per_event_ms(r.accepted):>20} "
-            f"{r.statuses.get(429, 0):>6} {r.rate / best if best else 0:>8.0%}"
+            f"{r.statuses.get(429, 0):>6} {r.rate / best_rate:>8.0%}"
         )
         other = {k: v for k, v in r.statuses.items() if k not in (202, 429)}
         if other:
             print(f"  {'':>9} other statuses: {other}")
     print(f"\nper-commit ceiling of this Postgres: {ceiling:,.0f} single-row commits/s one by one")
     if results:
-        print(f"  best closed-model rate / commit ceiling: {best / ceiling:.1f}x")
+        print(f"  best closed-model rate / commit ceiling: {best_rate / ceiling:.1f}x")
     if open_runs:
-        print("\nopen model (fixed arrival rate; latency from the scheduled time; 429 retried)")
+        print(
+            "\nopen model (fixed arrival rate; latency from the scheduled time; 429 retried); "
+            "saturation measured just before each: "
+            + ", ".join(f"{o.saturation:,.0f}/s" for o in open_runs)
+        )
         print(
             f"  {'offered/s':>9} {'served/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/ev rcv pg snd':>20} "
             f"{'429s':>6} {'peak backlog':>13} {'at receiver':>12} {'left at stop':>13} {'drained in':>11}"
@@ -471,7 +495,8 @@ def main() -> None:
         other = {k: v for k, v in o.statuses.items() if k not in (202, 429)}
         if other:
             print(f"  {'':>9} other statuses: {other}")
-    accepted = sum(r.accepted for r in results) + sum(o.statuses.get(202, 0) for o in open_runs)
+    accepted = sum(r.accepted for r in results + remeasured)
+    accepted += sum(o.statuses.get(202, 0) for o in open_runs)
     print(f"\ninbox rows written: {stored}; 202s counted by the senders: {accepted}")
     if stored != accepted:
         raise SystemExit("inbox row count differs from the accepted count")
