@@ -87,6 +87,7 @@ from sync_pipelines.store.integrations import (
 )
 from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.store.webhook_events import WebhookEvent, insert_delivery_activity, insert_event
+from sync_pipelines.webhooks.admission import Admission
 from sync_pipelines.webhooks.events import (
     Delivery,
     Handshake,
@@ -127,7 +128,6 @@ WORKERS_ENV = "SYNC_RECEIVER_WORKERS"
 STORE_THREADS = 8
 #: a body above this is verified and parsed on a worker thread, not on the event loop
 INLINE_BODY_BYTES = 64 * 1024
-OVERLOAD_RETRY_AFTER_S = 1
 #: what a 503 (store not reachable) tells the sender to wait, seconds
 RETRY_AFTER_S = 5
 #: how often a receiver whose store has not answered yet asks it again
@@ -188,7 +188,7 @@ class WebhookReceiver:
         self.store = store
         self.commits: GroupCommit[_Reply] = GroupCommit(store, commits_at_once=commits_at_once)
         self.max_in_flight = max_in_flight or max_in_flight_from_env(environ)
-        self._in_flight = 0
+        self.admission = Admission(self.max_in_flight)
         self.default_max_body = max_body_bytes or int(
             os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES
         )
@@ -208,7 +208,7 @@ class WebhookReceiver:
     @property
     def in_flight(self) -> int:
         """Deliveries admitted and not answered yet (reading, verifying or waiting for a commit)."""
-        return self._in_flight
+        return self.admission.in_flight
 
     # -- the endpoint ---------------------------------------------------------------------------
 
@@ -222,13 +222,14 @@ class WebhookReceiver:
             return self._not_found(None, provider, request, started).response()
         # admission: beyond max_in_flight a delivery is answered 429 + Retry-After at once (the
         # sender throttles), never left to queue into a timeout. One event loop: no lock needed
-        if self._in_flight >= self.max_in_flight:
-            return _overloaded(_metric_provider(provider), self.max_in_flight).response()
-        self._in_flight += 1
+        if not self.admission.enter():
+            return _overloaded(
+                _metric_provider(provider), self.max_in_flight, self.admission.retry_after_s()
+            ).response()
         try:
             return await self._receive(request, started, provider, integration_id)
         finally:
-            self._in_flight -= 1
+            self.admission.leave()
 
     async def _receive(
         self, request: Request, started: float, provider: str, integration_id: str
@@ -650,16 +651,16 @@ def max_in_flight_from_env(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
-def _overloaded(provider: str, limit: int) -> _Reply:
+def _overloaded(provider: str, limit: int, retry_after_s: int) -> _Reply:
     metrics.webhook_received(provider, "overloaded")
     return _Reply(
         429,
         {
             "error": "overloaded",
-            "detail": f"{limit} deliveries are in progress; retry after {OVERLOAD_RETRY_AFTER_S} s",
+            "detail": f"{limit} deliveries are in progress; retry after {retry_after_s} s",
         },
         str(uuid.uuid4()),
-        {"retry-after": str(OVERLOAD_RETRY_AFTER_S)},
+        {"retry-after": str(retry_after_s)},
     )
 
 
