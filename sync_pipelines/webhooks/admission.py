@@ -5,8 +5,10 @@ A fixed `Retry-After: 1` brings a crowd of throttled senders back all at once a 
 and every retry is a request the receiver must parse and answer: under a sustained overload the
 429s eat the capacity that would serve deliveries (measured: half the throughput lost). So the
 wait told is about how long the refused take to be served at the rate deliveries finish —
-1 + refused ÷ finished over the last full second, 1 s when nothing was refused — with up to
-half again of random spread, so they do not return together either.
+1 + refused ÷ finished over the last full second, 1 s when few were refused — with up to half
+again of random spread, so they do not return together either. A second in which little
+finished (a stall) counts as one in which `limit` did, and the wait is at most 10 s: told too
+long a wait, the senders would leave the receiver idle.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import random
 import time
 from collections.abc import Callable
 
-#: the longest wait told (a store that finishes nothing would otherwise say minutes)
-MAX_RETRY_AFTER_S = 30
+#: the longest wait told
+MAX_RETRY_AFTER_S = 10
 
 
 class Admission:
@@ -55,7 +57,7 @@ class Admission:
     def retry_after_s(self) -> int:
         """What a refused delivery is told to wait, whole seconds (see the module docstring)."""
         self._roll()
-        wait = 1 + self._last_refused // max(self._last_finished, 1)
+        wait = 1 + self._last_refused // max(self._last_finished, self.limit)
         wait = min(wait, MAX_RETRY_AFTER_S)
         return wait if wait == 1 else min(self._spread(wait, wait + wait // 2), MAX_RETRY_AFTER_S)
 

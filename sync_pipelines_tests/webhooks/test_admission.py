@@ -36,6 +36,14 @@ def test_deliveries_beyond_the_limit_are_refused_and_room_frees_as_they_finish()
     assert admission.enter()
 
 
+def test_a_stalled_second_is_judged_by_the_limit_not_by_the_few_that_finished():
+    clock = Clock()
+    admission = Admission(100, clock=clock, spread=lambda a, b: a)
+    _second(admission, finished=0, refused=250)  # a stall: nothing finished
+    clock.now += 1
+    assert admission.retry_after_s() == 3  # 1 + 250 / 100, not 1 + 250 / 1
+
+
 def test_a_brief_excess_is_told_one_second():
     clock = Clock()
     admission = Admission(4, clock=clock)
