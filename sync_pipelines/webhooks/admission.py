@@ -1,14 +1,13 @@
 """Admission control of one receiver process: at most `limit` deliveries in progress, the rest
-answered 429 at once with a `Retry-After` that grows with the overload.
+answered 429 at once with a `Retry-After` that grows while the overload lasts.
 
 A fixed `Retry-After: 1` brings a crowd of throttled senders back all at once a second later,
 and every retry is a request the receiver must parse and answer: under a sustained overload the
-429s eat the capacity that would serve deliveries (measured: half the throughput lost). So the
-wait told is about how long the refused take to be served at the rate deliveries finish —
-1 + refused ÷ finished over the last full second, 1 s when few were refused — with up to half
-again of random spread, so they do not return together either. A second in which little
-finished (a stall) counts as one in which `limit` did, and the wait is at most 10 s: told too
-long a wait, the senders would leave the receiver idle.
+429s eat the capacity that would serve deliveries. So the wait told doubles after every second
+in which many were refused (more than a quarter of what the process can have in progress or
+finished), up to 10 s, and halves after every second in which few were, back to 1 s; each
+refused delivery is told that wait plus up to half again at random, so they do not return
+together either. Too long a wait would leave the receiver idle while its senders sleep.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ class Admission:
         self._spread = spread
         self._second = int(clock())
         self._finished = self._refused = 0  # this second so far
-        self._last_finished = self._last_refused = 0  # the last full second
+        self._wait_s = 1
 
     def enter(self) -> bool:
         """True (and counted in progress) if there is room; False: answer 429."""
@@ -57,16 +56,16 @@ class Admission:
     def retry_after_s(self) -> int:
         """What a refused delivery is told to wait, whole seconds (see the module docstring)."""
         self._roll()
-        wait = 1 + self._last_refused // max(self._last_finished, self.limit)
-        wait = min(wait, MAX_RETRY_AFTER_S)
+        wait = self._wait_s
         return wait if wait == 1 else min(self._spread(wait, wait + wait // 2), MAX_RETRY_AFTER_S)
 
     def _roll(self) -> None:
         second = int(self._clock())
         if second == self._second:
             return
-        if second == self._second + 1:
-            self._last_finished, self._last_refused = self._finished, self._refused
-        else:  # a quiet gap of whole seconds: nothing finished or refused in the last one
-            self._last_finished = self._last_refused = 0
+        for elapsed in range(min(second - self._second, 8)):  # 8 quiet seconds bring 10 s to 1
+            many = self._refused > max(self._finished, self.limit) // 4 if elapsed == 0 else False
+            self._wait_s = (
+                min(self._wait_s * 2, MAX_RETRY_AFTER_S) if many else max(1, self._wait_s // 2)
+            )
         self._second, self._finished, self._refused = second, 0, 0

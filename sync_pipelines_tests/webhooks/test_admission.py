@@ -1,6 +1,6 @@
 """Admission control of a receiver process: room for `limit` deliveries, then 429 with a
-Retry-After of 1 s under a brief excess and longer, spread, when the refused outnumber what the
-process finishes in a second."""
+Retry-After of 1 s, doubling while many are refused second after second, halving back once few
+are, spread so the refused do not return together."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ class Clock:
         return self.now
 
 
-def _second(admission: Admission, finished: int, refused: int) -> None:
+def _second(admission: Admission, clock: Clock, finished: int, refused: int) -> None:
     """A second in which the process is full, `refused` deliveries find no room, and
-    `finished` deliveries finish (0: the full ones stay stuck)."""
+    `finished` deliveries finish (0: the full ones stay stuck); then the clock moves on."""
     while admission.enter():
         pass
     for _ in range(refused - 1):  # the loop above was refused once already
@@ -26,6 +26,7 @@ def _second(admission: Admission, finished: int, refused: int) -> None:
         admission.leave()
         if n < finished - admission.limit:
             assert admission.enter()
+    clock.now += 1
 
 
 def test_deliveries_beyond_the_limit_are_refused_and_room_frees_as_they_finish():
@@ -36,37 +37,32 @@ def test_deliveries_beyond_the_limit_are_refused_and_room_frees_as_they_finish()
     assert admission.enter()
 
 
-def test_a_stalled_second_is_judged_by_the_limit_not_by_the_few_that_finished():
+def test_a_few_refused_are_told_one_second():
     clock = Clock()
-    admission = Admission(100, clock=clock, spread=lambda a, b: a)
-    _second(admission, finished=0, refused=250)  # a stall: nothing finished
-    clock.now += 1
-    assert admission.retry_after_s() == 3  # 1 + 250 / 100, not 1 + 250 / 1
-
-
-def test_a_brief_excess_is_told_one_second():
-    clock = Clock()
-    admission = Admission(4, clock=clock)
-    _second(admission, finished=500, refused=300)
-    clock.now += 1
+    admission = Admission(100, clock=clock)
+    _second(admission, clock, finished=500, refused=100)  # under a quarter of what finished
     assert admission.retry_after_s() == 1
 
 
-def test_a_crowd_of_refused_senders_is_told_to_come_back_spread_over_the_time_to_serve_them():
+def test_the_wait_doubles_while_many_are_refused_up_to_the_cap_and_is_spread():
     clock = Clock()
     told: list[tuple[int, int]] = []
-    admission = Admission(4, clock=clock, spread=lambda a, b: told.append((a, b)) or b)
-    _second(admission, finished=500, refused=3000)
-    clock.now += 1
-    assert admission.retry_after_s() == 10  # 1 + 3000 / 500 = 7, spread up to 10
-    assert told == [(7, 10)]
+    admission = Admission(100, clock=clock, spread=lambda a, b: told.append((a, b)) or a)
+    waits = []
+    for _ in range(5):
+        _second(admission, clock, finished=500, refused=3000)
+        waits.append(admission.retry_after_s())
+    assert waits == [2, 4, 8, MAX_RETRY_AFTER_S, MAX_RETRY_AFTER_S]
+    assert told[0] == (2, 3)  # up to half again, at random
 
 
-def test_the_wait_shrinks_back_once_the_crowd_is_gone_and_is_capped_meanwhile():
+def test_the_wait_halves_back_to_one_second_once_few_are_refused():
     clock = Clock()
-    admission = Admission(4, clock=clock, spread=lambda a, b: a)
-    _second(admission, finished=0, refused=5000)  # nothing finishes: a stuck store
-    clock.now += 1
+    admission = Admission(100, clock=clock, spread=lambda a, b: a)
+    for _ in range(4):
+        _second(admission, clock, finished=0, refused=5000)  # a stuck store: all refused
     assert admission.retry_after_s() == MAX_RETRY_AFTER_S
-    clock.now += 2  # a quiet second since
+    _second(admission, clock, finished=500, refused=10)
+    assert admission.retry_after_s() == 5
+    clock.now += 5  # quiet seconds
     assert admission.retry_after_s() == 1
