@@ -164,7 +164,9 @@ class GroupCommit(Generic[Answer]):
         for (_, answer), outcome in zip(batch, outcomes, strict=True):
             if answer.done():
                 continue
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, asyncio.CancelledError):
+                answer.cancel()
+            elif isinstance(outcome, BaseException):
                 answer.set_exception(outcome)
             else:
                 answer.set_result(outcome)
