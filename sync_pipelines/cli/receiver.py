@@ -14,7 +14,7 @@ from sync_pipelines.cli.context import database_url_option
 @database_url_option
 def receiver(host: str, port: int, database_url: str | None) -> None:
     """Serve the webhook receiver: POST /webhooks/{provider}/{integration_id}, GET /health,
-    GET /metrics."""
+    GET /metrics ($SYNC_RECEIVER_WORKERS processes, default one per core)."""
     from sync_pipelines.webhooks.app import run_receiver  # starlette/uvicorn only for this command
 
     try:

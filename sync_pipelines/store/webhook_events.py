@@ -24,7 +24,8 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.figures import percentile
 from sync_pipelines.json_limits import JsonLimitError, load_within_limits
-from sync_pipelines.store.activity import ACTIVITY_COLUMNS
+from sync_pipelines.observability.activity import ActivityRow
+from sync_pipelines.store.activity import ACTIVITY_COLUMNS, activity_values
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
 from sync_pipelines.store.status_counts import (
     count_by_status,
@@ -127,6 +128,80 @@ def insert_event(conn: Connection, event: WebhookEvent) -> bool:
         params,
     )
     return result.rowcount == 1
+
+
+#: rows per INSERT statement of a group commit on SQLite: 25 parameters a row stays far below
+#: its 32,766 bound parameters
+_ROWS_PER_STATEMENT = 500
+
+
+def insert_events(conn: Connection, events: Sequence[WebhookEvent]) -> set[str]:
+    """Store many received events at once (a group commit: one statement, one round trip), each
+    unless its (integration, event id) is already there; returns the row ids of the new ones.
+    Rows are written in key order, so two batches that share keys take their locks in the same
+    order (no deadlock)."""
+    ordered = sorted(events, key=lambda e: (e.integration_id, e.event_id))
+    if conn.dialect.name == "postgresql":
+        rows = [{c: getattr(e, c) for c in _COLUMNS} for e in ordered]
+        return {r[0] for r in conn.exec_driver_sql(_PG_INSERT_EVENTS, (dump_json(rows),))}
+    inserted: set[str] = set()
+    for chunk in _chunks(ordered):
+        params = [v for e in chunk for v in _event_params(e)]
+        sql = (
+            f"INSERT INTO webhook_events ({_SELECT}) VALUES {_placeholders(len(_COLUMNS), len(chunk))} "
+            "ON CONFLICT (integration_id, event_id) DO NOTHING RETURNING id"
+        )
+        inserted.update(r[0] for r in conn.exec_driver_sql(sql, tuple(params)))
+    return inserted
+
+
+def insert_delivery_activities(conn: Connection, rows: Sequence[ActivityRow]) -> None:
+    """Many deliveries' `webhook_received` activity rows (shaped, redacted) in one statement:
+    the group commit's counterpart of `insert_delivery_activity`."""
+    if conn.dialect.name == "postgresql":
+        values = [{c: getattr(r, c, None) for c in ACTIVITY_COLUMNS} for r in rows]
+        conn.exec_driver_sql(_PG_INSERT_ACTIVITY, (dump_json(values),))
+        return
+    for chunk in _chunks(rows):
+        encoded = [activity_values(r) for r in chunk]
+        conn.exec_driver_sql(
+            f"INSERT INTO integration_activity_log ({', '.join(ACTIVITY_COLUMNS)}) "
+            f"VALUES {_placeholders(len(ACTIVITY_COLUMNS), len(chunk))}",
+            tuple(v.get(c) for v in encoded for c in ACTIVITY_COLUMNS),
+        )
+
+
+# Postgres: all rows as one JSON array, typed by the table's own row type. The statement text
+# never changes, so psycopg prepares it once per connection; a multi-row VALUES list would be a
+# new statement per batch size, and parsing its placeholders costs more than the rows.
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO webhook_events ({_SELECT}) SELECT {_SELECT} "
+    "FROM json_populate_recordset(NULL::webhook_events, %s) "
+    "ON CONFLICT (integration_id, event_id) DO NOTHING RETURNING id"
+)
+_PG_INSERT_ACTIVITY = (
+    f"INSERT INTO integration_activity_log ({', '.join(ACTIVITY_COLUMNS)}) "
+    f"SELECT {', '.join(ACTIVITY_COLUMNS)} "
+    "FROM json_populate_recordset(NULL::integration_activity_log, %s)"
+)
+_PAYLOAD_AT, _HEADERS_AT = _COLUMNS.index("payload"), _COLUMNS.index("headers")
+
+
+def _event_params(event: WebhookEvent) -> list[Any]:
+    values = [getattr(event, c) for c in _COLUMNS]
+    values[_PAYLOAD_AT] = dump_json(event.payload)
+    values[_HEADERS_AT] = dump_json(event.headers)
+    return values
+
+
+def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
+    return [rows[i : i + _ROWS_PER_STATEMENT] for i in range(0, len(rows), _ROWS_PER_STATEMENT)]
+
+
+def _placeholders(columns: int, rows: int) -> str:
+    """`(?, ?), (?, ?)`: SQLite's own parameter style (its C parser reads it for nothing)."""
+    one = "(" + ", ".join(["?"] * columns) + ")"
+    return ", ".join([one] * rows)
 
 
 _ACTIVITY_INSERT = sa.text(

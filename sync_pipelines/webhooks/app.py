@@ -25,6 +25,7 @@ depths counted in the store at scrape time.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -65,10 +66,20 @@ from sync_pipelines.observability.activity import (
     redact_row,
 )
 from sync_pipelines.observability.logging import get_logger
-from sync_pipelines.observability.redaction import REDACTED, redact_headers, redact_url
+from sync_pipelines.observability.redaction import (
+    REDACTED,
+    is_sensitive_key,
+    redact_text,
+    redact_url,
+)
 from sync_pipelines.providers.settings import ID_PATTERN
 from sync_pipelines.store.activity import activity_values
-from sync_pipelines.store.database import Store, ping
+from sync_pipelines.store.database import (
+    DATABASE_URL_ENV,
+    Store,
+    ping,
+    resolve_database_url,
+)
 from sync_pipelines.store.integrations import (
     Integration,
     find_integration_owner,
@@ -76,6 +87,7 @@ from sync_pipelines.store.integrations import (
 )
 from sync_pipelines.store.migrations import ensure_migrated
 from sync_pipelines.store.webhook_events import WebhookEvent, insert_delivery_activity, insert_event
+from sync_pipelines.webhooks.admission import Admission
 from sync_pipelines.webhooks.events import (
     Delivery,
     Handshake,
@@ -86,6 +98,7 @@ from sync_pipelines.webhooks.events import (
     read_delivery,
     supported_providers,
 )
+from sync_pipelines.webhooks.group_commit import DEFAULT_COMMITS_AT_ONCE, GroupCommit, InboxDelivery
 from sync_pipelines.webhooks.header_deadline import header_timeout_s, protocol_with_deadline
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
 from sync_pipelines.webhooks.verification import (
@@ -104,10 +117,16 @@ WEBHOOK_RECEIVED = "webhook_received"  # activity type of every delivery
 DRAIN_LIMIT_BYTES = 8 << 20
 HEALTH_TOKEN_ENV = "SYNC_HEALTH_TOKEN"
 MAX_IN_FLIGHT_ENV = "SYNC_RECEIVER_MAX_IN_FLIGHT"
-#: deliveries handled at once (each holds a worker thread and a store connection); more are
-#: answered 429 at once. Under anyio's 40 default worker threads, so none waits for a thread
-DEFAULT_MAX_IN_FLIGHT = 32
-OVERLOAD_RETRY_AFTER_S = 1
+#: deliveries handled at once by one receiver process; more are answered 429 at once. A delivery
+#: waiting for its group commit holds no thread and no connection, only its body: the limit
+#: bounds the wait instead (about limit / rate: 256 at 700 events/s a process is 0.4 s)
+DEFAULT_MAX_IN_FLIGHT = 256
+WORKERS_ENV = "SYNC_RECEIVER_WORKERS"
+#: store work of a process besides its group commits (integration lookups, rejections,
+#: handshakes): threads at once, each with a pooled connection, so none waits for one
+STORE_THREADS = 8
+#: a body above this is verified and parsed on a worker thread, not on the event loop
+INLINE_BODY_BYTES = 64 * 1024
 #: what a 503 (store not reachable) tells the sender to wait, seconds
 RETRY_AFTER_S = 5
 #: how often a receiver whose store has not answered yet asks it again
@@ -117,6 +136,7 @@ STORE_PROBE_TIMEOUT_S = 1.5
 #: /health, /metrics and store tries run on threads of their own, never queued behind
 #: deliveries that wait on the store (those use the default limiter: 40 threads)
 _SERVICE_THREADS = anyio.CapacityLimiter(4)
+_STORE_THREADS = anyio.CapacityLimiter(STORE_THREADS)
 _STORE_TRIES = anyio.CapacityLimiter(1)
 _LOGGED_ID_CHARS = 140
 _EVENT_IDS_LISTED = 50
@@ -162,10 +182,12 @@ class WebhookReceiver:
         cache_ttl_s: float = 5.0,
         store_ready: bool = True,
         max_in_flight: int | None = None,
+        commits_at_once: int = DEFAULT_COMMITS_AT_ONCE,
     ) -> None:
         self.store = store
+        self.commits: GroupCommit[_Reply] = GroupCommit(store, commits_at_once=commits_at_once)
         self.max_in_flight = max_in_flight or max_in_flight_from_env(environ)
-        self._in_flight = 0
+        self.admission = Admission(self.max_in_flight)
         self.default_max_body = max_body_bytes or int(
             os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES
         )
@@ -182,6 +204,11 @@ class WebhookReceiver:
         self._next_store_try = 0.0
         self._store_try_lock = threading.Lock()
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries admitted and not answered yet (reading, verifying or waiting for a commit)."""
+        return self.admission.in_flight
+
     # -- the endpoint ---------------------------------------------------------------------------
 
     async def receive(self, request: Request) -> Response:
@@ -194,13 +221,14 @@ class WebhookReceiver:
             return self._not_found(None, provider, request, started).response()
         # admission: beyond max_in_flight a delivery is answered 429 + Retry-After at once (the
         # sender throttles), never left to queue into a timeout. One event loop: no lock needed
-        if self._in_flight >= self.max_in_flight:
-            return _overloaded(_metric_provider(provider), self.max_in_flight).response()
-        self._in_flight += 1
+        if not self.admission.enter():
+            return _overloaded(
+                _metric_provider(provider), self.max_in_flight, self.admission.retry_after_s()
+            ).response()
         try:
             return await self._receive(request, started, provider, integration_id)
         finally:
-            self._in_flight -= 1
+            self.admission.leave()
 
     async def _receive(
         self, request: Request, started: float, provider: str, integration_id: str
@@ -210,29 +238,42 @@ class WebhookReceiver:
         ):
             return _store_not_ready(_metric_provider(provider)).response()
         try:
-            target = self._cached(integration_id) or await run_in_threadpool(
+            target = self._cached(integration_id) or await _on_store_thread(
                 self._resolve, integration_id
             )
         except SQLAlchemyError as exc:
             return _store_unavailable(integration_id, _metric_provider(provider), exc).response()
         if target is None or not self._serves(target, provider):
             return (
-                await run_in_threadpool(self._not_found, target, provider, request, started)
+                await _on_store_thread(self._not_found, target, provider, request, started)
             ).response()
         try:
             body = await _read_body(request, target.max_body_bytes)
         except WebhookRejected as rejected:
-            reply = await run_in_threadpool(self._reject, target, request, rejected, started, None)
+            reply = await _on_store_thread(self._reject, target, request, rejected, started, None)
             return reply.response()
         except ClientDisconnect:
             metrics.webhook_received(target.integration.provider, "client_disconnected")
             _log.info("webhook_sender_disconnected", integration_id=integration_id)
             return Response(status_code=400)
-        reply = await run_in_threadpool(self._handle, target, request, body, started)
+        # verification and parsing are a few microseconds for a usual body: on the event loop,
+        # sparing each delivery two thread switches; a large body goes to a thread
+        if len(body) <= INLINE_BODY_BYTES:
+            read = self._read(target, request, body)
+        else:
+            read = await run_in_threadpool(self._read, target, request, body)
+        if isinstance(read, WebhookRejected):
+            reply = await _on_store_thread(self._reject, target, request, read, started, body)
+        elif isinstance(read, Handshake):
+            reply = await self._on_handshake_thread(target, request, read, body, started)
+        else:
+            reply = await self._store(target, request, read, body, started)
         return reply.response()
 
-    def _handle(self, target: _Target, request: Request, body: bytes, started: float) -> _Reply:
-        provider = target.integration.provider
+    def _read(
+        self, target: _Target, request: Request, body: bytes
+    ) -> list[InboxEvent] | Handshake | WebhookRejected:
+        """The delivery verified and read: its events, a handshake, or why it is refused."""
         headers = _lower_headers(request)
         try:
             if target.config_error is not None:
@@ -240,20 +281,33 @@ class WebhookReceiver:
                 raise WebhookRejected(503, "config", target.config_error)
             signed_id = self._authenticate(target, headers, request, body)
             try:
-                read = read_delivery(
-                    Delivery(provider, body, headers, signed_id, target.max_body_bytes)
+                return read_delivery(
+                    Delivery(
+                        target.integration.provider,
+                        body,
+                        headers,
+                        signed_id,
+                        target.max_body_bytes,
+                    )
                 )
             except PayloadTooLarge as exc:
                 raise WebhookRejected(413, "body_too_large", str(exc)) from None
             except PayloadError as exc:
                 raise WebhookRejected(400, "malformed_payload", str(exc)) from None
-            if isinstance(read, Handshake):
-                return self._handshake(target, request, read, body, started)
-            return self._store(target, request, read, body, started)
         except WebhookRejected as rejected:
-            return self._reject(target, request, rejected, started, body)
+            return rejected
+
+    async def _on_handshake_thread(
+        self, target: _Target, request: Request, handshake: Handshake, body: bytes, started: float
+    ) -> _Reply:
+        try:
+            return await _on_store_thread(
+                self._handshake, target, request, handshake, body, started
+            )
         except SQLAlchemyError as exc:
-            return _store_unavailable(target.integration.integration_id, provider, exc)
+            return _store_unavailable(
+                target.integration.integration_id, target.integration.provider, exc
+            )
 
     def _authenticate(
         self, target: _Target, headers: Mapping[str, str], request: Request, body: bytes
@@ -304,7 +358,7 @@ class WebhookReceiver:
 
     # -- outcomes ---------------------------------------------------------------------------------
 
-    def _store(
+    async def _store(
         self,
         target: _Target,
         request: Request,
@@ -312,17 +366,16 @@ class WebhookReceiver:
         body: bytes,
         started: float,
     ) -> _Reply:
+        """The delivery's events and activity row through the group commit: answered once the
+        transaction that holds them is committed (202 new, 200 `duplicate: true`), 503 if not."""
         integ = target.integration
         request_id = events[0].event_id if len(events) == 1 else str(uuid.uuid4())
         # redacted once, for the event rows and the activity row
         headers = self._redacted_headers(target, request)
         now = utc_now()
-        with self.store.scoped(integ.organization_id).transaction() as conn:
-            fresh = [
-                e
-                for e in events
-                if insert_event(conn, _inbox_row(integ, e, headers, request_id, now))
-            ]
+        rows = [_inbox_row(integ, e, headers, request_id, now) for e in events]
+
+        def settle(fresh: list[WebhookEvent]) -> tuple[ActivityRow, _Reply]:
             duplicate = not fresh
             status = 200 if duplicate else 202
             row = self._row(
@@ -342,24 +395,25 @@ class WebhookReceiver:
                     "event_types": sorted({e.event_type for e in events})[:10],
                 },
             )
-            insert_delivery_activity(conn, activity_values(row))
-        metrics.webhook_received(integ.provider, "accepted", len(fresh))
-        metrics.webhook_received(integ.provider, "duplicate", len(events) - len(fresh))
-        _log.debug(
-            "webhook_received",
-            integration_id=integ.integration_id,
-            request_id=request_id,
-            events=len(events),
-            new=len(fresh),
-        )
-        answer = {
-            "status": "duplicate" if duplicate else "accepted",
-            "duplicate": duplicate,
-            "events": len(events),
-            "new": len(fresh),
-            "request_id": request_id,
-        }
-        return _Reply(status, answer, request_id)
+            answer = {
+                "status": "duplicate" if duplicate else "accepted",
+                "duplicate": duplicate,
+                "events": len(events),
+                "new": len(fresh),
+                "request_id": request_id,
+            }
+            return row, _Reply(status, answer, request_id)
+
+        try:
+            reply = await self.commits.write(InboxDelivery(rows, settle))
+        except SQLAlchemyError as exc:
+            return _store_unavailable(integ.integration_id, integ.provider, exc)
+        # counted, not logged: the activity row is the delivery's record
+        new = reply.body["new"]
+        metrics.webhook_received(integ.provider, "accepted", new)
+        if new < len(events):
+            metrics.webhook_received(integ.provider, "duplicate", len(events) - new)
+        return reply
 
     def _handshake(
         self, target: _Target, request: Request, handshake: Handshake, body: bytes, started: float
@@ -483,10 +537,8 @@ class WebhookReceiver:
             status="failed" if error else "success",
             request_id=request_id,
             method=request.method,
-            endpoint=self._endpoint(target, request),
             status_code=status,
             response_time_ms=round((time.perf_counter() - started) * 1000, 3),
-            request_headers=headers,
             metadata={
                 "provider": integ.provider,
                 "body_bytes": None if body is None else len(body),
@@ -497,16 +549,26 @@ class WebhookReceiver:
             row.error_type, row.error_message = error
         row.completed_at = row.created_at
         redact_row(row)
+        # redacted already, by the rules for a URL and for headers: not a second time
+        row.endpoint, row.request_headers = self._endpoint(target, request), headers
         return row
 
     def _redacted_headers(self, target: _Target, request: Request) -> dict[str, str]:
-        headers = redact_headers(_lower_headers(request))
-        if target.auth and target.auth.header in headers:
-            headers[target.auth.header] = REDACTED  # a custom secret header name may look harmless
-        return {k: v.replace("\x00", "") for k, v in headers.items()}
+        """redaction.redact_headers' rule, with each header name judged once per process (the
+        same dozen names arrive on every delivery), and a custom secret header name redacted too
+        (it may look harmless)."""
+        custom = target.auth.header if target.auth else None
+        return {
+            k: REDACTED
+            if k == custom or _sensitive_header(k)
+            else redact_text(v).replace("\x00", "")
+            for k, v in _lower_headers(request).items()
+        }
 
     def _endpoint(self, target: _Target, request: Request) -> str:
-        url = request.url.path
+        url = request.scope["path"]
+        if not request.scope.get("query_string"):
+            return redact_text(url)  # what redact_url does to a URL without a query
         if request.url.query:
             secret_param = target.auth.query_param if target.auth else None
             pairs = [
@@ -570,6 +632,12 @@ def _inbox_row(
     )
 
 
+async def _on_store_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """Store work besides the group commit, on a thread of the few that each have a pooled
+    connection (STORE_THREADS): a burst of rejections waits here, not in the pool."""
+    return await anyio.to_thread.run_sync(lambda: func(*args), limiter=_STORE_THREADS)
+
+
 def _metric_provider(provider: str) -> str:
     """The provider label for a path segment anyone can send: only known providers, so junk
     paths cannot grow the metric's label set."""
@@ -590,16 +658,16 @@ def max_in_flight_from_env(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
-def _overloaded(provider: str, limit: int) -> _Reply:
+def _overloaded(provider: str, limit: int, retry_after_s: int) -> _Reply:
     metrics.webhook_received(provider, "overloaded")
     return _Reply(
         429,
         {
             "error": "overloaded",
-            "detail": f"{limit} deliveries are in progress; retry after {OVERLOAD_RETRY_AFTER_S} s",
+            "detail": f"{limit} deliveries are in progress; retry after {retry_after_s} s",
         },
         str(uuid.uuid4()),
-        {"retry-after": str(OVERLOAD_RETRY_AFTER_S)},
+        {"retry-after": str(retry_after_s)},
     )
 
 
@@ -652,6 +720,11 @@ async def _drain(stream: Any, budget: int) -> None:
         budget -= len(chunk)
         if budget <= 0:
             return
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: header names are the sender's choice
+def _sensitive_header(name: str) -> bool:
+    return is_sensitive_key(name)
 
 
 def _lower_headers(request: Request) -> dict[str, str]:
@@ -779,47 +852,86 @@ def run_receiver(
     database_url: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve the receiver in the foreground with uvicorn (the `sync-pipelines receiver` command)."""
+    """Serve the receiver in the foreground with uvicorn (the `sync-pipelines receiver` command):
+    `$SYNC_RECEIVER_WORKERS` processes (default: one per core) on one listening socket, each
+    with its own event loop, group commit and store pool; /metrics merges them all."""
     import uvicorn
 
     from sync_pipelines.observability.logging import configure_logging
 
     configure_logging()
-    # one pooled connection per delivery in flight, none opened and closed per request (an
-    # overflow connection per request tripled Postgres' CPU per event); deliveries wait at most
-    # 10 s on the store, then the sender gets a 503 and retries
-    in_flight = max_in_flight_from_env()  # the settings first: a bad one stops here
+    # the settings first: a bad one stops here, in one line, before any worker starts
+    max_in_flight_from_env()
     head_timeout_s = header_timeout_s()
+    workers = workers_from_env()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "off",
+        "log_level": log_level,
+        "timeout_graceful_shutdown": 5,
+    }
+    _log.info(
+        "webhook_receiver_starting",
+        host=host,
+        port=port,
+        workers=workers,
+        store=redact_url(resolve_database_url(database_url)),
+        metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
+    )
+    if workers == 1:
+        app = _serving_app(database_url)
+        uvicorn.run(app, http=protocol_with_deadline(head_timeout_s), **options)  # slowloris
+        return
+    # each worker process builds its own app (receiver_worker_app) from the environment
+    os.environ[DATABASE_URL_ENV] = resolve_database_url(database_url)
+    uvicorn.run(
+        f"{__name__}:receiver_worker_app",
+        factory=True,
+        workers=workers,
+        http="sync_pipelines.webhooks.header_deadline:ReceiverProtocol",
+        **options,
+    )
+
+
+def receiver_worker_app() -> Starlette:
+    """The app of one worker process of `run_receiver` (uvicorn calls it in the process)."""
+    from sync_pipelines.observability.logging import configure_logging
+
+    configure_logging()
+    return _serving_app(None)
+
+
+def _serving_app(database_url: str | None) -> Starlette:
+    """The receiver app of a serving process, with its own store pool: a connection for each of
+    its group commits and store threads, none opened and closed per request (an overflow
+    connection per request tripled Postgres' CPU per event). Store waits are bounded (10 s),
+    then the sender gets a 503 and retries."""
     store = Store(
         database_url,
-        pool_size=in_flight,
+        pool_size=DEFAULT_COMMITS_AT_ONCE + STORE_THREADS,
         max_overflow=0,
         statement_timeout_s=10,
         pool_timeout_s=10,
     )
-    app = create_receiver_app(store, store_ready=False, max_in_flight=in_flight)
+    app = create_receiver_app(store, store_ready=False, max_in_flight=max_in_flight_from_env())
     if not app.state.receiver.try_store():  # serve anyway: 503 + Retry-After until it answers
         _log.error(
             "webhook_store_unreachable_at_start",
             store=repr(store),
             note="webhooks and /health answer 503 until the store answers; no restart needed",
         )
-    _log.info(
-        "webhook_receiver_starting",
-        host=host,
-        port=port,
-        store=repr(store),
-        metrics_dir=str(metrics.MULTIPROC_DIR) if metrics.MULTIPROCESS else None,
-    )
     warm_up(app.state.service.health_options)
-    uvicorn.run(
-        app,
-        http=protocol_with_deadline(head_timeout_s),  # slowloris: header_deadline.py
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
+    return app
+
+
+def workers_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """Receiver processes: `$SYNC_RECEIVER_WORKERS`, default one per core this process may use."""
+    raw = (os.environ if environ is None else environ).get(WORKERS_ENV, "").strip()
+    if not raw:
+        return max(1, len(os.sched_getaffinity(0)))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {raw[:40]!r}")
+    return int(raw)

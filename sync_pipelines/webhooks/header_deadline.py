@@ -120,3 +120,12 @@ def protocol_with_deadline(timeout_s: float) -> type[asyncio.Protocol]:
         H11HeadDeadline if HttpToolsProtocol is None else HttpToolsHeadDeadline
     )
     return type("ReceiverProtocol", (base,), {"header_timeout_s": timeout_s})
+
+
+def __getattr__(name: str) -> Any:
+    """`ReceiverProtocol`: the protocol with the deadline of `$SYNC_RECEIVER_HEADER_TIMEOUT_S`,
+    as an import path for uvicorn's worker processes (a class made at run time cannot be sent
+    to a spawned process; its import path can)."""
+    if name == "ReceiverProtocol":
+        return protocol_with_deadline(header_timeout_s())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

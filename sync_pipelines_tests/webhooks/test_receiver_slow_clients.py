@@ -131,6 +131,7 @@ def test_both_of_uvicorns_parsers_enforce_the_deadline_across_keep_alive_request
     [
         (["receiver"], {"SYNC_RECEIVER_MAX_IN_FLIGHT": "abc"}, "SYNC_RECEIVER_MAX_IN_FLIGHT"),
         (["receiver"], {HEADER_TIMEOUT_ENV: "0"}, HEADER_TIMEOUT_ENV),
+        (["receiver"], {"SYNC_RECEIVER_WORKERS": "0"}, "SYNC_RECEIVER_WORKERS"),
         (["console"], {"SYNC_CONSOLE_TOKEN": "short"}, "SYNC_CONSOLE_TOKEN is shorter"),
     ],
 )
