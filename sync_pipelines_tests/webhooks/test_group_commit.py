@@ -183,6 +183,38 @@ def test_one_batch_holds_deliveries_of_several_organizations_each_filed_under_it
     assert _events(store, "org-a", "gw-b") == [] and other.organization_id == "org-b"
 
 
+def test_a_batch_of_several_organizations_commits_as_the_service_role(service_store, monkeypatch):
+    """As `sync_app` (sql/026) row security holds each statement to the transaction's
+    organization: the batch writes each organization's rows in its own scope."""
+    store = service_store
+    registered = {
+        org: register_webhook_integration(
+            store,
+            monkeypatch,
+            provider="golioth",
+            integration_id=f"gw-{org}",
+            organization_id=org,
+            scheme=STANDARD_WEBHOOKS,
+        )
+        for org in ("org-a", "org-b")
+    }
+    app = create_receiver_app(store, commits_at_once=1)
+    with EmulatorServer(app) as server:
+        receiver = Receiver(store, server, app)
+        sent = [
+            (f"gw-{org}", registered[org][1], f"msg_{org}_{n}")
+            for n in range(3)
+            for org in ("org-a", "org-b")
+        ]
+        lead, answers = receiver.together(sent)
+        assert [a.status_code for a in [lead, *answers]] == [202] * 7
+        assert receiver.receiver.commits.stats.largest_batch == 6
+    for org in ("org-a", "org-b"):
+        scoped = store.scoped(org)
+        assert len(_events(scoped, org, f"gw-{org}")) == (4 if org == "org-a" else 3)
+        assert len(_activity(scoped, org, f"gw-{org}")) == (4 if org == "org-a" else 3)
+
+
 @contextmanager
 def _refused_at_commit(store: Store, prefix: str) -> Iterator[None]:
     """Inbox rows whose event id starts with `prefix` make the transaction fail: on Postgres at
