@@ -18,6 +18,7 @@ from sync_pipelines.alerts.rules import WARNING, Condition
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.cli.alerts import alerts
 from sync_pipelines.clock import utc_now
+from sync_pipelines_tests.owners import own_integrations
 
 from .alert_data import add_calls, add_integration, closed_port
 from .conftest import T0
@@ -52,6 +53,7 @@ def _printed(result: Result) -> list[dict]:
 
 
 def _raise(store, organization_id: str, subject: str) -> None:
+    own_integrations(store, organization_id, subject)  # a registered organization's alert
     condition = Condition(
         organization_id, subject, "inbox_backlog", subject, WARNING, f"backlog of {subject}"
     )
