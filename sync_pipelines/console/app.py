@@ -3,6 +3,8 @@
 Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads:
 - `activity` / `api/activity`: the activity log, newest first, keyset pages, filters in the URL;
 - `overview` / `api/overview`: one row per integration, from the integration-health report;
+- `incidents` / `api/incidents` (and `/{id}`): alert incidents, open and resolved, with their
+  notifications, newest first, keyset pages;
 - `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
 - `export/activity.{json,csv}`, `export/trace.{json,csv}`: the same data as a download.
 
@@ -45,6 +47,13 @@ from sync_pipelines.console.filters import (
     Cursor,
     FilterError,
     ScopeError,
+)
+from sync_pipelines.console.incidents import (
+    INCIDENT_STATUSES,
+    IncidentFilter,
+    IncidentNotFound,
+    incident_detail,
+    incident_page,
 )
 from sync_pipelines.console.overview import integration_overview, overview_json
 from sync_pipelines.console.queries import (
@@ -248,6 +257,64 @@ class Console:
             request, "overview.html", operator, overview=overview_json(report), organization=org
         )
 
+    # -- incidents ---------------------------------------------------------------------------
+
+    async def _incidents(self, request: Request) -> tuple[Operator, IncidentFilter, Any]:
+        operator = self.operator(request)
+        flt = IncidentFilter.from_params(request.query_params).scoped_to(operator.organization_id)
+        after = Cursor.decode(request.query_params.get("after"))
+        limit = _page_size(request.query_params.get("limit"))
+        page = await self.read(
+            operator, lambda conn: incident_page(conn, flt, after=after, limit=limit)
+        )
+        return operator, flt, page
+
+    async def incidents_api(self, request: Request) -> Response:
+        _, flt, page = await self._incidents(request)
+        return _json(
+            {
+                "filter": flt.to_params(),
+                "incidents": [view.as_json() for view in page.incidents],
+                "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            }
+        )
+
+    async def incidents_html(self, request: Request) -> Response:
+        operator, flt, page = await self._incidents(request)
+        params = flt.to_params()
+        if "limit" in request.query_params:
+            params["limit"] = request.query_params["limit"]
+        next_link = (
+            "incidents?" + urlencode({**params, "after": page.next_cursor.encode()})
+            if page.next_cursor
+            else None
+        )
+        return self._page(
+            request,
+            "incidents.html",
+            operator,
+            filter=flt,
+            incidents=[view.as_json() for view in page.incidents],
+            next_link=next_link,
+            statuses=INCIDENT_STATUSES,
+        )
+
+    async def _incident(self, request: Request) -> tuple[Operator, dict[str, Any]]:
+        operator = self.operator(request)
+        ident = request.path_params["incident_id"]
+        view = await self.read(
+            operator, lambda conn: incident_detail(conn, ident, operator.organization_id)
+        )
+        return operator, view.as_json()
+
+    async def incident_api(self, request: Request) -> Response:
+        _, incident = await self._incident(request)
+        return _json(incident)
+
+    async def incident_html(self, request: Request) -> Response:
+        operator, incident = await self._incident(request)
+        return self._page(request, "incident.html", operator, incident=incident)
+
     # -- trace -------------------------------------------------------------------------------
 
     async def _trace(self, request: Request) -> tuple[Operator, TraceChain | None, list[str], str]:
@@ -361,7 +428,7 @@ class Console:
             status, message = 403, str(exc)
         elif isinstance(exc, FilterError):
             status, message = 400, str(exc)
-        elif isinstance(exc, TraceNotFound):
+        elif isinstance(exc, (TraceNotFound, IncidentNotFound)):
             status, message = 404, str(exc)
         elif isinstance(exc, TenantRoleUnavailable):
             _log.error("console_tenant_role_unavailable", error=str(exc))
@@ -398,9 +465,13 @@ def create_console_app(
             Route("/", console.home, methods=["GET"]),
             Route("/activity", console.activity_html, methods=["GET"]),
             Route("/overview", console.overview_html, methods=["GET"]),
+            Route("/incidents", console.incidents_html, methods=["GET"]),
+            Route("/incidents/{incident_id:str}", console.incident_html, methods=["GET"]),
             Route("/trace", console.trace_html, methods=["GET"]),
             Route("/api/activity", console.activity_api, methods=["GET"]),
             Route("/api/overview", console.overview_api, methods=["GET"]),
+            Route("/api/incidents", console.incidents_api, methods=["GET"]),
+            Route("/api/incidents/{incident_id:str}", console.incident_api, methods=["GET"]),
             Route("/api/trace", console.trace_api, methods=["GET"]),
             Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
             Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
@@ -421,6 +492,7 @@ def create_console_app(
                 ScopeError,
                 FilterError,
                 TraceNotFound,
+                IncidentNotFound,
                 TenantRoleUnavailable,
             )
         },

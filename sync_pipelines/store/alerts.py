@@ -447,3 +447,105 @@ def _to_incident(row: Any) -> Incident:
         updated_at=parse_timestamp(row["updated_at"]),
         notified_severity=row["notified_severity"],
     )
+
+
+# -- the console's incident pages --------------------------------------------------------------
+
+#: what the console shows of a notification: never its payload (the message sent)
+_DELIVERY_COLUMNS = (
+    "id, organization_id, incident_id, channel, kind, status, status_code, error_message, "
+    "created_at"
+)
+
+
+def incidents_page(
+    conn: Connection,
+    organization_id: str | None,
+    *,
+    status: str | None = None,
+    integration_id: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> list[Incident]:
+    """Up to `limit` incidents newest first by (first_seen_at, id), strictly after the incident
+    `after` = (first_seen_at, id) in that order: a keyset page, never OFFSET. `organization_id=None`
+    reads every organization (the console's unscoped operator, whose role reads all tenants)."""
+    where: list[str] = []
+    params: dict[str, Any] = {"n": limit}
+    for column, value in (
+        ("organization_id", organization_id),
+        ("integration_id", integration_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    if status is not None:
+        if status not in (OPEN, RESOLVED):
+            raise ValueError(f"incident status must be {OPEN} or {RESOLVED}, got {status!r}")
+        where.append(f"status = '{status}'")
+    if after is not None:
+        # the same index-friendly form as the activity log's pages (store/console_queries.py)
+        where.append("first_seen_at <= :c_at AND (first_seen_at < :c_at OR id < :c_id)")
+        params.update(c_at=after[0], c_id=after[1])
+    sql = (
+        f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE {' AND '.join(where) or '1 = 1'} "
+        "ORDER BY first_seen_at DESC, id DESC LIMIT :n"
+    )
+    return [_to_incident(r) for r in conn.execute(sa.text(sql), params).mappings()]
+
+
+def find_incident(
+    conn: Connection, incident_id: str, organization_id: str | None
+) -> Incident | None:
+    """An incident by id, within `organization_id` when given (a scoped operator: another
+    organization's incident is not found); None when there is none."""
+    sql = f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE id = :id"
+    params: dict[str, Any] = {"id": incident_id}
+    if organization_id is not None:
+        sql += " AND organization_id = :o"
+        params["o"] = organization_id
+    row = conn.execute(sa.text(sql), params).mappings().first()
+    return _to_incident(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentDelivery:
+    """One notification attempt about an incident, as the console shows it (no payload)."""
+
+    id: str
+    incident_id: str
+    channel: str
+    kind: str
+    status: str
+    status_code: int | None
+    error_message: str | None
+    created_at: datetime
+
+
+def incident_deliveries(
+    conn: Connection, incidents: Sequence[Incident]
+) -> dict[str, list[IncidentDelivery]]:
+    """The notifications of each incident, oldest first, keyed by incident id."""
+    out: dict[str, list[IncidentDelivery]] = {i.id: [] for i in incidents}
+    by_org: dict[str, list[str]] = {}
+    for incident in incidents:
+        by_org.setdefault(incident.organization_id, []).append(incident.id)
+    statement = sa.text(
+        f"SELECT {_DELIVERY_COLUMNS} FROM alert_notifications "
+        "WHERE organization_id = :o AND incident_id IN :ids ORDER BY created_at, id"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    for organization_id, ids in sorted(by_org.items()):
+        for row in conn.execute(statement, {"o": organization_id, "ids": ids}).mappings():
+            out[row["incident_id"]].append(
+                IncidentDelivery(
+                    id=row["id"],
+                    incident_id=row["incident_id"],
+                    channel=row["channel"],
+                    kind=row["kind"],
+                    status=row["status"],
+                    status_code=row["status_code"],
+                    error_message=row["error_message"],
+                    created_at=parse_timestamp(row["created_at"]),
+                )
+            )
+    return out

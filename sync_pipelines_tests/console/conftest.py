@@ -14,14 +14,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sync_pipelines_peers.alert_sink import AlertSink
 from sync_pipelines_peers.emulators.golioth import GoliothEmulator, GoliothEmulatorConfig
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
+from sync_pipelines.alerts.channels import SLACK, WEBHOOK, Channel
+from sync_pipelines.alerts.incidents import clear_alert, raise_alert
+from sync_pipelines.alerts.rules import CRITICAL, WARNING, Condition
+from sync_pipelines.alerts.settings import AlertSettings
+from sync_pipelines.clock import utc_now
 from sync_pipelines.console.server import create_console_server
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import Integration
@@ -72,6 +79,11 @@ class SeededStore:
     #: the webhook event (provider id) and the inbox run that processed it
     event_id: str
     webhook_run: str
+    #: alert incidents: org-a's open one (golioth-bad, its slack delivery failed with a 500) and
+    #: resolved one (golioth-a), org-b's open one (golioth-b)
+    open_incident: str
+    resolved_incident: str
+    org_b_incident: str
 
 
 def _integration(org: str, iid: str, url: str, project: str) -> Integration:
@@ -138,9 +150,68 @@ def seed(store: Store) -> SeededStore:
             ),
             {"r": sync_run},
         ).scalar_one()
+    incidents = _raise_incidents(store)
     return SeededStore(
-        store, api_key, sync_run, failed_run, retried, device_id, org_b_run, event_id, webhook_run
+        store,
+        api_key,
+        sync_run,
+        failed_run,
+        retried,
+        device_id,
+        org_b_run,
+        event_id,
+        webhook_run,
+        *incidents,
     )
+
+
+def _raise_incidents(store: Store) -> tuple[str, str, str]:
+    """Alerts raised (and one cleared) through the alert engine, delivered to a local sink: the
+    webhook channel answers, the slack one fails with a 500 while org-a's outage is raised."""
+    t0 = utc_now() - timedelta(hours=2)
+    with AlertSink() as sink:
+        settings = AlertSettings(
+            channels=(
+                Channel("webhook", WEBHOOK, sink.webhook_url),
+                Channel("slack", SLACK, sink.slack_url + "?token=xoxb-secret"),
+            ),
+            cooldown_s=600,
+            timeout_s=2,
+            max_attempts=1,
+        )
+
+        def condition(org: str, iid: str, rule: str, severity: str, summary: str) -> Condition:
+            return Condition(org, iid, rule, iid, severity, summary, {"failures": 3})
+
+        resolved = condition(
+            "org-a", "golioth-a", "error_rate", WARNING, "error rate 40% on golioth-a"
+        )
+        resolved_id = raise_alert(store, resolved, settings, now=t0).incident
+        clear_alert(
+            store,
+            "org-a",
+            resolved.dedupe_key,
+            settings,
+            now=t0 + timedelta(minutes=20),
+            reason="error rate back under the threshold",
+        )
+        failing = condition(
+            "org-a",
+            "golioth-bad",
+            "failure_streak",
+            CRITICAL,
+            "golioth-bad failed 3 syncs in a row",
+        )
+        sink.fail(500)
+        raise_alert(store, failing, settings, now=t0 + timedelta(minutes=30))
+        sink.recover()
+        open_id = raise_alert(store, failing, settings, now=t0 + timedelta(minutes=45)).incident
+        org_b = condition(
+            "org-b", "golioth-b", "processing_delay", WARNING, "inbox of golioth-b 9 min behind"
+        )
+        org_b_id = raise_alert(store, org_b, settings, now=t0 + timedelta(minutes=50)).incident
+    assert resolved_id and open_id and org_b_id
+    return open_id.id, resolved_id.id, org_b_id.id
 
 
 def _deliver_webhook(store: Store, iid: str, device_id: str) -> tuple[str, str]:
