@@ -525,14 +525,15 @@ class IncidentDelivery:
 def incident_deliveries(
     conn: Connection, incidents: Sequence[Incident]
 ) -> dict[str, list[IncidentDelivery]]:
-    """The notifications of each incident, oldest first, keyed by incident id."""
+    """The notifications of each incident, oldest first (one pass's, sent at one time, by
+    channel name), keyed by incident id."""
     out: dict[str, list[IncidentDelivery]] = {i.id: [] for i in incidents}
     by_org: dict[str, list[str]] = {}
     for incident in incidents:
         by_org.setdefault(incident.organization_id, []).append(incident.id)
     statement = sa.text(
         f"SELECT {_DELIVERY_COLUMNS} FROM alert_notifications "
-        "WHERE organization_id = :o AND incident_id IN :ids ORDER BY created_at, id"
+        "WHERE organization_id = :o AND incident_id IN :ids ORDER BY created_at, channel, id"
     ).bindparams(sa.bindparam("ids", expanding=True))
     for organization_id, ids in sorted(by_org.items()):
         for row in conn.execute(statement, {"o": organization_id, "ids": ids}).mappings():

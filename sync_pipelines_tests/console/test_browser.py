@@ -1,7 +1,8 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright against the
 console's own server on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
-request id, follows it into the trace, downloads the exports, pages with the JSON API, and saves
-screenshots of the activity, overview and trace pages under $SYNC_TEST_ARTIFACTS (default
+request id, follows it into the trace, downloads the exports, pages with the JSON API, walks
+overview → incidents → one incident → its integration's activity, and saves screenshots of the
+activity, overview, trace, incidents and incident pages under $SYNC_TEST_ARTIFACTS (default
 <repo>/test-artifacts/) — their paths are printed."""
 
 from __future__ import annotations
@@ -160,3 +161,47 @@ def test_a_scoped_operator_cannot_reach_another_organization_by_editing_the_url(
     expect(page.locator("#error-message")).to_contain_text("scoped to organization")
     response = page.goto(f"{console_server.url}/console/trace?id={seeded.org_b_run}")
     assert response is not None and response.status == 404
+
+
+def test_an_operator_walks_from_the_overview_to_an_incident_and_its_integration(
+    browser, console_server, seeded, artifacts
+):
+    page = _page(browser, "operator", ADMIN_PASSWORD)
+    page.goto(f"{console_server.url}/console/overview")
+    page.click("#nav-incidents")
+    page.wait_for_url("**/console/incidents")
+    rows = page.locator("#incidents tbody tr")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#incidents")).to_contain_text("slack: failed")
+    _shot(page, artifacts, "incidents")
+
+    # the status filter, applied through the form, lands in the URL
+    page.select_option("#incident-filters select[name=status]", "resolved")
+    page.click("#incident-filters button[type=submit]")
+    page.wait_for_url("**status=resolved**")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".badge").first).to_have_text("resolved")
+
+    page.goto(f"{console_server.url}/console/incidents?integration=golioth-bad")
+    page.locator("#incidents a.incident-link").first.click()
+    page.wait_for_url(f"**/console/incidents/{seeded.open_incident}")
+    expect(page.locator("#incident-title")).to_contain_text("golioth-bad failed 3 syncs in a row")
+    expect(page.locator("#notifications tbody tr")).to_have_count(4)
+    _shot(page, artifacts, "incident")
+
+    page.click("#integration-activity")
+    page.wait_for_url("**/console/activity?integration=golioth-bad**")
+    integrations = set(page.locator("#activity tbody tr td:nth-child(3)").all_inner_texts())
+    assert integrations == {"golioth-bad"}
+
+
+def test_a_scoped_operator_cannot_open_another_organizations_incident(
+    browser, console_server, seeded
+):
+    page = _page(browser, "org-a", ORG_A_TOKEN)
+    page.goto(f"{console_server.url}/console/incidents")
+    organizations = set(page.locator("#incidents tbody tr td:nth-child(6)").all_inner_texts())
+    assert organizations == {"org-a"}
+    response = page.goto(f"{console_server.url}/console/incidents/{seeded.org_b_incident}")
+    assert response is not None and response.status == 404
+    expect(page.locator("#error-message")).to_contain_text("no incident")

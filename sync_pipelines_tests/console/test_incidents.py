@@ -67,10 +67,10 @@ def test_an_incident_shows_its_fields_and_every_notification_per_channel(client,
     ]
     # the first firing reached no channel (the sink answered 500), so the next sighting fired again
     assert deliveries == [
-        ("firing", "webhook", "failed", 500),
         ("firing", "slack", "failed", 500),
-        ("firing", "webhook", "sent", 200),
+        ("firing", "webhook", "failed", 500),
         ("firing", "slack", "sent", 200),
+        ("firing", "webhook", "sent", 200),
     ]
     resolved = client.get(f"/api/incidents/{seeded.resolved_incident}", headers=ADMIN).json()
     assert resolved["status"] == "resolved" and resolved["resolved_at"]
