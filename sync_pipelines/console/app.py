@@ -6,7 +6,8 @@ Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads
 - `incidents` / `api/incidents` (and `/{id}`): alert incidents, open and resolved, with their
   notifications, newest first, keyset pages;
 - `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
-- `export/activity.{json,csv}`, `export/trace.{json,csv}`: the same data as a download.
+- `export/activity.{json,csv}`, `export/trace.{json,csv}`, `export/incidents.csv`: the same
+  data as a download.
 
 Every route but the two static files needs an operator (auth.py); an operator scoped to one
 organization reads through a row-level-security transaction (access.py).
@@ -49,11 +50,14 @@ from sync_pipelines.console.filters import (
     ScopeError,
 )
 from sync_pipelines.console.incidents import (
+    INCIDENT_CSV_COLUMNS,
     INCIDENT_STATUSES,
     IncidentFilter,
     IncidentNotFound,
+    csv_row,
     incident_detail,
     incident_page,
+    iter_incidents,
 )
 from sync_pipelines.console.overview import integration_overview, overview_json
 from sync_pipelines.console.queries import (
@@ -295,9 +299,28 @@ class Console:
             operator,
             filter=flt,
             incidents=[view.as_json() for view in page.incidents],
+            query=urlencode(flt.to_params()),
             next_link=next_link,
             statuses=INCIDENT_STATUSES,
         )
+
+    async def export_incidents(self, request: Request) -> Response:
+        operator = self.operator(request)
+        flt = IncidentFilter.from_params(request.query_params).scoped_to(operator.organization_id)
+        if request.path_params["format"] != "csv":
+            raise FilterError(f"the incidents export is .csv; got .{request.path_params['format']}")
+        rows = await self.read(
+            operator,
+            lambda conn: [
+                csv_row(view)
+                for view in iter_incidents(
+                    conn, flt, max_rows=MAX_EXPORT_ROWS, page_size=MAX_PAGE_SIZE
+                )
+            ],
+        )
+        _log.info("console_export", operator=operator.name, kind="incidents", rows=len(rows))
+        stamp = self.clock().strftime("%Y%m%dT%H%M%SZ")
+        return _download(rows_csv(rows, INCIDENT_CSV_COLUMNS), f"incidents-{stamp}.csv", "text/csv")
 
     async def _incident(self, request: Request) -> tuple[Operator, dict[str, Any]]:
         operator = self.operator(request)
@@ -475,6 +498,7 @@ def create_console_app(
             Route("/api/trace", console.trace_api, methods=["GET"]),
             Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
             Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
+            Route("/export/incidents.{format:str}", console.export_incidents, methods=["GET"]),
             Route(
                 "/static/console.js",
                 lambda r: FileResponse(static / "console.js", headers=_SECURITY_HEADERS),

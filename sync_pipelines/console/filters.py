@@ -80,14 +80,7 @@ class ActivityFilter:
     def scoped_to(self, organization_id: str | None) -> ActivityFilter:
         """The filter an operator may run: a scoped operator's organization is imposed, and
         asking for another one is refused (editing the URL shows nothing more)."""
-        if organization_id is None:
-            return self
-        if self.organization not in (None, organization_id):
-            raise ScopeError(
-                f"this operator is scoped to organization {organization_id!r} and cannot read "
-                f"organization {self.organization!r}"
-            )
-        return replace(self, organization=organization_id)
+        return replace(self, organization=scoped_organization(self.organization, organization_id))
 
     def to_params(self) -> dict[str, str]:
         out = {}
@@ -97,6 +90,19 @@ class ActivityFilter:
                 continue
             out[f.name] = value.isoformat() if isinstance(value, datetime) else str(value)
         return out
+
+
+def scoped_organization(asked: str | None, organization_id: str | None) -> str | None:
+    """The organization an operator scoped to `organization_id` (None: every one) reads when it
+    asks for `asked`: its own is imposed, and asking for another one is refused."""
+    if organization_id is None:
+        return asked
+    if asked not in (None, organization_id):
+        raise ScopeError(
+            f"this operator is scoped to organization {organization_id!r} and cannot read "
+            f"organization {asked!r}"
+        )
+    return organization_id
 
 
 def _time(value: str | None, name: str) -> datetime | None:

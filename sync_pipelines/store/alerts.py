@@ -472,6 +472,15 @@ def incidents_page(
     reads every organization (the console's unscoped operator, whose role reads all tenants)."""
     where: list[str] = []
     params: dict[str, Any] = {"n": limit}
+    if organization_id is None and integration_id is not None:
+        # an integration id names its organization for ever (integration_owners): that lets the
+        # (organization, integration, first_seen_at) index serve the page
+        organization_id = conn.execute(
+            sa.text("SELECT organization_id FROM integration_owners WHERE integration_id = :i"),
+            {"i": integration_id},
+        ).scalar()
+        if organization_id is None:
+            return []
     for column, value in (
         ("organization_id", organization_id),
         ("integration_id", integration_id),

@@ -5,6 +5,9 @@ organization's — not by editing the URL, and on Postgres not even through a qu
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 import sqlalchemy as sa
 
@@ -124,3 +127,27 @@ def test_row_level_security_holds_a_scoped_operators_incidents_without_a_filter(
     with reading(seeded.store, Operator("admin", None)) as conn:
         everyone = incident_page(conn, IncidentFilter(), after=None, limit=100).incidents
     assert {v.incident.organization_id for v in everyone} == {"org-a", "org-b"}
+
+
+def test_the_html_pages_follow_the_keyset_cursor(client, seeded):
+    first = client.get("/incidents", params={"limit": 2}, headers=ADMIN)
+    assert f"/incidents/{seeded.org_b_incident}" in first.text
+    assert f"/incidents/{seeded.resolved_incident}" not in first.text
+    link = first.text.split('id="next-page-incidents" href="')[1].split('"')[0]
+    second = client.get(link.replace("&amp;", "&").removeprefix("/console"), headers=ADMIN)
+    assert f"/incidents/{seeded.resolved_incident}" in second.text
+    assert f"/incidents/{seeded.org_b_incident}" not in second.text
+    assert 'id="next-page-incidents"' not in second.text
+
+
+def test_the_csv_export_follows_the_filter_and_the_scope(client, seeded):
+    exported = client.get("/export/incidents.csv", params={"status": "open"}, headers=ADMIN)
+    assert exported.status_code == 200
+    assert exported.headers["content-disposition"].startswith('attachment; filename="incidents-')
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["id"] for r in rows} == {seeded.open_incident, seeded.org_b_incident}
+    bad = next(r for r in rows if r["id"] == seeded.open_incident)
+    assert (bad["notifications_sent"], bad["notifications_failed"]) == ("2", "2")
+    mine = client.get("/export/incidents.csv", headers=TENANT_A).text
+    assert "org-b" not in mine and seeded.resolved_incident in mine
+    assert client.get("/export/incidents.json", headers=ADMIN).status_code == 400
