@@ -52,9 +52,9 @@ def cli(service_role_url, monkeypatch, tmp_path):
     monkeypatch.setenv("SYNC_DATABASE_URL", service_role_url)
     monkeypatch.setenv("SYNC_HOME", str(tmp_path / "sync_home"))
 
-    def run(command: str) -> Result:
+    def run(command: str, *, exit_codes: tuple[int, ...] = (0,)) -> Result:
         result = CliRunner().invoke(main, ["--log-format", "json", *shlex.split(command)])
-        assert result.exit_code == 0, f"`{command}`: {result.output}"
+        assert result.exit_code in exit_codes, f"`{command}`: {result.output}"
         return result
 
     return run
@@ -94,9 +94,12 @@ def test_the_cli_works_in_its_organization(two_tenants, cli, owner, golioth):
     assert "golioth-org-a" in listed and "golioth-org-b" not in listed
     rows = _printed(cli("activity --organization org-a --integration golioth-org-a --json"))
     assert rows and {r["organization_id"] for r in rows} == {"org-a"}
-    health = json.loads(cli("health --organization org-a --json").output)
+    # `health` exits 1 when Dagster's part is unhealthy (no instance or daemon in a test): its
+    # store views are what this test is about
+    health = json.loads(cli("health --organization org-a --json", exit_codes=(0, 1)).output)
+    assert health["checks"]["integrations"]["status"] == "healthy"
     assert [i["integration_id"] for i in health["integrations"]] == ["golioth-org-a"]
-    everyone = json.loads(cli("health --json").output)
+    everyone = json.loads(cli("health --json", exit_codes=(0, 1)).output)
     assert {i["integration_id"] for i in everyone["integrations"]} == {
         "golioth-org-a",
         "golioth-org-b",
