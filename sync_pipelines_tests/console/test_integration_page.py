@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
-from sync_pipelines.console.integration_page import shown_settings
+import sqlalchemy as sa
+
+from sync_pipelines.clock import utc_now
+from sync_pipelines.console.integration_page import (
+    TimelineCursor,
+    integration_timeline,
+    shown_settings,
+)
+from sync_pipelines.store.integrations import Integration
 from sync_pipelines_tests.conftest import GOLIOTH_KEY_ENV
 from sync_pipelines_tests.console.conftest import ADMIN_TOKEN, ORG_A_TOKEN, bearer
+from sync_pipelines_tests.owners import own_integrations
 
 ADMIN = bearer(ADMIN_TOKEN)
 TENANT_A = bearer(ORG_A_TOKEN)
@@ -109,3 +119,48 @@ def test_settings_urls_lose_their_passwords_and_query_tokens():
     assert "hunter2" not in shown["base_url"] and "s3cr3t" not in shown["base_url"]
     assert "peer.example/api" in shown["base_url"] and "page=1" in shown["base_url"]
     assert shown["page_size"] == 5
+
+
+def test_entries_sharing_a_timestamp_are_paged_once_each_across_sources(store):
+    """Ties on `at`, within a source and across sources, are ordered by (kind, id) bytewise."""
+    own_integrations(store, "org-t", "tied")
+    at = utc_now().replace(microsecond=0) - timedelta(hours=1)
+    with store.transaction() as conn:
+        for n, row_id in enumerate(("s-B", "s-a", "s-A", "s_1")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO integration_sync_log (id, organization_id, integration_id, stream, "
+                    "status, started_at, fetched, created, updated, unchanged, failed, conflicts, "
+                    "pages) VALUES (:id, 'org-t', 'tied', 'devices', 'success', :at, "
+                    ":n, 0, 0, 0, 0, 0, 1)"
+                ),
+                {"id": row_id, "at": at, "n": n},
+            )
+        for row_id in ("c-a", "c-B"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO integration_activity_log (id, organization_id, integration_id, "
+                    "direction, activity_type, status, attempt, metadata, created_at) VALUES "
+                    "(:id, 'org-t', 'tied', 'internal', 'config_change', 'success', 1, :m, :at)"
+                ),
+                {"id": row_id, "at": at, "m": '{"action": "update", "changed": ["name"]}'},
+            )
+    integration = Integration("tied", "org-t", "golioth", "tied")
+    with store.connect() as conn:
+        everything = integration_timeline(conn, integration, now=utc_now(), after=None, limit=50)
+        seen, after = [], None
+        while True:
+            page = integration_timeline(conn, integration, now=utc_now(), after=after, limit=2)
+            seen += page.entries
+            if page.next_cursor is None:
+                break
+            after = TimelineCursor.decode(page.next_cursor.encode())
+    assert [(e.kind, e.id) for e in everything.entries] == [
+        ("sync", "s_1"),
+        ("sync", "s-a"),
+        ("sync", "s-B"),
+        ("sync", "s-A"),
+        ("config_change", "c-a"),
+        ("config_change", "c-B"),
+    ]
+    assert [(e.kind, e.id) for e in seen] == [(e.kind, e.id) for e in everything.entries]
