@@ -5,8 +5,12 @@ Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads
 - `overview` / `api/overview`: one row per integration, from the integration-health report;
 - `incidents` / `api/incidents` (and `/{id}`): alert incidents, open and resolved, with their
   notifications, newest first, keyset pages;
+- `integrations/{id}` / `api/integrations/{id}`: one integration — settings (secret references
+  by variable name), enabled, poll interval, next scheduled sync, health with its reasons — and
+  its 90-day timeline of syncs, alerts and configuration changes, newest first, keyset pages;
 - `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
-- `export/activity.{json,csv}`, `export/trace.{json,csv}`, `export/incidents.csv`: the same
+- `export/activity.{json,csv}`, `export/trace.{json,csv}`, `export/incidents.csv`,
+  `export/integrations/{id}/timeline.csv`: the same
   data as a download.
 
 Every route but the two static files needs an operator (auth.py); an operator scoped to one
@@ -59,6 +63,17 @@ from sync_pipelines.console.incidents import (
     incident_page,
     iter_incidents,
 )
+from sync_pipelines.console.integration_page import (
+    TIMELINE_CSV_COLUMNS,
+    IntegrationNotFound,
+    TimelineCursor,
+    entry_json,
+    find_visible_integration,
+    integration_summary,
+    integration_timeline,
+    iter_timeline,
+)
+from sync_pipelines.console.integration_page import csv_row as timeline_csv_row
 from sync_pipelines.console.overview import integration_overview, overview_json
 from sync_pipelines.console.queries import (
     DEFAULT_PAGE_SIZE,
@@ -338,6 +353,62 @@ class Console:
         operator, incident = await self._incident(request)
         return self._page(request, "incident.html", operator, incident=incident)
 
+    # -- one integration ---------------------------------------------------------------------
+
+    async def _integration(self, request: Request) -> tuple[Operator, dict[str, Any]]:
+        operator = self.operator(request)
+        ident = request.path_params["integration_id"]
+        after = TimelineCursor.decode(request.query_params.get("after"))
+        limit = _page_size(request.query_params.get("limit"))
+        now = self.clock()
+
+        def work(conn: Any) -> dict[str, Any]:
+            integration = find_visible_integration(conn, ident, operator.organization_id)
+            page = integration_timeline(conn, integration, now=now, after=after, limit=limit)
+            return {
+                **integration_summary(conn, integration, now=now),
+                "timeline": [entry_json(e, self.environ) for e in page.entries],
+                "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            }
+
+        return operator, await self.read(operator, work)
+
+    async def integration_api(self, request: Request) -> Response:
+        _, view = await self._integration(request)
+        return _json(view)
+
+    async def integration_html(self, request: Request) -> Response:
+        operator, view = await self._integration(request)
+        params = {"limit": request.query_params["limit"]} if "limit" in request.query_params else {}
+        next_link = (
+            "?" + urlencode({**params, "after": view["next_cursor"]})
+            if view["next_cursor"]
+            else None
+        )
+        return self._page(request, "integration.html", operator, view=view, next_link=next_link)
+
+    async def export_timeline(self, request: Request) -> Response:
+        operator = self.operator(request)
+        ident = request.path_params["integration_id"]
+        if request.path_params["format"] != "csv":
+            raise FilterError(f"the timeline export is .csv; got .{request.path_params['format']}")
+        now = self.clock()
+
+        def work(conn: Any) -> list[dict[str, Any]]:
+            integration = find_visible_integration(conn, ident, operator.organization_id)
+            return [
+                timeline_csv_row(entry_json(e, self.environ))
+                for e in iter_timeline(
+                    conn, integration, now=now, max_rows=MAX_EXPORT_ROWS, page_size=MAX_PAGE_SIZE
+                )
+            ]
+
+        rows = await self.read(operator, work)
+        _log.info("console_export", operator=operator.name, kind="timeline", rows=len(rows))
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        name = f"timeline-{_safe(ident)}-{stamp}.csv"
+        return _download(rows_csv(rows, TIMELINE_CSV_COLUMNS), name, "text/csv")
+
     # -- trace -------------------------------------------------------------------------------
 
     async def _trace(self, request: Request) -> tuple[Operator, TraceChain | None, list[str], str]:
@@ -451,7 +522,7 @@ class Console:
             status, message = 403, str(exc)
         elif isinstance(exc, FilterError):
             status, message = 400, str(exc)
-        elif isinstance(exc, (TraceNotFound, IncidentNotFound)):
+        elif isinstance(exc, (TraceNotFound, IncidentNotFound, IntegrationNotFound)):
             status, message = 404, str(exc)
         elif isinstance(exc, TenantRoleUnavailable):
             _log.error("console_tenant_role_unavailable", error=str(exc))
@@ -490,15 +561,24 @@ def create_console_app(
             Route("/overview", console.overview_html, methods=["GET"]),
             Route("/incidents", console.incidents_html, methods=["GET"]),
             Route("/incidents/{incident_id:str}", console.incident_html, methods=["GET"]),
+            Route("/integrations/{integration_id:str}", console.integration_html, methods=["GET"]),
             Route("/trace", console.trace_html, methods=["GET"]),
             Route("/api/activity", console.activity_api, methods=["GET"]),
             Route("/api/overview", console.overview_api, methods=["GET"]),
             Route("/api/incidents", console.incidents_api, methods=["GET"]),
             Route("/api/incidents/{incident_id:str}", console.incident_api, methods=["GET"]),
+            Route(
+                "/api/integrations/{integration_id:str}", console.integration_api, methods=["GET"]
+            ),
             Route("/api/trace", console.trace_api, methods=["GET"]),
             Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
             Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
             Route("/export/incidents.{format:str}", console.export_incidents, methods=["GET"]),
+            Route(
+                "/export/integrations/{integration_id:str}/timeline.{format:str}",
+                console.export_timeline,
+                methods=["GET"],
+            ),
             Route(
                 "/static/console.js",
                 lambda r: FileResponse(static / "console.js", headers=_SECURITY_HEADERS),
@@ -517,6 +597,7 @@ def create_console_app(
                 FilterError,
                 TraceNotFound,
                 IncidentNotFound,
+                IntegrationNotFound,
                 TenantRoleUnavailable,
             )
         },

@@ -9,7 +9,7 @@ most one lease TTL (SYNC_LEASE_TTL_S) plus a tick.
 """
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 
@@ -22,6 +22,7 @@ from sync_pipelines.store.integrations import list_enabled_integrations
 from sync_pipelines.store.sync_leases import runs_known_dead
 from sync_pipelines.store.sync_state import last_sync_started_at
 from sync_pipelines.sync.inventory import STREAM as DEVICES_STREAM
+from sync_pipelines.sync.polling import poll_due
 
 #: the tag Dagster puts on every run of a partition (dagster._core.storage.tags.PARTITION_NAME_TAG)
 PARTITION_TAG = "dagster/partition"
@@ -45,7 +46,7 @@ def due_integration_ids(store: SyncStoreResource, provider: str) -> list[str]:
             last = last_sync_started_at(
                 conn, integ.organization_id, integ.integration_id, DEVICES_STREAM
             )
-            if last is None or now - last >= timedelta(seconds=integ.poll_interval_s):
+            if poll_due(last, integ.poll_interval_s, now):
                 due.append(integ.integration_id)
     return due
 

@@ -126,7 +126,10 @@ def seed(store: Store) -> SeededStore:
         mp.setenv(GOLIOTH_KEY_ENV, api_key)
         for org, iid in (("org-a", "golioth-a"), ("org-a", "golioth-bad"), ("org-b", "golioth-b")):
             mp.setenv(secret_env(iid), new_signing_secret())
-            register_integration(store, _integration(org, iid, server.url, project))
+            # golioth-a's is an operator's change: a config_change row on its timeline
+            register_integration(
+                store, _integration(org, iid, server.url, project), audit=iid == "golioth-a"
+            )
         event_id, webhook_run = _deliver_webhook(store, "golioth-a", device_id)
         emulator.add_faults(
             {"kind": "server_error", "path": f"/devices/{device_id}/", "times": 1},

@@ -2,7 +2,7 @@
 console's own server on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
 request id, follows it into the trace, downloads the exports, pages with the JSON API, walks
 overview → incidents → one incident → its integration's activity, and saves screenshots of the
-activity, overview, trace, incidents and incident pages under $SYNC_TEST_ARTIFACTS (default
+activity, overview, trace, incidents, incident and integration pages under $SYNC_TEST_ARTIFACTS (default
 <repo>/test-artifacts/) — their paths are printed."""
 
 from __future__ import annotations
@@ -205,3 +205,41 @@ def test_a_scoped_operator_cannot_open_another_organizations_incident(
     response = page.goto(f"{console_server.url}/console/incidents/{seeded.org_b_incident}")
     assert response is not None and response.status == 404
     expect(page.locator("#error-message")).to_contain_text("no incident")
+
+
+def test_an_operator_walks_from_the_overview_to_an_integration_and_its_timeline(
+    browser, console_server, seeded, artifacts
+):
+    page = _page(browser, "operator", ADMIN_PASSWORD)
+    page.goto(f"{console_server.url}/console/overview")
+    page.locator("#overview a.integration-link", has_text="golioth-a").click()
+    page.wait_for_url("**/console/integrations/golioth-a")
+    expect(page.locator("#integration-title")).to_contain_text("golioth-a")
+    expect(page.locator("#secret-refs")).to_contain_text("api_key → $")
+    expect(page.locator("#next-sync")).not_to_be_empty()
+    expect(page.locator("#timeline tr.timeline-sync").first).to_contain_text("deleted")
+    expect(page.locator("#timeline tr.timeline-alert_resolved")).to_have_count(1)
+    expect(page.locator("#timeline tr.timeline-config_change")).to_have_count(1)
+    assert seeded.api_key not in page.content()
+    _shot(page, artifacts, "integration")
+
+    page.goto(f"{console_server.url}/console/integrations/golioth-a?limit=2")
+    expect(page.locator("#timeline tbody tr")).to_have_count(2)
+    page.click("#timeline-older")
+    page.wait_for_url("**after=**")
+    expect(page.locator("#timeline tbody tr")).not_to_have_count(0)
+
+    page.goto(f"{console_server.url}/console/incidents/{seeded.resolved_incident}")
+    page.click("#integration-page")
+    page.wait_for_url("**/console/integrations/golioth-a")
+
+
+def test_a_scoped_operator_cannot_open_another_organizations_integration(
+    browser, console_server, seeded
+):
+    page = _page(browser, "org-a", ORG_A_TOKEN)
+    response = page.goto(f"{console_server.url}/console/integrations/golioth-a")
+    assert response is not None and response.status == 200
+    response = page.goto(f"{console_server.url}/console/integrations/golioth-b")
+    assert response is not None and response.status == 404
+    expect(page.locator("#error-message")).to_contain_text("no integration")
