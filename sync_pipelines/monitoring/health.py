@@ -252,24 +252,29 @@ def _inbox(inbox: InboxBacklog, t: Thresholds) -> list[Signal]:
 def integration_health(
     conn: Connection, integration: Integration, *, now: datetime
 ) -> IntegrationHealth:
-    """The integration's state and reasons at `now`. A disabled integration is `unknown` without
-    reading anything; a malformed `monitoring` setting is `unknown`, naming the setting."""
-    if not integration.enabled:
-        return _without_figures(
-            integration, Signal(DISABLED, UNKNOWN, "disabled: not synced or judged")
-        )
+    """The integration's state and reasons at `now`. A disabled integration is `unknown`, not
+    judged, but its figures (last success, errors, dead letters, inbox) are still read: what it
+    left behind is true whether or not it runs. A malformed `monitoring` setting is `unknown`,
+    naming the setting."""
     try:
         ctx = CheckContext.of(conn, integration, now=now)
     except ValueError as exc:
         return _without_figures(integration, Signal(NOT_CHECKED, UNKNOWN, f"not checked: {exc}"))
+    if not integration.enabled:
+        return health_in(ctx, judged=False)
     return health_in(ctx)
 
 
-def health_in(ctx: CheckContext) -> IntegrationHealth:
-    """The health of the context's integration, sharing the figures its checks read."""
+def health_in(ctx: CheckContext, *, judged: bool = True) -> IntegrationHealth:
+    """The health of the context's integration, sharing the figures its checks read; not
+    `judged` (disabled): the figures with one `unknown` signal saying so."""
     integration = ctx.integration
     inbox = inbox_backlog(ctx.conn, ctx.organization_id, ctx.integration_id, now=ctx.now)
-    signals = classify(ctx, inbox)
+    signals = (
+        classify(ctx, inbox)
+        if judged
+        else [Signal(DISABLED, UNKNOWN, "disabled: not synced or judged")]
+    )
     history = ctx.history
     last_error = (
         f"{history.last_error_type}: {history.last_error_message}"

@@ -159,7 +159,7 @@ def ensure_migrated(store: Store) -> None:
             raise MigrationError(
                 f"{store.location} lacks {len(missing)} migration(s) (first: {missing[0]}) and "
                 "this role cannot apply them: run `sync-pipelines migrate` as the tables' owner "
-                "(docs/deployment.md, Database roles)"
+                "(docs/deployment.md, Tenancy and row-level security)"
             )
     else:
         migrate(store)

@@ -672,11 +672,16 @@ def _overloaded(provider: str, limit: int, retry_after_s: int) -> _Reply:
 
 
 def _store_not_ready(provider: str) -> _Reply:
-    """The store has not answered since the receiver started: 503, the sender retries."""
+    """The store has not been ready since the receiver started (it did not answer, or its schema
+    is not up to date): 503, the sender retries."""
     metrics.webhook_received(provider, "store_unavailable")
     return _Reply(
         503,
-        {"error": "store_unavailable", "detail": "the store is not reachable yet; retry later"},
+        {
+            "error": "store_unavailable",
+            "detail": "the store is not ready yet (not reachable, or its schema not up to date: "
+            "see /health); retry later",
+        },
         str(uuid.uuid4()),
         {"retry-after": str(RETRY_AFTER_S)},
     )

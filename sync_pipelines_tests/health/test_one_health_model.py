@@ -377,3 +377,18 @@ def test_every_view_gives_each_integration_the_same_state_and_reasons(store):
                     f"{view}: {name} says {reasons}, the model {reference[name][1]}"
                 )
     assert disagreements == []
+
+
+def test_a_disabled_integration_is_not_judged_but_what_it_left_is_shown(store):
+    """Disabled: one `unknown` signal, no verdict — but its dead letters and last success are
+    read, not blanked (the console's integration page and overview show them)."""
+    from sync_pipelines.monitoring.health import integration_health
+
+    now = utc_now()
+    _seed(store, now)
+    with store.connect() as conn:
+        disabled = next(i for i in list_integrations(conn, ORG) if i.integration_id == "disabled")
+        health = integration_health(conn, disabled, now=now)
+    assert (health.state, [s.name for s in health.signals]) == ("unknown", ["disabled"])
+    assert health.dead_letters == 2
+    assert health.last_success_at is not None and health.last_attempt_at is not None

@@ -281,3 +281,25 @@ def test_a_non_superuser_owner_migrates_and_the_service_role_works_on_what_it_bu
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             admin.execute(f"DROP ROLE IF EXISTS {service_role}")
             admin.execute(f"DROP ROLE IF EXISTS {owner_role}")
+
+
+def test_migrate_as_the_service_role_says_to_run_it_as_the_owner(service_role_url, postgres_url):
+    """The service role cannot create the schema: one line naming what to do, no traceback."""
+    from click.testing import CliRunner
+
+    from sync_pipelines.cli import main
+
+    database = f"empty_{uuid.uuid4().hex[:8]}"
+    admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        url = service_role_url.rsplit("/", 1)[0] + f"/{database}"
+        result = CliRunner().invoke(main, ["migrate", "--database-url", url])
+        assert result.exit_code == 1, result.output
+        assert "this role may not create the schema" in result.output
+        assert "run `sync-pipelines migrate` as the tables' owner" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -1,4 +1,5 @@
--- Tenancy enforced by Postgres for the sync service itself (docs/deployment.md, "Database roles").
+-- Tenancy enforced by Postgres for the sync service itself (docs/deployment.md, "Tenancy and
+-- row-level security").
 --
 -- Two roles, never one: migrations run as the tables' owner; the service logs in as a member of
 -- `sync_app`, which owns nothing and has neither SUPERUSER nor BYPASSRLS. Every table with an
@@ -245,6 +246,3 @@ BEGIN
     END LOOP;
 END
 $$;
-
--- The console reads as `sync_tenant` for an operator scoped to one organization (SET LOCAL ROLE).
-GRANT sync_tenant TO sync_app;
