@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -211,6 +212,21 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(path)
 
 
+def _switch_to_wal(cur: Any) -> None:
+    """WAL is a property of the file (set once, kept): switching a new file to it takes an
+    exclusive lock that SQLite does not wait for, so processes opening a new store at once
+    (concurrent migrators) can be refused "database is locked" — try again for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 #: every Postgres connection of a Store: a store that accepts connections but never answers
 #: fails a connect after this long instead of blocking the caller (libpq's default: forever)
 CONNECT_TIMEOUT_S = 10
@@ -250,7 +266,7 @@ def _create_engine(
             # WAL lets the activity recorder write while a reader holds the file;
             # busy_timeout makes concurrent writers wait instead of failing.
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
