@@ -71,7 +71,11 @@ def test_first_events_become_one_run_per_integration_with_batch_keys(
     store, instance, two_integrations
 ):
     a, b = two_integrations
-    a_events, b_events = _events(store, a, 3), _events(store, b, 2)
+    a_events = _events(store, a, 3)
+    # b's after a's (a fast machine may take both clock readings within a's 2 ms)
+    b_events = _events(
+        store, b, 2, received_at=a_events[-1].received_at + timedelta(milliseconds=1)
+    )
     result = _evaluate(store, instance)
     requests = {r.tags["integration_id"]: r for r in result.run_requests}
     assert set(requests) == {"wh-a", "wh-b"}
