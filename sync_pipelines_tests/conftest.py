@@ -123,6 +123,15 @@ def service_store(service_role_url) -> Iterator[Store]:
 
 
 @pytest.fixture
+def owner_store(service_role_url, postgres_url) -> Iterator[Store]:
+    """The tables' owner (the migrating role) on the store `service_role_url` reaches: what a
+    test reads or writes past row security."""
+    store = Store(postgres_url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
 def sqlite_store(tmp_path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path}/store.db")
     migrate(store)

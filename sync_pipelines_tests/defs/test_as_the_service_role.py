@@ -36,18 +36,6 @@ ORGS = ("org-a", "org-b")
 
 
 @pytest.fixture
-def owner(service_role_url, postgres_url) -> Store:
-    store = Store(postgres_url)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def service(service_store) -> Store:
-    return service_store
-
-
-@pytest.fixture
 def cli(service_role_url, monkeypatch, tmp_path):
     monkeypatch.setenv("SYNC_DATABASE_URL", service_role_url)
     monkeypatch.setenv("SYNC_HOME", str(tmp_path / "sync_home"))
@@ -88,8 +76,8 @@ def two_tenants(cli, golioth, monkeypatch) -> None:
         cli(f"sync golioth-{org} --stream all")
 
 
-def test_the_cli_works_in_its_organization(two_tenants, cli, owner, golioth):
-    assert _devices(owner) == {"org-a": 250, "org-b": 250}
+def test_the_cli_works_in_its_organization(two_tenants, cli, owner_store, golioth):
+    assert _devices(owner_store) == {"org-a": 250, "org-b": 250}
     listed = cli("integrations list --organization org-a").output
     assert "golioth-org-a" in listed and "golioth-org-b" not in listed
     rows = _printed(cli("activity --organization org-a --integration golioth-org-a --json"))
@@ -117,13 +105,13 @@ def test_the_cli_works_in_its_organization(two_tenants, cli, owner, golioth):
     cli("retention")
     cli("integrations disable --organization org-b --id golioth-org-b")
     cli("integrations remove --organization org-b --id golioth-org-b --yes")
-    assert _devices(owner) == {"org-a": 250, "org-b": 250}  # history kept
+    assert _devices(owner_store) == {"org-a": 250, "org-b": 250}  # history kept
 
 
 def test_dagster_runs_sensors_and_schedules_as_the_service_role(
-    two_tenants, service, owner, instance
+    two_tenants, service_store, owner_store, instance
 ):
-    resources = {"store": SyncStoreResource(database_url=service.url)}
+    resources = {"store": SyncStoreResource(database_url=service_store.url)}
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = integration_partitions_sensor(context)
     added = {k for r in result.dynamic_partitions_requests for k in r.partition_keys}
@@ -144,7 +132,7 @@ def test_dagster_runs_sensors_and_schedules_as_the_service_role(
     for sensor in (failed_or_stale_syncs_sensor, check_failure_alert_sensor, webhook_inbox_sensor):
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             sensor(context)
-    with owner.connect() as conn:
+    with owner_store.connect() as conn:
         checks = dict(
             conn.execute(
                 sa.text(
@@ -157,10 +145,10 @@ def test_dagster_runs_sensors_and_schedules_as_the_service_role(
 
 
 def test_a_webhook_is_received_and_applied_as_the_service_role(
-    service, owner, monkeypatch, instance
+    service_store, owner_store, monkeypatch, instance
 ):
     integration, secret = register_webhook_integration(
-        service,
+        service_store,
         monkeypatch,
         provider="golioth",
         integration_id="golioth-hooks",
@@ -168,23 +156,23 @@ def test_a_webhook_is_received_and_applied_as_the_service_role(
         scheme=STANDARD_WEBHOOKS,
     )
     body, headers = signed(secret, {"device_id": "dev-1", "data": {"temp": 21}})
-    with TestClient(create_receiver_app(service)) as client:
+    with TestClient(create_receiver_app(service_store)) as client:
         response = client.post("/webhooks/golioth/golioth-hooks", content=body, headers=headers)
         assert response.status_code == 202, response.text
         assert client.get("/metrics").status_code == 200
         assert client.get("/health").status_code in (200, 503)
     with dg.build_sensor_context(
-        instance=instance, resources={"store": SyncStoreResource(database_url=service.url)}
+        instance=instance, resources={"store": SyncStoreResource(database_url=service_store.url)}
     ) as context:
         planned = webhook_inbox_sensor(context)
     assert [r.tags["integration_id"] for r in planned.run_requests] == ["golioth-hooks"]
     result = process_webhook_inbox.execute_in_process(
         run_config=planned.run_requests[0].run_config,
         instance=instance,
-        resources={"store": SyncStoreResource(database_url=service.url)},
+        resources={"store": SyncStoreResource(database_url=service_store.url)},
     )
     assert result.success
-    with owner.connect() as conn:
+    with owner_store.connect() as conn:
         status = conn.execute(sa.text("SELECT organization_id, status FROM webhook_events")).all()
     assert status == [("org-b", "processed")]
     assert utc_now() - timedelta(minutes=5) < utc_now()

@@ -38,33 +38,20 @@ def _tenant_tables(conn: sa.Connection) -> list[str]:
 
 
 @pytest.fixture
-def owner(service_role_url, postgres_url) -> Store:
-    """The migrating role (the tables' owner), on the store the service role was given."""
-    store = Store(postgres_url)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def service(service_store) -> Store:
-    return service_store
-
-
-@pytest.fixture
-def two_synced_organizations(service, golioth, register_golioth, open_session) -> Store:
+def two_synced_organizations(service_store, golioth, register_golioth, open_session) -> Store:
     """org-a and org-b each registered and synced (devices and states) by the service role."""
     for org in ("org-a", "org-b"):
         integration = register_golioth(
-            service, golioth, organization_id=org, integration_id=f"golioth-{org}"
+            service_store, golioth, organization_id=org, integration_id=f"golioth-{org}"
         )
-        with open_session(service, integration.integration_id) as session:
+        with open_session(service_store, integration.integration_id) as session:
             assert sync_devices(session).status == "success"
             assert sync_device_states(session).status == "success"
-    return service
+    return service_store
 
 
-def test_the_service_role_owns_nothing_and_cannot_bypass_row_security(service):
-    with service.connect() as conn:
+def test_the_service_role_owns_nothing_and_cannot_bypass_row_security(service_store):
+    with service_store.connect() as conn:
         super_, bypass = conn.execute(
             sa.text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
         ).one()
@@ -77,8 +64,8 @@ def test_the_service_role_owns_nothing_and_cannot_bypass_row_security(service):
     assert (super_, bypass, owned) == (False, False, 0)
 
 
-def test_every_tenant_table_forces_row_level_security_with_the_once_read_policy(owner):
-    with owner.connect() as conn:
+def test_every_tenant_table_forces_row_level_security_with_the_once_read_policy(owner_store):
+    with owner_store.connect() as conn:
         tables = _tenant_tables(conn)
         rows = conn.execute(
             sa.text(
@@ -136,10 +123,10 @@ def test_the_service_cannot_write_a_row_of_another_organization(two_synced_organ
         assert conn.execute(sa.text("SELECT count(*) FROM devices")).scalar_one() == 250
 
 
-def test_the_organization_is_set_per_transaction_and_never_outlives_it(service):
+def test_the_organization_is_set_per_transaction_and_never_outlives_it(service_store):
     # one pooled connection: a scoped transaction, then an unscoped one on the same connection
     single = Store(
-        service.url.replace("postgresql+psycopg", "postgresql"), pool_size=1, max_overflow=0
+        service_store.url.replace("postgresql+psycopg", "postgresql"), pool_size=1, max_overflow=0
     )
     try:
         with single.scoped("org-a").transaction() as conn:
@@ -168,10 +155,10 @@ def test_the_organization_is_set_per_transaction_and_never_outlives_it(service):
         single.dispose()
 
 
-def test_a_cross_tenant_foreign_key_fails_even_for_the_owner(two_synced_organizations, owner):
+def test_a_cross_tenant_foreign_key_fails_even_for_the_owner(two_synced_organizations, owner_store):
     """Row security does not reach integrity checks: the keys carry the organization."""
     # the owner bypasses row security; the key does not
-    with pytest.raises(IntegrityError, match="devices_owner_fk"), owner.transaction() as conn:
+    with pytest.raises(IntegrityError, match="devices_owner_fk"), owner_store.transaction() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO devices (organization_id, integration_id, external_id, name, "
@@ -179,7 +166,10 @@ def test_a_cross_tenant_foreign_key_fails_even_for_the_owner(two_synced_organiza
                 "('org-a', 'golioth-org-b', 'intruder', 'x', '[]', '[]', '{}', 'h', now(), now())"
             )
         )
-    with pytest.raises(IntegrityError, match="integration_owner"), owner.transaction() as conn:
+    with (
+        pytest.raises(IntegrityError, match="integration_owner"),
+        owner_store.transaction() as conn,
+    ):
         conn.execute(
             sa.text(
                 "UPDATE integrations SET organization_id = 'org-a' "
