@@ -8,6 +8,8 @@ Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads
 - `integrations/{id}` / `api/integrations/{id}`: one integration — settings (secret references
   by variable name), enabled, poll interval, next scheduled sync, health with its reasons — and
   its 90-day timeline of syncs, alerts and configuration changes, newest first, keyset pages;
+  and its devices (`api/integrations/{id}/devices`): searched by id or name, filtered to
+  active / deleted / failing, keyset pages in id order;
 - `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
 - `export/activity.{json,csv}`, `export/trace.{json,csv}`, `export/incidents.csv`,
   `export/integrations/{id}/timeline.csv`: the same
@@ -37,6 +39,7 @@ from starlette.templating import Jinja2Templates
 from sync_pipelines.clock import utc_now
 from sync_pipelines.console.access import reading
 from sync_pipelines.console.auth import REALM, ConsoleAuth, Operator
+from sync_pipelines.console.device_list import DeviceQuery, device_list
 from sync_pipelines.console.export import (
     MAX_EXPORT_ROWS,
     activity_bundle,
@@ -360,6 +363,7 @@ class Console:
         ident = request.path_params["integration_id"]
         after = TimelineCursor.decode(request.query_params.get("after"))
         limit = _page_size(request.query_params.get("limit"))
+        devices = DeviceQuery.from_params(request.query_params)
         now = self.clock()
 
         def work(conn: Any) -> dict[str, Any]:
@@ -369,9 +373,21 @@ class Console:
                 **integration_summary(conn, integration, now=now),
                 "timeline": [entry_json(e, self.environ) for e in page.entries],
                 "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+                "devices": device_list(conn, integration, devices),
             }
 
         return operator, await self.read(operator, work)
+
+    async def integration_devices_api(self, request: Request) -> Response:
+        operator = self.operator(request)
+        ident = request.path_params["integration_id"]
+        devices = DeviceQuery.from_params(request.query_params)
+
+        def work(conn: Any) -> dict[str, Any]:
+            integration = find_visible_integration(conn, ident, operator.organization_id)
+            return device_list(conn, integration, devices)
+
+        return _json(await self.read(operator, work))
 
     async def integration_api(self, request: Request) -> Response:
         _, view = await self._integration(request)
@@ -379,13 +395,20 @@ class Console:
 
     async def integration_html(self, request: Request) -> Response:
         operator, view = await self._integration(request)
-        params = {"limit": request.query_params["limit"]} if "limit" in request.query_params else {}
-        next_link = (
-            "?" + urlencode({**params, "after": view["next_cursor"]})
-            if view["next_cursor"]
-            else None
+        # each list pages on by its own cursor and keeps the other's place and the search
+        params = dict(request.query_params)
+        next_link = _with(params, after=view["next_cursor"]) if view["next_cursor"] else None
+        devices_cursor = view["devices"]["next_cursor"]
+        devices_next = _with(params, devices_after=devices_cursor) if devices_cursor else None
+        return self._page(
+            request,
+            "integration.html",
+            operator,
+            view=view,
+            next_link=next_link,
+            devices_next=devices_next,
+            devices_link=lambda **changes: _with(params, devices_after=None, **changes),
         )
-        return self._page(request, "integration.html", operator, view=view, next_link=next_link)
 
     async def export_timeline(self, request: Request) -> Response:
         operator = self.operator(request)
@@ -570,6 +593,11 @@ def create_console_app(
             Route(
                 "/api/integrations/{integration_id:str}", console.integration_api, methods=["GET"]
             ),
+            Route(
+                "/api/integrations/{integration_id:str}/devices",
+                console.integration_devices_api,
+                methods=["GET"],
+            ),
             Route("/api/trace", console.trace_api, methods=["GET"]),
             Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
             Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
@@ -604,6 +632,12 @@ def create_console_app(
     )
     app.state.console = console
     return app
+
+
+def _with(params: Mapping[str, str], **changes: str | None) -> str:
+    """A query string: `params` with `changes` applied (None removes a parameter)."""
+    merged = {**params, **changes}
+    return "?" + urlencode({k: v for k, v in merged.items() if v is not None})
 
 
 def _page_size(value: str | None) -> int:
