@@ -202,7 +202,8 @@ def entry_summary(entry: TimelineEntry) -> str:
     if entry.kind == "config_change":
         who = f" by {d['actor']}" if d.get("actor") else ""
         changed = ", ".join(d["changed"]) or "—"
-        return f"{d['action']}{who}: {changed}"
+        why = f" — {d['reason']}" if d.get("reason") else ""
+        return f"{d['action']}{who}: {changed}{why}"
     prefix = "opened" if entry.kind == "alert_opened" else "resolved"
     reason = (
         f" ({d['resolution']})" if entry.kind == "alert_resolved" and d.get("resolution") else ""

@@ -158,6 +158,7 @@ def _entry(source: _Source, row: Any) -> TimelineEntry:
                 "action": metadata.get("action"),
                 "changed": list(metadata.get("changed") or []),
                 "actor": metadata.get("actor"),
+                "reason": metadata.get("reason"),
             },
         )
     details = {k: v for k, v in values.items() if k not in ("details", "first_seen_at")}
