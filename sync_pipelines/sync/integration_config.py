@@ -103,9 +103,7 @@ def register_integration(
         save_integration(conn, checked)
         if audit:
             action = "replace" if existing else "add"
-            _record_config_change(
-                store, conn, checked, action, _changed(existing, checked), actor
-            )
+            _record_config_change(store, conn, checked, action, _changed(existing, checked), actor)
 
 
 def update_integration(
