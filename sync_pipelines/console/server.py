@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from sync_pipelines.console.app import create_console_app
-from sync_pipelines.console.auth import PASSWORD_ENV, TENANT_TOKENS_ENV, TOKEN_ENV, ConsoleAuth
+from sync_pipelines.console.auth import (
+    PASSWORD_ENV,
+    TENANT_TOKENS_ENV,
+    TENANT_WRITE_TOKENS_ENV,
+    TOKEN_ENV,
+    WRITE_TOKEN_ENV,
+    ConsoleAuth,
+)
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import Store
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
@@ -50,8 +57,9 @@ def run_console(
     if not ConsoleAuth.from_env().enabled:
         _log.warning(
             "console_without_credentials",
-            note=f"every request answers 503 until {TOKEN_ENV}, {PASSWORD_ENV} or "
-            f"{TENANT_TOKENS_ENV} is set and the console restarted",
+            note=f"every request answers 503 until {TOKEN_ENV}, {PASSWORD_ENV}, "
+            f"{TENANT_TOKENS_ENV}, {WRITE_TOKEN_ENV} or {TENANT_WRITE_TOKENS_ENV} is set and the "
+            "console restarted",
         )
     uvicorn.run(
         app,
