@@ -10,11 +10,15 @@ the URL says; each action leaves an activity row naming the operator."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+import psycopg
 import pytest
+import sqlalchemy as sa
 from sync_pipelines_peers.emulators.server import EmulatorServer
 
 from sync_pipelines.clock import utc_now
@@ -29,6 +33,7 @@ from sync_pipelines.store.dead_letters import (
     FailedRecord,
     get_dead_letter,
     list_dead_letters,
+    mark_resolved,
     record_dead_letters,
 )
 from sync_pipelines.store.devices import get_device
@@ -92,16 +97,22 @@ def _fail(
     return letter
 
 
-@pytest.fixture
-def letters(store, golioth_factory, register_golioth) -> Iterator[Letters]:
+@dataclass
+class Seeded:
+    good: DeadLetter
+    broken: DeadLetter
+    resolved: DeadLetter
+    org_b: DeadLetter
+    good_device: str
+
+
+def _seed(store: Store, golioth_factory, register_golioth) -> Seeded:
     running = golioth_factory(device_count=3)
     register_golioth(store, running)  # org-a / golioth-a
     register_golioth(store, running, organization_id="org-b", integration_id="golioth-b")
     good_device = next(running.emulator.device_ids())
     register_secret(PAYLOAD_SECRET)
-    good = _fail(
-        store, "org-a", "golioth-a", good_device, running.emulator.get_device(good_device)
-    )
+    good = _fail(store, "org-a", "golioth-a", good_device, running.emulator.get_device(good_device))
     broken = _fail(
         store,
         "org-a",
@@ -111,15 +122,34 @@ def letters(store, golioth_factory, register_golioth) -> Iterator[Letters]:
     )
     resolved = _fail(store, "org-a", "golioth-a", "fixed-1", {"id": "fixed-1"})
     with store.scoped("org-a").transaction() as conn:
-        from sync_pipelines.store.dead_letters import mark_resolved
-
         mark_resolved(conn, "org-a", [resolved.id], run_id="run-fixed", now=utc_now())
     org_b = _fail(store, "org-b", "golioth-b", "b-1", {"id": "b-1", "hardwareIds": "oops"})
+    return Seeded(good, broken, resolved, org_b, good_device)
+
+
+@contextmanager
+def _console(store: Store, console_store: Store, seeded: Seeded) -> Iterator[Letters]:
+    """The console's server over `console_store` (the login it reads and writes with)."""
     with (
-        EmulatorServer(create_console_app(store, environ=ENV)) as server,
+        EmulatorServer(create_console_app(console_store, environ=ENV)) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
-        yield Letters(store, server.url, client, good, broken, resolved, org_b, good_device)
+        yield Letters(
+            store,
+            server.url,
+            client,
+            seeded.good,
+            seeded.broken,
+            seeded.resolved,
+            seeded.org_b,
+            seeded.good_device,
+        )
+
+
+@pytest.fixture
+def letters(store, golioth_factory, register_golioth) -> Iterator[Letters]:
+    with _console(store, store, _seed(store, golioth_factory, register_golioth)) as seeded:
+        yield seeded
 
 
 def _letter_url(letter: DeadLetter) -> str:
@@ -319,7 +349,10 @@ def test_another_organizations_letter_is_404_whatever_the_url_says(letters):
     ):
         assert _post(letters, path, ORG_A_WRITER, a_token).status_code == 404, path
     # org-b's writer on org-a's letter, with its own valid token
-    assert _post(letters, f"{_letter_url(letters.good)}/replay", ORG_B_WRITER, token).status_code == 404
+    assert (
+        _post(letters, f"{_letter_url(letters.good)}/replay", ORG_B_WRITER, token).status_code
+        == 404
+    )
     assert (
         _post(
             letters, "/integrations/golioth-a/dead-letters/replay-due", ORG_B_WRITER, token
@@ -386,8 +419,6 @@ def test_quarantine_sets_the_letter_aside_and_names_the_operator(letters):
 
 def test_replay_all_due_replays_the_due_letters_only(letters):
     with letters.store.scoped("org-a").transaction() as conn:
-        import sqlalchemy as sa
-
         conn.execute(
             sa.text("UPDATE dead_letters SET next_attempt_at = :t WHERE id = :id"),
             {"t": utc_now(), "id": letters.good.id},
@@ -407,3 +438,72 @@ def test_replay_all_due_replays_the_due_letters_only(letters):
     ]
     page = letters.client.get(response.headers["location"], headers=bearer(ORG_A_WRITER)).text
     assert "Replayed 1 due letter(s): 1 resolved." in page
+
+
+# -- Postgres: which login writes ------------------------------------------------------------
+
+
+@contextmanager
+def _login(postgres_url: str, *roles: str) -> Iterator[Store]:
+    """A login role of the console's kind: a member of `roles` only (no superuser, owns nothing)."""
+    name = f"console_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN IN ROLE {', '.join(roles)}")
+    store = Store(postgres_url.replace("postgres@", f"{name}@", 1))
+    try:
+        yield store
+    finally:
+        store.dispose()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (name,),
+            )
+            admin.execute(f"DROP OWNED BY {name}")
+            admin.execute(f"DROP ROLE {name}")
+
+
+def test_a_console_login_granted_sync_app_replays_under_row_security(
+    owner_store, postgres_url, golioth_factory, register_golioth
+):
+    seeded = _seed(owner_store, golioth_factory, register_golioth)
+    with (
+        _login(postgres_url, "sync_tenant", "sync_operator", "sync_app") as login,
+        _console(owner_store, login, seeded) as letters,
+    ):
+        token = _token(letters, letters.good, WRITER_TOKEN)
+        replayed = _post(letters, f"{_letter_url(letters.good)}/replay", WRITER_TOKEN, token)
+        token = _token(letters, letters.broken, ORG_A_WRITER)
+        quarantined = _post(
+            letters, f"{_letter_url(letters.broken)}/quarantine", ORG_A_WRITER, token
+        )
+    assert (replayed.status_code, quarantined.status_code) == (303, 303)
+    assert _status(owner_store, seeded.good) == "resolved"
+    assert _status(owner_store, seeded.broken) == "quarantined"
+    actors = [
+        (r["metadata"]["action"], r["metadata"]["actor"])
+        for r in _operator_rows(owner_store, "org-a")
+    ]
+    assert actors == [("replay", "writer (all organizations)"), ("quarantine", "writer of org-a")]
+    assert _status(owner_store, seeded.org_b) == "pending"
+
+
+def test_a_console_login_without_sync_app_is_told_what_to_grant_and_changes_nothing(
+    owner_store, postgres_url, golioth_factory, register_golioth
+):
+    seeded = _seed(owner_store, golioth_factory, register_golioth)
+    with (
+        _login(postgres_url, "sync_tenant", "sync_operator") as login,
+        _console(owner_store, login, seeded) as letters,
+    ):
+        assert (
+            letters.client.get("/integrations/golioth-a", headers=bearer(ORG_A_WRITER)).status_code
+            == 200
+        )
+        token = _token(letters, letters.good, ORG_A_WRITER)
+        for action in ("replay", "quarantine"):
+            refused = _post(letters, f"{_letter_url(letters.good)}/{action}", ORG_A_WRITER, token)
+            assert refused.status_code == 500
+            assert "GRANT sync_app TO &lt;console login role&gt;" in refused.text
+    assert _status(owner_store, seeded.good) == "pending"
+    assert _operator_rows(owner_store, "org-a") == []
