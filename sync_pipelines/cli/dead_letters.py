@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from sync_pipelines.store.dead_letters import DeadLetter, DeadLetterSelection
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Criteria:
     """What the operator typed to name letters."""
