@@ -21,22 +21,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ProgrammingError
 
 from sync_pipelines.console.auth import Operator
 from sync_pipelines.store.console_queries import (
+    WRITE_ROLE,
     become_operator,
     become_tenant,
     begin_console_read,
+    can_take_write_role,
 )
 from sync_pipelines.store.database import Store
 
 #: a console query never holds the store longer than this (ms)
 STATEMENT_TIMEOUT_MS = 15_000
-#: the role the console's actions write as (sql/026: the service's, under row security)
-WRITE_ROLE = "sync_app"
 
 
 class WriteRoleUnavailable(RuntimeError):
@@ -61,15 +59,14 @@ def writing(store: Store, organization_id: str) -> Store:
     login cannot take the role (checked by taking it, in a transaction that writes nothing)."""
     if not store.is_postgres:
         return store.scoped(organization_id)
-    try:
-        with store.connect() as conn:
-            conn.execute(sa.text(f"SET LOCAL ROLE {WRITE_ROLE}"))
-            conn.rollback()
-    except ProgrammingError as exc:
+    with store.connect() as conn:
+        allowed = can_take_write_role(conn)
+        conn.rollback()
+    if not allowed:
         raise WriteRoleUnavailable(
             f"the console's database login cannot SET ROLE {WRITE_ROLE}, which the console's "
             f"dead-letter actions write as (under row security, in the letter's organization): "
             f"run `GRANT {WRITE_ROLE} TO <console login role>` (docs/deployment.md); nothing was "
             "changed"
-        ) from exc
+        )
     return store.acting_as(WRITE_ROLE).scoped(organization_id)
