@@ -537,9 +537,15 @@ class Console:
                 f"{operator.name} holds a read-only credential: replay and quarantine need a "
                 "write credential (SYNC_CONSOLE_WRITE_TOKEN or SYNC_CONSOLE_TENANT_WRITE_TOKENS)"
             )
-        body = await request.body()
-        if len(body) > _MAX_FORM_BYTES:
-            raise FilterError(f"an action's form is at most {_MAX_FORM_BYTES} bytes")
+        too_big = FilterError(f"an action's form is at most {_MAX_FORM_BYTES} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+            raise too_big
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_FORM_BYTES:
+                raise too_big
         form = parse_qs(body.decode("utf-8", "replace"))
         check_request(operator, request.headers, (form.get(CSRF_FIELD) or [None])[0])
         return operator
@@ -750,8 +756,11 @@ class Console:
             exc, (TraceNotFound, IncidentNotFound, IntegrationNotFound, DeadLetterNotFound)
         ):
             status, message = 404, str(exc)
-        elif isinstance(exc, (TenantRoleUnavailable, WriteRoleUnavailable)):
+        elif isinstance(exc, TenantRoleUnavailable):
             _log.error("console_tenant_role_unavailable", error=str(exc))
+            status, message = 500, str(exc)
+        elif isinstance(exc, WriteRoleUnavailable):
+            _log.error("console_write_role_unavailable", error=str(exc))
             status, message = 500, str(exc)
         else:  # pragma: no cover - Starlette only routes the classes registered below
             raise exc

@@ -507,3 +507,14 @@ def test_a_console_login_without_sync_app_is_told_what_to_grant_and_changes_noth
             assert "GRANT sync_app TO &lt;console login role&gt;" in refused.text
     assert _status(owner_store, seeded.good) == "pending"
     assert _operator_rows(owner_store, "org-a") == []
+
+
+def test_an_oversized_action_form_is_refused_before_it_is_read(letters):
+    token = _token(letters, letters.good, ORG_A_WRITER)
+    response = letters.client.post(
+        f"{_letter_url(letters.good)}/replay",
+        data={"csrf_token": token, "padding": "x" * 10_000},
+        headers={**bearer(ORG_A_WRITER), "origin": letters.url},
+    )
+    assert response.status_code == 400 and "at most 4096 bytes" in response.text
+    assert _status(letters.store, letters.good) == "pending"
