@@ -129,8 +129,8 @@ from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact, redact_text
 from sync_pipelines.store.console_queries import TenantRoleUnavailable, organizations_of
 from sync_pipelines.store.database import Store
+from sync_pipelines.store.dead_letters import NOT_RESOLVED, DeadLetterSelection
 from sync_pipelines.store.dead_letters import STATUSES as LETTER_STATUSES
-from sync_pipelines.store.dead_letters import DeadLetterSelection
 from sync_pipelines.sync.operator_actions import (
     Actor,
     due_letters,
@@ -569,7 +569,7 @@ class Console:
             lambda conn: find_visible_letter(conn, ident, letter_id, operator.organization_id),
         )
         done = "nothing"
-        if letter.status in ("pending", "retrying", "quarantined"):
+        if letter.status in NOT_RESOLVED:
             actor = Actor.new("console", operator.name)
             outcomes = await self._act(
                 letter.organization_id,
