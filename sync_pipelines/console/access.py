@@ -53,12 +53,13 @@ def reading(store: Store, operator: Operator) -> Iterator[Connection]:
         yield conn
 
 
-def writing(store: Store, organization_id: str) -> Store:
-    """The store for an action in one organization: on Postgres every transaction runs as
-    `sync_app` with that organization set (row security). Raises WriteRoleUnavailable when the
-    login cannot take the role (checked by taking it, in a transaction that writes nothing)."""
+def writing(store: Store) -> Store:
+    """The console's store for actions: on Postgres a handle whose every transaction runs as
+    `sync_app` (`Store.acting_as`; the caller scopes it to the letter's organization, and row
+    security holds it there). Raises WriteRoleUnavailable when the login cannot take the role
+    (checked by taking it, in a transaction that writes nothing)."""
     if not store.is_postgres:
-        return store.scoped(organization_id)
+        return store
     with store.connect() as conn:
         allowed = can_take_write_role(conn)
         conn.rollback()
@@ -69,4 +70,4 @@ def writing(store: Store, organization_id: str) -> Store:
             f"run `GRANT {WRITE_ROLE} TO <console login role>` (docs/deployment.md); nothing was "
             "changed"
         )
-    return store.acting_as(WRITE_ROLE).scoped(organization_id)
+    return store.acting_as(WRITE_ROLE)

@@ -27,6 +27,7 @@ actions write, and only for an operator holding a write credential.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -215,6 +216,17 @@ class Console:
         self.environ = environ
         self.clock = clock
         self.templates = _templates()
+        #: the store the dead-letter actions write through (access.py `writing`), made on the
+        #: first action
+        self._writer: Store | None = None
+        self._writer_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the actions' store, if one was made (the reading store is the caller's)."""
+        with self._writer_lock:
+            if self._writer is not None and self._writer is not self.store:
+                self._writer.dispose()
+            self._writer = None
 
     # -- access ------------------------------------------------------------------------------
 
@@ -554,8 +566,11 @@ class Console:
         """Run an action's writes in the letter's organization, as the console may write."""
 
         def run() -> Any:
+            with self._writer_lock:
+                if self._writer is None:  # checked until it works: a GRANT needs no restart
+                    self._writer = writing(self.store)
             try:
-                return work(writing(self.store, organization_id))
+                return work(self._writer.scoped(organization_id))
             except SyncError as exc:
                 raise _ActionFailed(f"the action could not run: {exc}") from exc
 

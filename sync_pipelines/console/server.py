@@ -33,13 +33,16 @@ _log = get_logger("console.server")
 
 def create_console_server(store: Store, *, environ: Mapping[str, str] | None = None) -> Starlette:
     """The console as a whole ASGI app: its pages under `/console`, `/` pointing there."""
-    return Starlette(
+    console = create_console_app(store, environ=environ)
+    app = Starlette(
         routes=[
             Route("/", lambda _request: RedirectResponse("/console/"), methods=["GET"]),
-            Mount("/console", app=create_console_app(store, environ=environ)),
+            Mount("/console", app=console),
         ],
         middleware=[Middleware(ObservedRequests)],  # spans and Sentry reports, when configured
     )
+    app.state.console = console.state.console  # `.close()` releases what its actions opened
+    return app
 
 
 def run_console(

@@ -174,16 +174,21 @@ class Store:
         view.engine = self.engine.execution_options(**{ORGANIZATION_OPTION: organization_id})
         return view
 
-    def acting_as(self, role: str) -> Store:
-        """This store with every transaction it begins run as database role `role` (Postgres:
+    def acting_as(self, role: str, *, pool_size: int = 2) -> Store:
+        """A handle on this store whose every transaction runs as database role `role` (Postgres:
         `SET LOCAL ROLE`, for that transaction only, like the organization): how the console's
         login, a member of several roles, writes as the service's `sync_app` under row security
-        (console/access.py). No-op on SQLite. The role is one of ours, never input."""
+        (console/access.py). A pool of its own (`pool_size`), so a session that worked as the
+        role never serves the login's own work (a temporary staging table one made is not the
+        other's); dispose of it when done. The role is one of ours, never input. On SQLite:
+        this store (no roles)."""
         if not role.isidentifier():
             raise ValueError(f"{role!r} is not a role name")
-        view = copy.copy(self)
-        view.engine = self.engine.execution_options(**{ROLE_OPTION: role})
-        return view
+        if not self.is_postgres:
+            return self
+        view = Store(self.url, pool_size=pool_size)
+        view.engine = view.engine.execution_options(**{ROLE_OPTION: role})
+        return view.scoped(self.organization_id) if self.organization_id else view
 
     @property
     def location(self) -> str:

@@ -8,6 +8,7 @@ dead-letter.png under $SYNC_TEST_ARTIFACTS/console (default test-artifacts/conso
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 from playwright.sync_api import expect
@@ -26,7 +27,8 @@ __all__ = ["artifacts", "browser"]  # the browser and screenshot fixtures, share
 @pytest.fixture
 def console(store, golioth_factory, register_golioth) -> Iterator[tuple[str, object]]:
     seeded = _seed(store, golioth_factory, register_golioth)
-    with EmulatorServer(create_console_server(store, environ=ENV)) as server:
+    app = create_console_server(store, environ=ENV)
+    with closing(app.state.console), EmulatorServer(app) as server:
         yield f"{server.url}/console", seeded
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -130,8 +130,10 @@ def _seed(store: Store, golioth_factory, register_golioth) -> Seeded:
 @contextmanager
 def _console(store: Store, console_store: Store, seeded: Seeded) -> Iterator[Letters]:
     """The console's server over `console_store` (the login it reads and writes with)."""
+    app = create_console_app(console_store, environ=ENV)
     with (
-        EmulatorServer(create_console_app(console_store, environ=ENV)) as server,
+        closing(app.state.console),
+        EmulatorServer(app) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         yield Letters(
@@ -518,3 +520,18 @@ def test_an_oversized_action_form_is_refused_before_it_is_read(letters):
     )
     assert response.status_code == 400 and "at most 4096 bytes" in response.text
     assert _status(letters.store, letters.good) == "pending"
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_superuser_login_that_copied_rows_itself_still_writes_as_the_held_role(letters):
+    """The login COPYs straight into the activity log (it bypasses row security); acting as
+    sync_app it may not, and must stage its rows instead (store/pg_copy.py keys by the role)."""
+    from sync_pipelines.observability.activity import ActivityScope, activity_row
+    from sync_pipelines.sync.activity_sink import StoreActivitySink
+
+    row = activity_row(ActivityScope("org-a", "golioth-a"), "test_connection", created_at=utc_now())
+    StoreActivitySink(letters.store).insert([row])  # the login's own COPY, remembered
+    token = _token(letters, letters.good, ORG_A_WRITER)
+    response = _post(letters, f"{_letter_url(letters.good)}/replay", ORG_A_WRITER, token)
+    assert response.status_code == 303
+    assert _status(letters.store, letters.good) == "resolved"
