@@ -18,7 +18,6 @@ from sync_pipelines.clock import utc_now
 from sync_pipelines.observability.activity import REPLAY, ActivityScope, activity_row, redact_row
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.dead_letters import (
-    NOT_RESOLVED,
     DeadLetter,
     DeadLetterSelection,
     due_letter_ids,
@@ -30,8 +29,6 @@ from sync_pipelines.sync.activity_sink import StoreActivitySink
 from sync_pipelines.sync.replay import REPLAYABLE_STREAMS, ReplayResult, replay_dead_letters
 from sync_pipelines.sync.session import RunContext, integration_session
 
-#: letters an operator may replay: unresolved ones and those set aside
-REPLAYABLE = NOT_RESOLVED
 #: letters replayed per replay run (one claim transaction each)
 REPLAY_CHUNK = 500
 
