@@ -187,8 +187,9 @@ def test_replay_by_id_resolves_the_letter_and_a_second_replay_skips_it(
 
 
 def test_replay_records_one_operator_row_per_letter_with_its_outcome(
-    cli_store, golioth_factory, register_golioth
+    cli_store, golioth_factory, register_golioth, monkeypatch
 ):
+    monkeypatch.setenv("SYNC_OPERATOR", "oncall@example.com")
     running = golioth_factory(device_count=3)
     integ = register_golioth(cli_store, running)
     good = next(running.emulator.device_ids())
@@ -211,6 +212,9 @@ def test_replay_records_one_operator_row_per_letter_with_its_outcome(
         if r["metadata"].get("action") == "replay"
     )
     assert actions == sorted([("broken", "retrying", "cli"), (good, "resolved", "cli")])
+    assert {r["metadata"]["actor"] for r in rows if "actor" in r["metadata"]} == {
+        "cli:oncall@example.com"
+    }
     assert len({r["run_id"] for r in rows}) == 1  # the replay's rows and the operator's: one run
 
 
