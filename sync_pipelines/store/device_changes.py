@@ -1,0 +1,154 @@
+"""A device's history: the `device_changes` rows (sql/027_device_changes.*.sql) and their reads.
+
+The rows are written by triggers on devices, device_states and dead_letters, so every write
+path — the syncs' bulk upserts, webhook events, replays, deletion scans — records its changes
+in its own transaction, and a device the upsert leaves alone writes nothing. A writer names
+itself for its transaction with `set_change_source` (default `sync`).
+
+Kinds: created, updated (changes: field -> [old, new]), deleted, restored, rejected (reason).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync_pipelines.store.database import CHANGE_CONTEXT, parse_timestamp
+
+KINDS = ("created", "updated", "deleted", "restored", "rejected")
+#: what wrote a change: the writer says so with `set_change_source`
+SOURCES = ("sync", "webhook", "replay", "deletion_scan", "operator", "export")
+#: how long the retention job keeps them (store/retention.py: the logs' setting, default 90)
+TABLE = "device_changes"
+
+_COLUMNS = (
+    "id, organization_id, integration_id, device_id, at, kind, changes, reason, source, "
+    "run_id, request_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    id: int
+    organization_id: str
+    integration_id: str
+    device_id: str
+    at: datetime
+    kind: str
+    #: field -> (old, new); for `rejected` the letter's stream and id
+    changes: dict[str, Any]
+    reason: str | None
+    source: str
+    run_id: str | None
+    request_id: str | None
+
+
+def set_change_source(conn: Connection, source: str) -> None:
+    """Name the writer of the open transaction's device changes (`sync` if never said).
+    Postgres: a setting local to the transaction; SQLite: the connection's context, cleared
+    when the connection goes back to the pool."""
+    if source not in SOURCES:
+        raise ValueError(f"device change source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('sync.change_source', :s, true)"), {"s": source})
+        return
+    conn.connection.info[CHANGE_CONTEXT]["source"] = source
+
+
+def device_changes_page(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    device_id: str,
+    *,
+    after: tuple[datetime, int] | None = None,
+    limit: int = 50,
+) -> list[DeviceChange]:
+    """The device's changes newest first, `limit` of them after the keyset `(at, id)`."""
+    params: dict[str, Any] = {"o": organization_id, "i": integration_id, "d": device_id, "n": limit}
+    where = "organization_id = :o AND integration_id = :i AND device_id = :d"
+    if after is not None:
+        # (at, id) < (:at, :id), spelled out so both engines use the index's order
+        where += " AND (at < :at OR (at = :at AND id < :id))"
+        params.update(at=after[0], id=after[1])
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_COLUMNS} FROM device_changes WHERE {where} "
+            "ORDER BY at DESC, id DESC LIMIT :n"
+        ),
+        params,
+    ).all()
+    return [_change(r) for r in rows]
+
+
+def changes_of_devices(
+    conn: Connection, organization_id: str, integration_id: str, device_ids: Sequence[str]
+) -> int:
+    """How many change rows the devices have (tests and the bench count with it)."""
+    if not device_ids:
+        return 0
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM device_changes WHERE organization_id = :o AND "
+                "integration_id = :i AND device_id IN :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"o": organization_id, "i": integration_id, "ids": list(device_ids)},
+        ).scalar_one()
+    )
+
+
+def count_changes(
+    conn: Connection, organization_id: str, integration_id: str, *, kind: str | None = None
+) -> int:
+    """The integration's change rows (of one kind)."""
+    where = "organization_id = :o AND integration_id = :i"
+    if kind is not None:
+        where += " AND kind = :k"
+    return int(
+        conn.execute(
+            sa.text(f"SELECT count(*) FROM device_changes WHERE {where}"),
+            {"o": organization_id, "i": integration_id, "k": kind},
+        ).scalar_one()
+    )
+
+
+def integration_changes(
+    conn: Connection, organization_id: str, integration_id: str, *, kind: str | None = None
+) -> list[DeviceChange]:
+    """Every change row of the integration, oldest first (tests; small integrations)."""
+    where = "organization_id = :o AND integration_id = :i"
+    if kind is not None:
+        where += " AND kind = :k"
+    rows = conn.execute(
+        sa.text(f"SELECT {_COLUMNS} FROM device_changes WHERE {where} ORDER BY at, id"),
+        {"o": organization_id, "i": integration_id, "k": kind},
+    ).all()
+    return [_change(r) for r in rows]
+
+
+def _change(row: Any) -> DeviceChange:
+    changes = row.changes
+    if isinstance(changes, str):  # SQLite keeps JSON as text
+        changes = json.loads(changes)
+    at = parse_timestamp(row.at)
+    assert at is not None
+    return DeviceChange(
+        id=int(row.id),
+        organization_id=row.organization_id,
+        integration_id=row.integration_id,
+        device_id=row.device_id,
+        at=at,
+        kind=row.kind,
+        changes=changes,
+        reason=row.reason,
+        source=row.source,
+        run_id=row.run_id,
+        request_id=row.request_id,
+    )
