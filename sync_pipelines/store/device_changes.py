@@ -19,12 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.store.activity_partitions import ActivityPartition, month_of
 from sync_pipelines.store.database import CHANGE_CONTEXT, parse_timestamp
 
 KINDS = ("created", "updated", "deleted", "restored", "rejected")
 #: what wrote a change: the writer says so with `set_change_source`
 SOURCES = ("sync", "webhook", "replay", "deletion_scan", "operator", "export")
-#: how long the retention job keeps them (store/retention.py: the logs' setting, default 90)
+#: kept as long as the logs (store/retention.py, `SYNC_RETENTION_DAYS`, default 90 days); on
+#: Postgres partitioned by UTC month like the activity log (device_changes_pYYYYMM + default)
 TABLE = "device_changes"
 
 _COLUMNS = (
@@ -131,6 +133,36 @@ def integration_changes(
         {"o": organization_id, "i": integration_id, "k": kind},
     ).all()
     return [_change(r) for r in rows]
+
+
+def ensure_device_change_partitions(
+    conn: Connection, *, now: datetime, months_ahead: int
+) -> list[str]:
+    """Postgres: create the monthly partitions of `now`'s month and `months_ahead` after it
+    (rows of those months waiting in the default partition move in); the names created."""
+    if conn.dialect.name != "postgresql":
+        return []
+    if months_ahead < 0:
+        raise ValueError(f"months_ahead must be 0 or more, got {months_ahead}")
+    return list(
+        conn.execute(
+            sa.text("SELECT sync_ensure_device_change_partitions(:month, :ahead)"),
+            {"month": month_of(now), "ahead": months_ahead},
+        ).scalars()
+    )
+
+
+def drop_device_change_partition(conn: Connection, partition: ActivityPartition) -> int:
+    """Postgres: drop one monthly partition through the owner's function (sql/027); its rows."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    if partition.is_default:
+        raise ValueError(f"{partition.name} is the default partition: it is pruned, never dropped")
+    return int(
+        conn.execute(
+            sa.text("SELECT sync_drop_device_change_partition(:name)"), {"name": partition.name}
+        ).scalar_one()
+    )
 
 
 def _change(row: Any) -> DeviceChange:

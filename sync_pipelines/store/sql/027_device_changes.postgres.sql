@@ -273,7 +273,9 @@ BEGIN
     VALUES (NEW.organization_id, NEW.integration_id, NEW.external_id, NEW.last_failed_at,
             'rejected', jsonb_build_object('stream', NEW.stream, 'dead_letter_id', NEW.id),
             left(NEW.error_type || coalesce(': ' || NEW.error_message, ''), 2000),
-            sync_change_source(), NEW.run_id, NEW.request_id);
+            CASE WHEN NEW.stream = 'webhook_events' AND sync_change_source() = 'sync'
+                 THEN 'webhook' ELSE sync_change_source() END,
+            NEW.run_id, NEW.request_id);
     RETURN NULL;
 END
 $$;

@@ -130,7 +130,9 @@ BEGIN
     VALUES (NEW.organization_id, NEW.integration_id, NEW.external_id, NEW.last_failed_at,
             'rejected', json_object('stream', NEW.stream, 'dead_letter_id', NEW.id),
             substr(NEW.error_type || coalesce(': ' || NEW.error_message, ''), 1, 2000),
-            sync_change_source(), NEW.run_id, NEW.request_id);
+            CASE WHEN NEW.stream = 'webhook_events' AND sync_change_source() = 'sync'
+                 THEN 'webhook' ELSE sync_change_source() END,
+            NEW.run_id, NEW.request_id);
 END;
 
 CREATE TRIGGER device_changes_rejected_update AFTER UPDATE ON dead_letters
@@ -145,5 +147,7 @@ BEGIN
     VALUES (NEW.organization_id, NEW.integration_id, NEW.external_id, NEW.last_failed_at,
             'rejected', json_object('stream', NEW.stream, 'dead_letter_id', NEW.id),
             substr(NEW.error_type || coalesce(': ' || NEW.error_message, ''), 1, 2000),
-            sync_change_source(), NEW.run_id, NEW.request_id);
+            CASE WHEN NEW.stream = 'webhook_events' AND sync_change_source() = 'sync'
+                 THEN 'webhook' ELSE sync_change_source() END,
+            NEW.run_id, NEW.request_id);
 END;
