@@ -184,3 +184,61 @@ def _change(row: Any) -> DeviceChange:
         run_id=row.run_id,
         request_id=row.request_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLetters:
+    """A device's dead letters as its page shows them."""
+
+    open: int
+    last_error: str | None
+    last_failed_at: datetime | None
+
+
+def device_letters(
+    conn: Connection, organization_id: str, integration_id: str, device_id: str
+) -> DeviceLetters:
+    """How many of the device's dead letters are open (pending, retrying, quarantined) and the
+    newest letter's error, whatever its status."""
+    row = conn.execute(
+        sa.text(
+            "SELECT count(*) FILTER (WHERE status <> 'resolved') AS open FROM dead_letters "
+            "WHERE organization_id = :o AND integration_id = :i AND external_id = :d"
+        ),
+        {"o": organization_id, "i": integration_id, "d": device_id},
+    ).one()
+    newest = conn.execute(
+        sa.text(
+            "SELECT error_type, error_message, last_failed_at FROM dead_letters "
+            "WHERE organization_id = :o AND integration_id = :i AND external_id = :d "
+            "ORDER BY last_failed_at DESC LIMIT 1"
+        ),
+        {"o": organization_id, "i": integration_id, "d": device_id},
+    ).first()
+    error = None
+    if newest is not None:
+        error = newest.error_type + (f": {newest.error_message}" if newest.error_message else "")
+    return DeviceLetters(
+        open=int(row.open or 0),
+        last_error=error,
+        last_failed_at=parse_timestamp(newest.last_failed_at) if newest is not None else None,
+    )
+
+
+def get_device_state(
+    conn: Connection, organization_id: str, integration_id: str, device_id: str
+) -> dict[str, Any] | None:
+    """The device's stored state row (reported, desired, version, observed_at...), or None."""
+    row = (
+        conn.execute(
+            sa.text(
+                "SELECT reported, desired, version, observed_at, updated_at, last_run_id "
+                "FROM device_states WHERE organization_id = :o AND integration_id = :i "
+                "AND external_id = :d"
+            ),
+            {"o": organization_id, "i": integration_id, "d": device_id},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
