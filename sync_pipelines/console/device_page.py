@@ -196,7 +196,8 @@ def change_json(
         else [
             {"field": field, "old": pair[0], "new": pair[1]}
             for field, pair in sorted(change.changes.items())
-            if isinstance(pair, list) and len(pair) == 2
+            # a created device's empty fields (no status yet) say nothing
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1]
         ]
     )
     return redact(
