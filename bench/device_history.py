@@ -11,6 +11,13 @@ the product has no such setting. Printed per run: wall time, devices/s, this pro
 the private server's CPU (its backends) per device, and for the history-on re-syncs the change
 rows written: they must be exactly the renamed devices, one `updated` row each (asserted).
 
+`write` — the same A/B on the write path alone, without a provider: the product's upsert
+(`upsert_devices`, 1,000-row batches, one transaction each, as the inventory sync writes them)
+of N prepared device rows into an empty table, then of the same rows with 10 % changed (an
+attribute and the name), history on and off, alternating; the store's share of a re-sync, where
+the history's cost is least diluted. Asserts the change rows written are exactly the changed
+devices'.
+
 `page` — `device_changes` filled to `--rows` (default 10,000,000) with generate_series, spread
 over `--devices` devices (default 50,000: 200 changes each, 180 of them its organization's) and the last 90 days, then the device page's JSON
 (`/console/api/integrations/{id}/devices/{device}`: the device, its letters, its state and the
@@ -19,6 +26,7 @@ first 50 changes) and a deeper history page (`?after=` the cursor of the third p
 all-organizations operator and as a tenant-scoped one (row-level security): median and p95.
 
     .venv/bin/python bench/device_history.py resync --devices 100000 --repeat 3
+    .venv/bin/python bench/device_history.py write --devices 100000 --repeat 5
     .venv/bin/python bench/device_history.py page --rows 10000000 --requests 50
 
 (`make bench-device-history` runs both.)
@@ -163,12 +171,19 @@ def resync(args: argparse.Namespace) -> None:
                     )
     finally:
         stop(emulator)
-    print(
-        f"\nRe-sync of {args.devices:,} devices with 10 % renamed at the emulator, Golioth "
-        "emulator → a private Postgres; medians of alternating runs"
+    _report(
+        runs,
+        f"Re-sync of {args.devices:,} devices with 10 % renamed at the emulator, Golioth "
+        "emulator → a private Postgres; medians of alternating runs",
     )
-    print(f"{'history':>8} {'runs':>5} {'dev/s':>9} {'wall s':>7} {'client us/dev':>13} "
-          f"{'server us/dev':>13} {'change rows':>11}  counts created/updated/unchanged")
+
+
+def _report(runs: list[Run], title: str) -> None:
+    print(f"\n{title}")
+    print(
+        f"{'history':>8} {'runs':>5} {'dev/s':>9} {'wall s':>7} {'client us/dev':>13} "
+        f"{'server us/dev':>13} {'change rows':>11}  counts created/updated/unchanged"
+    )
     medians = {}
     for history in (True, False):
         mine = [r for r in runs if r.history == history]
@@ -184,6 +199,121 @@ def resync(args: argparse.Namespace) -> None:
     delta = (medians[True] - medians[False]) / medians[False] * 100
     print(f"history on vs off: {delta:+.1f} % devices/s (target: within 5 %)")
     print(f"load average {load_average()}")
+
+
+# -- the write path alone ------------------------------------------------------------------
+
+
+def _device_rows(count: int, changed_every: int | None, tag: str) -> list[dict]:
+    from sync_pipelines.clock import utc_now
+    from sync_pipelines.providers.contract import DeviceRecord
+    from sync_pipelines.sync.records import device_row
+
+    now = utc_now()
+    rows = []
+    for i in range(count):
+        changed = changed_every is not None and i % changed_every == 0
+        rows.append(
+            device_row(
+                DeviceRecord(
+                    external_id=f"dev-{i:07d}",
+                    name=f"device-{i:07d}" + (f"-{tag}" if changed else ""),
+                    hardware_ids=(f"02:00:00:00:{i % 256:02x}:{i // 256 % 256:02x}",),
+                    tags=("01cdce9d8e19c2d9169f8c10", "fed05332e8badb6bed211beb"),
+                    status="online",
+                    enabled=True,
+                    attributes={
+                        "blueprintId": "eab6fd1dc09ce569757767b4",
+                        "fw": "1.1" if changed else "1.0",
+                        "metadata": {"lastSettingsStatus": {"status": "no-settings"}},
+                    },
+                ),
+                organization_id=ORG,
+                integration_id=INTEGRATION,
+                run_id=f"write-{tag}",
+                request_id=f"req-{tag}",
+                now=now,
+            )
+        )
+    return rows
+
+
+def _write_arm(server: Server, devices: int, history: bool, rep: int) -> Run:
+    from sync_pipelines.store.database import Store
+    from sync_pipelines.store.devices import upsert_devices
+    from sync_pipelines.store.integrations import claim_integration_id, ensure_organization
+    from sync_pipelines.store.migrations import migrate
+
+    tag = f"{rep}-{'on' if history else 'off'}"
+    first, second = _device_rows(devices, None, f"{tag}-first"), _device_rows(devices, 10, tag)
+    with fresh_database(server) as url:
+        store = Store(url)
+        migrate(store)
+        with store.transaction() as conn:
+            ensure_organization(conn, ORG)
+            claim_integration_id(conn, ORG, INTEGRATION)
+        if not history:
+            for trigger in _HISTORY_TRIGGERS:
+                one_value(url, f"ALTER TABLE devices DISABLE TRIGGER {trigger}")
+        for start in range(0, devices, 1000):
+            with store.transaction() as conn:
+                upsert_devices(conn, first[start : start + 1000])
+        one_value(url, "VACUUM ANALYZE")
+        one_value(url, "CHECKPOINT")
+        postmaster = _postmaster_pid(url)
+        with store.connect():  # the pool's connection open before the clock starts
+            pass
+        server_before, client_before = _server_cpu_s(postmaster), os.times()
+        started = time.perf_counter()
+        updated = 0
+        for start in range(0, devices, 1000):
+            with store.transaction() as conn:
+                updated += upsert_devices(conn, second[start : start + 1000]).updated
+        wall = time.perf_counter() - started
+        client_after, server_after = os.times(), _server_cpu_s(postmaster)
+        store.dispose()
+        with psycopg.connect(url) as conn:
+            written = conn.execute(
+                "SELECT device_id, kind, changes FROM device_changes WHERE run_id = %s",
+                (f"write-{tag}",),
+            ).fetchall()
+    changed = {r["external_id"] for r in second[::10]}
+    if history:
+        assert sorted(d for d, _, _ in written) == sorted(changed), "not the changed devices"
+        assert all(k == "updated" and set(c) == {"name", "attributes.fw"} for _, k, c in written)
+    else:
+        assert not written
+    assert updated == len(changed)
+    client = (client_after.user - client_before.user) + (client_after.system - client_before.system)
+    return Run(
+        f"write-{rep}",
+        history,
+        devices,
+        wall,
+        client / devices * 1e6,
+        (server_after - server_before) / devices * 1e6,
+        f"0/{updated}/{devices - updated}",
+        len(written),
+    )
+
+
+def write(args: argparse.Namespace) -> None:
+    runs: list[Run] = []
+    with private_server() as server:
+        for rep in range(args.repeat):
+            for history in (True, False) if rep % 2 == 0 else (False, True):
+                run = _write_arm(server, args.devices, history, rep)
+                runs.append(run)
+                print(
+                    f"  rep {rep} history {'on ' if history else 'off'}: {run.per_s:,.0f} dev/s, "
+                    f"{run.change_rows} change rows",
+                    flush=True,
+                )
+    _report(
+        runs,
+        f"Re-upsert of {args.devices:,} devices with 10 % changed, the write path alone "
+        "(upsert_devices, 1,000-row batches) into a private Postgres; medians of alternating runs",
+    )
 
 
 # -- the device page at 10M rows -------------------------------------------------------------
@@ -329,6 +459,9 @@ def main() -> None:
     a = sub.add_parser("resync", help="sync devices/s with the history on and off")
     a.add_argument("--devices", type=int, default=100_000)
     a.add_argument("--repeat", type=int, default=3, help="runs of each arm (alternating)")
+    w = sub.add_parser("write", help="the write path's devices/s with the history on and off")
+    w.add_argument("--devices", type=int, default=100_000)
+    w.add_argument("--repeat", type=int, default=5, help="runs of each arm (alternating)")
     b = sub.add_parser("page", help="the device page at 10M history rows")
     b.add_argument("--rows", type=int, default=10_000_000)
     b.add_argument("--devices", type=int, default=50_000)
@@ -338,7 +471,7 @@ def main() -> None:
     from sync_pipelines.observability.logging import configure_logging
 
     configure_logging()
-    resync(args) if args.command == "resync" else page(args)
+    {"resync": resync, "write": write, "page": page}[args.command](args)
     sys.stdout.flush()
 
 

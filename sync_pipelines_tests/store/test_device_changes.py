@@ -215,3 +215,34 @@ def test_another_organization_cannot_read_them(service_store, owner_store):
         assert device_changes_page(conn, ORG, INTEG, "d1") == []
     with service_store.scoped(ORG).connect() as conn:
         assert len(device_changes_page(conn, ORG, INTEG, "d1")) == 1
+
+
+def test_attributes_change_key_by_key_on_both_engines(owned):
+    """A key removed, a key added and a nested value changed: one field each, the same rows on
+    SQLite and Postgres."""
+    store = owned
+
+    def row(attributes: dict, now: datetime) -> dict:
+        return device_row(
+            DeviceRecord(external_id="d1", name="n", attributes=attributes),
+            organization_id=ORG,
+            integration_id=INTEG,
+            run_id="run-a",
+            request_id="req-a",
+            now=now,
+        )
+
+    with store.transaction() as conn:
+        upsert_devices(conn, [row({"gone": 1, "cfg": {"a": 1, "b": [1, 2]}, "same": "x"}, T0)])
+    with store.transaction() as conn:
+        upsert_devices(
+            conn,
+            [row({"cfg": {"a": 2, "b": [1, 2]}, "same": "x", "new": None}, T0 + timedelta(1))],
+        )
+    with store.connect() as conn:
+        (change,) = integration_changes(conn, ORG, INTEG, kind="updated")
+    assert change.changes == {
+        "attributes.gone": [1, None],
+        "attributes.cfg": [{"a": 1, "b": [1, 2]}, {"a": 2, "b": [1, 2]}],
+        "attributes.new": [None, None],
+    }
