@@ -377,14 +377,21 @@ def _fill(url: str, rows: int, devices: int) -> None:
                     "hi": start + count - 1,
                 },
             )
-            print(f"  filled {start + count:,} rows ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"  filled {start + count:,} rows ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
         conn.execute("VACUUM ANALYZE device_changes")
         conn.execute("VACUUM ANALYZE devices")
         total = conn.execute("SELECT count(*) FROM device_changes").fetchone()[0]  # type: ignore[index]
-        size = conn.execute("SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) "
-                            "FROM pg_inherits WHERE inhparent = 'device_changes'::regclass").fetchone()[0]  # type: ignore[index]
-    print(f"device_changes: {total:,} rows, {size} with indexes, filled in "
-          f"{time.perf_counter() - started:.0f} s")
+        size = conn.execute(
+            "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) "
+            "FROM pg_inherits WHERE inhparent = 'device_changes'::regclass"
+        ).fetchone()[0]  # type: ignore[index]
+    print(
+        f"device_changes: {total:,} rows, {size} with indexes, filled in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 def _timed(client: httpx.Client, path: str, params: dict | None = None) -> float:
@@ -431,7 +438,9 @@ def page(args: argparse.Namespace) -> None:
                     for d in picks:
                         cursor = None
                         for _ in range(2):  # to the third page's cursor
-                            body = client.get(base + d, params={"after": cursor} if cursor else None).json()
+                            body = client.get(
+                                base + d, params={"after": cursor} if cursor else None
+                            ).json()
                             cursor = body["next_cursor"]
                         deep.append(_timed(client, base + d, {"after": cursor}))
                         assert len(body["history"]) == 50
@@ -443,7 +452,10 @@ def page(args: argparse.Namespace) -> None:
     )
     print(f"{'operator':>18} {'read':>28} {'median ms':>9} {'p95 ms':>7} {'max ms':>7}")
     for who, first, deep in results:
-        for label, values in (("device page (+50 changes)", first), ("history page 3 (?after=)", deep)):
+        for label, values in (
+            ("device page (+50 changes)", first),
+            ("history page 3 (?after=)", deep),
+        ):
             print(
                 f"{who:>18} {label:>28} {statistics.median(values):>9.1f} {_p95(values):>7.1f} "
                 f"{max(values):>7.1f}"

@@ -33,7 +33,17 @@ from sync_pipelines.store.devices import get_device
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.sync_state import last_good_sync_at
 
-HISTORY_CSV_COLUMNS = ("at", "kind", "field", "old", "new", "reason", "source", "run_id", "request_id")
+HISTORY_CSV_COLUMNS = (
+    "at",
+    "kind",
+    "field",
+    "old",
+    "new",
+    "reason",
+    "source",
+    "run_id",
+    "request_id",
+)
 #: the longest device id the page looks up (ids are the provider's; none comes near)
 MAX_DEVICE_ID = 512
 
@@ -187,9 +197,7 @@ def device_summary(
     )
 
 
-def change_json(
-    change: DeviceChange, environ: Mapping[str, str] | None
-) -> dict[str, Any]:
+def change_json(change: DeviceChange, environ: Mapping[str, str] | None) -> dict[str, Any]:
     fields = (
         []
         if change.kind == "rejected"

@@ -56,7 +56,9 @@ def set_change_source(conn: Connection, source: str) -> None:
     Postgres: a setting local to the transaction; SQLite: the connection's context, cleared
     when the connection goes back to the pool."""
     if source not in SOURCES:
-        raise ValueError(f"device change source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise ValueError(
+            f"device change source must be one of {', '.join(SOURCES)}, got {source!r}"
+        )
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT set_config('sync.change_source', :s, true)"), {"s": source})
         return

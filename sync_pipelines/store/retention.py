@@ -303,9 +303,7 @@ def _purge(store: Store, policy: RetentionPolicy, now: datetime, dry_run: bool) 
         with store.transaction() as conn:
             created = ensure_activity_partitions(
                 conn, now=now, months_ahead=policy.partitions_ahead
-            ) + ensure_device_change_partitions(
-                conn, now=now, months_ahead=policy.partitions_ahead
-            )
+            ) + ensure_device_change_partitions(conn, now=now, months_ahead=policy.partitions_ahead)
         for name in created:
             _log.info("activity_partition_created", partition=name)
     cutoffs = policy.cutoffs(now)

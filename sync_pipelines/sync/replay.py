@@ -323,9 +323,7 @@ def _replay_webhook_events(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
     with work.session.store.transaction() as conn:
         work.run.fence(conn)  # a replay whose lease was taken over writes nothing
         requeue_events(conn, work.org, sorted(set(event_ids.values())))
-    process_webhook_events(
-        work.session, limit=max(1, len(event_ids)), change_source="replay"
-    )
+    process_webhook_events(work.session, limit=max(1, len(event_ids)), change_source="replay")
     with work.session.store.connect() as conn:
         events = {e.id: e for e in list_events(conn, work.org, work.integration_id)}
     outcomes: _Outcomes = {}

@@ -7,9 +7,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sync_pipelines.store.device_changes import DeviceChange
 from sync_pipelines.store.trace_rows import Row
 from sync_pipelines.text_table import shorten
-from sync_pipelines.store.device_changes import DeviceChange
 from sync_pipelines.tracing.chain import ProviderCall, RunLink, TraceChain
 
 _KIND_LABEL = {

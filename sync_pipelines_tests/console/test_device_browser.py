@@ -3,6 +3,8 @@ device of golioth-a, reads its history (the webhook's creation, the sync's chang
 pages it, follows a change's run into the trace, and saves `device.png`; a scoped operator
 cannot open another organization's device by editing the URL."""
 
+# ruff: noqa: F811 - the browser fixtures are test_browser.py's, imported, then named as arguments
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -18,7 +20,10 @@ from sync_pipelines_tests.console.test_browser import (  # noqa: F401 - fixtures
 
 
 def test_an_operator_reads_a_devices_history_and_follows_its_run(
-    browser, console_server, seeded, artifacts
+    browser,
+    console_server,
+    seeded,
+    artifacts,
 ):
     page = _page(browser, "operator", ADMIN_PASSWORD)
     base = f"{console_server.url}/console"
@@ -49,10 +54,14 @@ def test_an_operator_reads_a_devices_history_and_follows_its_run(
 
 
 def test_a_scoped_operator_cannot_open_another_organizations_device(
-    browser, console_server, seeded
+    browser,
+    console_server,
+    seeded,
 ):
     page = _page(browser, "org-a", ORG_A_TOKEN)
-    own = page.goto(f"{console_server.url}/console/integrations/golioth-a/devices/{seeded.device_id}")
+    own = page.goto(
+        f"{console_server.url}/console/integrations/golioth-a/devices/{seeded.device_id}"
+    )
     assert own is not None and own.status == 200
     other = page.goto(
         f"{console_server.url}/console/integrations/golioth-b/devices/{seeded.device_id}"

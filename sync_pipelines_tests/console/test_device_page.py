@@ -19,7 +19,9 @@ TENANT_B = bearer(ORG_B_TOKEN)
 
 
 def _device(client, device_id, iid="golioth-a", headers=ADMIN, **params):
-    response = client.get(f"/api/integrations/{iid}/devices/{device_id}", params=params, headers=headers)
+    response = client.get(
+        f"/api/integrations/{iid}/devices/{device_id}", params=params, headers=headers
+    )
     assert response.status_code == 200, response.text
     return response.json()
 

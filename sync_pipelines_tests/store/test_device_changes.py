@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from sync_pipelines.providers.contract import DeviceRecord
 from sync_pipelines.store.dead_letters import DeadLetterPolicy, record_dead_letters
+from sync_pipelines.store.deletions import mark_deleted
 from sync_pipelines.store.device_changes import (
     count_changes,
     device_changes_page,
@@ -17,7 +18,6 @@ from sync_pipelines.store.device_changes import (
     set_change_source,
 )
 from sync_pipelines.store.devices import upsert_device_states, upsert_devices
-from sync_pipelines.store.deletions import mark_deleted
 from sync_pipelines.store.event_order import DeviceRef, RegistryKey, apply_registry_write
 from sync_pipelines.sync.failed_records import FailedRecord
 from sync_pipelines.sync.records import device_row
