@@ -5,7 +5,8 @@ path — the syncs' bulk upserts, webhook events, replays, deletion scans — re
 in its own transaction, and a device the upsert leaves alone writes nothing. A writer names
 itself for its transaction with `set_change_source` (default `sync`).
 
-Kinds: created, updated (changes: field -> [old, new]), deleted, restored, rejected (reason).
+Kinds: created, updated (changes: field -> [old, new]; documents — attributes, reported and
+desired state — stored whole and read key by key), deleted, restored, rejected (reason).
 """
 
 from __future__ import annotations
@@ -167,10 +168,36 @@ def drop_device_change_partition(conn: Connection, partition: ActivityPartition)
     )
 
 
+#: fields stored as whole documents (old and new), read key by key (`attributes.<key>`)
+DOCUMENTS = ("attributes", "reported", "desired")
+
+
+def expand_documents(changes: dict[str, Any]) -> dict[str, Any]:
+    """`attributes: [old, new]` (both objects, or one missing) as `attributes.<key>: [old,
+    new]` for each key whose value differs; other fields as they are. The triggers store the
+    documents whole (cheaper on the write path, sql/027); this is how every reader shows them."""
+    out: dict[str, Any] = {}
+    for field, pair in changes.items():
+        if (
+            field in DOCUMENTS
+            and isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(side, dict) or side is None for side in pair)
+        ):
+            old, new = pair[0] or {}, pair[1] or {}
+            for key in [*new, *(k for k in old if k not in new)]:
+                if old.get(key) != new.get(key):
+                    out[f"{field}.{key}"] = [old.get(key), new.get(key)]
+            continue
+        out[field] = pair
+    return out
+
+
 def _change(row: Any) -> DeviceChange:
     changes = row.changes
     if isinstance(changes, str):  # SQLite keeps JSON as text
         changes = json.loads(changes)
+    changes = expand_documents(changes)
     at = parse_timestamp(row.at)
     assert at is not None
     return DeviceChange(

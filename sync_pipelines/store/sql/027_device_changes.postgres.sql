@@ -5,8 +5,8 @@
 --
 --   created   a device row inserted (changes: its name and status)
 --   updated   changed fields, old -> new: name, status, enabled, tags, hardware ids, provider
---             times, each attribute (`attributes.<key>`), each reported / desired state key
---             (`reported.<key>`, `desired.<key>`) and the state version
+--             times, attributes, the reported and desired state and its version (documents
+--             whole, old and new; read key by key: `attributes.<key>`, `reported.<key>`)
 --   deleted   soft-deleted (a complete scan missed it, a provider event deleted it)
 --   restored  a deleted device listed again
 --   rejected  a record of the device refused and dead-lettered (`reason`: error type: message);
@@ -145,9 +145,12 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(nullif(current_setting('sync.change_source', true), ''), 'sync')
 $$;
 
--- The triggers compute each change inline, in the one INSERT ... SELECT a statement makes: no
--- function call per row (helper SQL functions with a subquery are not inlined, and cost the
--- re-sync a third of its speed: bench/device_history.py write).
+-- The triggers compute each change inline, in the one INSERT ... SELECT a statement makes: each
+-- changed column as `"field":[old,new]` text, joined once into the changes object. No function
+-- call, subquery or jsonb concatenation per row: those (a helper diffing the attributes key by
+-- key, `||` of one object per field) cost the re-sync most of its history's price
+-- (bench/device_history.py write). Documents (attributes, reported, desired) are kept whole,
+-- old and new; store/device_changes.py shows them key by key (`attributes.<key>`).
 -- Statement-level triggers with transition tables: one INSERT ... SELECT per statement, over the
 -- rows the statement wrote (the bulk upsert's merge writes only new and changed devices).
 CREATE OR REPLACE FUNCTION sync_device_changes_on_insert() RETURNS trigger
@@ -178,40 +181,23 @@ BEGIN
                CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 'deleted'
                     WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN 'restored'
                     ELSE 'updated' END AS kind,
-               CASE WHEN o.name IS DISTINCT FROM n.name
-                    THEN jsonb_build_object('name', jsonb_build_array(o.name, n.name))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.status IS DISTINCT FROM n.status
-                    THEN jsonb_build_object('status', jsonb_build_array(o.status, n.status))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.enabled IS DISTINCT FROM n.enabled
-                    THEN jsonb_build_object('enabled', jsonb_build_array(o.enabled, n.enabled))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.tags IS DISTINCT FROM n.tags
-                    THEN jsonb_build_object('tags', jsonb_build_array(o.tags, n.tags))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.hardware_ids IS DISTINCT FROM n.hardware_ids
-                    THEN jsonb_build_object('hardware_ids', jsonb_build_array(o.hardware_ids, n.hardware_ids))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.provider_created_at IS DISTINCT FROM n.provider_created_at
-                    THEN jsonb_build_object('provider_created_at', jsonb_build_array(o.provider_created_at, n.provider_created_at))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.provider_updated_at IS DISTINCT FROM n.provider_updated_at
-                    THEN jsonb_build_object('provider_updated_at', jsonb_build_array(o.provider_updated_at, n.provider_updated_at))
-                    ELSE '{}'::jsonb END
-               || CASE WHEN o.attributes IS NOT DISTINCT FROM n.attributes THEN '{}'::jsonb
-                    WHEN coalesce(jsonb_typeof(o.attributes), 'object') = 'object'
-                     AND coalesce(jsonb_typeof(n.attributes), 'object') = 'object' THEN (
-                        SELECT coalesce(jsonb_object_agg('attributes.' || d.k, jsonb_build_array(d.a, d.b)),
-                                        '{}'::jsonb)
-                        FROM (SELECT e.key, o.attributes -> e.key, e.value
-                              FROM jsonb_each(coalesce(n.attributes, '{}')) e
-                              WHERE e.value IS DISTINCT FROM o.attributes -> e.key
-                              UNION ALL
-                              SELECT e.key, e.value, NULL
-                              FROM jsonb_each(coalesce(o.attributes, '{}')) e
-                              WHERE NOT coalesce(n.attributes ? e.key, false)) AS d (k, a, b))
-                    ELSE jsonb_build_object('attributes', jsonb_build_array(o.attributes, n.attributes)) END AS changes
+               ('{' || concat_ws(',',
+                    CASE WHEN o.name IS DISTINCT FROM n.name
+                    THEN '"name":' || jsonb_build_array(o.name, n.name)::text END,
+                    CASE WHEN o.status IS DISTINCT FROM n.status
+                    THEN '"status":' || jsonb_build_array(o.status, n.status)::text END,
+                    CASE WHEN o.enabled IS DISTINCT FROM n.enabled
+                    THEN '"enabled":' || jsonb_build_array(o.enabled, n.enabled)::text END,
+                    CASE WHEN o.tags IS DISTINCT FROM n.tags
+                    THEN '"tags":' || jsonb_build_array(o.tags, n.tags)::text END,
+                    CASE WHEN o.hardware_ids IS DISTINCT FROM n.hardware_ids
+                    THEN '"hardware_ids":' || jsonb_build_array(o.hardware_ids, n.hardware_ids)::text END,
+                    CASE WHEN o.provider_created_at IS DISTINCT FROM n.provider_created_at
+                    THEN '"provider_created_at":' || jsonb_build_array(o.provider_created_at, n.provider_created_at)::text END,
+                    CASE WHEN o.provider_updated_at IS DISTINCT FROM n.provider_updated_at
+                    THEN '"provider_updated_at":' || jsonb_build_array(o.provider_updated_at, n.provider_updated_at)::text END,
+                    CASE WHEN o.attributes IS DISTINCT FROM n.attributes
+                    THEN '"attributes":' || jsonb_build_array(o.attributes, n.attributes)::text END) || '}')::jsonb AS changes
         FROM old_rows o JOIN new_rows n
           ON n.integration_id = o.integration_id AND n.external_id = o.external_id
     ) c
@@ -230,35 +216,13 @@ BEGIN
     FROM (
         SELECT n.organization_id, n.integration_id, n.external_id, n.updated_at, n.last_run_id,
                n.last_request_id,
-               CASE WHEN NULL::jsonb IS NOT DISTINCT FROM n.reported THEN '{}'::jsonb
-                    WHEN coalesce(jsonb_typeof(NULL::jsonb), 'object') = 'object'
-                     AND coalesce(jsonb_typeof(n.reported), 'object') = 'object' THEN (
-                        SELECT coalesce(jsonb_object_agg('reported.' || d.k, jsonb_build_array(d.a, d.b)),
-                                        '{}'::jsonb)
-                        FROM (SELECT e.key, NULL::jsonb -> e.key, e.value
-                              FROM jsonb_each(coalesce(n.reported, '{}')) e
-                              WHERE e.value IS DISTINCT FROM NULL::jsonb -> e.key
-                              UNION ALL
-                              SELECT e.key, e.value, NULL
-                              FROM jsonb_each(coalesce(NULL::jsonb, '{}')) e
-                              WHERE NOT coalesce(n.reported ? e.key, false)) AS d (k, a, b))
-                    ELSE jsonb_build_object('reported', jsonb_build_array(NULL::jsonb, n.reported)) END
-               || CASE WHEN NULL::jsonb IS NOT DISTINCT FROM n.desired THEN '{}'::jsonb
-                    WHEN coalesce(jsonb_typeof(NULL::jsonb), 'object') = 'object'
-                     AND coalesce(jsonb_typeof(n.desired), 'object') = 'object' THEN (
-                        SELECT coalesce(jsonb_object_agg('desired.' || d.k, jsonb_build_array(d.a, d.b)),
-                                        '{}'::jsonb)
-                        FROM (SELECT e.key, NULL::jsonb -> e.key, e.value
-                              FROM jsonb_each(coalesce(n.desired, '{}')) e
-                              WHERE e.value IS DISTINCT FROM NULL::jsonb -> e.key
-                              UNION ALL
-                              SELECT e.key, e.value, NULL
-                              FROM jsonb_each(coalesce(NULL::jsonb, '{}')) e
-                              WHERE NOT coalesce(n.desired ? e.key, false)) AS d (k, a, b))
-                    ELSE jsonb_build_object('desired', jsonb_build_array(NULL::jsonb, n.desired)) END
-               || CASE WHEN n.version IS NOT NULL
-                    THEN jsonb_build_object('version', jsonb_build_array(NULL::text, n.version))
-                    ELSE '{}'::jsonb END AS changes
+               ('{' || concat_ws(',',
+                    CASE WHEN NULL::jsonb IS DISTINCT FROM n.reported
+                    THEN '"reported":' || jsonb_build_array(NULL::jsonb, n.reported)::text END,
+                    CASE WHEN NULL::jsonb IS DISTINCT FROM n.desired
+                    THEN '"desired":' || jsonb_build_array(NULL::jsonb, n.desired)::text END,
+                    CASE WHEN NULL::text IS DISTINCT FROM n.version
+                    THEN '"version":' || jsonb_build_array(NULL::text, n.version)::text END) || '}')::jsonb AS changes
         FROM inserted n
     ) c
     WHERE c.changes <> '{}'::jsonb;
@@ -276,35 +240,13 @@ BEGIN
     FROM (
         SELECT n.organization_id, n.integration_id, n.external_id, n.updated_at, n.last_run_id,
                n.last_request_id,
-               CASE WHEN o.reported IS NOT DISTINCT FROM n.reported THEN '{}'::jsonb
-                    WHEN coalesce(jsonb_typeof(o.reported), 'object') = 'object'
-                     AND coalesce(jsonb_typeof(n.reported), 'object') = 'object' THEN (
-                        SELECT coalesce(jsonb_object_agg('reported.' || d.k, jsonb_build_array(d.a, d.b)),
-                                        '{}'::jsonb)
-                        FROM (SELECT e.key, o.reported -> e.key, e.value
-                              FROM jsonb_each(coalesce(n.reported, '{}')) e
-                              WHERE e.value IS DISTINCT FROM o.reported -> e.key
-                              UNION ALL
-                              SELECT e.key, e.value, NULL
-                              FROM jsonb_each(coalesce(o.reported, '{}')) e
-                              WHERE NOT coalesce(n.reported ? e.key, false)) AS d (k, a, b))
-                    ELSE jsonb_build_object('reported', jsonb_build_array(o.reported, n.reported)) END
-               || CASE WHEN o.desired IS NOT DISTINCT FROM n.desired THEN '{}'::jsonb
-                    WHEN coalesce(jsonb_typeof(o.desired), 'object') = 'object'
-                     AND coalesce(jsonb_typeof(n.desired), 'object') = 'object' THEN (
-                        SELECT coalesce(jsonb_object_agg('desired.' || d.k, jsonb_build_array(d.a, d.b)),
-                                        '{}'::jsonb)
-                        FROM (SELECT e.key, o.desired -> e.key, e.value
-                              FROM jsonb_each(coalesce(n.desired, '{}')) e
-                              WHERE e.value IS DISTINCT FROM o.desired -> e.key
-                              UNION ALL
-                              SELECT e.key, e.value, NULL
-                              FROM jsonb_each(coalesce(o.desired, '{}')) e
-                              WHERE NOT coalesce(n.desired ? e.key, false)) AS d (k, a, b))
-                    ELSE jsonb_build_object('desired', jsonb_build_array(o.desired, n.desired)) END
-               || CASE WHEN o.version IS DISTINCT FROM n.version
-                    THEN jsonb_build_object('version', jsonb_build_array(o.version, n.version))
-                    ELSE '{}'::jsonb END AS changes
+               ('{' || concat_ws(',',
+                    CASE WHEN o.reported IS DISTINCT FROM n.reported
+                    THEN '"reported":' || jsonb_build_array(o.reported, n.reported)::text END,
+                    CASE WHEN o.desired IS DISTINCT FROM n.desired
+                    THEN '"desired":' || jsonb_build_array(o.desired, n.desired)::text END,
+                    CASE WHEN o.version IS DISTINCT FROM n.version
+                    THEN '"version":' || jsonb_build_array(o.version, n.version)::text END) || '}')::jsonb AS changes
         FROM old_rows o JOIN new_rows n
           ON n.integration_id = o.integration_id AND n.external_id = o.external_id
     ) c

@@ -59,13 +59,9 @@ BEGIN
                     UNION ALL SELECT 'provider_updated_at',
                         json_array(OLD.provider_updated_at, NEW.provider_updated_at)
                     WHERE OLD.provider_updated_at IS NOT NEW.provider_updated_at
-                    UNION ALL SELECT 'attributes.' || k.key,
-                        json_array(json(OLD.attributes -> k.fullkey),
-                                   json(NEW.attributes -> k.fullkey))
-                    FROM (SELECT key, fullkey FROM json_each(OLD.attributes)
-                          UNION SELECT key, fullkey FROM json_each(NEW.attributes)) AS k
+                    UNION ALL SELECT 'attributes',
+                        json_array(json(OLD.attributes), json(NEW.attributes))
                     WHERE OLD.attributes IS NOT NEW.attributes
-                      AND (OLD.attributes -> k.fullkey) IS NOT (NEW.attributes -> k.fullkey)
                )) AS changes
     ) AS c
     WHERE c.kind <> 'updated' OR c.changes <> '{}';
@@ -79,12 +75,10 @@ BEGIN
            c.changes, sync_change_source(), NEW.last_run_id, NEW.last_request_id
     FROM (
         SELECT (SELECT json_group_object(f, json(v)) FROM (
-                    SELECT 'reported.' || key AS f,
-                        json_array(NULL, json(NEW.reported -> fullkey)) AS v
-                    FROM json_each(NEW.reported)
-                    UNION ALL SELECT 'desired.' || key,
-                        json_array(NULL, json(NEW.desired -> fullkey))
-                    FROM json_each(NEW.desired)
+                    SELECT 'reported' AS f, json_array(NULL, json(NEW.reported)) AS v
+                    WHERE NEW.reported IS NOT NULL
+                    UNION ALL SELECT 'desired', json_array(NULL, json(NEW.desired))
+                    WHERE NEW.desired IS NOT NULL
                     UNION ALL SELECT 'version', json_array(NULL, NEW.version)
                     WHERE NEW.version IS NOT NULL
                )) AS changes
@@ -100,20 +94,11 @@ BEGIN
            c.changes, sync_change_source(), NEW.last_run_id, NEW.last_request_id
     FROM (
         SELECT (SELECT json_group_object(f, json(v)) FROM (
-                    SELECT 'reported.' || k.key AS f,
-                        json_array(json(OLD.reported -> k.fullkey),
-                                   json(NEW.reported -> k.fullkey)) AS v
-                    FROM (SELECT key, fullkey FROM json_each(OLD.reported)
-                          UNION SELECT key, fullkey FROM json_each(NEW.reported)) AS k
+                    SELECT 'reported' AS f,
+                        json_array(json(OLD.reported), json(NEW.reported)) AS v
                     WHERE OLD.reported IS NOT NEW.reported
-                      AND (OLD.reported -> k.fullkey) IS NOT (NEW.reported -> k.fullkey)
-                    UNION ALL SELECT 'desired.' || k.key,
-                        json_array(json(OLD.desired -> k.fullkey),
-                                   json(NEW.desired -> k.fullkey))
-                    FROM (SELECT key, fullkey FROM json_each(OLD.desired)
-                          UNION SELECT key, fullkey FROM json_each(NEW.desired)) AS k
+                    UNION ALL SELECT 'desired', json_array(json(OLD.desired), json(NEW.desired))
                     WHERE OLD.desired IS NOT NEW.desired
-                      AND (OLD.desired -> k.fullkey) IS NOT (NEW.desired -> k.fullkey)
                     UNION ALL SELECT 'version', json_array(OLD.version, NEW.version)
                     WHERE OLD.version IS NOT NEW.version
                )) AS changes
