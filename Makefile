@@ -6,7 +6,7 @@ PYTHON ?= python3
 # default too (store/database.py), so a plain shell in the checkout reads the same store.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test ui lint validate check format bench services browser install dagster-home clean
+.PHONY: demo test ui lint validate check format bench bench-device-history services browser install dagster-home clean
 
 ## demo: install, start a seeded Golioth emulator, sync it through Dagster on SQLite, print figures
 demo: install dagster-home
@@ -51,6 +51,14 @@ bench: install services
 	$(BIN)/python bench/dlt_comparison.py --sizes $(BENCH_SIZES) --solo-sizes $(BENCH_SOLO_SIZES) \
 		--repeat $(BENCH_REPEAT) --timeout-s $(BENCH_TIMEOUT_S)
 	$(BIN)/python bench/sync_overhead.py --size $(BENCH_OBS_SIZE) --repeat $(BENCH_REPEAT)
+
+## bench-device-history: the devices' history (device_changes) — a 100k-device re-sync with 10 %
+## changed, history on vs off (the sync, and the write path alone), and the device page's reads
+## at 10M history rows (bench/device_history.py; private Postgres servers, a few minutes each)
+bench-device-history: install
+	$(BIN)/python bench/device_history.py write --devices 100000 --repeat 5
+	$(BIN)/python bench/device_history.py resync --devices 100000 --repeat 3
+	$(BIN)/python bench/device_history.py page --rows 10000000 --requests 50
 
 ## lint: ruff's lint rules and formatting, checked (`make format` fixes what it can)
 lint: install

@@ -17,7 +17,8 @@ from sync_pipelines.store.database import Store
 from sync_pipelines.store.integrations import claim_integration_id, ensure_organization
 
 #: the tables whose (organization_id, integration_id) references integration_owners on Postgres
-#: (sql/026_service_role); the activity log and telemetry readings carry no such key
+#: (sql/026_service_role); the activity log, telemetry readings and the devices history
+#: (device_changes, sql/027) carry no such key
 OWNER_KEYED_TABLES = frozenset(
     {
         "alert_incidents",

@@ -16,9 +16,14 @@ Pages (server-rendered, Jinja2) and the JSON API they use share one set of reads
   POSTs `.../dead-letters/{letter_id}/replay`, `.../quarantine` and `.../dead-letters/replay-due`
   (CSRF-checked, csrf.py; the CLI's code, sync/operator_actions.py; written as the service's
   role in the letter's organization, access.py `writing`);
+- `integrations/{id}/devices/{device_id}` / `api/integrations/{id}/devices/{device_id}`: one
+  device — active or deleted, last synced, last error, open dead letters, attributes and state —
+  and its history (created, updated old → new, deleted, restored, rejected), newest first,
+  keyset pages (device_page.py);
 - `trace` / `api/trace`: the causal chain of an id (tracing/chain.py), with Dagster run links;
 - `export/activity.{json,csv}`, `export/trace.{json,csv}`, `export/incidents.csv`,
-  `export/integrations/{id}/timeline.csv`: the same
+  `export/integrations/{id}/timeline.csv`, `export/integrations/{id}/devices/{device_id}/
+  history.csv`: the same
   data as a download.
 
 Every route but the two static files needs an operator (auth.py); an operator scoped to one
@@ -67,6 +72,17 @@ from sync_pipelines.console.dead_letter_page import (
 )
 from sync_pipelines.console.dead_letter_page import page_size as letters_page_size
 from sync_pipelines.console.device_list import DeviceQuery, device_list
+from sync_pipelines.console.device_page import (
+    HISTORY_CSV_COLUMNS,
+    ChangeCursor,
+    change_json,
+    check_device_id,
+    csv_rows,
+    device_history,
+    device_summary,
+    find_visible_device,
+    iter_history,
+)
 from sync_pipelines.console.export import (
     MAX_EXPORT_ROWS,
     activity_bundle,
@@ -667,6 +683,64 @@ class Console:
             f"{root}/integrations/{_quote(ident)}?{query}#dead-letters", status_code=303
         )
 
+    # -- one device --------------------------------------------------------------------------
+
+    async def _device(self, request: Request) -> tuple[Operator, dict[str, Any]]:
+        operator = self.operator(request)
+        ident = request.path_params["integration_id"]
+        device_id = check_device_id(request.path_params["device_id"])
+        after = ChangeCursor.decode(request.query_params.get("after"))
+        limit = _page_size(request.query_params.get("limit"))
+
+        def work(conn: Any) -> dict[str, Any]:
+            integration, device = find_visible_device(
+                conn, ident, device_id, operator.organization_id
+            )
+            page = device_history(conn, integration, device_id, after=after, limit=limit)
+            return {
+                **device_summary(conn, integration, device),
+                "history": [change_json(c, self.environ) for c in page.changes],
+                "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            }
+
+        return operator, await self.read(operator, work)
+
+    async def device_api(self, request: Request) -> Response:
+        _, view = await self._device(request)
+        return _json(view)
+
+    async def device_html(self, request: Request) -> Response:
+        operator, view = await self._device(request)
+        params = {"limit": request.query_params["limit"]} if "limit" in request.query_params else {}
+        next_link = (
+            "?" + urlencode({**params, "after": view["next_cursor"]})
+            if view["next_cursor"]
+            else None
+        )
+        return self._page(request, "device.html", operator, view=view, next_link=next_link)
+
+    async def export_device_history(self, request: Request) -> Response:
+        operator = self.operator(request)
+        ident = request.path_params["integration_id"]
+        device_id = check_device_id(request.path_params["device_id"])
+        now = self.clock()
+
+        def work(conn: Any) -> list[dict[str, Any]]:
+            integration, _ = find_visible_device(conn, ident, device_id, operator.organization_id)
+            return [
+                row
+                for c in iter_history(
+                    conn, integration, device_id, max_rows=MAX_EXPORT_ROWS, page_size=MAX_PAGE_SIZE
+                )
+                for row in csv_rows(change_json(c, self.environ))
+            ]
+
+        rows = await self.read(operator, work)
+        _log.info("console_export", operator=operator.name, kind="device_history", rows=len(rows))
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        name = f"device-history-{_safe(ident)}-{_safe(device_id)}-{stamp}.csv"
+        return _download(rows_csv(rows, HISTORY_CSV_COLUMNS), name, "text/csv")
+
     # -- trace -------------------------------------------------------------------------------
 
     async def _trace(self, request: Request) -> tuple[Operator, TraceChain | None, list[str], str]:
@@ -849,6 +923,11 @@ def create_console_app(
                 console.quarantine_letter,
                 methods=["POST"],
             ),
+            Route(
+                "/integrations/{integration_id:str}/devices/{device_id:path}",
+                console.device_html,
+                methods=["GET"],
+            ),
             Route("/trace", console.trace_html, methods=["GET"]),
             Route("/api/activity", console.activity_api, methods=["GET"]),
             Route("/api/overview", console.overview_api, methods=["GET"]),
@@ -872,6 +951,11 @@ def create_console_app(
                 console.dead_letter_api,
                 methods=["GET"],
             ),
+            Route(
+                "/api/integrations/{integration_id:str}/devices/{device_id:path}",
+                console.device_api,
+                methods=["GET"],
+            ),
             Route("/api/trace", console.trace_api, methods=["GET"]),
             Route("/export/activity.{format:str}", console.export_activity, methods=["GET"]),
             Route("/export/trace.{format:str}", console.export_trace, methods=["GET"]),
@@ -879,6 +963,11 @@ def create_console_app(
             Route(
                 "/export/integrations/{integration_id:str}/timeline.{format:str}",
                 console.export_timeline,
+                methods=["GET"],
+            ),
+            Route(
+                "/export/integrations/{integration_id:str}/devices/{device_id:path}/history.csv",
+                console.export_device_history,
                 methods=["GET"],
             ),
             Route(

@@ -40,8 +40,9 @@ def month_of(moment: datetime) -> date:
     return date(utc.year, utc.month, 1)
 
 
-def list_activity_partitions(conn: Connection) -> list[ActivityPartition]:
-    """The log's partitions, oldest range first and the default partition last."""
+def list_activity_partitions(conn: Connection, parent: str = PARENT) -> list[ActivityPartition]:
+    """The log's partitions (or those of another table partitioned by month the same way, such
+    as device_changes), oldest range first and the default partition last."""
     if conn.dialect.name != "postgresql":
         return []
     rows = conn.execute(
@@ -49,7 +50,7 @@ def list_activity_partitions(conn: Connection) -> list[ActivityPartition]:
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = CAST(:parent AS regclass)"
         ),
-        {"parent": PARENT},
+        {"parent": parent},
     ).all()
     partitions = [_partition(name, bound) for name, bound in rows]
     far_future = datetime.max.replace(tzinfo=UTC)

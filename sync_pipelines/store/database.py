@@ -286,6 +286,19 @@ def _create_engine(
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # which writer a transaction is, for the device-history triggers (sql/027); set by
+            # store/device_changes.py, cleared when the connection goes back to the pool
+            context: dict[str, str] = {}
+            _record.info[CHANGE_CONTEXT] = context
+            dbapi_conn.create_function(
+                "sync_change_source", 0, lambda: context.get("source", "sync")
+            )
+
+        @sa.event.listens_for(engine, "checkin")
+        def _clear_change_source(_dbapi_conn: Any, record: Any) -> None:
+            context = record.info.get(CHANGE_CONTEXT) if record is not None else None
+            if context:
+                context.clear()
 
         return engine
     engine = sa.create_engine(
@@ -302,6 +315,9 @@ def _create_engine(
     sa.event.listen(engine, "begin", _set_organization)
     return engine
 
+
+#: the connection-record info key of a SQLite connection's device-history context (sql/027)
+CHANGE_CONTEXT = "sync_change_context"
 
 #: execution option naming the organization of a scoped store's transactions (Store.scoped)
 ORGANIZATION_OPTION = "sync_organization_id"

@@ -5,7 +5,9 @@ What goes, and what stays whatever its age (`RULES` below is the one list):
 - logs (`SYNC_RETENTION_DAYS`, default 90): the activity log (on Postgres whole monthly
   partitions are dropped, then the rows of the boundary month and of the default partition
   before the cutoff are deleted, so the cutoff is exact), the sync log (except each integration
-  stream's newest row and newest good row, which the poll schedule and health read), dead
+  stream's newest row and newest good row, which the poll schedule and health read), the
+  devices' history (`device_changes`: monthly partitions on Postgres, dropped and trimmed like
+  the activity log's), dead
   letters once resolved or quarantined, alert incidents once resolved, alert notifications
   (except an open incident's), check results and failed-run records;
 - webhook events: processed (or failed with no dead letter left open), and never younger than
@@ -42,6 +44,10 @@ from sync_pipelines.store.activity_partitions import (
     list_activity_partitions,
 )
 from sync_pipelines.store.database import Store, format_timestamp, sql_list
+from sync_pipelines.store.device_changes import (
+    drop_device_change_partition,
+    ensure_device_change_partitions,
+)
 from sync_pipelines.store.event_failures import SYSTEM_ORGANIZATION
 from sync_pipelines.store.integrations import organization_ids
 from sync_pipelines.store.sync_state import GOOD_SYNC_STATUSES
@@ -150,6 +156,7 @@ _GOOD_SYNC = f"({sql_list(GOOD_SYNC_STATUSES)})"
 #: in order: webhook events before dead letters (a failed event goes once its letter is settled)
 RULES: tuple[PurgeRule, ...] = (
     PurgeRule("integration_activity_log", ("id",), LOGS, "created_at < :cutoff"),
+    PurgeRule("device_changes", ("id",), LOGS, "at < :cutoff"),
     # A sync still `running` past the cutoff died long ago (monitoring calls it stale after an
     # hour), so status does not protect a row; the newest row and the newest good row of each
     # integration stream do, whatever their age: `sync_history` (last success, failure streak)
@@ -296,7 +303,7 @@ def _purge(store: Store, policy: RetentionPolicy, now: datetime, dry_run: bool) 
         with store.transaction() as conn:
             created = ensure_activity_partitions(
                 conn, now=now, months_ahead=policy.partitions_ahead
-            )
+            ) + ensure_device_change_partitions(conn, now=now, months_ahead=policy.partitions_ahead)
         for name in created:
             _log.info("activity_partition_created", partition=name)
     cutoffs = policy.cutoffs(now)
@@ -308,8 +315,8 @@ def _purge(store: Store, policy: RetentionPolicy, now: datetime, dry_run: bool) 
             continue
         dropped: tuple[str, ...] = ()
         deleted = 0
-        if rule.table == "integration_activity_log" and store.is_postgres:
-            dropped, deleted = _drop_expired_partitions(store, cutoff, policy, dry_run)
+        if rule.table in _PARTITIONED and store.is_postgres:
+            dropped, deleted = _drop_expired_partitions(store, rule.table, cutoff, policy, dry_run)
         with store.connect() as conn:
             # the system's own rows (alerts about the service, failed runs of no integration,
             # this job's activity) belong to no registered organization
@@ -341,14 +348,21 @@ def _purge(store: Store, policy: RetentionPolicy, now: datetime, dry_run: bool) 
     return report
 
 
+#: tables partitioned by month on Postgres -> how one expired partition is dropped
+_PARTITIONED = {
+    "integration_activity_log": drop_activity_partition,
+    "device_changes": drop_device_change_partition,
+}
+
+
 def _drop_expired_partitions(
-    store: Store, cutoff: datetime, policy: RetentionPolicy, dry_run: bool
+    store: Store, table: str, cutoff: datetime, policy: RetentionPolicy, dry_run: bool
 ) -> tuple[tuple[str, ...], int]:
     """Drop (or, dry, count) the monthly partitions wholly before the cutoff, one transaction
     each. A drop that cannot get its lock in time is left for tomorrow: its rows are deleted in
     chunks by the caller meanwhile, so the cutoff holds either way."""
     with store.connect() as conn:
-        expired = expired_partitions(list_activity_partitions(conn), cutoff)
+        expired = expired_partitions(list_activity_partitions(conn, table), cutoff)
     if dry_run:
         return tuple(p.name for p in expired), 0
     dropped, rows = [], 0
@@ -358,7 +372,7 @@ def _drop_expired_partitions(
                 conn.exec_driver_sql(
                     f"SET LOCAL lock_timeout = {int(policy.lock_timeout_s * 1000)}"
                 )
-                rows += drop_activity_partition(conn, partition)
+                rows += _PARTITIONED[table](conn, partition)
         except sa.exc.OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
                 raise

@@ -53,6 +53,7 @@ from sync_pipelines.store.deletions import (
     seen_digests,
     set_scan_state,
 )
+from sync_pipelines.store.device_changes import set_change_source
 from sync_pipelines.store.devices import count_devices
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.sync.integration_config import integration_settings
@@ -174,6 +175,7 @@ class ScanEpoch:
             return ScanEnd(
                 self.epoch, judged=True, held=missing, active=active, max_delete_fraction=fraction
             )
+        set_change_source(conn, "deletion_scan")  # the devices' history (sql/027)
         deleted = apply_held_deletions(conn, o, i, run_id=run_id, now=now)
         return ScanEnd(
             self.epoch, judged=True, deleted=deleted, active=active, max_delete_fraction=fraction
@@ -300,6 +302,7 @@ def confirm_deletions(
         hold = held_deletions(conn, o, i)
         if not hold.count:
             return Confirmed(0, 0, hold.epoch, hold.held_at)
+        set_change_source(conn, "operator")  # the devices' history (sql/027)
         deleted = apply_held_deletions(conn, o, i, run_id=run_id, now=utc_now())
         row = recorder.new_row(
             DELETIONS_CONFIRMED,

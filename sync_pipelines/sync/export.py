@@ -47,6 +47,7 @@ from sync_pipelines.store.desired import (
     pending_changes,
     record_conflict,
 )
+from sync_pipelines.store.device_changes import set_change_source
 from sync_pipelines.store.devices import upsert_device_states
 from sync_pipelines.sync.failed_records import dead_letter, resolve_synced
 from sync_pipelines.sync.integration_config import integration_settings
@@ -333,6 +334,7 @@ class _Exporter:
             observed_at=utc_now(),
             request_id=request_id,
         )
+        set_change_source(conn, "export")  # the devices' history (sql/027)
         upsert_device_states(
             conn,
             [

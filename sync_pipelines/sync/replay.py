@@ -41,6 +41,7 @@ from sync_pipelines.store.dead_letters import (
     mark_resolved,
     requeue_failed_changes,
 )
+from sync_pipelines.store.device_changes import set_change_source
 from sync_pipelines.store.devices import upsert_device_states, upsert_devices
 from sync_pipelines.store.telemetry import insert_telemetry
 from sync_pipelines.sync import device_states, export, inventory, telemetry
@@ -214,6 +215,7 @@ def _replay_devices(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
     if rows:
         with work.session.store.transaction() as conn:
             work.run.fence(conn)  # a replay whose lease was taken over writes nothing
+            set_change_source(conn, "replay")  # the devices' history (sql/027)
             written = upsert_devices(conn, list(rows.values()))
         work.count_written(written.created, written.updated, written.unchanged)
     return outcomes
@@ -242,6 +244,7 @@ def _replay_states(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
         ]
         with work.session.store.transaction() as conn:
             work.run.fence(conn)  # a replay whose lease was taken over writes nothing
+            set_change_source(conn, "replay")
             written = upsert_device_states(conn, rows)
         work.count_written(written.created, written.updated, written.unchanged)
     read = {s.external_id for s in states}
@@ -320,7 +323,7 @@ def _replay_webhook_events(work: _Work, letters: list[DeadLetter]) -> _Outcomes:
     with work.session.store.transaction() as conn:
         work.run.fence(conn)  # a replay whose lease was taken over writes nothing
         requeue_events(conn, work.org, sorted(set(event_ids.values())))
-    process_webhook_events(work.session, limit=max(1, len(event_ids)))
+    process_webhook_events(work.session, limit=max(1, len(event_ids)), change_source="replay")
     with work.session.store.connect() as conn:
         events = {e.id: e for e in list_events(conn, work.org, work.integration_id)}
     outcomes: _Outcomes = {}

@@ -63,6 +63,7 @@ from sync_pipelines.providers.azure_iot import twin_to_device
 from sync_pipelines.providers.contract import DeviceRecord
 from sync_pipelines.store.database import dump_json
 from sync_pipelines.store.dead_letters import FailedRecord
+from sync_pipelines.store.device_changes import set_change_source
 from sync_pipelines.store.event_order import (
     ConnectionKey,
     DeviceRef,
@@ -115,9 +116,14 @@ class _Effect:
 
 
 def process_webhook_events(
-    session: IntegrationSession, *, limit: int = DEFAULT_LIMIT, lease_s: float = DEFAULT_LEASE_S
+    session: IntegrationSession,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    lease_s: float = DEFAULT_LEASE_S,
+    change_source: str = "webhook",
 ) -> SyncResult:
-    """Apply up to `limit` pending inbox events of the session's integration."""
+    """Apply up to `limit` pending inbox events of the session's integration. `change_source`
+    names the writer in the devices' history (`replay` when a replay re-runs the events)."""
     integ = session.integration
     telemetry, lost, stale = 0, 0, 0
     ignored: Counter[str] = Counter()  # event types nothing applies to
@@ -139,7 +145,7 @@ def process_webhook_events(
             run.fence(conn)  # a processor whose lease was taken over claims nothing
         run.counts.fetched, run.counts.pages = len(events), int(bool(events))
         for event in events:
-            effect = _process(run, event, max_bytes)
+            effect = _process(run, event, max_bytes, change_source)
             _count_processed(integ.provider, event, effect)
             if effect is None:
                 run.counts.failed += 1
@@ -176,7 +182,9 @@ def process_webhook_events(
     return run.result
 
 
-def _process(run: SyncRun, event: WebhookEvent, max_bytes: int) -> _Effect | None:
+def _process(
+    run: SyncRun, event: WebhookEvent, max_bytes: int, change_source: str
+) -> _Effect | None:
     """Apply one event: its effect, or None when it failed (and was dead-lettered)."""
     session = run.session
     integ, run_id = session.integration, session.run.run_id
@@ -197,6 +205,7 @@ def _process(run: SyncRun, event: WebhookEvent, max_bytes: int) -> _Effect | Non
             ):
                 return _Effect(lost=True)
             run.fence(conn)  # a processor whose lease was taken over writes nothing
+            set_change_source(conn, change_source)  # the devices' history (sql/027)
             effect = _apply(conn, session, event)
             resolve_synced(session, conn, STREAM, [event.event_id])  # keys: dedupe keys
         return effect

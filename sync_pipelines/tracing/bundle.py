@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -84,7 +85,10 @@ def support_bundle(
         "activity_rows": chain.activity_rows,
         "sync_log_rows": chain.sync_log_rows,
         "webhook_events": [link.event for link in chain.webhooks if link.event],
-        "devices": [{"device": d.device, "state": d.state} for d in chain.devices],
+        "devices": [
+            {"device": d.device, "state": d.state, "history": [asdict(c) for c in d.changes]}
+            for d in chain.devices
+        ],
         "dead_letters": list(chain.dead_letters),
         "check_results": list(chain.check_results),
         "alerts": [

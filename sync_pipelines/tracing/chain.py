@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
 from sync_pipelines.observability.activity import ERROR_STATUSES, PROVIDER_CALLS
+from sync_pipelines.store.device_changes import DeviceChange, device_changes_page
 from sync_pipelines.store.integrations import Integration, get_integration
 from sync_pipelines.store.provider_calls import CALL_TYPES_SQL, ERRORS_SQL, run_call_counts
 from sync_pipelines.store.trace_rows import Row, row_exists, select_rows, select_rows_in
@@ -47,6 +48,8 @@ WEBHOOK_RECEIVED = "webhook_received"
 EVENT_LIMIT = 20
 DEAD_LETTER_LIMIT = 100
 DEVICE_LIMIT = 100
+#: a traced device's newest history rows (store/device_changes.py) shown as its timeline
+HISTORY_LIMIT = 50
 #: provider calls of a traced run read in full (its failed and retried calls first); a device's
 #: newest activity rows read
 CALL_LIMIT = 200
@@ -142,6 +145,8 @@ class DeviceLink:
     external_id: str
     device: Row | None
     state: Row | None
+    #: a device trace: its history, newest first (created, updated old → new, deleted, ...)
+    changes: tuple[DeviceChange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +322,8 @@ class _Links:
         runs = self._runs(linked)
         self._devices_written()
         devices = self._device_links()
+        if kind == DEVICE:
+            devices = [self._with_history(d) if d.external_id == ident else d for d in devices]
         webhooks = self._webhook_links(deliveries)
         checks = select_rows_in(
             self.conn,
@@ -465,6 +472,14 @@ class _Links:
             DeviceLink(iid, ext, self.devices.get((iid, ext)), self.states.get((iid, ext)))
             for iid, ext in keys
         ]
+
+    def _with_history(self, link: DeviceLink) -> DeviceLink:
+        changes = device_changes_page(
+            self.conn, self.org, link.integration_id, link.external_id, limit=HISTORY_LIMIT + 1
+        )
+        if len(changes) > HISTORY_LIMIT:
+            self.truncated["device_history"] = self.truncated.get("device_history", 0) + 1
+        return replace(link, changes=tuple(changes[:HISTORY_LIMIT]))
 
     def _webhook_links(self, deliveries: list[Row]) -> list[WebhookLink]:
         by_request: dict[str, list[Row]] = defaultdict(list)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from sync_pipelines.store.device_changes import DeviceChange
 from sync_pipelines.store.trace_rows import Row
 from sync_pipelines.text_table import shorten
 from sync_pipelines.tracing.chain import ProviderCall, RunLink, TraceChain
@@ -144,7 +146,28 @@ def _devices(chain: TraceChain) -> list[str]:
         key = f"{link.integration_id}/{link.external_id}"
         out.append(f"  device {key}: " + _provenance(link.device) + _deletion(link.device))
         out.append(f"  state  {key}: " + _provenance(link.state, version=True))
+        if link.changes:
+            out.append(f"  history of {key}, newest first:")
+            out += [_change(c) for c in link.changes]
     return out
+
+
+def _change(change: DeviceChange) -> str:
+    """One history row: when, what, who wrote it, and the fields old → new (or the reason)."""
+    head = f"    {_time(change.at)}  {change.kind:<8} {change.source:<13}"
+    head += f" run {change.run_id or '-'}, request {change.request_id or '-'}"
+    if change.kind == "rejected":
+        return f"{head}: {shorten(change.reason or '', 200)}"
+    fields = [
+        f"{name} {_value(pair[0])} → {_value(pair[1])}"
+        for name, pair in sorted(change.changes.items())
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1]
+    ]
+    return f"{head}: " + shorten("; ".join(fields), 300) if fields else head
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def _provenance(row: Row | None, *, version: bool = False) -> str:

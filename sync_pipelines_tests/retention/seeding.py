@@ -28,6 +28,8 @@ KEYS = {
     "telemetry_gaps": "id",
     # one hour row per seeded integration id
     "provider_call_hours": "integration_id",
+    # ids are the store's: a change is named by its (unique, seeded) request id
+    "device_changes": "request_id",
 }
 
 
@@ -250,6 +252,23 @@ class Seeded:
                 "last_missing": 4,
                 "missing_count": 2,
                 "detected_at": at,
+            },
+            kept=kept,
+        )
+
+    def device_change(self, at: datetime, *, kept: bool) -> str:
+        own_integrations(self.conn, self.org, "int-a")
+        return self._insert(
+            "device_changes",
+            {
+                "organization_id": self.org,
+                "integration_id": "int-a",
+                "device_id": "dev-1",
+                "at": at,
+                "kind": "updated",
+                "changes": dump_json({"name": ["a", "b"]}),
+                "source": "sync",
+                "request_id": str(uuid.uuid4()),
             },
             kept=kept,
         )

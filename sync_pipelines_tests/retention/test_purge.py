@@ -78,6 +78,10 @@ def _seed_every_table(store) -> Seeded:
         s.gap(NEW, kept=True)
         s.call_hour(OLD, kept=False)
         s.call_hour(NEW, kept=True)
+        s.device_change(OLD, kept=False)
+        s.device_change(NOW - timedelta(days=91), kept=False)
+        s.device_change(NOW - timedelta(days=89), kept=True)
+        s.device_change(NEW, kept=True)
     return s
 
 

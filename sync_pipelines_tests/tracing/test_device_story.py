@@ -121,3 +121,22 @@ def test_the_console_search_and_trace_of_the_device_show_its_failed_reads(failed
     assert sorted(attempts) == [(1, "retrying"), (2, "retrying"), (3, "failed")]
     assert f"request {letter.request_id})" in page.text  # the dead letter, in the chain's text
     assert page.text.count(letter.request_id) >= 4  # each attempt's row names the call
+
+
+def test_trace_of_the_device_shows_its_history_newest_first(failed_reads):
+    """The device's history (store/device_changes.py) as a timeline: its state read refused,
+    then (older) its creation by the listing sync."""
+    store, device = failed_reads
+    with store.connect() as conn:
+        (letter,) = list_dead_letters(conn, ORG)
+    result = CliRunner().invoke(cli, ["trace", device, "--organization", ORG])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("  history of "))
+    assert device in lines[start] and "newest first" in lines[start]
+    history = [line for line in lines[start + 1 :] if line.startswith("    ")]
+    assert len(history) == 2
+    rejected, created = history
+    assert " rejected " in rejected and f"request {letter.request_id}:" in rejected
+    assert (letter.error_message or "")[:40] in rejected
+    assert " created " in created and " sync " in created and "name null → " in created
