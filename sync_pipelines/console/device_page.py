@@ -181,6 +181,7 @@ def device_summary(
             "last_run_id": device.get("last_run_id"),
             "last_error": letters.last_error,
             "last_failed_at": _iso(letters.last_failed_at),
+            "last_error_status": letters.last_error_status,
             "open_dead_letters": letters.open,
             "tags": _json_value(device.get("tags")),
             "hardware_ids": _json_value(device.get("hardware_ids")),

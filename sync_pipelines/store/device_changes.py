@@ -222,6 +222,9 @@ class DeviceLetters:
     open: int
     last_error: str | None
     last_failed_at: datetime | None
+    #: the newest letter's status: `resolved` says the last error is over (the device list
+    #: shows open letters' errors only)
+    last_error_status: str | None = None
 
 
 def device_letters(
@@ -238,7 +241,7 @@ def device_letters(
     ).one()
     newest = conn.execute(
         sa.text(
-            "SELECT error_type, error_message, last_failed_at FROM dead_letters "
+            "SELECT error_type, error_message, last_failed_at, status FROM dead_letters "
             "WHERE organization_id = :o AND integration_id = :i AND external_id = :d "
             "ORDER BY last_failed_at DESC LIMIT 1"
         ),
@@ -251,6 +254,7 @@ def device_letters(
         open=int(row.open or 0),
         last_error=error,
         last_failed_at=parse_timestamp(newest.last_failed_at) if newest is not None else None,
+        last_error_status=newest.status if newest is not None else None,
     )
 
 
