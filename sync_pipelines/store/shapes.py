@@ -45,6 +45,22 @@ class StoredShape:
     def unacknowledged(self) -> bool:
         return self.change_at is not None and self.acknowledged_at is None
 
+    def counts(self) -> dict[str, int]:
+        """Paths added, removed and changed by the newest change."""
+        change = self.change or {}
+        return {k: len(change.get(k) or {}) for k in ("added", "removed", "changed")}
+
+    def pause_reason(self) -> str:
+        """Why the integration is disabled and how to resume it (a drift pause)."""
+        c = self.counts()
+        at = f" at {self.paused_at:%Y-%m-%d %H:%M:%S} UTC" if self.paused_at else ""
+        return (
+            f"paused for shape drift{at}: the shape of {self.stream} changed ({c['added']} "
+            f"added, {c['removed']} removed, {c['changed']} changed); resume with "
+            f"`sync-pipelines integrations enable --organization {self.organization_id} "
+            f"--id {self.integration_id}`"
+        )
+
 
 def _to_shape(row: Any) -> StoredShape:
     values = dict(row)
@@ -214,3 +230,11 @@ def disable_integration(
         {"o": organization_id, "i": integration_id, "now": now, "off": False, "on": True},
     )
     return bool(result.rowcount)
+
+
+def drift_pause(conn: Connection, organization_id: str, integration_id: str) -> StoredShape | None:
+    """The change that paused the integration, when a drift pause is in force."""
+    paused = [
+        s for s in integration_shapes(conn, organization_id, integration_id) if s.paused_at
+    ]
+    return max(paused, key=lambda s: s.paused_at or s.updated_at) if paused else None

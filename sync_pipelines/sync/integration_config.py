@@ -143,7 +143,23 @@ def update_integration(
         save_integration(conn, checked)
         action = "update" if enabled is None else ("enable" if enabled else "disable")
         _record_config_change(store, conn, checked, action, _changed(current, checked))
+        resumed = bool(enabled) and _resume_drift_pause(conn, checked)
+    if resumed:  # after the commit, as every alert is sent
+        from sync_pipelines.sync.shape_drift import resolve_drift_alert
+
+        resolve_drift_alert(store, checked, reason="resumed after a shape drift pause")
     return checked
+
+
+def _resume_drift_pause(conn: Any, integration: Integration) -> bool:
+    """Enabling an integration its shape drift policy paused accepts the change that paused it
+    (sync/shape_drift.py): the next sync compares with the new shape."""
+    from sync_pipelines.store.shapes import drift_pause
+    from sync_pipelines.sync.shape_drift import accept_within
+
+    if drift_pause(conn, integration.organization_id, integration.integration_id) is None:
+        return False
+    return bool(accept_within(conn, integration, by="integrations enable"))
 
 
 def remove_integration(store: Store, organization_id: str, integration_id: str) -> Integration:
