@@ -22,11 +22,19 @@ DEVICE_SHAPE_STABLE = "device_shape_stable"
 
 def device_shape_stable(ctx: CheckContext) -> CheckOutcome:
     shapes = integration_shapes(ctx.conn, ctx.organization_id, ctx.integration_id)
-    figures = {f"{s.stream}_paths": s.paths for s in shapes}
+    figures: dict[str, int] = {"streams_known": len(shapes)}
+    figures.update({f"{s.stream}_paths": s.paths for s in shapes})
     pending = [s for s in shapes if s.unacknowledged]
     if not pending:
         known = ", ".join(f"{s.stream} {s.paths} paths" for s in shapes) or "no shape recorded yet"
-        return passed(DEVICE_SHAPE_STABLE, f"no unacknowledged shape change ({known})", **figures)
+        return passed(
+            DEVICE_SHAPE_STABLE,
+            f"no unacknowledged shape change ({known})",
+            **figures,
+            paths_added=0,
+            paths_removed=0,
+            paths_changed=0,
+        )
     diffs = [(s, ShapeDiff.from_json(s.change)) for s in pending]
     severity = ERROR if any(s.change_policy == "pause" for s in pending) else WARN
     counts = {

@@ -270,3 +270,56 @@ def test_a_bad_policy_is_refused_naming_the_setting():
     )
     with pytest.raises(ConfigError, match="shape_drift_policy.*one of ignore, alert, pause"):
         checked_integration(bad)
+
+
+AZURE_ENV = "TEST_SHAPE_AZURE_CONNECTION_STRING"
+
+
+@pytest.fixture(scope="module")
+def hub():
+    from sync_pipelines_peers.launchers.azure_iot import AzureIotPeer
+
+    peer = AzureIotPeer(device_count=60)
+    peer.start()
+    yield peer
+    peer.stop()
+
+
+def test_an_attribute_renamed_at_azure_is_one_event_one_removed_one_added(
+    store, hub, open_session, monkeypatch
+):
+    from sync_pipelines.store.integrations import Integration
+    from sync_pipelines.sync.integration_config import register_integration
+
+    hub.emulator.reset()
+    monkeypatch.setenv(AZURE_ENV, hub.connection_string())
+    integ = Integration(
+        integration_id="azure-a",
+        organization_id="org-a",
+        provider="azure_iot",
+        name="Azure test",
+        settings=hub.integration_settings(),
+        secret_refs={"connection_string": AZURE_ENV},
+    )
+    register_integration(store, integ)
+    _sync(open_session, store, integ)
+    renamed = 0
+    for device_id in list(hub.emulator.device_ids()):
+        tags = hub.emulator.get_twin(device_id).get("tags") or {}
+        if "environment" in tags:
+            hub.emulator.update_device(
+                device_id, {"tags": {"environment": None, "stage": tags["environment"]}}
+            )
+            renamed += 1
+    assert renamed > 10
+    _sync(open_session, store, integ)
+    [row] = _changes(store, integ)
+    meta = row["metadata"]
+    assert meta["stream"] == "devices"
+    assert (meta["removed"], meta["added"], meta["changed"]) == (
+        {"attributes.tags.environment": ["string"]},
+        {"attributes.tags.stage": ["string"]},
+        {},
+    )
+    assert [i.rule for i in _incidents(store, integ)] == ["shape_drift"]
+    hub.emulator.reset()
