@@ -92,8 +92,10 @@ class ShapeObserver:
 
     def __init__(self) -> None:
         self._paths: dict[str, set[str]] = {}
-        #: object signatures already merged -> the positions of their object/array values
-        self._signatures: dict[tuple[str, tuple[Any, ...], tuple[type, ...]], tuple[int, ...]] = {}
+        #: roots already recorded as objects
+        self._roots: set[str] = set()
+        #: object signatures already merged -> their object/array values (key, path, object?)
+        self._signatures: dict[tuple[Any, ...], tuple[tuple[Any, str, bool], ...]] = {}
         #: documents observed (each root counts once)
         self.documents = 0
         #: a path was left out: the shape reached MAX_PATHS
@@ -102,8 +104,10 @@ class ShapeObserver:
     def observe(self, root: str, document: Any) -> None:
         """Add one document's shape under `root` (a missing document is `null` there)."""
         self.documents += 1
-        if type(document) is dict or isinstance(document, dict):
-            self._add(root, OBJECT)
+        if isinstance(document, dict):
+            if root not in self._roots:
+                self._roots.add(root)
+                self._add(root, OBJECT)
             self._object(root, document, 1)
         else:
             self._value(root, document, 1)
@@ -127,34 +131,35 @@ class ShapeObserver:
             types.add(kind)
 
     def _object(self, prefix: str, document: Mapping[str, Any], depth: int) -> None:
-        keys = tuple(document)
-        values = tuple(document.values())
-        kinds = tuple(map(type, values))
-        signature = (prefix, keys, kinds)
-        nested = self._signatures.get(signature)
-        if nested is None:
-            nested = self._merge(prefix, keys, values, kinds)
-            if len(self._signatures) < MAX_SIGNATURES:
-                self._signatures[signature] = nested
-        if nested and depth < MAX_DEPTH:
-            for i in nested:
-                path = child_path(prefix, keys[i])
-                value = values[i]
-                if isinstance(value, Mapping):
-                    self._object(path, value, depth + 1)
-                else:
-                    self._array(path, value, depth + 1)
+        """The object and the objects nested in it, walked with a stack (no call per object)."""
+        signatures = self._signatures
+        stack = [(prefix, document, depth)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            prefix, document, depth = pop()
+            # the path, the keys in order, their values' Python types
+            signature = (prefix, tuple(document), tuple(map(type, document.values())))
+            nested = signatures.get(signature)
+            if nested is None:
+                nested = self._merge(prefix, document)
+                if len(signatures) < MAX_SIGNATURES:
+                    signatures[signature] = nested
+            if nested and depth < MAX_DEPTH:
+                for key, path, is_object in nested:
+                    if is_object:
+                        push((path, document[key], depth + 1))
+                    else:
+                        self._array(path, document[key], depth + 1)
 
-    def _merge(
-        self, prefix: str, keys: tuple[Any, ...], values: tuple[Any, ...], kinds: tuple[type, ...]
-    ) -> tuple[int, ...]:
-        """A signature not seen before: its keys' types; the positions of its containers."""
+    def _merge(self, prefix: str, document: Mapping[str, Any]) -> tuple[tuple[Any, str, bool], ...]:
+        """A signature not seen before: its keys' types; its containers (key, path, object?)."""
         nested = []
-        for i, (key, value, kind) in enumerate(zip(keys, values, kinds, strict=True)):
-            name = _TYPES.get(kind) or type_of(value)
-            self._add(child_path(prefix, key), name)
+        for key, value in document.items():
+            name = _TYPES.get(type(value)) or type_of(value)
+            path = child_path(prefix, key)
+            self._add(path, name)
             if name in (OBJECT, ARRAY):
-                nested.append(i)
+                nested.append((key, path, name == OBJECT))
         return tuple(nested)
 
     def _array(self, prefix: str, values: Any, depth: int) -> None:
@@ -168,7 +173,7 @@ class ShapeObserver:
         if depth >= MAX_DEPTH:
             return
         if kind == OBJECT:
-            self._object(path, value, depth + 1)
+            self._object(path, value, depth + 1)  # an object in an array, or a root
         elif kind == ARRAY:
             self._array(path, value, depth + 1)
 
