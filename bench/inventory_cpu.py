@@ -77,7 +77,9 @@ def listed_states(pages: int) -> list[DeviceState]:
         assert typed is not None
         for external_id, tree in typed[1]:
             tree = tree if isinstance(tree, dict) else {}
-            found.append(DeviceState(external_id, tree.get("reported"), tree.get("desired"), None, now))
+            found.append(
+                DeviceState(external_id, tree.get("reported"), tree.get("desired"), None, now)
+            )
     return found
 
 

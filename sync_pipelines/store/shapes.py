@@ -64,7 +64,14 @@ class StoredShape:
 
 def _to_shape(row: Any) -> StoredShape:
     values = dict(row)
-    for k in ("baseline_at", "updated_at", "judged_at", "change_at", "acknowledged_at", "paused_at"):
+    for k in (
+        "baseline_at",
+        "updated_at",
+        "judged_at",
+        "change_at",
+        "acknowledged_at",
+        "paused_at",
+    ):
         values[k] = parse_timestamp(values[k])
     values["shape"] = load_json(values["shape"]) or {}
     values["change"] = load_json(values["change"])
@@ -234,7 +241,5 @@ def disable_integration(
 
 def drift_pause(conn: Connection, organization_id: str, integration_id: str) -> StoredShape | None:
     """The change that paused the integration, when a drift pause is in force."""
-    paused = [
-        s for s in integration_shapes(conn, organization_id, integration_id) if s.paused_at
-    ]
+    paused = [s for s in integration_shapes(conn, organization_id, integration_id) if s.paused_at]
     return max(paused, key=lambda s: s.paused_at or s.updated_at) if paused else None

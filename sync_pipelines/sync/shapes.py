@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import islice
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 OBJECT, ARRAY, STRING, NUMBER, BOOLEAN, NULL = (
@@ -221,7 +221,10 @@ class ShapeDiff:
         return cls(
             dict(value.get("added") or {}),
             dict(value.get("removed") or {}),
-            {p: (list(c["before"]), list(c["after"])) for p, c in (value.get("changed") or {}).items()},
+            {
+                p: (list(c["before"]), list(c["after"]))
+                for p, c in (value.get("changed") or {}).items()
+            },
         )
 
 
@@ -250,7 +253,9 @@ def compare(baseline: Shape, seen: Shape, *, complete: bool) -> tuple[ShapeDiff,
             if p in baseline and not t <= baseline[p]
         }
         new = {**baseline, **{p: baseline.get(p, frozenset()) | t for p, t in seen.items()}}
-    return ShapeDiff(dict(sorted(added.items())), dict(sorted(removed.items())), dict(sorted(changed.items()))), new
+    return ShapeDiff(
+        dict(sorted(added.items())), dict(sorted(removed.items())), dict(sorted(changed.items()))
+    ), new
 
 
 def shape_to_json(shape: Shape) -> dict[str, list[str]]:

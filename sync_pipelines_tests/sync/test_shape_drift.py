@@ -31,7 +31,10 @@ from sync_pipelines.sync.integration_config import checked_integration
 from sync_pipelines.sync.inventory import sync_devices
 from sync_pipelines.sync.shapes import ShapeObserver, compare
 
-RENAMED = {"removed": {"reported.interval_s": ["number"]}, "added": {"reported.interval": ["number"]}}
+RENAMED = {
+    "removed": {"reported.interval_s": ["number"]},
+    "added": {"reported.interval": ["number"]},
+}
 
 
 def _sync(open_session, store, integ, **kwargs):
