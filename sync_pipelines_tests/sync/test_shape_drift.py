@@ -326,3 +326,47 @@ def test_an_attribute_renamed_at_azure_is_one_event_one_removed_one_added(
     )
     assert [i.rule for i in _incidents(store, integ)] == ["shape_drift"]
     hub.emulator.reset()
+
+
+def test_webhook_events_add_to_the_shape_and_never_remove(store, monkeypatch, open_session):
+    from sync_pipelines.sync.webhook_processing import process_webhook_events
+    from sync_pipelines_tests.webhook_support import (
+        azure_event,
+        insert_pending,
+        register_webhook_integration,
+    )
+
+    integ, _ = register_webhook_integration(
+        store, monkeypatch, provider="azure_iot", integration_id="az-shape"
+    )
+
+    def deliver(device_id: str, tags: dict) -> None:
+        event = azure_event(
+            "DeviceCreated", device_id, {"twin": {"deviceId": device_id, "tags": tags}}
+        )
+        insert_pending(
+            store,
+            integ,
+            event_type=event["eventType"],
+            payload=event,
+            external_id=device_id,
+            event_id=event["id"],
+        )
+        with open_session(store, integ.integration_id) as session:
+            assert process_webhook_events(session).counts.created == 1
+
+    deliver("dev-1", {"environment": "prod"})  # the baseline
+    deliver("dev-2", {"stage": "prod"})  # lacks `environment`: not a removal
+    [row] = _changes(store, integ)
+    meta = row["metadata"]
+    assert (meta["stream"], meta["complete"], meta["removed"], meta["added"]) == (
+        "devices",
+        False,
+        {},
+        {"attributes.tags.stage": ["string"]},
+    )
+    with store.connect() as conn:
+        shape = get_shape(conn, "org-a", "az-shape", "devices")
+    assert shape is not None and {"attributes.tags.environment", "attributes.tags.stage"} <= set(
+        shape.shape
+    )
