@@ -14,7 +14,8 @@ from sqlalchemy.engine import Connection
 from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
 
 _COLUMNS = (
-    "organization_id, integration_id, stream, shape, paths, baseline_at, updated_at, "
+    "organization_id, integration_id, stream, shape, paths, baseline_at, baseline_complete, "
+    "updated_at, "
     "judged_sync_id, judged_at, change_activity_id, change_at, change_policy, change, "
     "acknowledged_at, acknowledged_by, paused_at"
 )
@@ -29,6 +30,8 @@ class StoredShape:
     shape: dict[str, list[str]]
     paths: int
     baseline_at: datetime
+    #: the baseline came from every device (a complete observation)
+    baseline_complete: bool
     updated_at: datetime
     judged_sync_id: str | None = None
     judged_at: datetime | None = None
@@ -75,6 +78,7 @@ def _to_shape(row: Any) -> StoredShape:
         values[k] = parse_timestamp(values[k])
     values["shape"] = load_json(values["shape"]) or {}
     values["change"] = load_json(values["change"])
+    values["baseline_complete"] = bool(values["baseline_complete"])
     return StoredShape(**values)
 
 
@@ -118,13 +122,14 @@ def record_baseline(
     *,
     sync_id: str | None,
     now: datetime,
+    complete: bool,
 ) -> None:
     """The first shape of the stream (no event); a concurrent first sync's row stays."""
     conn.execute(
         sa.text(
             "INSERT INTO integration_shapes (organization_id, integration_id, stream, shape, "
-            "paths, baseline_at, updated_at, judged_sync_id, judged_at) "
-            "VALUES (:o, :i, :s, :shape, :paths, :now, :now, :sync_id, :now) "
+            "paths, baseline_at, baseline_complete, updated_at, judged_sync_id, judged_at) "
+            "VALUES (:o, :i, :s, :shape, :paths, :now, :complete, :now, :sync_id, :now) "
             "ON CONFLICT (integration_id, stream) DO NOTHING"
         ),
         {
@@ -135,6 +140,7 @@ def record_baseline(
             "paths": len(shape),
             "now": now,
             "sync_id": sync_id,
+            "complete": complete,
         },
     )
 
@@ -146,16 +152,20 @@ def record_judged(
     *,
     sync_id: str | None,
     now: datetime,
+    complete_baseline: bool = False,
 ) -> None:
     """A sync compared its observations: the new baseline when it changed (`shape`), else only
-    who judged it last."""
+    who judged it last; `complete_baseline` when a complete observation finished it."""
     sets = "judged_sync_id = :sync_id, judged_at = :now"
+    if complete_baseline:
+        sets += ", baseline_complete = :complete"
     params: dict[str, Any] = {
         "o": stored.organization_id,
         "i": stored.integration_id,
         "s": stored.stream,
         "sync_id": sync_id,
         "now": now,
+        "complete": True,
     }
     if shape is not None:
         sets += ", shape = :shape, paths = :paths, updated_at = :now"

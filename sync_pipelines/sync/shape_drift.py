@@ -3,7 +3,9 @@
 integration's last known shape of that stream (`integration_shapes`, sql/028), and says when it
 changed. Shapes, paths and types: sync/shapes.py.
 
-- The first sync of a stream records its shape as the baseline, without an event.
+- The first sync of a stream records its shape as the baseline, without an event. A baseline
+  from an incomplete observation (a resumed scan, a webhook batch) grows silently until the
+  first complete one: a key it did not see may have been there all along.
 - A sync that saw a difference — a key path added or removed, a path whose JSON types changed —
   writes ONE `shape_changed` activity row listing every difference (an attribute renamed at the
   provider is one row: one path removed, one added), which the integration's timeline shows, and
@@ -174,10 +176,24 @@ def _judge(session: IntegrationSession, run: SyncRun, watch: ShapeWatch) -> Shap
                 shape_to_json(seen),
                 sync_id=run.sync_id,
                 now=now,
+                complete=complete,
             )
             run.annotate(**{f"{watch.stream}_shape_paths": len(seen)})
             return None
         baseline = shape_from_json(stored.shape)
+        if not stored.baseline_complete:
+            # a baseline from some devices only: what else is seen was there all along, as far
+            # as anyone can tell — added without an event until a complete observation
+            _diff, new = compare(baseline, seen, complete=False)
+            record_judged(
+                conn,
+                stored,
+                shape_to_json(seen if complete else new),
+                sync_id=run.sync_id,
+                now=now,
+                complete_baseline=complete,
+            )
+            return None
         diff, new = compare(baseline, seen, complete=complete)
         record_judged(
             conn,

@@ -7,7 +7,9 @@ Paths: the root's name, then `.key` per object level (a key that is not a plain 
 
 Types are JSON's: object, array, string, number, boolean, null. Integers and floats are one
 type, `number`: JSON does not tell them apart, and a reading that is 20 on one device and 20.5 on
-another (or `20.0` after a firmware update) has not changed shape. A value that is not JSON
+another (or `20.0` after a firmware update) has not changed shape. `null` is recorded but a
+path's types gaining or losing only `null` is not a change (see `compare`); a missing document
+(a device that has reported nothing) has no shape at all. A value that is not JSON
 (a datetime a provider kept) counts as `string`, as the store writes it.
 
 Bounded, so an odd document cannot make the sync slow or the shape huge: objects are followed
@@ -59,6 +61,8 @@ _TYPES: dict[type, str] = {
 }
 _PLAIN_KEY = re.compile(r"[^.\[\]\"]+")
 
+_NULL = frozenset({NULL})
+
 #: a shape: path -> the JSON types seen there
 Shape = dict[str, frozenset[str]]
 
@@ -102,8 +106,12 @@ class ShapeObserver:
         self.truncated = False
 
     def observe(self, root: str, document: Any) -> None:
-        """Add one document's shape under `root` (a missing document is `null` there)."""
+        """Add one document's shape under `root`. A missing document (None: a device that has
+        reported nothing) adds nothing: it has no shape, and a new device without one is not a
+        change."""
         self.documents += 1
+        if document is None:
+            return
         if isinstance(document, dict):
             if root not in self._roots:
                 self._roots.add(root)
@@ -229,7 +237,9 @@ class ShapeDiff:
 
 
 def compare(baseline: Shape, seen: Shape, *, complete: bool) -> tuple[ShapeDiff, Shape]:
-    """The differences and the new baseline.
+    """The differences and the new baseline. `null` alone is no type change: a key that is null
+    on some devices and a string on others is a string that may be missing, and whether any
+    device has it null right now is not a change of shape (the baseline still records it).
 
     `complete`: `seen` is the union over every device of the stream (a whole, clean scan): paths
     the baseline has and it lacks are removed, and it becomes the baseline. Otherwise it covers
@@ -242,7 +252,7 @@ def compare(baseline: Shape, seen: Shape, *, complete: bool) -> tuple[ShapeDiff,
         changed = {
             p: (sorted(baseline[p]), sorted(t))
             for p, t in seen.items()
-            if p in baseline and baseline[p] != t
+            if p in baseline and baseline[p] - _NULL != t - _NULL
         }
         new = dict(seen)
     else:
@@ -250,7 +260,7 @@ def compare(baseline: Shape, seen: Shape, *, complete: bool) -> tuple[ShapeDiff,
         changed = {
             p: (sorted(baseline[p]), sorted(baseline[p] | t))
             for p, t in seen.items()
-            if p in baseline and not t <= baseline[p]
+            if p in baseline and not t - _NULL <= baseline[p] - _NULL
         }
         new = {**baseline, **{p: baseline.get(p, frozenset()) | t for p, t in seen.items()}}
     return ShapeDiff(

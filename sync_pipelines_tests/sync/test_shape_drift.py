@@ -254,6 +254,17 @@ def test_shapes_are_unions_and_partial_observations_only_add():
     assert set(new) == set(baseline)
     diff, new = compare(baseline, one_device.shape, complete=True)
     assert "- attributes.temp (number)" in diff.lines() and set(new) == set(one_device.shape)
+    # null alone is no type change; a device without a document has no shape
+    nullable = ShapeObserver()
+    nullable.observe("reported", {"fw": None})
+    nullable.observe("reported", None)
+    assert nullable.shape == {"reported": {"object"}, "reported.fw": {"null"}}
+    diff, _new = compare(
+        {"reported": frozenset({"object"}), "reported.fw": frozenset({"string", "null"})},
+        {"reported": frozenset({"object"}), "reported.fw": frozenset({"string"})},
+        complete=True,
+    )
+    assert not diff
 
 
 def test_a_bad_policy_is_refused_naming_the_setting():
@@ -355,18 +366,21 @@ def test_webhook_events_add_to_the_shape_and_never_remove(store, monkeypatch, op
         with open_session(store, integ.integration_id) as session:
             assert process_webhook_events(session).counts.created == 1
 
-    deliver("dev-1", {"environment": "prod"})  # the baseline
-    deliver("dev-2", {"stage": "prod"})  # lacks `environment`: not a removal
+    deliver("dev-1", {"environment": "prod"})  # a baseline from one device: incomplete
+    deliver("dev-2", {"stage": "prod"})  # grows it silently: `stage` may have been there all along
+    assert _changes(store, integ) == []
+    with store.transaction() as conn:  # as if a complete scan had seen exactly these two
+        conn.execute(sa.text("UPDATE integration_shapes SET baseline_complete = TRUE"))
+    deliver("dev-3", {"zone": "a"})  # lacks `environment` and `stage`: not a removal
     [row] = _changes(store, integ)
     meta = row["metadata"]
     assert (meta["stream"], meta["complete"], meta["removed"], meta["added"]) == (
         "devices",
         False,
         {},
-        {"attributes.tags.stage": ["string"]},
+        {"attributes.tags.zone": ["string"]},
     )
     with store.connect() as conn:
         shape = get_shape(conn, "org-a", "az-shape", "devices")
-    assert shape is not None and {"attributes.tags.environment", "attributes.tags.stage"} <= set(
-        shape.shape
-    )
+    assert shape is not None
+    assert {f"attributes.tags.{k}" for k in ("environment", "stage", "zone")} <= set(shape.shape)

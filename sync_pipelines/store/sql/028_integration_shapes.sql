@@ -4,6 +4,8 @@
 -- types found there: {"attributes.metadata.status": ["string"], ...}.
 --   shape               the baseline the next sync is compared with
 --   baseline_at         when the first sync recorded it (without an event)
+--   baseline_complete   the baseline came from a complete observation (every device); one from
+--                       some devices only is finished, silently, by the next observations
 --   updated_at          when a sync last changed it
 --   judged_sync_id/_at  the last sync that compared its observations with it
 --   change_*            the newest change (`shape_changed` activity row, when, the differences);
@@ -18,6 +20,7 @@ CREATE TABLE integration_shapes (
     shape               JSONB NOT NULL,
     paths               INTEGER NOT NULL,
     baseline_at         TIMESTAMPTZ NOT NULL,
+    baseline_complete   BOOLEAN NOT NULL,
     updated_at          TIMESTAMPTZ NOT NULL,
     judged_sync_id      TEXT,
     judged_at           TIMESTAMPTZ,
