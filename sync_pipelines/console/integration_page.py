@@ -2,7 +2,7 @@
 a value), enabled flag, poll interval and next scheduled sync, health with its reasons (the one
 health model, monitoring/health.py) and its timeline of the last 90 days (store/
 integration_timeline.py) — syncs, alerts opened and resolved, configuration changes, shape
-changes — newest first, one keyset page at a time. A integration paused for shape drift says so,
+changes — newest first, one keyset page at a time. An integration paused for shape drift says so,
 with the reason and how to resume (sync/shape_drift.py)."""
 
 from __future__ import annotations

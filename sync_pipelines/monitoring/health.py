@@ -302,8 +302,8 @@ def health_in(ctx: CheckContext, *, judged: bool = True) -> IntegrationHealth:
 
 
 def _disabled_signal(ctx: CheckContext) -> Signal:
-    """A disabled integration is not judged — unless its shape drift policy paused it: that is
-    a warning with the reason and how to resume, not an ordinary disabled integration."""
+    """A disabled integration is not judged — unless its shape drift policy paused it: data
+    will not flow until someone acts, so unhealthy, with the reason and how to resume."""
     paused = drift_pause(ctx.conn, ctx.organization_id, ctx.integration_id)
     if paused is not None:
         return Signal(SHAPE_DRIFT_PAUSED, UNHEALTHY, paused.pause_reason())

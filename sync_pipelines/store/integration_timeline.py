@@ -1,7 +1,7 @@
 """One integration's timeline: its syncs, the alerts opened and resolved about it, the changes
-to its configuration and the shape changes its syncs found, newest first by (at, kind, id), one keyset page at a time. Each source is
-read with its own bounded query (LIMIT page + 1 after the cursor) and the results merged: the
-order is total, so a row is on exactly one page.
+to its configuration and the shape changes its syncs found, newest first by (at, kind, id), one
+keyset page at a time. Each source is read with its own bounded query (LIMIT page + 1 after the
+cursor) and the results merged: the order is total, so a row is on exactly one page.
 
 Ties on `at` are broken by kind, then id, compared bytewise (`COLLATE "C"` on Postgres, where the
 default collation orders text by language rules; SQLite already compares bytes), so SQL and the

@@ -248,10 +248,10 @@ def _record(
     )
     row.completed_at = row.created_at
     rows = [row]
-    paused = policy == PAUSE and disable_integration(
-        conn, integ.organization_id, integ.integration_id, now=now
-    )
-    if paused:
+    # paused now, or already (by the other stream of the same sync, or by hand): either way the
+    # change waits for `integrations enable`; the pause itself is recorded once
+    paused = policy == PAUSE
+    if paused and disable_integration(conn, integ.organization_id, integ.integration_id, now=now):
         rows.append(_pause_row(integ, stored.stream, diff, row.id))
     record_change(
         conn,
