@@ -272,7 +272,8 @@ def integration_health(
 
 def health_in(ctx: CheckContext, *, judged: bool = True) -> IntegrationHealth:
     """The health of the context's integration, sharing the figures its checks read; not
-    `judged` (disabled): the figures with one `unknown` signal saying so."""
+    `judged` (disabled): the figures with one `unknown` signal saying so (unhealthy when its shape
+    drift policy paused it)."""
     integration = ctx.integration
     inbox = inbox_backlog(ctx.conn, ctx.organization_id, ctx.integration_id, now=ctx.now)
     signals = classify(ctx, inbox) if judged else [_disabled_signal(ctx)]
