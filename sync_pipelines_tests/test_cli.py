@@ -403,8 +403,9 @@ def test_integrations_update_changes_settings_checked_like_add(cli_store):
     assert (saved.settings["page_size"], saved.poll_interval_s) == (25, 60)
 
 
-def test_integrations_disable_and_enable(cli_store):
+def test_integrations_disable_and_enable(cli_store, monkeypatch):
     assert _add().exit_code == 0
+    monkeypatch.setenv("SYNC_OPERATOR", "alice@example.com")
     disabled = _invoke("integrations disable --organization org-a --id golioth-a")
     listed = _invoke("integrations list --organization org-a")
     enabled = _invoke("integrations enable --organization org-a --id golioth-a")
@@ -412,6 +413,11 @@ def test_integrations_disable_and_enable(cli_store):
     assert "golioth-a\tgolioth\tdisabled" in listed.output
     with cli_store.connect() as conn:
         assert get_integration(conn, "org-a", "golioth-a").enabled
+        changes = activity_rows(conn, "org-a", integration_id="golioth-a")
+    # who changed it: the login user without SYNC_OPERATOR, the named operator with it
+    who = {r["metadata"]["action"]: r["metadata"]["actor"] for r in changes}
+    assert who["add"].startswith("cli:") and who["add"] != "cli:alice@example.com"
+    assert who["disable"] == who["enable"] == "cli:alice@example.com"
 
 
 def test_integrations_remove_asks_for_yes_and_keeps_the_history(cli_store):

@@ -186,6 +186,38 @@ def test_replay_by_id_resolves_the_letter_and_a_second_replay_skips_it(
         )
 
 
+def test_replay_records_one_operator_row_per_letter_with_its_outcome(
+    cli_store, golioth_factory, register_golioth, monkeypatch
+):
+    monkeypatch.setenv("SYNC_OPERATOR", "oncall@example.com")
+    running = golioth_factory(device_count=3)
+    integ = register_golioth(cli_store, running)
+    good = next(running.emulator.device_ids())
+    letters = _fail(
+        cli_store,
+        integ.integration_id,
+        good,
+        "broken",
+        payloads={good: running.emulator.get_device(good)},
+    )
+    result = _invoke(
+        f"replay --organization org-a --id {letters[good].id} --id {letters['broken'].id}"
+    )
+    assert result.exit_code == 0, result.output
+    with cli_store.connect() as conn:
+        rows = activity_rows(conn, "org-a", activity_type=REPLAY)
+    actions = sorted(
+        (r["metadata"]["external_id"], r["metadata"]["outcome"], r["metadata"]["by"])
+        for r in rows
+        if r["metadata"].get("action") == "replay"
+    )
+    assert actions == sorted([("broken", "retrying", "cli"), (good, "resolved", "cli")])
+    assert {r["metadata"]["actor"] for r in rows if "actor" in r["metadata"]} == {
+        "cli:oncall@example.com"
+    }
+    assert len({r["run_id"] for r in rows}) == 1  # the replay's rows and the operator's: one run
+
+
 def test_replay_by_time_range_with_dry_run_changes_nothing_then_replays_the_window(
     cli_store, golioth_factory, register_golioth
 ):

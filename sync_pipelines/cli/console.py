@@ -1,4 +1,4 @@
-"""`sync-pipelines console`: the read-only operator console on its own listener."""
+"""`sync-pipelines console`: the operator console on its own listener."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from sync_pipelines.cli.context import database_url_option
 @database_url_option
 def console(host: str, port: int, database_url: str | None) -> None:
     """Serve the operator console at http://HOST:PORT/console/ (credentials:
-    SYNC_CONSOLE_TOKEN, or SYNC_CONSOLE_USER and SYNC_CONSOLE_PASSWORD)."""
+    SYNC_CONSOLE_TOKEN, SYNC_CONSOLE_USER and SYNC_CONSOLE_PASSWORD, SYNC_CONSOLE_TENANT_TOKENS;
+    to replay and quarantine dead letters: SYNC_CONSOLE_WRITE_TOKEN,
+    SYNC_CONSOLE_TENANT_WRITE_TOKENS)."""
     from sync_pipelines.console.auth import ConsoleConfigError
     from sync_pipelines.console.server import run_console  # starlette/uvicorn only here
 

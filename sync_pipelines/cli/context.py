@@ -88,3 +88,18 @@ database_url_option = click.option(
     help="The store (default: $SYNC_DATABASE_URL, else SQLite under $SYNC_HOME, else "
     "$DAGSTER_HOME, else ./.dagster_home).",
 )
+
+
+def cli_actor() -> str:
+    """Who a CLI command acts as, for the rows that record an operator's change:
+    `SYNC_OPERATOR` when set (a name, e.g. an e-mail address), else the login user, as `cli:NAME`."""
+    import getpass
+    import os
+
+    name = os.environ.get("SYNC_OPERATOR", "").strip()
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry for the uid (a container)
+            name = f"uid {os.getuid()}"
+    return f"cli:{name}"

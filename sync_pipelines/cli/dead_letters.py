@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,14 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sync_pipelines.cli.context import store_session
+from sync_pipelines.cli.context import cli_actor, store_session
 
 if TYPE_CHECKING:
     from sync_pipelines.store.database import Store
     from sync_pipelines.store.dead_letters import DeadLetter, DeadLetterSelection
-
-_REPLAY_CHUNK = 500
-_REPLAYABLE = ("pending", "retrying", "quarantined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,36 +120,29 @@ def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
 def replay(criteria: _Criteria, everything: bool, dry_run: bool) -> None:
     """Replay dead letters now — due or not, quarantined ones too: each that now goes through is
     resolved, the rest stay retrying (or are quarantined at their last attempt)."""
-    from sync_pipelines.sync.replay import replay_dead_letters
-    from sync_pipelines.sync.session import RunContext, integration_session
+    from sync_pipelines.store.dead_letters import NOT_RESOLVED
+    from sync_pipelines.sync.operator_actions import Actor, replay_letters
 
     with store_session(writes=True, organization_id=criteria.organization_id) as store:
-        letters = _select(store, criteria, criteria.selection(_REPLAYABLE, everything=everything))
+        letters = _select(store, criteria, criteria.selection(NOT_RESOLVED, everything=everything))
         chosen = {letter.id for letter in letters}
         for skipped in (i for i in dict.fromkeys(criteria.ids) if i not in chosen):
             click.echo(json.dumps({"action": "skipped", "id": skipped, "status": "resolved"}))
         if dry_run:
             _print_letters(letters, action="would_replay")
             return
-        run = RunContext(run_id=f"cli-{uuid.uuid4()}", step_key="cli_replay", job_name="cli")
-        by_integration: dict[str, list[str]] = {}
-        for letter in letters:
-            by_integration.setdefault(letter.integration_id, []).append(letter.id)
-        for integration_id, ids in by_integration.items():
-            with integration_session(store, integration_id, run) as session:
-                for start in range(0, len(ids), _REPLAY_CHUNK):
-                    chunk = ids[start : start + _REPLAY_CHUNK]
-                    result = replay_dead_letters(session, ids=chunk, limit=len(chunk))
-                    click.echo(
-                        json.dumps(
-                            {
-                                "run_id": run.run_id,
-                                "integration_id": integration_id,
-                                "status": result.status,
-                                **result.metadata(),
-                            }
-                        )
-                    )
+        actor = Actor.new("cli", cli_actor())
+        for outcome in replay_letters(store, criteria.organization_id, letters, actor):
+            click.echo(
+                json.dumps(
+                    {
+                        "run_id": actor.run_id,
+                        "integration_id": outcome.integration_id,
+                        "status": outcome.result.status,
+                        **outcome.result.metadata(),
+                    }
+                )
+            )
         _print_letters(_select(store, criteria, _by_ids(letters)), action="replayed")
 
 
@@ -166,8 +155,8 @@ def replay(criteria: _Criteria, everything: bool, dry_run: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be quarantined; change nothing.")
 def quarantine(criteria: _Criteria, everything: bool, reason: str | None, dry_run: bool) -> None:
     """Set pending/retrying dead letters aside: no replay picks them up until they are requeued."""
-    from sync_pipelines.clock import utc_now
-    from sync_pipelines.store.dead_letters import UNRESOLVED, quarantine_dead_letters
+    from sync_pipelines.store.dead_letters import UNRESOLVED
+    from sync_pipelines.sync.operator_actions import Actor, quarantine_letters
 
     with store_session(writes=True, organization_id=criteria.organization_id) as store:
         selection = criteria.selection(UNRESOLVED, everything=everything)
@@ -175,11 +164,9 @@ def quarantine(criteria: _Criteria, everything: bool, reason: str | None, dry_ru
             _print_letters(_select(store, criteria, selection), action="would_quarantine")
             return
         _check_ids_exist(store, criteria)
-        with store.transaction() as conn:
-            moved = quarantine_dead_letters(
-                conn, criteria.organization_id, selection, now=utc_now()
-            )
-        _record_operator_action(store, moved, "quarantine", reason)
+        moved = quarantine_letters(
+            store, criteria.organization_id, selection, Actor.new("cli", cli_actor()), reason=reason
+        )
         _print_letters(moved, action="quarantined")
 
 
@@ -265,15 +252,15 @@ def _letters_table(letters: list[DeadLetter]) -> list[str]:
 )
 def requeue(criteria: _Criteria, everything: bool) -> None:
     """Put letters back in line: pending, attempts reset, due now (the replay sensor takes them)."""
-    from sync_pipelines.clock import utc_now
-    from sync_pipelines.store.dead_letters import requeue_dead_letters
+    from sync_pipelines.store.dead_letters import NOT_RESOLVED
+    from sync_pipelines.sync.operator_actions import Actor, requeue_letters
 
     with store_session(writes=True, organization_id=criteria.organization_id) as store:
-        selection = criteria.selection(_REPLAYABLE, everything=everything)
+        selection = criteria.selection(NOT_RESOLVED, everything=everything)
         _check_ids_exist(store, criteria)
-        with store.transaction() as conn:
-            moved = requeue_dead_letters(conn, criteria.organization_id, selection, now=utc_now())
-        _record_operator_action(store, moved, "requeue", None)
+        moved = requeue_letters(
+            store, criteria.organization_id, selection, Actor.new("cli", cli_actor())
+        )
         _print_letters(moved, action="requeued")
 
 
@@ -312,48 +299,6 @@ def _check_ids_exist(store: Store, criteria: _Criteria) -> None:
         raise click.ClickException(
             f"organization {criteria.organization_id!r} has no dead letter(s) {', '.join(unknown)}"
         )
-
-
-def _record_operator_action(
-    store: Store, letters: list[DeadLetter], action: str, reason: str | None
-) -> None:
-    """One `replay` activity row per letter an operator moved, under one CLI run id."""
-    from sync_pipelines.observability.activity import REPLAY, ActivityRecorder, ActivityScope
-    from sync_pipelines.sync.activity_sink import StoreActivitySink
-
-    run_id = f"cli-{uuid.uuid4()}"
-    recorders: dict[tuple[str, str], ActivityRecorder] = {}
-    for letter in letters:
-        key = (letter.organization_id, letter.integration_id)
-        if key not in recorders:
-            recorders[key] = ActivityRecorder(
-                StoreActivitySink(store),
-                ActivityScope(
-                    organization_id=key[0],
-                    integration_id=key[1],
-                    run_id=run_id,
-                    step_key=f"cli_{action}",
-                    job_name="cli",
-                ),
-            )
-        row = recorders[key].new_row(
-            REPLAY,
-            status="success",
-            request_id=letter.request_id,
-            metadata={
-                "dead_letter_id": letter.id,
-                "stream": letter.stream,
-                "external_id": letter.external_id,
-                "action": action,
-                "outcome": letter.status,
-                "reason": reason,
-                "by": "cli",
-            },
-        )
-        row.completed_at = row.created_at
-        recorders[key].record(row)
-    for recorder in recorders.values():
-        recorder.flush()
 
 
 def _print_letters(letters: list[DeadLetter], *, action: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from sync_pipelines.cli.context import open_store
+from sync_pipelines.cli.context import cli_actor, open_store
 
 _ORGANIZATION = click.option("--organization", "organization_id", required=True)
 _ID = click.option("--id", "integration_id", required=True)
@@ -95,7 +95,9 @@ def integrations_add(
         poll_interval_s=DEFAULT_POLL_INTERVAL_S if poll_interval_s is None else poll_interval_s,
     )
     with _refusals():
-        register_integration(open_store(writes=True), integration, replace=replace, audit=True)
+        register_integration(
+            open_store(writes=True), integration, replace=replace, audit=True, actor=cli_actor()
+        )
     click.echo(
         f"{'replaced' if replace else 'saved'} integration {integration_id} ({provider}) "
         f"for organization {organization_id}"
@@ -138,6 +140,7 @@ def integrations_update(
             unset_settings=unset_settings,
             unset_secrets=unset_secrets,
             poll_interval_s=poll_interval_s,
+            actor=cli_actor(),
             **changes,
         )
     click.echo(f"updated integration {integration_id} for organization {organization_id}")
@@ -162,7 +165,11 @@ def _set_enabled(organization_id: str, integration_id: str, enabled: bool) -> No
 
     with _refusals():
         update_integration(
-            open_store(writes=True), organization_id, integration_id, enabled=enabled
+            open_store(writes=True),
+            organization_id,
+            integration_id,
+            enabled=enabled,
+            actor=cli_actor(),
         )
     state = "enabled" if enabled else "disabled"
     click.echo(f"{state} integration {integration_id} for organization {organization_id}")
@@ -187,7 +194,7 @@ def integrations_accept_shape(organization_id: str, integration_id: str) -> None
             raise ConfigError(
                 integration_id, f"no such integration in organization {organization_id!r}"
             )
-        accepted = accept_shape_changes(store, integration, by="cli")
+        accepted = accept_shape_changes(store, integration, by=cli_actor())
     if accepted:
         click.echo(f"accepted the shape change of {accepted} stream(s) of {integration_id}")
     else:
@@ -208,7 +215,9 @@ def integrations_remove(organization_id: str, integration_id: str, yes: bool) ->
             "configuration (its history is kept); run again with --yes to confirm"
         )
     with _refusals():
-        remove_integration(open_store(writes=True), organization_id, integration_id)
+        remove_integration(
+            open_store(writes=True), organization_id, integration_id, actor=cli_actor()
+        )
     click.echo(
         f"removed integration {integration_id} from organization {organization_id} "
         "(its sync logs and activity are kept)"

@@ -7,6 +7,14 @@
   organization: the secret alone as a bearer token, or basic auth with the organization id as
   user name. Such an operator sees that organization only.
 
+Those operators only read. Write credentials are separate, for operators who may also replay
+and quarantine dead letters (`Operator.can_write`):
+- `SYNC_CONSOLE_WRITE_TOKEN`: every organization; a bearer token, or basic auth as
+  `SYNC_CONSOLE_WRITE_USER` (default `writer`);
+- `SYNC_CONSOLE_TENANT_WRITE_TOKENS`: `org-a=<secret>,...`, one organization each; bearer, or
+  basic auth with the organization id as user name.
+A secret may serve one credential only (a write secret equal to a read one is refused).
+
 Secrets shorter than 16 characters are refused at start-up. With none configured the console
 answers 503 saying how to enable it; with some configured, a request without valid credentials
 gets 401. Every presented credential is compared with every configured one in constant time.
@@ -20,7 +28,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sync_pipelines.observability.redaction import register_secret
 
@@ -28,7 +36,11 @@ TOKEN_ENV = "SYNC_CONSOLE_TOKEN"
 USER_ENV = "SYNC_CONSOLE_USER"
 PASSWORD_ENV = "SYNC_CONSOLE_PASSWORD"
 TENANT_TOKENS_ENV = "SYNC_CONSOLE_TENANT_TOKENS"
+WRITE_TOKEN_ENV = "SYNC_CONSOLE_WRITE_TOKEN"
+WRITE_USER_ENV = "SYNC_CONSOLE_WRITE_USER"
+TENANT_WRITE_TOKENS_ENV = "SYNC_CONSOLE_TENANT_WRITE_TOKENS"
 DEFAULT_USER = "operator"
+DEFAULT_WRITE_USER = "writer"
 MIN_SECRET_LENGTH = 16
 REALM = 'Basic realm="sync-pipelines console", charset="UTF-8"'
 
@@ -39,10 +51,15 @@ class ConsoleConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Operator:
-    """An authenticated console user; `organization_id` None means every organization."""
+    """An authenticated console user; `organization_id` None means every organization;
+    `can_write`: may replay and quarantine dead letters (a write credential)."""
 
     name: str
     organization_id: str | None
+    can_write: bool = False
+    #: signs this operator's CSRF tokens (console/csrf.py); derived from the credential's
+    #: secret, so tokens outlive a restart and die with the secret
+    csrf_key: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def scoped(self) -> bool:
@@ -79,19 +96,23 @@ class ConsoleAuth:
         credentials: list[_Credential] = []
         everyone = Operator(name="operator (all organizations)", organization_id=None)
         if token := env.get(TOKEN_ENV):
-            credentials.append(
-                _Credential(everyone, None, _digest(_checked(TOKEN_ENV, token)), True)
-            )
+            credentials.append(_credential(everyone, None, _checked(TOKEN_ENV, token), True))
         if password := env.get(PASSWORD_ENV):
             user = env.get(USER_ENV) or DEFAULT_USER
-            credentials.append(
-                _Credential(
-                    everyone, _digest(user), _digest(_checked(PASSWORD_ENV, password)), False
-                )
-            )
-        for org, secret in _tenant_tokens(env.get(TENANT_TOKENS_ENV) or ""):
+            credentials.append(_credential(everyone, user, _checked(PASSWORD_ENV, password), False))
+        for org, secret in _tenant_tokens(TENANT_TOKENS_ENV, env.get(TENANT_TOKENS_ENV) or ""):
             tenant = Operator(name=f"operator of {org}", organization_id=org)
-            credentials.append(_Credential(tenant, _digest(org), _digest(secret), True))
+            credentials.append(_credential(tenant, org, secret, True))
+        if token := env.get(WRITE_TOKEN_ENV):
+            writer = Operator("writer (all organizations)", None, can_write=True)
+            user = env.get(WRITE_USER_ENV) or DEFAULT_WRITE_USER
+            credentials.append(_credential(writer, user, _checked(WRITE_TOKEN_ENV, token), True))
+        for org, secret in _tenant_tokens(
+            TENANT_WRITE_TOKENS_ENV, env.get(TENANT_WRITE_TOKENS_ENV) or ""
+        ):
+            writer = Operator(f"writer of {org}", org, can_write=True)
+            credentials.append(_credential(writer, org, secret, True))
+        _refuse_shared_secrets(credentials)
         return cls(credentials)
 
     def authenticate(self, authorization: str | None) -> Operator | None:
@@ -124,6 +145,28 @@ class ConsoleAuth:
         return found
 
 
+def _credential(operator: Operator, user: str | None, secret: str, bearer: bool) -> _Credential:
+    """A credential of `operator`, who signs CSRF tokens with a key derived from its secret."""
+    key = hmac.new(secret.encode(), b"sync-pipelines console csrf", hashlib.sha256).digest()
+    signing = Operator(operator.name, operator.organization_id, operator.can_write, key)
+    return _Credential(
+        signing, _digest(user) if user is not None else None, _digest(secret), bearer
+    )
+
+
+def _refuse_shared_secrets(credentials: list[_Credential]) -> None:
+    """One secret, one credential: a write secret equal to a read one would sign in as
+    whichever came first."""
+    seen: dict[bytes, str] = {}
+    for cred in credentials:
+        other = seen.setdefault(cred.secret_digest, cred.operator.name)
+        if other != cred.operator.name:
+            raise ConsoleConfigError(
+                f"one secret is configured for two console credentials ({other!r} and "
+                f"{cred.operator.name!r}): give each credential a secret of its own"
+            )
+
+
 def _checked(name: str, secret: str) -> str:
     if len(secret) < MIN_SECRET_LENGTH:
         raise ConsoleConfigError(
@@ -134,14 +177,14 @@ def _checked(name: str, secret: str) -> str:
     return secret
 
 
-def _tenant_tokens(value: str) -> list[tuple[str, str]]:
+def _tenant_tokens(name: str, value: str) -> list[tuple[str, str]]:
     pairs = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         org, sep, secret = item.partition("=")
         if not sep or not org.strip():
             raise ConsoleConfigError(
-                f"{TENANT_TOKENS_ENV} must be `organization_id=secret[,...]`; an item has no "
+                f"{name} must be `organization_id=secret[,...]`; an item has no "
                 "`organization_id=` part"
             )
-        pairs.append((org.strip(), _checked(f"{TENANT_TOKENS_ENV}[{org.strip()}]", secret.strip())))
+        pairs.append((org.strip(), _checked(f"{name}[{org.strip()}]", secret.strip())))
     return pairs

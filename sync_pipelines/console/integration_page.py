@@ -229,8 +229,8 @@ def entry_summary(entry: TimelineEntry) -> str:
     if entry.kind == "config_change":
         who = f" by {d['actor']}" if d.get("actor") else ""
         changed = ", ".join(d["changed"]) or "—"
-        reason = f" — {d['reason']}" if d.get("reason") else ""
-        return f"{d['action']}{who}: {changed}{reason}"
+        why = f" — {d['reason']}" if d.get("reason") else ""
+        return f"{d['action']}{who}: {changed}{why}"
     if entry.kind == "shape_changed":
         return shape_change_summary(entry)
     prefix = "opened" if entry.kind == "alert_opened" else "resolved"

@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from sync_pipelines.console.app import create_console_app
-from sync_pipelines.console.auth import PASSWORD_ENV, TENANT_TOKENS_ENV, TOKEN_ENV, ConsoleAuth
+from sync_pipelines.console.auth import (
+    PASSWORD_ENV,
+    TENANT_TOKENS_ENV,
+    TENANT_WRITE_TOKENS_ENV,
+    TOKEN_ENV,
+    WRITE_TOKEN_ENV,
+    ConsoleAuth,
+)
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.store.database import Store
 from sync_pipelines.webhooks.observed_requests import ObservedRequests
@@ -26,13 +33,16 @@ _log = get_logger("console.server")
 
 def create_console_server(store: Store, *, environ: Mapping[str, str] | None = None) -> Starlette:
     """The console as a whole ASGI app: its pages under `/console`, `/` pointing there."""
-    return Starlette(
+    console = create_console_app(store, environ=environ)
+    app = Starlette(
         routes=[
             Route("/", lambda _request: RedirectResponse("/console/"), methods=["GET"]),
-            Mount("/console", app=create_console_app(store, environ=environ)),
+            Mount("/console", app=console),
         ],
         middleware=[Middleware(ObservedRequests)],  # spans and Sentry reports, when configured
     )
+    app.state.console = console.state.console  # `.close()` releases what its actions opened
+    return app
 
 
 def run_console(
@@ -50,8 +60,9 @@ def run_console(
     if not ConsoleAuth.from_env().enabled:
         _log.warning(
             "console_without_credentials",
-            note=f"every request answers 503 until {TOKEN_ENV}, {PASSWORD_ENV} or "
-            f"{TENANT_TOKENS_ENV} is set and the console restarted",
+            note=f"every request answers 503 until {TOKEN_ENV}, {PASSWORD_ENV}, "
+            f"{TENANT_TOKENS_ENV}, {WRITE_TOKEN_ENV} or {TENANT_WRITE_TOKENS_ENV} is set and the "
+            "console restarted",
         )
     uvicorn.run(
         app,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from sync_pipelines.observability.activity import ActivityRow
 from sync_pipelines.store.bulk import insert_rows
-from sync_pipelines.store.database import dump_json, load_json
+from sync_pipelines.store.database import dump_json, load_json, parse_timestamp
 
 ACTIVITY_COLUMNS = (
     "id",
@@ -124,3 +125,39 @@ def activity_rows(
         row["metadata"] = load_json(row.get("metadata"))
         row["request_headers"] = load_json(row.get("request_headers"))
     return rows
+
+
+def dead_letter_rows(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    letter_id: str,
+    *,
+    external_id: str | None,
+    request_id: str | None,
+    since: datetime,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The `replay` rows about one dead letter (replays and operators' actions), newest first:
+    found by the letter's device (activity_device_idx) or else its request id, then by the
+    letter id their metadata names."""
+    if external_id is None and request_id is None:
+        return []
+    column, value = ("external_id", external_id) if external_id else ("request_id", request_id)
+    rows = conn.execute(
+        sa.text(
+            "SELECT created_at, status, run_id, step_key, attempt, error_type, "
+            "error_message, metadata FROM integration_activity_log WHERE organization_id = :o "
+            f"AND {column} = :v AND created_at >= :since AND integration_id = :i "
+            "AND activity_type = 'replay' ORDER BY created_at DESC, id DESC LIMIT :n"
+        ),
+        {"o": organization_id, "i": integration_id, "v": value, "since": since, "n": limit * 4},
+    ).mappings()
+    found = []
+    for row in rows:
+        metadata = load_json(row["metadata"]) or {}
+        if metadata.get("dead_letter_id") == letter_id:
+            found.append(
+                {**row, "metadata": metadata, "created_at": parse_timestamp(row["created_at"])}
+            )
+    return found[:limit]

@@ -26,6 +26,9 @@ from sync_pipelines.observability.activity import DIRECTIONS, STATUSES
 TENANT_ROLE = "sync_tenant"
 #: the read-only role an operator of every organization reads as (sql/026)
 OPERATOR_ROLE = "sync_operator"
+#: the role the console's actions (dead-letter replay, quarantine) write as (sql/026): the
+#: service's own, under row security in the letter's organization
+WRITE_ROLE = "sync_app"
 #: ids a search term may expand to (a device written by many calls: its newest ones)
 SEARCH_ID_LIMIT = 200
 _MAX_ORGANIZATIONS = 20
@@ -82,6 +85,16 @@ def become_operator(conn: Connection) -> None:
             f"view of every organization); run `GRANT {OPERATOR_ROLE} TO <console role>`, or "
             "give this operator one organization"
         ) from exc
+
+
+def can_take_write_role(conn: Connection) -> bool:
+    """Postgres: whether this login may `SET ROLE` to WRITE_ROLE — tried inside the open
+    transaction, which the caller then rolls back (it has written nothing)."""
+    try:
+        conn.execute(sa.text(f"SET LOCAL ROLE {WRITE_ROLE}"))
+    except ProgrammingError:
+        return False
+    return True
 
 
 # -- the activity log ----------------------------------------------------------------------------

@@ -174,6 +174,22 @@ class Store:
         view.engine = self.engine.execution_options(**{ORGANIZATION_OPTION: organization_id})
         return view
 
+    def acting_as(self, role: str, *, pool_size: int = 2) -> Store:
+        """A handle on this store whose every transaction runs as database role `role` (Postgres:
+        `SET LOCAL ROLE`, for that transaction only, like the organization): how the console's
+        login, a member of several roles, writes as the service's `sync_app` under row security
+        (console/access.py). A pool of its own (`pool_size`), so a session that worked as the
+        role never serves the login's own work (a temporary staging table one made is not the
+        other's); dispose of it when done. The role is one of ours, never input. On SQLite:
+        this store (no roles)."""
+        if not role.isidentifier():
+            raise ValueError(f"{role!r} is not a role name")
+        if not self.is_postgres:
+            return self
+        view = Store(self.url, pool_size=pool_size)
+        view.engine = view.engine.execution_options(**{ROLE_OPTION: role})
+        return view.scoped(self.organization_id) if self.organization_id else view
+
     @property
     def location(self) -> str:
         """The URL without its password: what every message about this store names."""
@@ -289,14 +305,20 @@ def _create_engine(
 
 #: execution option naming the organization of a scoped store's transactions (Store.scoped)
 ORGANIZATION_OPTION = "sync_organization_id"
+#: execution option naming the role a store's transactions run as (Store.acting_as)
+ROLE_OPTION = "sync_role"
 
 
 def _set_organization(conn: Connection) -> None:
-    """At the start of each transaction of a scoped store: the organization, for this
-    transaction only. On the DBAPI connection, which begins the transaction implicitly
-    (psycopg); SQLAlchemy's own begin is a no-op after it."""
-    organization_id = conn.get_execution_options().get(ORGANIZATION_OPTION)
-    if organization_id is None:
+    """At the start of each transaction of a scoped store: the organization (and the role, for
+    a store acting as one), for this transaction only. On the DBAPI connection, which begins
+    the transaction implicitly (psycopg); SQLAlchemy's own begin is a no-op after it."""
+    options = conn.get_execution_options()
+    organization_id, role = options.get(ORGANIZATION_OPTION), options.get(ROLE_OPTION)
+    if organization_id is None and role is None:
         return
     with conn.connection.dbapi_connection.cursor() as cur:
-        cur.execute("SELECT set_config('sync.organization_id', %s, true)", (organization_id,))
+        if role is not None:
+            cur.execute(f"SET LOCAL ROLE {role}")  # checked by Store.acting_as
+        if organization_id is not None:
+            cur.execute("SELECT set_config('sync.organization_id', %s, true)", (organization_id,))

@@ -516,6 +516,84 @@ def get_dead_letter(conn: Connection, organization_id: str, letter_id: str) -> D
     return _to_letter(row) if row else None
 
 
+def find_dead_letter(
+    conn: Connection, integration_id: str, letter_id: str, organization_id: str | None
+) -> DeadLetter | None:
+    """A letter of one integration, within `organization_id` when given (the console: another
+    organization's letter is not found); None: any organization's (an operator of all of them)."""
+    where = "integration_id = :i AND id = :id"
+    if organization_id is not None:
+        where = "organization_id = :o AND " + where
+    row = (
+        conn.execute(
+            sa.text(f"SELECT * FROM dead_letters WHERE {where}"),
+            {"o": organization_id, "i": integration_id, "id": letter_id},
+        )
+        .mappings()
+        .first()
+    )
+    return _to_letter(row) if row else None
+
+
+#: the console's default view of an integration's letters: every one not resolved
+NOT_RESOLVED = (PENDING, RETRYING, QUARANTINED)
+
+
+def dead_letter_page(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    *,
+    statuses: Sequence[str],
+    before_id: str | None,
+    limit: int,
+) -> list[DeadLetter]:
+    """Up to `limit` letters of one integration in `statuses`, newest first (ids are UUIDv7, so
+    id order is creation order), strictly older than `before_id`: one keyset page. Every letter
+    not resolved is `status <> 'resolved'`, the predicate of the open-letters index (sql/004),
+    so the default page reads that index, not the resolved letters that pile up."""
+    unknown = set(statuses) - set(STATUSES)
+    if unknown or not statuses:
+        raise ValueError(f"statuses must be some of {STATUSES}, got {sorted(statuses)}")
+    where = ["organization_id = :o", "integration_id = :i"]
+    if set(statuses) == set(NOT_RESOLVED):
+        where.append(f"status <> '{RESOLVED}'")
+    elif set(statuses) != set(STATUSES):
+        where.append(f"status IN ({sql_list(sorted(set(statuses)))})")
+    params: dict[str, Any] = {"o": organization_id, "i": integration_id, "n": limit}
+    if before_id is not None:
+        where.append("id < :before")
+        params["before"] = before_id
+    sql = f"SELECT * FROM dead_letters WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :n"
+    return [_to_letter(r) for r in conn.execute(sa.text(sql), params).mappings()]
+
+
+def due_letter_ids(
+    conn: Connection,
+    organization_id: str,
+    integration_id: str,
+    *,
+    now: datetime,
+    streams: Sequence[str] = STREAMS,
+    limit: int = 500,
+) -> list[str]:
+    """The integration's letters due for replay at `now`, in the order a replay claims them."""
+    params = {
+        "o": organization_id,
+        "i": integration_id,
+        "statuses": list(UNRESOLVED),
+        "streams": list(streams),
+        "now": now,
+        "n": limit,
+    }
+    sql = (
+        "SELECT id FROM dead_letters WHERE organization_id = :o AND integration_id = :i "
+        "AND status IN :statuses AND stream IN :streams AND next_attempt_at <= :now "
+        "ORDER BY next_attempt_at, id LIMIT :n"
+    )
+    return list(conn.execute(_expanding(sql, params), params).scalars())
+
+
 def quarantine_dead_letters(
     conn: Connection, organization_id: str, selection: DeadLetterSelection, *, now: datetime
 ) -> list[DeadLetter]:

@@ -167,7 +167,7 @@ def _entry(source: _Source, row: Any) -> TimelineEntry:
                 "action": metadata.get("action"),
                 "changed": list(metadata.get("changed") or []),
                 "actor": metadata.get("actor"),
-                # a pause by the shape drift policy says why and how to resume
+                # why, when given: an operator's reason, or a shape drift pause's and how to resume
                 "reason": metadata.get("reason"),
             },
         )

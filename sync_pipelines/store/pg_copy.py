@@ -25,6 +25,8 @@ from psycopg.pq import Format
 from psycopg.types.json import JsonbBinaryDumper
 from sqlalchemy.engine import Connection
 
+from sync_pipelines.store.database import ROLE_OPTION
+
 #: column types whose binary dumpers take every value the store's rows put in them
 _BINARY_TYPES = frozenset(
     {
@@ -84,15 +86,17 @@ def copy_rows(
             copy.write_row(values(row))
 
 
-#: (database, role) → whether row-level security holds that role (neither superuser nor BYPASSRLS)
-_row_security: dict[tuple[str, str], bool] = {}
+#: (database, login, role acted as) → whether row-level security holds the role the connection
+#: works as (neither superuser nor BYPASSRLS)
+_row_security: dict[tuple[str, str, str | None], bool] = {}
 
 
 def row_security_applies(conn: Connection) -> bool:
     """Whether this connection's role is held by row-level security: then Postgres refuses COPY
-    into a tenant table. Read from the catalog once per database and role per process."""
+    into a tenant table. Read from the catalog once per database, login and role the store acts
+    as (`Store.acting_as`: a superuser login acting as `sync_app` is held) per process."""
     info = conn.connection.driver_connection.info  # psycopg 3
-    key = (info.dbname, info.user)
+    key = (info.dbname, info.user, conn.get_execution_options().get(ROLE_OPTION))
     known = _row_security.get(key)
     if known is None:
         known = not conn.exec_driver_sql(

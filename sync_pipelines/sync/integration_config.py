@@ -78,12 +78,17 @@ def checked_integration(integration: Integration) -> Integration:
 
 
 def register_integration(
-    store: Store, integration: Integration, *, replace: bool = True, audit: bool = False
+    store: Store,
+    integration: Integration,
+    *,
+    replace: bool = True,
+    audit: bool = False,
+    actor: str | None = None,
 ) -> None:
     """Check (`checked_integration`) and save an integration and its organization. The way in
     for every caller. With `replace=False` an integration id already registered is refused;
     with `audit` (an operator's change, `integrations add`) a `config_change` activity row
-    records it."""
+    records it and who made it (`actor`)."""
     checked = checked_integration(integration)
     store = store.scoped(checked.organization_id)
     with store.transaction() as conn:
@@ -98,7 +103,7 @@ def register_integration(
         save_integration(conn, checked)
         if audit:
             action = "replace" if existing else "add"
-            _record_config_change(store, conn, checked, action, _changed(existing, checked))
+            _record_config_change(store, conn, checked, action, _changed(existing, checked), actor)
 
 
 def update_integration(
@@ -113,10 +118,13 @@ def update_integration(
     unset_secrets: tuple[str, ...] = (),
     poll_interval_s: int | None = None,
     enabled: bool | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
 ) -> Integration:
     """Change an integration: `settings` and `secret_refs` are merged into what it has, the
     `unset_*` keys removed; the result is checked as `integrations add` checks a new one, and
-    nothing is written when it is refused."""
+    nothing is written when it is refused. The `config_change` row names `actor` (who) and
+    `reason` (why, when given)."""
     store = store.scoped(organization_id)
     with store.transaction() as conn:
         current = _owned(conn, organization_id, integration_id)
@@ -142,8 +150,10 @@ def update_integration(
         checked = changed if disabling_only else checked_integration(changed)
         save_integration(conn, checked)
         action = "update" if enabled is None else ("enable" if enabled else "disable")
-        _record_config_change(store, conn, checked, action, _changed(current, checked))
-        resumed = bool(enabled) and _resume_drift_pause(conn, checked)
+        _record_config_change(
+            store, conn, checked, action, _changed(current, checked), actor, reason
+        )
+        resumed = bool(enabled) and _resume_drift_pause(conn, checked, by=actor)
     if resumed:  # after the commit, as every alert is sent
         from sync_pipelines.sync.shape_drift import resolve_drift_alert
 
@@ -151,7 +161,7 @@ def update_integration(
     return checked
 
 
-def _resume_drift_pause(conn: Any, integration: Integration) -> bool:
+def _resume_drift_pause(conn: Any, integration: Integration, *, by: str | None) -> bool:
     """Enabling an integration its shape drift policy paused accepts the change that paused it
     (sync/shape_drift.py): the next sync compares with the new shape."""
     from sync_pipelines.store.shapes import drift_pause
@@ -159,10 +169,12 @@ def _resume_drift_pause(conn: Any, integration: Integration) -> bool:
 
     if drift_pause(conn, integration.organization_id, integration.integration_id) is None:
         return False
-    return bool(accept_within(conn, integration, by="integrations enable"))
+    return bool(accept_within(conn, integration, by=by or "integrations enable"))
 
 
-def remove_integration(store: Store, organization_id: str, integration_id: str) -> Integration:
+def remove_integration(
+    store: Store, organization_id: str, integration_id: str, *, actor: str | None = None
+) -> Integration:
     """Delete the integration's configuration. Its history — sync logs, activity rows, devices,
     dead letters, cursors — is kept under its id (an id added again later carries on from it),
     and the removal itself is an activity row."""
@@ -170,7 +182,7 @@ def remove_integration(store: Store, organization_id: str, integration_id: str) 
     with store.transaction() as conn:
         current = _owned(conn, organization_id, integration_id)
         delete_integration(conn, organization_id, integration_id)
-        _record_config_change(store, conn, current, "remove", [])
+        _record_config_change(store, conn, current, "remove", [], actor)
     return current
 
 
@@ -206,16 +218,29 @@ def _changed(before: Integration | None, after: Integration) -> list[str]:
 
 
 def _record_config_change(
-    store: Store, conn: Any, integration: Integration, action: str, changed: list[str]
+    store: Store,
+    conn: Any,
+    integration: Integration,
+    action: str,
+    changed: list[str],
+    actor: str | None,
+    reason: str | None = None,
 ) -> None:
-    """One `config_change` activity row, in the transaction that made the change."""
+    """One `config_change` activity row, in the transaction that made the change: what changed
+    (names, never values), who changed it and, when given, why."""
     recorder = ActivityRecorder(
         NullSink(), ActivityScope(integration.organization_id, integration.integration_id)
     )
     row = recorder.new_row(
         CONFIG_CHANGE,
         status="success",
-        metadata={"action": action, "provider": integration.provider, "changed": changed},
+        metadata={
+            "action": action,
+            "provider": integration.provider,
+            "changed": changed,
+            "actor": actor,
+            **({"reason": reason} if reason else {}),
+        },
     )
     row.completed_at = row.created_at
     StoreActivitySink(store).insert_within(conn, [row])

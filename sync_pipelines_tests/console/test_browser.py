@@ -2,7 +2,7 @@
 console's own server on a loopback port, over a Postgres store seeded by real syncs. Filters, searches a
 request id, follows it into the trace, downloads the exports, pages with the JSON API, walks
 overview → incidents → one incident → its integration's activity, and saves screenshots of the
-activity, overview, trace, incidents, incident and integration pages under $SYNC_TEST_ARTIFACTS (default
+activity, overview, trace, incidents, incident and integration pages (and its devices) under $SYNC_TEST_ARTIFACTS (default
 <repo>/test-artifacts/) — their paths are printed."""
 
 from __future__ import annotations
@@ -232,6 +232,33 @@ def test_an_operator_walks_from_the_overview_to_an_integration_and_its_timeline(
     page.goto(f"{console_server.url}/console/incidents/{seeded.resolved_incident}")
     page.click("#integration-page")
     page.wait_for_url("**/console/integrations/golioth-a")
+
+
+def test_an_operator_searches_and_filters_an_integration_s_devices(
+    browser, console_server, seeded, artifacts
+):
+    page = _page(browser, "operator", ADMIN_PASSWORD)
+    page.goto(f"{console_server.url}/console/integrations/golioth-a")
+    rows = page.locator("#devices tbody tr.device")
+    expect(rows).not_to_have_count(0)
+    listed = rows.count()
+    first = rows.first.locator("a.device-link").inner_text()
+    page.fill("#device-search input[name=q]", first.upper())
+    page.click("#device-search button")
+    page.wait_for_url("**q=**")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("a.device-link")).to_have_attribute(
+        "href", f"/console/integrations/golioth-a/devices/{first}"
+    )
+    page.click("#device-search-clear")
+    expect(rows).to_have_count(listed)
+    # the poison record: refused from its first sync, so the store never held the device
+    page.click("#device-filters a.device-filter-failing")
+    page.wait_for_url("**devices=failing**")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("not stored")
+    expect(rows.first.locator("td.error")).to_contain_text("hardwareIds")
+    _shot(page, artifacts, "integration-devices")
 
 
 def test_a_scoped_operator_cannot_open_another_organizations_integration(
