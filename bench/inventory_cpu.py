@@ -8,6 +8,10 @@ least CPU (`time.process_time`, the steadiest figure on a shared machine) is rep
   hash       `records.device_row` (the row and its content hash) as the sync runs it
   hash/json  the same with the attributes as a plain dict and times through `str()`: the
              generic path, for the ratio (and the check that both hash alike)
+  shape      shape drift's observation of the devices' attributes (`ShapeWatch.devices`, a new
+             watch each time, as each sync starts one: sync/shape_drift.py)
+  shape/st   the same for the states listed with the devices (`statePath=/`: reported and
+             desired documents, `ShapeWatch.states`)
 
     .venv/bin/python bench/inventory_cpu.py --pages 200 --repeat 7
 """
@@ -22,19 +26,22 @@ from datetime import UTC, datetime
 import httpx
 from golioth_bench import KEY, PROJECT, load_average, start_emulator, stop
 
-from sync_pipelines.providers.contract import DeviceRecord
-from sync_pipelines.providers.golioth import _typed_page
+from sync_pipelines.providers.contract import DeviceRecord, DeviceState
+from sync_pipelines.providers.golioth import _typed_page, _typed_page_with_states
 from sync_pipelines.providers.golioth_wire import decode_page
 from sync_pipelines.sync import records
+from sync_pipelines.sync.shape_drift import ShapeWatch
 
 
-def fetch_pages(pages: int) -> list[bytes]:
+def fetch_pages(pages: int, *, states: bool = False) -> list[bytes]:
     emulator, url = start_emulator(pages * 100)
+    extra = {"statePath": "/"} if states else {}
     try:
         with httpx.Client(base_url=url, headers={"x-api-key": KEY}) as client:
             return [
                 client.get(
-                    f"/v1/projects/{PROJECT}/devices", params={"page": p, "perPage": 100}
+                    f"/v1/projects/{PROJECT}/devices",
+                    params={"page": p, "perPage": 100, **extra},
                 ).content
                 for p in range(pages)
             ]
@@ -59,6 +66,29 @@ def rows(devices: list[DeviceRecord]) -> list[dict]:
         )
         for d in devices
     ]
+
+
+def listed_states(pages: int) -> list[DeviceState]:
+    """The states a listing with `statePath=/` carries, as the sync's records of them."""
+    now = datetime.now(UTC)
+    found = []
+    for body in fetch_pages(pages, states=True):
+        typed = _typed_page_with_states(body)
+        assert typed is not None
+        for external_id, tree in typed[1]:
+            tree = tree if isinstance(tree, dict) else {}
+            found.append(
+                DeviceState(external_id, tree.get("reported"), tree.get("desired"), None, now)
+            )
+    return found
+
+
+def observe_devices(devices: list[DeviceRecord]) -> None:
+    ShapeWatch("devices").devices(devices)
+
+
+def observe_states(states: list[DeviceState]) -> None:
+    ShapeWatch("device_states").states(states)
 
 
 def as_generic(devices: list[DeviceRecord]) -> list[DeviceRecord]:
@@ -101,7 +131,10 @@ def main() -> None:
         "normalise": least_cpu_us(lambda: [_typed_page(b) for b in bodies], n, args.repeat),
         "hash": least_cpu_us(lambda: rows(devices), n, args.repeat),
         "hash/json": least_cpu_us(lambda: rows_generic(plain), n, args.repeat),
+        "shape": least_cpu_us(lambda: observe_devices(devices), n, args.repeat),
     }
+    states = listed_states(args.pages)
+    figures["shape/st"] = least_cpu_us(lambda: observe_states(states), len(states), args.repeat)
     for stage, us in figures.items():
         print(f"  {stage:<10} {us:6.2f} µs CPU per device")
     print(

@@ -30,6 +30,7 @@ OWNER_KEYED_TABLES = frozenset(
         "event_failures",
         "held_deletions",
         "integration_check_results",
+        "integration_shapes",
         "integration_sync_log",
         "integration_sync_state",
         "integrations",

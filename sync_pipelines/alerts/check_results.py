@@ -21,6 +21,7 @@ from sync_pipelines.alerts.rules import CHECK_FAILED, CRITICAL, WARNING, Conditi
 from sync_pipelines.alerts.settings import AlertSettings
 from sync_pipelines.checks.health_check import INTEGRATION_HEALTH
 from sync_pipelines.checks.provider_calls import CALL_FAILURE_RATE
+from sync_pipelines.checks.shape_drift import DEVICE_SHAPE_STABLE
 from sync_pipelines.checks.sync_outcomes import FAILURE_STREAK as FAILURE_STREAK_CHECK
 from sync_pipelines.store.alerts import open_incident
 from sync_pipelines.store.check_results import CheckResult
@@ -31,8 +32,11 @@ from sync_pipelines.store.integrations import for_each_organization
 #: checks whose failure another incident already carries, so one cause opens one incident: the
 #: health model's verdict (a summary: the check or rule under it alerts), and the checks an alert
 #: rule judges at the same thresholds from the same figures (rules.py: call_failure_rate, folded
-#: into provider_api_failures when the provider is failing; failure_streak)
-NOT_ALERTED_CHECKS = frozenset({INTEGRATION_HEALTH, CALL_FAILURE_RATE, FAILURE_STREAK_CHECK})
+#: into provider_api_failures when the provider is failing; failure_streak); and the shape check,
+#: whose change the sync itself alerts as `shape_drift` under the integration's policy
+NOT_ALERTED_CHECKS = frozenset(
+    {INTEGRATION_HEALTH, CALL_FAILURE_RATE, FAILURE_STREAK_CHECK, DEVICE_SHAPE_STABLE}
+)
 #: Dagster's AssetCheckSeverity names → alert severities
 _SEVERITIES = {"ERROR": CRITICAL, "WARN": WARNING}
 

@@ -35,6 +35,8 @@ SENSOR_FAILED = "sensor_failed"
 DELETION_GUARD = "deletion_guard"
 #: a telemetry drain found messages its broker dropped, or its session lost (alerts/telemetry_loss)
 TELEMETRY_LOSS = "telemetry_loss"
+#: the shape of a provider's device attributes or state changed (alerts/shape_drift)
+SHAPE_DRIFT = "shape_drift"
 #: the rules the periodic evaluation judges (the others are raised by events)
 EVALUATED_RULES = (
     ERROR_RATE,

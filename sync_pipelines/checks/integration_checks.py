@@ -16,6 +16,7 @@ from sync_pipelines.checks import (
     health_check,
     inventory_volume,
     provider_calls,
+    shape_drift,
     sync_outcomes,
 )
 from sync_pipelines.checks.context import CheckContext
@@ -91,6 +92,14 @@ CHECKS: tuple[IntegrationCheck, ...] = (
         "The newest good full inventory fetched at least `volume_drop_ratio` (50 %) of the one before: "
         "0 devices after thousands is an ERROR.",
         inventory_volume.inventory_volume_as_expected,
+    ),
+    IntegrationCheck(
+        shape_drift.DEVICE_SHAPE_STABLE,
+        "The shape of the devices' attributes and state (key paths and JSON types) is the one "
+        "known: fails while a shape change a sync found is unacknowledged — WARN under "
+        "`shape_drift_policy` alert, ERROR under pause; a change under ignore passes. Accept it "
+        "with `sync-pipelines integrations accept-shape` (or `integrations enable` after a pause).",
+        shape_drift.device_shape_stable,
     ),
     IntegrationCheck(
         data_quality.EXTERNAL_IDS_DISTINCT,

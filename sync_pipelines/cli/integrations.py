@@ -1,5 +1,5 @@
 """`sync-pipelines integrations`: register, change, enable, disable, remove and list an
-organization's integrations. Every change is checked by the typed settings
+organization's integrations, and accept a shape change a sync found (`accept-shape`). Every change is checked by the typed settings
 (providers/settings.py) before anything is written; a refusal names the setting and exits 1."""
 
 from __future__ import annotations
@@ -173,6 +173,32 @@ def _set_enabled(organization_id: str, integration_id: str, enabled: bool) -> No
         )
     state = "enabled" if enabled else "disabled"
     click.echo(f"{state} integration {integration_id} for organization {organization_id}")
+
+
+@integrations.command("accept-shape")
+@_options(_ORGANIZATION, _ID)
+def integrations_accept_shape(organization_id: str, integration_id: str) -> None:
+    """Accept the shape change a sync found in the devices' attributes or state: the check
+    device_shape_stable passes again and the shape_drift alert is resolved (the new shape is
+    already the one the next sync compares with). A paused integration is resumed with
+    `integrations enable`, which accepts its change too."""
+    from sync_pipelines.errors import ConfigError
+    from sync_pipelines.store.integrations import get_integration
+    from sync_pipelines.sync.shape_drift import accept_shape_changes
+
+    store = open_store(writes=True)
+    with _refusals():
+        with store.scoped(organization_id).transaction() as conn:
+            integration = get_integration(conn, organization_id, integration_id)
+        if integration is None:
+            raise ConfigError(
+                integration_id, f"no such integration in organization {organization_id!r}"
+            )
+        accepted = accept_shape_changes(store, integration, by=cli_actor())
+    if accepted:
+        click.echo(f"accepted the shape change of {accepted} stream(s) of {integration_id}")
+    else:
+        click.echo(f"integration {integration_id} has no shape change to accept")
 
 
 @integrations.command("remove")

@@ -1,8 +1,9 @@
 """The console's page of one integration: its settings (secret references by variable name, never
 a value), enabled flag, poll interval and next scheduled sync, health with its reasons (the one
 health model, monitoring/health.py) and its timeline of the last 90 days (store/
-integration_timeline.py) — syncs, alerts opened and resolved, configuration changes — newest
-first, one keyset page at a time."""
+integration_timeline.py) — syncs, alerts opened and resolved, configuration changes, shape
+changes — newest first, one keyset page at a time. An integration paused for shape drift says so,
+with the reason and how to resume (sync/shape_drift.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from sync_pipelines.monitoring.health import integration_health
 from sync_pipelines.observability.redaction import redact, redact_url
 from sync_pipelines.store.integration_timeline import KINDS, TimelineEntry, timeline_page
 from sync_pipelines.store.integrations import Integration, find_integration_owner, get_integration
+from sync_pipelines.store.shapes import drift_pause, integration_shapes
 from sync_pipelines.store.sync_state import last_sync_started_at
 from sync_pipelines.sync.inventory import STREAM as DEVICES_STREAM
 from sync_pipelines.sync.polling import next_poll_at
+from sync_pipelines.sync.shapes import ShapeDiff
 from sync_pipelines.tracing.bundle import jsonable, register_integration_secrets
 
 TIMELINE_DAYS = 90
@@ -157,6 +160,30 @@ def integration_summary(
         },
         "created_at": _iso(integration.created_at),
         "updated_at": _iso(integration.updated_at),
+        "shape_drift": shape_drift_summary(conn, integration),
+    }
+
+
+def shape_drift_summary(conn: Connection, integration: Integration) -> dict[str, Any]:
+    """The shape drift policy, each stream's known shape and its newest change, and — when the
+    policy paused the integration — why and how to resume (sync/shape_drift.py)."""
+    policy = integration.settings.get("shape_drift_policy") or "alert"
+    shapes = integration_shapes(conn, integration.organization_id, integration.integration_id)
+    paused = drift_pause(conn, integration.organization_id, integration.integration_id)
+    return {
+        "policy": policy,
+        "paused": paused.pause_reason() if paused and not integration.enabled else None,
+        "streams": [
+            {
+                "stream": s.stream,
+                "paths": s.paths,
+                "baseline_at": _iso(s.baseline_at),
+                "change_at": _iso(s.change_at),
+                "unacknowledged": s.unacknowledged,
+                "change": ShapeDiff.from_json(s.change).summary(8) if s.change else None,
+            }
+            for s in shapes
+        ],
     }
 
 
@@ -204,11 +231,23 @@ def entry_summary(entry: TimelineEntry) -> str:
         changed = ", ".join(d["changed"]) or "—"
         why = f" — {d['reason']}" if d.get("reason") else ""
         return f"{d['action']}{who}: {changed}{why}"
+    if entry.kind == "shape_changed":
+        return shape_change_summary(entry)
     prefix = "opened" if entry.kind == "alert_opened" else "resolved"
     reason = (
         f" ({d['resolution']})" if entry.kind == "alert_resolved" and d.get("resolution") else ""
     )
     return f"{prefix} {d['severity']} {d['rule']}: {d['summary']}{reason}"
+
+
+def shape_change_summary(entry: TimelineEntry) -> str:
+    """`devices shape changed (alerted): + attributes.x (string); - attributes.y (number)`."""
+    d = entry.details
+    diff = ShapeDiff.from_json(
+        {"added": d.get("added"), "removed": d.get("removed"), "changed": d.get("changed")}
+    )
+    scope = "" if d.get("complete") else ", additions only (not a complete scan)"
+    return f"{d.get('stream')} shape changed ({entry.status}{scope}): {diff.summary(8)}"
 
 
 def csv_row(entry: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ check, health takes the check's own verdict, so a threshold means the same thing
 | signal                          | warning                    | degraded          | unhealthy                   |
 |---------------------------------|----------------------------|-------------------|-----------------------------|
 | disabled                        | (unknown: nothing else is judged)                                            |
+| paused for shape drift          |                            |                   | disabled by `shape_drift_policy=pause`, with the reason and how to resume |
 | never synced                    | (unknown, unless another signal is worse)                                    |
 | last sync failed (data streams) | 1 failure                  | check WARN (2)    | check ERROR (3); or 1 on auth/config |
 | freshness check                 |                            | ERROR (stale)     | ERROR, never succeeded      |
@@ -23,8 +24,9 @@ check, health takes the check's own verdict, so a threshold means the same thing
 | webhook inbox                   | > 500 waiting, or oldest > 10 min | > 1000 waiting (data stuck) |                  |
 
 The figures are the integration's thresholds (`monitoring` setting, defaults in brackets).
-Data-quality checks (duplicate or missing ids) judge the data, not its flow: they show in the
-Checks tab and alerts, not in health.
+Data-quality checks (duplicate or missing ids) and the shape check (`device_shape_stable`) judge
+the data, not its flow: they show in the Checks tab and alerts, not in health — except a drift
+pause, which stops the flow.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from sync_pipelines.monitoring.integration_stats import (
 )
 from sync_pipelines.monitoring.thresholds import Thresholds
 from sync_pipelines.store.integrations import Integration
+from sync_pipelines.store.shapes import drift_pause
 
 HEALTHY, WARNING, DEGRADED, UNHEALTHY, UNKNOWN = (
     "healthy",
@@ -68,6 +71,8 @@ DISABLED, NEVER_SYNCED, LAST_SYNC, WEBHOOK_INBOX, NOT_CHECKED = (
     "webhook_inbox",
     "not_checked",
 )
+#: a disabled integration its shape drift policy paused (sync/shape_drift.py)
+SHAPE_DRIFT_PAUSED = "shape_drift_paused"
 
 
 def worst(states: list[str]) -> str:
@@ -267,14 +272,11 @@ def integration_health(
 
 def health_in(ctx: CheckContext, *, judged: bool = True) -> IntegrationHealth:
     """The health of the context's integration, sharing the figures its checks read; not
-    `judged` (disabled): the figures with one `unknown` signal saying so."""
+    `judged` (disabled): the figures with one `unknown` signal saying so (unhealthy when its shape
+    drift policy paused it)."""
     integration = ctx.integration
     inbox = inbox_backlog(ctx.conn, ctx.organization_id, ctx.integration_id, now=ctx.now)
-    signals = (
-        classify(ctx, inbox)
-        if judged
-        else [Signal(DISABLED, UNKNOWN, "disabled: not synced or judged")]
-    )
+    signals = classify(ctx, inbox) if judged else [_disabled_signal(ctx)]
     history = ctx.history
     last_error = (
         f"{history.last_error_type}: {history.last_error_message}"
@@ -298,6 +300,15 @@ def health_in(ctx: CheckContext, *, judged: bool = True) -> IntegrationHealth:
         inbox=inbox,
         thresholds=ctx.thresholds,
     )
+
+
+def _disabled_signal(ctx: CheckContext) -> Signal:
+    """A disabled integration is not judged — unless its shape drift policy paused it: data
+    will not flow until someone acts, so unhealthy, with the reason and how to resume."""
+    paused = drift_pause(ctx.conn, ctx.organization_id, ctx.integration_id)
+    if paused is not None:
+        return Signal(SHAPE_DRIFT_PAUSED, UNHEALTHY, paused.pause_reason())
+    return Signal(DISABLED, UNKNOWN, "disabled: not synced or judged")
 
 
 def _without_figures(integration: Integration, signal: Signal) -> IntegrationHealth:

@@ -48,6 +48,11 @@ CONFIG_CHANGE = "config_change"
 DELETION_GUARD_TRIPPED = "deletion_guard_tripped"
 #: held deletions an operator confirmed (`sync-pipelines devices confirm-deletions`)
 DELETIONS_CONFIRMED = "deletions_confirmed"
+#: the shape of the devices' attributes or state changed (sync/shape_drift.py): every difference
+#: one sync saw, in one row
+SHAPE_CHANGED = "shape_changed"
+#: an operator accepted a shape change (`sync-pipelines integrations accept-shape`)
+SHAPE_ACCEPTED = "shape_accepted"
 #: a retention purge (system-level: organization `_system`)
 RETENTION = "retention"
 

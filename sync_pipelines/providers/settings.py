@@ -47,6 +47,9 @@ CONFLICT_RULES = ("provider_wins", "local_wins")
 WEBHOOK_SECRET_REF = "webhook_secret"
 #: webhook verification schemes (webhooks.verification.SCHEMES; a test keeps the two equal)
 WEBHOOK_SCHEMES = ("standard_webhooks", "shared_secret")
+#: `shape_drift_policy` values (sync/shape_drift.py): what a change of the shape of what the
+#: provider sends does besides its `shape_changed` row
+SHAPE_DRIFT_POLICIES = ("ignore", "alert", "pause")
 
 
 class Expect(str):
@@ -165,6 +168,11 @@ class IntegrationSettings(BaseModel):
     max_delete_fraction: Annotated[
         float, Field(gt=0, le=1), _NUMBER, Expect("a number above 0 and at most 1")
     ] = 0.2
+    #: a change of the shape of the devices' attributes or state (sync/shape_drift.py): `ignore`
+    #: records it, `alert` also raises an alert, `pause` also disables the integration
+    shape_drift_policy: Annotated[
+        Literal["ignore", "alert", "pause"], Expect(f"one of {', '.join(SHAPE_DRIFT_POLICIES)}")
+    ] = "alert"
     #: overrides of the monitoring thresholds (monitoring.thresholds.Thresholds)
     monitoring: Monitoring | None = None
     # webhook verification (webhooks.verification)

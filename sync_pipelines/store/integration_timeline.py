@@ -1,7 +1,7 @@
-"""One integration's timeline: its syncs, the alerts opened and resolved about it and the changes
-to its configuration, newest first by (at, kind, id), one keyset page at a time. Each source is
-read with its own bounded query (LIMIT page + 1 after the cursor) and the results merged: the
-order is total, so a row is on exactly one page.
+"""One integration's timeline: its syncs, the alerts opened and resolved about it, the changes
+to its configuration and the shape changes its syncs found, newest first by (at, kind, id), one
+keyset page at a time. Each source is read with its own bounded query (LIMIT page + 1 after the
+cursor) and the results merged: the order is total, so a row is on exactly one page.
 
 Ties on `at` are broken by kind, then id, compared bytewise (`COLLATE "C"` on Postgres, where the
 default collation orders text by language rules; SQLite already compares bytes), so SQL and the
@@ -24,7 +24,9 @@ SYNC = "sync"
 ALERT_OPENED = "alert_opened"
 ALERT_RESOLVED = "alert_resolved"
 CONFIG_CHANGE = "config_change"
-KINDS = (ALERT_OPENED, ALERT_RESOLVED, CONFIG_CHANGE, SYNC)
+#: a sync found the shape of the devices' attributes or state changed (sync/shape_drift.py)
+SHAPE_CHANGED = "shape_changed"
+KINDS = (ALERT_OPENED, ALERT_RESOLVED, CONFIG_CHANGE, SHAPE_CHANGED, SYNC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,13 @@ _SOURCES = (
         "created_at",
         "id, status, metadata, created_at",
         f"activity_type = '{CONFIG_CHANGE}'",
+    ),
+    _Source(
+        SHAPE_CHANGED,
+        "integration_activity_log",
+        "created_at",
+        "id, status, run_id, metadata, created_at",
+        f"activity_type = '{SHAPE_CHANGED}'",
     ),
 )
 
@@ -158,7 +167,30 @@ def _entry(source: _Source, row: Any) -> TimelineEntry:
                 "action": metadata.get("action"),
                 "changed": list(metadata.get("changed") or []),
                 "actor": metadata.get("actor"),
+                # why, when given: an operator's reason, or a shape drift pause's and how to resume
                 "reason": metadata.get("reason"),
+            },
+        )
+    if source.kind == SHAPE_CHANGED:
+        metadata = _json(row["metadata"])
+        # the entry's status says what the policy did: ignored, alerted or paused
+        policy = metadata.get("policy")
+        status = {"ignore": "ignored", "alert": "alerted", "pause": "paused"}.get(policy, "changed")
+        return TimelineEntry(
+            at,
+            SHAPE_CHANGED,
+            row["id"],
+            status,
+            {
+                "stream": metadata.get("stream"),
+                "policy": policy,
+                "complete": metadata.get("complete"),
+                "added": metadata.get("added") or {},
+                "removed": metadata.get("removed") or {},
+                "changed": metadata.get("changed") or {},
+                "summary": metadata.get("summary"),
+                "run_id": row["run_id"],
+                "sync_id": metadata.get("sync_id"),
             },
         )
     details = {k: v for k, v in values.items() if k not in ("details", "first_seen_at")}

@@ -8,7 +8,10 @@ did not give, so a device missing from the listing still ends stored or dead-let
 
 Where this run's inventory sync already stored the states from the listing it read
 (sync/listed_states.py), they are this sync's figures and only the devices it listed without a
-state are read."""
+state are read.
+
+The shape of the states read is compared with the integration's last known one at the end
+(sync/shape_drift.py): removals only when every device's state was read."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from sync_pipelines.sync.listed_states import ListedStates
 from sync_pipelines.sync.records import state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
+from sync_pipelines.sync.shape_drift import ShapeWatch, judge
 from sync_pipelines.sync.sync_run import SyncRun
 
 if TYPE_CHECKING:
@@ -48,10 +52,21 @@ def sync_device_states(
     ):
         with_devices = ListedStates.from_cursor(run.cursor_before)
         if with_devices is not None and with_devices.serves(session.run.run_id):
-            _states_listed_with_devices(session, run, provider, with_devices, batch_size)
+            # the inventory judged the listed states' shape; these few only add to it
+            shapes = ShapeWatch(STREAM, complete=False)
+            _states_listed_with_devices(session, run, provider, with_devices, batch_size, shapes)
         else:
-            listed = _states_from_listing(session, run, provider) if provider.lists_states else None
-            _states_one_by_one(session, run, provider, batch_size, skip=listed)
+            # every device the store knows is read: complete unless a read failed
+            shapes = ShapeWatch(STREAM)
+            listed = (
+                _states_from_listing(session, run, provider, shapes)
+                if provider.lists_states
+                else None
+            )
+            _states_one_by_one(session, run, provider, batch_size, shapes, skip=listed)
+        if run.counts.failed:
+            shapes.incomplete()
+        judge(session, run, shapes)
     return run.result
 
 
@@ -61,6 +76,7 @@ def _states_listed_with_devices(
     provider: Provider,
     listed: ListedStates,
     batch_size: int,
+    shapes: ShapeWatch,
 ) -> None:
     """The states this run's inventory sync stored from its listing, counted as this sync's;
     the devices it listed without a state read one by one; then the record is cleared."""
@@ -71,7 +87,7 @@ def _states_listed_with_devices(
     ids = list(listed.without_state)
     for start in range(0, len(ids), batch_size):
         states, failures = provider.get_states(ids[start : start + batch_size])
-        _store_states(session, run, states, failures)
+        _store_states(session, run, states, failures, shapes)
     integ = session.integration
     with session.store.transaction() as conn:
         run.fence(conn)
@@ -85,6 +101,7 @@ def _states_one_by_one(
     run: SyncRun,
     provider: Provider,
     batch_size: int,
+    shapes: ShapeWatch,
     *,
     skip: SeenIds | None,
 ) -> None:
@@ -105,10 +122,12 @@ def _states_one_by_one(
             if not ids:
                 continue
         states, failures = provider.get_states(ids)
-        _store_states(session, run, states, failures)
+        _store_states(session, run, states, failures, shapes)
 
 
-def _states_from_listing(session: IntegrationSession, run: SyncRun, provider: Provider) -> SeenIds:
+def _states_from_listing(
+    session: IntegrationSession, run: SyncRun, provider: Provider, shapes: ShapeWatch
+) -> SeenIds:
     """The states the provider lists, page by page, kept for the devices the store knows. What
     the listing could not give (a device listed without its state, one the provider no longer
     lists, a page that failed for good) is left to the per-device pass: the ids stored here are
@@ -130,7 +149,7 @@ def _states_from_listing(session: IntegrationSession, run: SyncRun, provider: Pr
                     )
                 )
             states = [s for s in page.states if s.external_id in known]
-            _store_states(session, run, states, [])
+            _store_states(session, run, states, [], shapes)
             seen.add(s.external_id for s in states)
     except AuthError:
         raise  # the per-device reads would fail the same way
@@ -149,9 +168,11 @@ def _store_states(
     run: SyncRun,
     states: Sequence[DeviceState],
     failures: list[StateFailure],
+    shapes: ShapeWatch,
 ) -> None:
     integ = session.integration
     now = utc_now()
+    shapes.states(states)
     rows = [
         state_row(
             s,

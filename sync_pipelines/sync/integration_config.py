@@ -153,7 +153,23 @@ def update_integration(
         _record_config_change(
             store, conn, checked, action, _changed(current, checked), actor, reason
         )
+        resumed = bool(enabled) and _resume_drift_pause(conn, checked, by=actor)
+    if resumed:  # after the commit, as every alert is sent
+        from sync_pipelines.sync.shape_drift import resolve_drift_alert
+
+        resolve_drift_alert(store, checked, reason="resumed after a shape drift pause")
     return checked
+
+
+def _resume_drift_pause(conn: Any, integration: Integration, *, by: str | None) -> bool:
+    """Enabling an integration its shape drift policy paused accepts the change that paused it
+    (sync/shape_drift.py): the next sync compares with the new shape."""
+    from sync_pipelines.store.shapes import drift_pause
+    from sync_pipelines.sync.shape_drift import accept_within
+
+    if drift_pause(conn, integration.organization_id, integration.integration_id) is None:
+        return False
+    return bool(accept_within(conn, integration, by=by or "integrations enable"))
 
 
 def remove_integration(

@@ -12,6 +12,10 @@ write is a span of the sync's trace.
 Where one listing carries the devices and their states (`Provider.lists_devices_with_states`),
 it is read once: each batch also writes its devices' states, and the state sync of the same run
 takes them from there (sync/listed_states.py).
+
+The shapes of the devices' attributes (and of the states a listing carries) are observed page by
+page and compared with the integration's last known shapes after the last batch
+(sync/shape_drift.py).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sync_pipelines.sync.listed_states import ListedStates, resumed_or_new
 from sync_pipelines.sync.records import device_row, state_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
+from sync_pipelines.sync.shape_drift import ShapeWatch, judge
 from sync_pipelines.sync.sync_run import SyncRun
 
 STREAM = "devices"
@@ -58,15 +63,24 @@ def sync_devices(
         run.annotate(scan_epoch=scan.epoch)
         writer = _BatchWriter(session, run, scan)
         batch = _Batch(session)
+        # a listing that starts in this sync can see every device: removals judged if it completes
+        shapes = ShapeWatch(STREAM, complete=run.cursor_before is None)
+        state_shapes: ShapeWatch | None = None
         try:
             with session.open_provider() as provider:
                 if provider.lists_devices_with_states:
                     writer.listed = _listed_states(session, run, scan)
                     batch.with_states = True
+                    state_shapes = ShapeWatch(STATES_STREAM, complete=shapes.complete)
                     pages = provider.list_devices_with_states(since=run.cursor_before)
                 else:
                     pages = provider.list_devices(since=run.cursor_before)
                 for page in pages:
+                    shapes.devices(page.devices)
+                    if state_shapes is not None:
+                        state_shapes.states(page.states)
+                        if len(page.states) < len(page.devices):
+                            state_shapes.incomplete()  # read one by one by the state sync
                     run.counts.pages += 1
                     run.counts.fetched += len(page.devices) + len(page.rejected)
                     run.counts.failed += len(page.rejected)
@@ -89,7 +103,26 @@ def sync_devices(
             run.annotate(cursor_after=run.cursor_after)
             if writer.listed is not None:
                 run.annotate(states_listed=writer.listed.fetched)
+        _judge_shapes(session, run, writer, shapes, state_shapes)
     return run.result
+
+
+def _judge_shapes(
+    session: IntegrationSession,
+    run: SyncRun,
+    writer: _BatchWriter,
+    shapes: ShapeWatch,
+    state_shapes: ShapeWatch | None,
+) -> None:
+    """After the last batch: the shapes seen, compared with the integration's (sync/shape_drift.py);
+    complete only when the scan's deletions were judged (it listed everything, rejected nothing)."""
+    if writer.scan_end is None or not writer.scan_end.judged:
+        shapes.incomplete()
+    judge(session, run, shapes)
+    if state_shapes is not None:
+        if not shapes.complete:
+            state_shapes.incomplete()
+        judge(session, run, state_shapes)
 
 
 def _listed_states(session: IntegrationSession, run: SyncRun, scan: ScanEpoch) -> ListedStates:
@@ -203,6 +236,8 @@ class _BatchWriter:
         self.failed = False
         #: a listing with states: what the committed batches stored of them (else None)
         self.listed: ListedStates | None = None
+        #: the scan's end, once the batch that ended the listing committed
+        self.scan_end: ScanEnd | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
         self._in_flight: tuple[_Pending, Future[_Written]] | None = None
 
@@ -234,6 +269,7 @@ class _BatchWriter:
         if listed is not None:
             self.listed = listed
         if scan_end is not None:
+            self.scan_end = scan_end
             counts.deleted += scan_end.deleted
             self.run.annotate(deletions_held=scan_end.held, active_devices=scan_end.active)
             report_scan_end(self.session, scan_end)

@@ -40,6 +40,9 @@ lease expires). The inbox row is always locked before the lease row: no lock-ord
 
 Counts in the sync log: fetched = events claimed, created / updated = device rows,
 unchanged = events that changed no device row, failed = events dead-lettered.
+
+The attributes of the devices events write add to the integration's shape of `devices`
+(sync/shape_drift.py): a new key or type is a shape change; a batch of events never removes one.
 """
 
 from __future__ import annotations
@@ -88,9 +91,12 @@ from sync_pipelines.sync.integration_config import integration_settings
 from sync_pipelines.sync.records import device_row
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
+from sync_pipelines.sync.shape_drift import ShapeWatch, judge
 from sync_pipelines.sync.sync_run import SyncRun
 
 STREAM = "webhook_events"
+#: the stream whose shape the devices an event writes add to (sync/inventory.py's STREAM)
+DEVICES_STREAM = "devices"
 #: Azure's sequenceNumber: a 256-bit number as 64 hex digits ("compare as strings", per the docs)
 AZURE_SEQUENCE_DIGITS = 64
 DEFAULT_LIMIT = 200
@@ -113,6 +119,8 @@ class _Effect:
     stale: bool = False  # older than what the device row holds: nothing written
     ignored: str | None = None  # the event type, when nothing applies to it
     lost: bool = False  # another run holds the claim now: nothing done here
+    #: the device record written (its attributes' shape is observed: sync/shape_drift.py)
+    written: DeviceRecord | None = None
 
 
 def process_webhook_events(
@@ -144,6 +152,8 @@ def process_webhook_events(
             )
             run.fence(conn)  # a processor whose lease was taken over claims nothing
         run.counts.fetched, run.counts.pages = len(events), int(bool(events))
+        # a few devices' attributes: additions to the shape only, never removals
+        shapes = ShapeWatch(DEVICES_STREAM, complete=False)
         for event in events:
             effect = _process(run, event, max_bytes, change_source)
             _count_processed(integ.provider, event, effect)
@@ -163,6 +173,9 @@ def process_webhook_events(
                 stale += int(effect.stale)
                 if effect.ignored:
                     ignored[effect.ignored] += 1
+                if effect.written is not None:
+                    shapes.devices((effect.written,))
+        judge(session, run, shapes)
         session.recorder.flush()
         with session.store.connect() as conn:
             delay = processing_delay(
@@ -384,7 +397,10 @@ class _Writer:
             request_id=self.event.event_id,
             now=utc_now(),
         )
-        return self.count(apply_registry_write(self.conn, self.ref(), row, key))
+        effect = self.count(apply_registry_write(self.conn, self.ref(), row, key))
+        if not effect.stale:
+            effect.written = record
+        return effect
 
     def delete_device(self, key: RegistryKey) -> _Effect:
         """The provider deleted the device: soft-delete it now, if newer than the row (one never

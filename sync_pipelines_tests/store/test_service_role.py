@@ -18,7 +18,7 @@ from sync_pipelines.store.integrations import (
     list_every_integration,
     organization_ids,
 )
-from sync_pipelines.store.migrations import migrate
+from sync_pipelines.store.migrations import migrate, migrations_for
 from sync_pipelines.sync.device_states import sync_device_states
 from sync_pipelines.sync.integration_config import register_integration, remove_integration
 from sync_pipelines.sync.inventory import sync_devices
@@ -257,7 +257,9 @@ def test_a_non_superuser_owner_migrates_and_the_service_role_works_on_what_it_bu
         owner = Store(f"{base}/{database}")
         applied = migrate(owner)
         owner.dispose()
+        # every migration, the service role's and those after it (028's row security too)
         assert "026_service_role.postgres.sql" in applied
+        assert applied[-1] == migrations_for("postgresql")[-1].version
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"CREATE ROLE {service_role} LOGIN IN ROLE sync_app")
         service = Store(f"{base.replace(owner_role, service_role)}/{database}")
