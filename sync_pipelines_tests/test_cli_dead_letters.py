@@ -23,6 +23,7 @@ from sync_pipelines.store.dead_letters import (
     list_dead_letters,
     record_dead_letters,
 )
+from sync_pipelines.store.device_changes import integration_changes
 from sync_pipelines.store.devices import get_device
 from sync_pipelines_tests.owners import own_integrations
 
@@ -215,6 +216,17 @@ def test_replay_records_one_operator_row_per_letter_with_its_outcome(
     assert {r["metadata"]["actor"] for r in rows if "actor" in r["metadata"]} == {
         "cli:oncall@example.com"
     }
+    # the devices' history: the failed replay is a rejection by the replay's run, not the sync's
+    with cli_store.connect() as conn:
+        broken = [
+            c
+            for c in integration_changes(conn, "org-a", integ.integration_id)
+            if c.device_id == "broken"
+        ]
+    assert [(c.kind, c.source, c.run_id) for c in broken] == [  # oldest first
+        ("rejected", "sync", "run-sync"),
+        ("rejected", "replay", rows[0]["run_id"]),
+    ]
     assert len({r["run_id"] for r in rows}) == 1  # the replay's rows and the operator's: one run
 
 

@@ -453,15 +453,17 @@ def mark_failed(
     error_message: str,
     policy: DeadLetterPolicy,
     now: datetime,
+    run_id: str | None = None,
 ) -> str:
     """A claimed letter's replay failed: quarantined once its attempts reach max_attempts, else
-    `retrying`, next attempt base * 2^attempts (jittered, capped) from now. Returns the letter's
-    status afterwards."""
+    `retrying`, next attempt base * 2^attempts (jittered, capped) from now; `run_id`, the
+    replay's run, becomes the run that last failed it. Returns the letter's status afterwards."""
     quarantine = letter.attempts >= letter.max_attempts
     changed = conn.execute(
         sa.text(
             "UPDATE dead_letters SET status = :s, error_type = :et, error_message = :em, last_failed_at = :t, "
-            "quarantined_at = :q, next_attempt_at = :next, updated_at = :t "
+            "quarantined_at = :q, next_attempt_at = :next, updated_at = :t, "
+            "run_id = coalesce(:run, run_id) "
             "WHERE organization_id = :o AND id = :id AND status = 'retrying'"
         ),
         {
@@ -475,6 +477,7 @@ def mark_failed(
             else now + timedelta(seconds=policy.delay_s(letter.attempts)),
             "o": letter.organization_id,
             "id": letter.id,
+            "run": run_id,
         },
     ).rowcount
     if changed:

@@ -375,6 +375,8 @@ def _settle(
     statuses: dict[str, str] = {}
     with session.store.transaction() as conn:
         run.fence(conn)  # a replay whose lease was taken over writes nothing
+        # a failed replay is a `rejected` row of the device's history, by the replay's run
+        set_change_source(conn, "replay")
         processed = [
             letter.id for letter in letters if letter.id in outcomes and outcomes[letter.id] is None
         ]
@@ -392,6 +394,7 @@ def _settle(
                     error_message=failure.error_message,
                     policy=policy,
                     now=now,
+                    run_id=session.run.run_id,
                 )
     recorder = session.recorder
     for letter in letters:
