@@ -329,14 +329,28 @@ def _integrations_check(
     enabled: int, unchecked: int, results: list[dict[str, Any]], budget_s: float
 ) -> Check:
     states = Counter(r["state"] for r in results if r["enabled"])
-    status = worst([s for s in states if s != UNKNOWN])
+    # disabled, but not by an operator: its shape drift policy paused it, and that is a failure
+    paused = [r for r in results if not r["enabled"] and _drift_paused(r)]
+    status = worst([s for s in states if s != UNKNOWN] + [r["state"] for r in paused])
     counts = ", ".join(f"{states[s]} {s}" for s in STATES if states[s])
     detail = f"{enabled} enabled: {counts}" if enabled else "no enabled integrations"
+    if paused:
+        ids = ", ".join(r["integration_id"] for r in paused[:5])
+        detail += f"; {len(paused)} paused for shape drift ({ids})"
     if unchecked:
         status = worst([status, DEGRADED])
         detail += f"; {unchecked} not checked within {budget_s:g} s"
-    data = {"enabled": enabled, **{s: states[s] for s in STATES}, "not_checked": unchecked}
+    data = {
+        "enabled": enabled,
+        **{s: states[s] for s in STATES},
+        "not_checked": unchecked,
+        "paused_for_shape_drift": len(paused),
+    }
     return Check(INTEGRATIONS, status, detail, data, workload=True)
+
+
+def _drift_paused(result: dict[str, Any]) -> bool:
+    return any(s["signal"] == health_model.SHAPE_DRIFT_PAUSED for s in result["signals"])
 
 
 def _signal_state(results: list[dict[str, Any]], signal: str) -> str:

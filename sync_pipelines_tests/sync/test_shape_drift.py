@@ -182,6 +182,12 @@ def test_pause_disables_the_integration_and_the_schedule_skips_it_until_enabled(
     assert health.state == UNHEALTHY and resume in health.reasons[0]
     assert page["shape_drift"]["paused"].startswith("paused for shape drift")
     assert page["next_sync_at"] is None
+    # the service's health (`health`, /health) agrees: no enabled integration, yet not healthy
+    from sync_pipelines.monitoring.service_health import HealthOptions, check_service_health
+
+    service = check_service_health(store, HealthOptions()).check("integrations")
+    assert service is not None and service.status == UNHEALTHY
+    assert "1 paused for shape drift (golioth-a)" in service.detail
     failing = _check(store, integ)
     assert (failing.passed, failing.severity) == (False, ERROR)
     # the next scheduled sync does not run: the schedule polls enabled integrations only (the
