@@ -94,6 +94,7 @@ def device_json(device: DeviceListing) -> dict[str, Any]:
             "last_run_id": device.last_run_id,
             "last_seen_at": _iso(device.last_seen_at),
             "open_dead_letters": device.open_dead_letters,
+            "quarantined_dead_letters": device.quarantined_dead_letters,
             "last_error": device.last_error,
             "last_error_at": _iso(device.last_error_at),
         }

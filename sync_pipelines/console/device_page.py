@@ -183,6 +183,7 @@ def device_summary(
             "last_failed_at": _iso(letters.last_failed_at),
             "last_error_status": letters.last_error_status,
             "open_dead_letters": letters.open,
+            "quarantined_dead_letters": letters.quarantined,
             "tags": _json_value(device.get("tags")),
             "hardware_ids": _json_value(device.get("hardware_ids")),
             "attributes": _json_value(device.get("attributes")),

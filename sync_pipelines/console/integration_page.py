@@ -20,6 +20,7 @@ from sync_pipelines.console.filters import FilterError
 from sync_pipelines.console.trace import dagster_run_url
 from sync_pipelines.monitoring.health import integration_health
 from sync_pipelines.observability.redaction import redact, redact_url
+from sync_pipelines.store.dead_letters import QUARANTINED, dead_letter_counts
 from sync_pipelines.store.integration_timeline import KINDS, TimelineEntry, timeline_page
 from sync_pipelines.store.integrations import Integration, find_integration_owner, get_integration
 from sync_pipelines.store.shapes import drift_pause, integration_shapes
@@ -158,6 +159,10 @@ def integration_summary(
             "last_error": redact(health.last_error),
             "dead_letters": health.dead_letters,
         },
+        # open letters (pending, retrying) are the health model's; those set aside beside them
+        "quarantined_dead_letters": dead_letter_counts(
+            conn, integration.organization_id, integration.integration_id
+        )[QUARANTINED],
         "created_at": _iso(integration.created_at),
         "updated_at": _iso(integration.updated_at),
         "shape_drift": shape_drift_summary(conn, integration),

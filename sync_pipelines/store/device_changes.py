@@ -219,7 +219,10 @@ def _change(row: Any) -> DeviceChange:
 class DeviceLetters:
     """A device's dead letters as its page shows them."""
 
+    #: pending or retrying (what health and `dead-letters list` call open)
     open: int
+    #: set aside by an operator or by running out of attempts
+    quarantined: int
     last_error: str | None
     last_failed_at: datetime | None
     #: the newest letter's status: `resolved` says the last error is over (the device list
@@ -230,11 +233,12 @@ class DeviceLetters:
 def device_letters(
     conn: Connection, organization_id: str, integration_id: str, device_id: str
 ) -> DeviceLetters:
-    """How many of the device's dead letters are open (pending, retrying, quarantined) and the
-    newest letter's error, whatever its status."""
+    """How many of the device's dead letters are open (pending, retrying) and quarantined, and
+    the newest letter's error, whatever its status."""
     row = conn.execute(
         sa.text(
-            "SELECT count(*) FILTER (WHERE status <> 'resolved') AS open FROM dead_letters "
+            "SELECT count(*) FILTER (WHERE status IN ('pending', 'retrying')) AS open, "
+            "count(*) FILTER (WHERE status = 'quarantined') AS quarantined FROM dead_letters "
             "WHERE organization_id = :o AND integration_id = :i AND external_id = :d"
         ),
         {"o": organization_id, "i": integration_id, "d": device_id},
@@ -252,6 +256,7 @@ def device_letters(
         error = newest.error_type + (f": {newest.error_message}" if newest.error_message else "")
     return DeviceLetters(
         open=int(row.open or 0),
+        quarantined=int(row.quarantined or 0),
         last_error=error,
         last_failed_at=parse_timestamp(newest.last_failed_at) if newest is not None else None,
         last_error_status=newest.status if newest is not None else None,

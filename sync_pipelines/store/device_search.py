@@ -1,8 +1,8 @@
 """An integration's devices as the console lists them: searched by id or name, filtered to the
 active, the deleted or the failing ones, one keyset page at a time in device-id order.
 
-A device is *failing* while it has an open dead letter (pending, retrying or quarantined) of any
-stream: that is what "a record of it could not be stored" means everywhere else (health counts,
+A device is *failing* while it has an unresolved dead letter of any stream — open (pending,
+retrying: what health counts) or quarantined (set aside, so still not stored): that is what "a record of it could not be stored" means everywhere else (health counts,
 `dead-letters list`, sql/why_is_device_not_updating.sql). Its last error is that newest open
 letter's. The failing filter is read from the letters, so it also lists a device whose every
 record was refused and which the store therefore never held (status `not stored`): the first
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.store.database import parse_timestamp
-from sync_pipelines.store.dead_letters import RESOLVED
+from sync_pipelines.store.dead_letters import QUARANTINED, RESOLVED
 
 ALL = "all"
 ACTIVE = "active"
@@ -60,7 +60,9 @@ class DeviceListing:
     last_run_id: str | None
     #: when the provider last saw the device
     last_seen_at: datetime | None
+    #: pending or retrying (what health calls open)
     open_dead_letters: int
+    quarantined_dead_letters: int
     last_error: str | None
     last_error_at: datetime | None
 
@@ -98,7 +100,7 @@ def search_devices(
     letters = _open_letters(conn, organization_id, integration_id, [r.external_id for r in rows])
     found = []
     for r in rows:
-        count, error, error_at = letters.get(r.external_id, (0, None, None))
+        count, quarantined, error, error_at = letters.get(r.external_id, (0, 0, None, None))
         found.append(
             DeviceListing(
                 external_id=r.external_id,
@@ -109,6 +111,7 @@ def search_devices(
                 last_run_id=r.last_run_id,
                 last_seen_at=parse_timestamp(r.last_seen_at),
                 open_dead_letters=count,
+                quarantined_dead_letters=quarantined,
                 last_error=error,
                 last_error_at=error_at,
             )
@@ -141,23 +144,27 @@ def count_devices_by_filter(
 
 def _open_letters(
     conn: Connection, organization_id: str, integration_id: str, external_ids: list[str]
-) -> dict[str, tuple[int, str | None, datetime | None]]:
-    """Per device: its open letters' count and the newest one's error."""
+) -> dict[str, tuple[int, int, str | None, datetime | None]]:
+    """Per device: its open and its quarantined letters' counts and the newest one's error."""
     if not external_ids:
         return {}
     rows = conn.execute(
         sa.text(
-            "SELECT external_id, error_type, error_message, last_failed_at FROM dead_letters "
+            "SELECT external_id, status, error_type, error_message, last_failed_at FROM dead_letters "
             "WHERE organization_id = :o AND integration_id = :i AND external_id IN :ids "
             f"AND status <> '{RESOLVED}' ORDER BY last_failed_at"
         ).bindparams(sa.bindparam("ids", expanding=True)),
         {"o": organization_id, "i": integration_id, "ids": external_ids},
     ).all()
-    found: dict[str, tuple[int, str | None, datetime | None]] = {}
+    found: dict[str, tuple[int, int, str | None, datetime | None]] = {}
     for r in rows:  # oldest first: the newest letter's error is the one kept
-        count = found.get(r.external_id, (0, None, None))[0]
+        count, quarantined, _, _ = found.get(r.external_id, (0, 0, None, None))
+        if r.status == QUARANTINED:
+            quarantined += 1
+        else:
+            count += 1
         error = f"{r.error_type}: {r.error_message}" if r.error_message else r.error_type
-        found[r.external_id] = (count + 1, error, parse_timestamp(r.last_failed_at))
+        found[r.external_id] = (count, quarantined, error, parse_timestamp(r.last_failed_at))
     return found
 
 

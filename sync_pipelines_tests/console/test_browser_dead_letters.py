@@ -39,7 +39,7 @@ def test_a_write_operator_replays_a_dead_letter_and_sees_it_resolved(
     page = _page(browser, "org-a", ORG_A_WRITER)
     page.goto(f"{base}/overview")
     page.locator("#overview a.dead-letters-link").first.click()
-    page.wait_for_url("**/console/integrations/golioth-a#dead-letters")
+    page.wait_for_url("**/console/integrations/golioth-a?dl_status=pending,retrying#dead-letters")
     letters = page.locator("#dead-letters-table tr.dead-letter")
     expect(letters).to_have_count(2)
     expect(page.locator("#operator")).to_contain_text("may replay and quarantine")

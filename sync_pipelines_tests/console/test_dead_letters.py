@@ -263,11 +263,15 @@ def test_a_bad_filter_or_cursor_is_400_naming_the_parameter(letters):
 
 def test_the_integration_page_shows_the_section_and_the_overview_count_links_to_it(letters):
     html = letters.client.get("/integrations/golioth-a", headers=bearer(ORG_A_TOKEN)).text
-    assert 'id="dead-letters"' in html and 'id="dead-letter-count" href="#dead-letters"' in html
+    # the counts say open (pending, retrying) as health does, and link to exactly those letters
+    open_link = '?dl_status=pending,retrying#dead-letters'
+    assert 'id="dead-letters"' in html
+    assert f'id="dead-letter-count" href="{open_link}">2 open</a>' in html
+    assert 'id="quarantined-count" href="?dl_status=quarantined#dead-letters">0 quarantined' in html
     assert html.count('class="dead-letter letter-') == 2
     assert f'/integrations/golioth-a/dead-letters/{letters.good.id}"' in html
     overview = letters.client.get("/overview", headers=bearer(ORG_A_TOKEN)).text
-    assert 'class="dead-letters-link" href="/integrations/golioth-a#dead-letters"' in overview
+    assert f'href="/integrations/golioth-a{open_link}">2</a>' in overview
 
 
 def test_a_letter_page_shows_its_payload_and_error_redacted(letters):

@@ -95,7 +95,7 @@ def test_filters_searches_and_counts(store):
     assert _ids(store) == sorted(NAMES)
     assert _ids(store, which="active") == ["dev-001", "dev-002", "dev-003", "dev-005", "dev_x06"]
     assert _ids(store, which="deleted") == ["dev-004"]
-    # open = pending, retrying or quarantined; dev-003's only letter is resolved
+    # failing = an open (pending, retrying) or quarantined letter; dev-003's is resolved
     assert _ids(store, which="failing") == ["dev-002", "dev-005", "dev-777"]
     assert _ids(store, which="failing", query="777") == ["dev-777"]
     assert _ids(store, which="failing", after="dev-002", limit=1) == ["dev-005"]
@@ -128,6 +128,9 @@ def test_each_row_carries_status_open_letters_and_the_newest_error(store):
     assert found["dev-002"].last_error == "validation: state is not JSON"
     assert found["dev-003"].open_dead_letters == 0 and found["dev-003"].last_error is None
     assert found["dev-005"].last_error == "validation: kept aside"
+    # open means what health means by it (pending, retrying); quarantined apart
+    assert (found["dev-005"].open_dead_letters, found["dev-005"].quarantined_dead_letters) == (0, 1)
+    assert found["dev-002"].quarantined_dead_letters == 0
     assert found["dev-001"].updated_at is not None and found["dev-001"].last_run_id == "run-1"
     with store.connect() as conn:
         failing = {d.external_id: d for d in search_devices(conn, ORG, IID, which="failing")}
