@@ -92,8 +92,53 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
         ).stdout
     )
 
+    # the console line, pasted with a password of one's own (on a free port): it serves the
+    # demo's store to a browser signing in as `operator`
+    (console_line,) = [
+        line.split(":", 1)[1].strip()
+        for line in again.output.splitlines()
+        if line.startswith("Console:")
+    ]
+    _assert_the_console_serves_the_demo(console_line, new_shell_env)
+
     # and, last (its ticks are what `make ui` would do next), the house it leaves
     _assert_the_demo_left_a_clean_house(Store())
+
+
+def _assert_the_console_serves_the_demo(printed: str, env: dict[str, str]) -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    password = "demo-console-" + "p" * 16
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = printed.replace("<16+ characters>", password) + f" --port {port}"
+    server = subprocess.Popen(
+        ["bash", "-c", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the shell and the console it starts: one group to stop
+    )
+    try:
+        deadline, page = time.monotonic() + 60, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                page = httpx.get(
+                    f"http://127.0.0.1:{port}/console/overview", auth=("operator", password)
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert page is not None, server.stderr.read().decode()[-800:] if server.stderr else ""
+        assert page.status_code == 200 and "golioth-demo" in page.text
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def _assert_the_demo_left_a_clean_house(store: Store) -> None:
@@ -108,7 +153,10 @@ def _assert_the_demo_left_a_clean_house(store: Store) -> None:
         disabled = {
             row["integration_id"]
             for row in activity_rows(conn, "demo-org", activity_type=CONFIG_CHANGE)
+            # who and why: the timeline says "disable by demo: enabled — the demo ended…"
             if row["metadata"]["action"] == "disable"
+            and row["metadata"]["actor"] == "demo"
+            and "the demo ended" in row["metadata"]["reason"]
         }
         incidents_before = {i.id for i in list_incidents(conn, "demo-org")}
     assert {i.integration_id for i in integrations} == {"golioth-demo", "golioth-flaky"}

@@ -112,7 +112,14 @@ def disable_integrations(
     disabled = []
     for integration_id in integration_ids:
         try:
-            update_integration(store, organization_id, integration_id, enabled=False)
+            update_integration(
+                store,
+                organization_id,
+                integration_id,
+                enabled=False,
+                actor="demo",
+                reason="the demo ended: its peers stopped and its secrets are gone",
+            )
         except ConfigError:  # never registered: its provider failed before that
             continue
         disabled.append(integration_id)

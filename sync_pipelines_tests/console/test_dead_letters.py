@@ -264,7 +264,7 @@ def test_a_bad_filter_or_cursor_is_400_naming_the_parameter(letters):
 def test_the_integration_page_shows_the_section_and_the_overview_count_links_to_it(letters):
     html = letters.client.get("/integrations/golioth-a", headers=bearer(ORG_A_TOKEN)).text
     # the counts say open (pending, retrying) as health does, and link to exactly those letters
-    open_link = '?dl_status=pending,retrying#dead-letters'
+    open_link = "?dl_status=pending,retrying#dead-letters"
     assert 'id="dead-letters"' in html
     assert f'id="dead-letter-count" href="{open_link}">2 open</a>' in html
     assert 'id="quarantined-count" href="?dl_status=quarantined#dead-letters">0 quarantined' in html

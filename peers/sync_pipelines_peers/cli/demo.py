@@ -119,6 +119,8 @@ def _demo(
         "Open the UI:      make ui   (then http://127.0.0.1:3000, one asset group per provider)",
         f"Health:           {cli} health --organization {DEMO_ORG}",
         f"Report:           {cli} report --organization {DEMO_ORG}",
+        f"Console:          SYNC_CONSOLE_PASSWORD=<16+ characters> {cli} console",
+        "                  (then http://127.0.0.1:8091/console/overview, user `operator`)",
     ]
     if first_run:
         lines.append(
