@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from sync_pipelines.clock import utc_now
+from sync_pipelines.errors import SyncError
 from sync_pipelines.observability.activity import REPLAY, ActivityScope, activity_row, redact_row
 from sync_pipelines.store.database import Store
 from sync_pipelines.store.dead_letters import (
@@ -75,16 +76,28 @@ def replay_letters(
         by_integration.setdefault(letter.integration_id, []).append(letter.id)
     outcomes = []
     for integration_id, ids in by_integration.items():
-        with integration_session(store, integration_id, run) as session:
-            for start in range(0, len(ids), REPLAY_CHUNK):
-                chunk = ids[start : start + REPLAY_CHUNK]
-                result = replay_dead_letters(session, ids=chunk, limit=len(chunk))
-                with store.transaction() as conn:
-                    after = list_dead_letters(
-                        conn, organization_id, DeadLetterSelection(ids=tuple(chunk))
-                    )
-                    record_operator_action(conn, store, after, REPLAY_ACTION, actor)
-                outcomes.append(ReplayOutcome(integration_id, result, after))
+        try:
+            with integration_session(store, integration_id, run) as session:
+                for start in range(0, len(ids), REPLAY_CHUNK):
+                    chunk = ids[start : start + REPLAY_CHUNK]
+                    result = replay_dead_letters(session, ids=chunk, limit=len(chunk))
+                    with store.transaction() as conn:
+                        after = list_dead_letters(
+                            conn, organization_id, DeadLetterSelection(ids=tuple(chunk))
+                        )
+                        record_operator_action(conn, store, after, REPLAY_ACTION, actor)
+                    outcomes.append(ReplayOutcome(integration_id, result, after))
+        except SyncError as exc:
+            # the replay could not start (its configuration is refused, another replay holds
+            # the lease…): the operator's attempt is still a row of each letter, saying why
+            with store.transaction() as conn:
+                untouched = list_dead_letters(
+                    conn, organization_id, DeadLetterSelection(ids=tuple(ids))
+                )
+                record_operator_action(
+                    conn, store, untouched, REPLAY_ACTION, actor, reason=str(exc), status="failed"
+                )
+            raise
     return outcomes
 
 
@@ -143,10 +156,12 @@ def record_operator_action(
     actor: Actor,
     *,
     reason: str | None = None,
+    status: str = "success",
 ) -> None:
     """One `replay` activity row per letter an operator acted on, under the action's run id,
     in the caller's transaction `conn` (of `store`, in the letters' organization): the rows
-    commit with the change they describe."""
+    commit with the change they describe. `status` failed: the action could not run (`reason`
+    says why) and the letter is as it was."""
     now = utc_now()
     rows = []
     for letter in letters:
@@ -161,7 +176,7 @@ def record_operator_action(
             scope,
             REPLAY,
             created_at=now,
-            status="success",
+            status=status,
             request_id=letter.request_id,
             completed_at=now,
             metadata={

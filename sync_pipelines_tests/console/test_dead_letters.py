@@ -406,6 +406,26 @@ def test_a_replay_that_fails_again_shows_the_letter_retrying_with_its_error(lett
     )
 
 
+def test_a_replay_that_cannot_start_is_409_and_still_a_row_naming_the_operator(letters):
+    # the integration's stored settings are broken under the console's feet: the replay's
+    # session refuses them before it claims anything
+    with letters.store.transaction() as conn:
+        conn.execute(
+            sa.text("UPDATE integrations SET settings = :s WHERE integration_id = 'golioth-a'"),
+            {"s": '{"base_url": "http://127.0.0.1:9", "project_id": "p", "page_size": "lots"}'},
+        )
+    token = _token(letters, letters.good, WRITER_TOKEN)
+    response = _post(letters, f"{_letter_url(letters.good)}/replay", WRITER_TOKEN, token)
+    assert response.status_code == 409 and "page_size" in response.text
+    assert _status(letters.store, letters.good) == "pending"
+    [row] = _operator_rows(letters.store, "org-a")
+    assert row["status"] == "failed" and "page_size" in row["metadata"]["reason"]
+    assert (row["metadata"]["actor"], row["metadata"]["outcome"]) == (
+        "writer (all organizations)",
+        "pending",
+    )
+
+
 def test_quarantine_sets_the_letter_aside_and_names_the_operator(letters):
     token = _token(letters, letters.broken, ORG_A_WRITER)
     response = _post(letters, f"{_letter_url(letters.broken)}/quarantine", ORG_A_WRITER, token)
