@@ -38,12 +38,27 @@ def sync(integration_id: str, stream: str, batch_size: int | None) -> None:
     store = open_store(writes=True)
     try:
         _sync_streams(store, integration_id, run, stream, batch_size, results)
+        paused = _drift_pause(store, results)
     except SyncError as exc:  # recorded and logged already: the operator gets its one line
         _echo(run, results)
         _fail(exc)
     finally:
         store.dispose()  # the pooled connection closes now, not in interpreter teardown
     _echo(run, results)
+    if paused:  # the data is stored, but no schedule will sync this integration again: say so
+        click.echo(f"warning: {integration_id}: {paused}", err=True)
+
+
+def _drift_pause(store: Store, results: list[Any]) -> str | None:
+    """Why the integration is now paused for shape drift (sync/shape_drift.py), if it is."""
+    from sync_pipelines.store.shapes import drift_pause
+
+    if not results:
+        return None
+    org, iid = results[0].organization_id, results[0].integration_id
+    with store.scoped(org).connect() as conn:
+        paused = drift_pause(conn, org, iid)
+    return paused.pause_reason() if paused else None
 
 
 def _sync_streams(

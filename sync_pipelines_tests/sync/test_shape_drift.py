@@ -390,3 +390,20 @@ def test_webhook_events_add_to_the_shape_and_never_remove(store, monkeypatch, op
         shape = get_shape(conn, "org-a", "az-shape", "devices")
     assert shape is not None
     assert {f"attributes.tags.{k}" for k in ("environment", "stage", "zone")} <= set(shape.shape)
+
+
+def test_the_sync_command_says_it_left_the_integration_paused(
+    store, golioth, register_golioth, open_session, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from sync_pipelines.cli import main
+
+    integ = register_golioth(store, golioth, shape_drift_policy="pause")
+    _sync(open_session, store, integ)
+    _rename_at_peer(golioth)
+    monkeypatch.setenv("SYNC_DATABASE_URL", store.url)
+    result = CliRunner().invoke(main, ["sync", integ.integration_id, "--stream", "devices"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {integ.integration_id}: paused for shape drift" in result.stderr
+    assert "integrations enable --organization org-a --id golioth-a" in result.stderr
