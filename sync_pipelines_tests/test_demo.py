@@ -53,7 +53,10 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
     assert "[slack, webhook] [CRITICAL] provider_api_failures on golioth-flaky (demo-org)" in drill
     assert re.search(r"golioth-flaky +demo-org +golioth +degraded", drill)
     # the printed command runs as printed from a new shell (the CLI as reachable from here)
-    assert re.search(r"^\$ \S.* trace --organization demo-org \S+$", drill, re.M), drill
+    printed_trace = re.search(
+        r"^\$ (\S.* trace --organization demo-org --integration golioth-flaky \S+)$", drill, re.M
+    )
+    assert printed_trace, drill
     assert "Dead letters" in drill and "Check results" in drill and "Alerts" in drill
     # the structured logs went to the file, not into the report
     assert not any(line.startswith("{") for line in out.splitlines())
@@ -100,6 +103,13 @@ def test_demo_syncs_and_the_fault_drill_shows_check_alert_health_and_trace(tmp_p
         if line.startswith("Console:")
     ]
     _assert_the_console_serves_the_demo(console_line, new_shell_env)
+
+    # the drill's trace, pasted as printed, traces the device the drill showed
+    pasted_trace = subprocess.run(
+        ["bash", "-c", printed_trace.group(1)], env=new_shell_env, capture_output=True, text=True
+    )
+    assert pasted_trace.returncode == 0, pasted_trace.stderr[-800:]
+    assert "golioth-flaky" in pasted_trace.stdout and "golioth-demo" not in pasted_trace.stdout
 
     # and, last (its ticks are what `make ui` would do next), the house it leaves
     _assert_the_demo_left_a_clean_house(Store())

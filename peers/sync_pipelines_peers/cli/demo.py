@@ -209,7 +209,8 @@ def _fault_drill(store, instance, organization_id: str) -> tuple[list[str], bool
     lines += [
         "",
         f"$ {follow_up_command(store)} trace --organization {organization_id} "
-        f"{outcome.traced_device}",
+        f"--integration {outcome.integration_id} {outcome.traced_device}",
+        "  (shown here with its failed checks only; the command lists the passed ones too)",
         trace_text.rstrip(),
     ]
     ok = (
