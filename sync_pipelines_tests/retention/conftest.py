@@ -9,26 +9,16 @@ from collections.abc import Iterator
 import dagster as dg
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from sync_pipelines.store.database import Store
+from sync_pipelines_tests.conftest import _truncate_all
 
 
 @pytest.fixture
 def pg_store(postgres_url) -> Iterator[Store]:
     """The session's migrated Postgres store, emptied (its partitions stay, empty)."""
     store = Store(postgres_url)
-    with store.transaction() as conn:
-        tables = (
-            conn.execute(
-                sa.text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-                )
-            )
-            .scalars()
-            .all()
-        )
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+    _truncate_all(store)
     yield store
     store.dispose()
 
