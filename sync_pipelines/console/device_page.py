@@ -27,9 +27,8 @@ from sync_pipelines.store.device_changes import (
     DeviceChange,
     device_changes_page,
     device_letters,
-    get_device_state,
 )
-from sync_pipelines.store.devices import get_device
+from sync_pipelines.store.devices import get_device, get_device_state
 from sync_pipelines.store.integrations import Integration
 from sync_pipelines.store.sync_state import last_good_sync_at
 

@@ -370,7 +370,10 @@ class IntegrationHealthCollector:
             labels=["provider", "integration_id", "state"],
         )
         by_state = GaugeMetricFamily(
-            INTEGRATIONS_BY_HEALTH, "Enabled integrations per health state.", labels=["state"]
+            INTEGRATIONS_BY_HEALTH,
+            "Integrations per health state (a disabled one is unknown, one its shape drift "
+            "policy paused is unhealthy).",
+            labels=["state"],
         )
         try:
             results = self._current()

@@ -261,22 +261,3 @@ def device_letters(
         last_failed_at=parse_timestamp(newest.last_failed_at) if newest is not None else None,
         last_error_status=newest.status if newest is not None else None,
     )
-
-
-def get_device_state(
-    conn: Connection, organization_id: str, integration_id: str, device_id: str
-) -> dict[str, Any] | None:
-    """The device's stored state row (reported, desired, version, observed_at...), or None."""
-    row = (
-        conn.execute(
-            sa.text(
-                "SELECT reported, desired, version, observed_at, updated_at, last_run_id "
-                "FROM device_states WHERE organization_id = :o AND integration_id = :i "
-                "AND external_id = :d"
-            ),
-            {"o": organization_id, "i": integration_id, "d": device_id},
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
