@@ -12,6 +12,10 @@ least CPU (`time.process_time`, the steadiest figure on a shared machine) is rep
              watch each time, as each sync starts one: sync/shape_drift.py)
   shape/st   the same for the states listed with the devices (`statePath=/`: reported and
              desired documents, `ShapeWatch.states`)
+  listing    a full sync's page: decode + device records + the states it carries
+             (`statePath=/`, `golioth._state_of`), as the page threads run it
+  rows       what the sync builds of that page: `records.device_row` and `records.state_row`
+             for each device and state (`_Batch.add`)
 
     .venv/bin/python bench/inventory_cpu.py --pages 200 --repeat 7
 """
@@ -27,7 +31,7 @@ import httpx
 from golioth_bench import KEY, PROJECT, load_average, start_emulator, stop
 
 from sync_pipelines.providers.contract import DeviceRecord, DeviceState
-from sync_pipelines.providers.golioth import _typed_page, _typed_page_with_states
+from sync_pipelines.providers.golioth import _state_of, _typed_page, _typed_page_with_states
 from sync_pipelines.providers.golioth_wire import decode_page
 from sync_pipelines.sync import records
 from sync_pipelines.sync.shape_drift import ShapeWatch
@@ -83,6 +87,28 @@ def listed_states(pages: int) -> list[DeviceState]:
     return found
 
 
+def listing(bodies: list[bytes]) -> list[tuple[list[DeviceRecord], list[DeviceState]]]:
+    """Each page of a listing with states as the provider makes it (`_fetch_page`, typed path)."""
+    pages = []
+    for body in bodies:
+        typed = _typed_page_with_states(body)
+        assert typed is not None
+        devices, trees, _, _, document_type = typed
+        pages.append((devices, [_state_of(i, tree, "q", document_type) for i, tree in trees]))
+    return pages
+
+
+def listing_rows(pages: list[tuple[list[DeviceRecord], list[DeviceState]]]) -> None:
+    now = datetime.now(UTC)
+    for devices, states in pages:
+        for d in devices:
+            records.device_row(
+                d, organization_id="o", integration_id="i", run_id="r", request_id="q", now=now
+            )
+        for st in states:
+            records.state_row(st, organization_id="o", integration_id="i", run_id="r", now=now)
+
+
 def observe_devices(devices: list[DeviceRecord]) -> None:
     ShapeWatch("devices").devices(devices)
 
@@ -135,6 +161,10 @@ def main() -> None:
     }
     states = listed_states(args.pages)
     figures["shape/st"] = least_cpu_us(lambda: observe_states(states), len(states), args.repeat)
+    with_states = fetch_pages(args.pages, states=True)
+    figures["listing"] = least_cpu_us(lambda: listing(with_states), n, args.repeat)
+    pages = listing(with_states)
+    figures["rows"] = least_cpu_us(lambda: listing_rows(pages), n, args.repeat)
     for stage, us in figures.items():
         print(f"  {stage:<10} {us:6.2f} µs CPU per device")
     print(

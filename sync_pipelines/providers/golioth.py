@@ -31,9 +31,9 @@ from sync_pipelines.providers.contract import (
     DevicePage,
     DeviceRecord,
     DeviceState,
-    FloatFreeJson,
     IntegrationConfig,
     JsonDict,
+    PlainJson,
     ProviderClients,
     PushResult,
     RejectedRecord,
@@ -51,9 +51,31 @@ from sync_pipelines.providers.settings import GoliothSettings
 
 MAX_PER_PAGE = 100
 _P = TypeVar("_P")
-#: `json.dumps(value, sort_keys=True)`, byte for byte, without building an encoder per call
-#: (a state version is a digest of it: it must never change)
-_sorted_json = json.JSONEncoder(sort_keys=True).encode
+_json_encoder = json.JSONEncoder(sort_keys=True)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# `json.dumps(value, sort_keys=True)` byte for byte, from the C encoder built once (`encode`
+# builds one per call, as costly as the encoding of a small tree): a state version is a
+# digest of this text, so it must never change
+_c_sorted = (
+    json.encoder.c_make_encoder(
+        None, _refuse, json.encoder.encode_basestring_ascii, None, ": ", ", ", True, False, True
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+
+
+def _sorted_json(value: Any) -> str:
+    if _c_sorted is None:  # an interpreter without the C accelerator
+        return _json_encoder.encode(value)
+    return "".join(_c_sorted(value, 0))
+
+
 #: attribute values left out of `DeviceRecord.attributes`, as protojson leaves them off the wire
 _EMPTY_ATTRIBUTE = (None, "", [], {})
 
@@ -224,11 +246,12 @@ class GoliothProvider(HttpProvider):
         typed = _typed_page_with_states(response.content, with_states=with_states)
         rejected: list[RejectedRecord] = []
         if typed is not None:
-            devices, trees, total, item_count = typed
+            devices, trees, total, item_count, document_type = typed
         else:  # something on the page needs the per-record path (or the body is broken)
             devices, trees, rejected, total, item_count = self._generic_page_with_states(
                 response, with_states
             )
+            document_type = dict
         seen = page * self.per_page + item_count
         done = not item_count or seen >= total
         return DevicePage(
@@ -238,7 +261,10 @@ class GoliothProvider(HttpProvider):
             page_number=page,
             total=total,
             request_id=request_id,
-            states=[_state_of(external_id, tree, request_id) for external_id, tree in trees],
+            states=[
+                _state_of(external_id, tree, request_id, document_type)
+                for external_id, tree in trees
+            ],
         )
 
     def _generic_page(
@@ -391,15 +417,16 @@ def _typed_page(content: bytes) -> tuple[list[DeviceRecord], int, int] | None:
 
 def _typed_page_with_states(
     content: bytes, *, with_states: bool = True
-) -> tuple[list[DeviceRecord], list[tuple[str, Any]], int, int] | None:
+) -> tuple[list[DeviceRecord], list[tuple[str, Any]], int, int, type[JsonDict]] | None:
     """`_typed_page`, plus each device's (id, LightDB tree) when `with_states` and the device
-    was listed with `data` (which then is its state, not one of its attributes)."""
+    was listed with `data` (which then is its state, not one of its attributes), and the type
+    its documents take (`PlainJson` when no float on the page is written otherwise by msgspec)."""
     decoded = decode_page(content)
     if decoded is None:
         return None
-    page, has_floats = decoded
-    # without a float, a device's attributes are all the hash's fast encoder needs (records.py)
-    attributes_type = dict if has_floats else FloatFreeJson
+    page, odd_floats = decoded
+    # only plain floats: the page's documents are all the hash's fast encoder needs (records.py)
+    attributes_type = dict if odd_floats else PlainJson
     try:
         devices = [
             _typed_device(d, attributes_type, with_data=not with_states) for d in page.devices
@@ -408,7 +435,7 @@ def _typed_page_with_states(
     except (ValueError, TypeError):
         return None
     trees = [(d.id, d.data) for d in page.devices if d.data is not UNSET] if with_states else []
-    return devices, trees, total, len(page.devices)
+    return devices, trees, total, len(page.devices), attributes_type
 
 
 def _typed_device(
@@ -474,9 +501,12 @@ def _as_int(value: Any) -> int:
     return int(value)
 
 
-def _state_of(external_id: str, tree: Any, request_id: str | None) -> DeviceState:
+def _state_of(
+    external_id: str, tree: Any, request_id: str | None, document_type: type[JsonDict] = dict
+) -> DeviceState:
     """A device's LightDB State tree as a DeviceState (the same from a per-device read and from
-    the device list, so a state read either way hashes the same)."""
+    the device list, so a state read either way hashes the same); its documents as
+    `document_type` (`PlainJson` when the decoder saw only plain floats)."""
     reported: Any
     desired: Any
     if isinstance(tree, dict) and ("reported" in tree or "desired" in tree):
@@ -485,15 +515,23 @@ def _state_of(external_id: str, tree: Any, request_id: str | None) -> DeviceStat
         reported, desired = tree, None
     return DeviceState(
         external_id=external_id,
-        reported=reported
-        if isinstance(reported, dict) or reported is None
-        else {"value": reported},
-        desired=desired if isinstance(desired, dict) or desired is None else {"value": desired},
+        reported=_state_document(reported, document_type),
+        desired=_state_document(desired, document_type),
         # LightDB has no version or etag; a digest of the tree stands in for one.
         version=hashlib.sha1(_sorted_json(tree).encode()).hexdigest()[:16],
         observed_at=utc_now(),
         request_id=request_id,
     )
+
+
+def _state_document(value: Any, document_type: type[JsonDict]) -> JsonDict | None:
+    """A reported or desired document: an object as it came (as `document_type`), a scalar or
+    list wrapped as `{"value": …}`."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value if document_type is dict else document_type(value)
+    return {"value": value}
 
 
 @dataclass(frozen=True, slots=True)

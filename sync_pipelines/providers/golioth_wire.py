@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from sync_pipelines.providers.contract import PLAIN_FLOAT_MAX, PLAIN_FLOAT_MIN
+
 #: a field the page left out (not the same as a JSON null)
 UNSET = msgspec.UNSET
 
@@ -50,16 +52,20 @@ class WirePage(msgspec.Struct, gc=False):
     total: int | str = 0
 
 
-# whether the page this thread is decoding held a float in a free-form field (`data`, `metadata`)
+# whether the page this thread is decoding held a float that is not plain (contract.PlainJson)
+# in a free-form field (`data`, `metadata`)
 _floats = threading.local()
 
 
 def _float_seen(literal: str) -> float:
-    """msgspec's hook for a float in an untyped field: noted, then parsed as msgspec would
-    (correctly rounded), except that an out-of-range literal is an infinity, as `json.loads`
-    makes it on the generic path, instead of a decode error."""
-    _floats.seen = True
-    return float(literal)
+    """msgspec's hook for a float in an untyped field: parsed as msgspec would (correctly
+    rounded), except that an out-of-range literal is an infinity, as `json.loads` makes it on
+    the generic path, instead of a decode error; noted when it is not plain (an exponent, NaN,
+    an infinity: msgspec and `json.dumps` write those differently)."""
+    value = float(literal)
+    if not PLAIN_FLOAT_MIN <= abs(value) < PLAIN_FLOAT_MAX and value != 0.0:
+        _floats.seen = True
+    return value
 
 
 # one decoder for every page thread: msgspec's decoders are thread-safe (msgspec PR #402, 0.16)
@@ -67,8 +73,8 @@ _PAGE_DECODER = msgspec.json.Decoder(WirePage, float_hook=_float_seen)
 
 
 def decode_page(content: bytes) -> tuple[WirePage, bool] | None:
-    """The page and whether any free-form field on it held a float (the content hash encodes
-    float-free documents the fast way), or None when its body is not one this decoder can take
+    """The page and whether any free-form field on it held a float that is not plain (the
+    content hash encodes `PlainJson` documents the fast way), or None when its body is not one this decoder can take
     whole.
 
     None covers both "not JSON" and "JSON with a record of the wrong shape": the generic path

@@ -9,8 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sync_pipelines.providers.contract import DeviceRecord, DeviceState, FloatFreeJson
-from sync_pipelines.store.database import dump_json
+from sync_pipelines.providers.contract import DeviceRecord, DeviceState, PlainJson
 
 # The sorted-key canonical JSON the content hash is taken over, byte for byte what
 # `json.dumps(..., sort_keys=True, separators=(",", ":"), default=str)` writes. Built once:
@@ -32,16 +31,16 @@ def _canonical(value: Any) -> str:
     return "".join(_c_encoder(value, 0))
 
 
-# A float-free decoded document as `_canonical` writes it, from msgspec's C encoder (keys
-# sorted): ~3x cheaper, and the costliest part of a device's hash. Only for `FloatFreeJson` —
-# no floats (number formats differ), no datetimes, sets, bytes or non-str keys (msgspec writes
-# them otherwise) — and only when the text is ASCII without DEL: json escapes those, msgspec
-# does not.
+# A plain decoded document as `_canonical` writes it, from msgspec's C encoder (keys sorted):
+# ~3x cheaper, and the costliest part of a device's hash. Only for `PlainJson` — no float
+# written with an exponent, NaN or infinity (msgspec writes those otherwise), no datetimes,
+# sets, bytes or non-str keys — and only when the text is ASCII without DEL: json escapes
+# those, msgspec does not.
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def _document(value: Any) -> str:
-    if type(value) is FloatFreeJson:
+    if type(value) is PlainJson:
         encoded = _encode_sorted(value)
         if encoded.isascii() and b"\x7f" not in encoded:
             return encoded.decode()
@@ -54,10 +53,6 @@ def _str_list(values: tuple[str, ...] | list[str]) -> str:
         return "[" + ",".join(map(_quote, values)) + "]"
     except TypeError:
         return _canonical(list(values))
-
-
-def _digest(content: Any) -> str:
-    return _digest_text(_canonical(content))
 
 
 def _digest_text(text: str) -> str:
@@ -157,16 +152,21 @@ def state_row(
     run_id: str | None,
     now: datetime,
 ) -> dict[str, Any]:
+    # each document serialised once, sorted (JSONB ignores the order, SQLite stores equal
+    # JSON), and the hash input assembled from those texts: byte for byte the sorted-key JSON
+    # of [reported, desired, version] the hash has always been taken over
+    reported = _document(state.reported)
+    desired = _document(state.desired)
     return {
         "organization_id": organization_id,
         "integration_id": integration_id,
         "external_id": state.external_id,
-        "reported": dump_json(state.reported),
-        "desired": dump_json(state.desired),
+        "reported": None if state.reported is None else reported,
+        "desired": None if state.desired is None else desired,
         "version": state.version,
         "observed_at": state.observed_at,
         # observed_at changes every read; only the documents and version say "changed"
-        "content_hash": _digest([state.reported, state.desired, state.version]),
+        "content_hash": _digest_text(f"[{reported},{desired},{_scalar(state.version)}]"),
         "last_run_id": run_id,
         "last_request_id": state.request_id,
         "updated_at": now,

@@ -40,6 +40,7 @@ from sync_pipelines.store.sync_state import (
     get_cursor,
     start_sync_log,
 )
+from sync_pipelines.sync.gc_pacing import sync_gc_pacing
 from sync_pipelines.sync.results import SyncResult
 from sync_pipelines.sync.session import IntegrationSession
 from sync_pipelines.sync.stream_lease import LeaseSettings, StreamLease
@@ -81,6 +82,7 @@ class SyncRun:
         self._operation = ExitStack()
         self._op: Operation | None = None
         self._result: SyncResult | None = None
+        self._gc_pacing = sync_gc_pacing()
         integ = session.integration
         self.lease = StreamLease(
             session.store,
@@ -100,6 +102,7 @@ class SyncRun:
         except BaseException:
             self.lease.release()  # the row stays `running`: the next sync closes it `abandoned`
             raise
+        self._gc_pacing.__enter__()
         return self
 
     def _begin(self, conn: Connection) -> None:
@@ -145,6 +148,7 @@ class SyncRun:
         try:
             return self._exit(exc_type, exc, tb)
         finally:
+            self._gc_pacing.__exit__(None, None, None)
             self.lease.release()
 
     def _exit(

@@ -1,5 +1,6 @@
-"""The device content hash: built from the serialised columns, yet equal to the digest of the
-whole content's sorted-key JSON that earlier releases stored, so an upgrade sees no change."""
+"""The device and state content hashes: built from the serialised columns, yet equal to the
+digest of the whole content's sorted-key JSON that earlier releases stored, so an upgrade sees
+no change."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipelines.providers.contract import DeviceRecord, FloatFreeJson
+from sync_pipelines.providers.contract import (
+    PLAIN_FLOAT_MAX,
+    PLAIN_FLOAT_MIN,
+    DeviceRecord,
+    DeviceState,
+    PlainJson,
+)
 from sync_pipelines.store.database import load_json
-from sync_pipelines.sync.records import device_row
+from sync_pipelines.sync.records import device_row, state_row
 
 
 def _legacy_hash(device: DeviceRecord) -> str:
@@ -189,20 +196,35 @@ def test_hash_and_columns_equal_the_earlier_formula_for_any_device(
 
 
 _any_text = st.text(max_size=8) | st.sampled_from(["\x7f", "é", "x,1.5", ":null", "\\u007f", ""])
-_float_free = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | _any_text,
+#: floats both encoders write alike: 0, or a magnitude in [1e-4, 1e16)
+_plain_floats = (
+    st.just(0.0)
+    | st.just(-0.0)
+    | (
+        st.floats(min_value=PLAIN_FLOAT_MIN, max_value=PLAIN_FLOAT_MAX, exclude_max=True).flatmap(
+            lambda f: st.sampled_from([f, -f])
+        )
+    )
+)
+_plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | _plain_floats
+    | _any_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=4),
     max_leaves=12,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(document=st.dictionaries(_any_text, _float_free, max_size=5))
-def test_a_float_free_document_hashes_as_json_dumps_writes_it(document):
-    """`FloatFreeJson` (a provider's decoded, float-free attributes) takes msgspec's encoder
-    unless the text is non-ASCII or has DEL: the attributes column and the hash stay the same."""
+@given(document=st.dictionaries(_any_text, _plain, max_size=5))
+def test_a_plain_document_hashes_as_json_dumps_writes_it(document):
+    """`PlainJson` (a provider's decoded attributes, floats only where msgspec and json write
+    them alike) takes msgspec's encoder unless the text is non-ASCII or has DEL: the attributes
+    column and the hash stay the same."""
     decoded = msgspec.json.decode(json.dumps(document))
-    device = DeviceRecord(external_id="d", name="d", attributes=FloatFreeJson(decoded))
+    device = DeviceRecord(external_id="d", name="d", attributes=PlainJson(decoded))
     row = device_row(
         device,
         organization_id="o",
@@ -220,12 +242,28 @@ def _golioth_page(metadata: dict) -> bytes:
     return json.dumps({"list": [device], "total": 1}).encode()
 
 
-def test_golioth_marks_float_free_attributes_and_hashes_them_the_same():
+@pytest.mark.parametrize("value", [1e16, 1.5e300, 1e-5, -2.5e-7, 3e-9, float("nan"), float("inf")])
+def test_the_plain_float_range_is_where_msgspec_and_json_agree(value):
+    """Outside the range the two encoders differ (an exponent: json writes `e-05`, `e+16`,
+    msgspec `e-5`, `e16`; NaN, infinity): why a page holding such a float is not `PlainJson`."""
+    assert msgspec.json.encode(value).decode() != json.dumps(value)
+    for inside in (PLAIN_FLOAT_MIN, -PLAIN_FLOAT_MIN, 9999999999999998.0, 21.5, 0.0, -0.0):
+        assert msgspec.json.encode(inside).decode() == json.dumps(inside)
+
+
+def test_golioth_marks_plain_attributes_and_hashes_them_the_same():
     from sync_pipelines.providers.golioth import _typed_page
 
     float_free = {"status": "online", "update": {"main": {"version": "1.4.8", "n": 8}}}
-    with_float = {"status": "online", "update": {"main": {"progress": 0.5}}}
-    for metadata, kind in ((float_free, FloatFreeJson), (with_float, dict)):
+    plain_float = {"status": "online", "update": {"main": {"progress": 0.5}}}
+    exponent = {"status": "online", "update": {"main": {"progress": 1e-05}}}
+    huge = {"status": "online", "update": {"main": {"bytes": 1e16}}}
+    for metadata, kind in (
+        (float_free, PlainJson),
+        (plain_float, PlainJson),
+        (exponent, dict),
+        (huge, dict),
+    ):
         typed = _typed_page(_golioth_page(metadata))
         assert typed is not None
         (device,), _, _ = typed
@@ -241,3 +279,47 @@ def test_golioth_marks_float_free_attributes_and_hashes_them_the_same():
         assert row["content_hash"] == _legacy_hash(device)
         expected = {"blueprintId": "bp", "metadata": metadata}
         assert row["attributes"] == json.dumps(expected, sort_keys=True, separators=(",", ":"))
+
+
+def _legacy_state_hash(state: DeviceState) -> str:
+    """The state formula of earlier releases, kept here as the reference."""
+    text = json.dumps(
+        [state.reported, state.desired, state.version],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _state_columns(state: DeviceState) -> dict:
+    return state_row(
+        state, organization_id="o", integration_id="i", run_id=None, now=datetime(2026, 1, 1)
+    )
+
+
+#: any documents (floats of every kind, as a plain dict) or plain ones (as a decoder marks them)
+_any_document = st.none() | st.dictionaries(_any_text, _plain | st.floats(), max_size=4)
+_plain_document = st.none() | st.dictionaries(_any_text, _plain, max_size=4).map(
+    lambda d: PlainJson(msgspec.json.decode(json.dumps(d)))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    documents=st.tuples(_any_document, _any_document) | st.tuples(_plain_document, _plain_document),
+    version=st.none() | st.text(max_size=6) | st.integers(),
+)
+def test_state_hash_and_documents_equal_the_earlier_formula(documents, version):
+    """Each document is written once (sorted keys) and the hash assembled from those texts:
+    equal to the earlier hash of the whole, whether or not the provider marked them plain, and
+    the columns hold the same documents (SQL NULL for a missing one)."""
+    reported, desired = documents
+    state = DeviceState("d", reported, desired, version, datetime(2026, 1, 1, tzinfo=UTC))
+    row = _state_columns(state)
+    assert row["content_hash"] == _legacy_state_hash(state)
+    for column, document in (("reported", reported), ("desired", desired)):
+        if document is None:
+            assert row[column] is None
+        else:
+            assert row[column] == json.dumps(document, sort_keys=True, separators=(",", ":"))
