@@ -16,6 +16,8 @@ from sync_pipelines.json_limits import (
     JsonLimitError,
     body_limit,
     canonical_size,
+    decode,
+    decode_noting_floats,
     depth_problem,
     load_within_limits,
 )
@@ -155,3 +157,71 @@ def test_without_an_exponent_the_canonical_size_is_never_more_than_the_body(docu
     if _EXPONENT.search(body.decode("utf-8", "surrogatepass")):
         return
     assert canonical_size(json.loads(body)) <= len(body)
+
+
+# -- decode: msgspec first, json.loads for what msgspec refuses --------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()  # NaN, infinities, exponents: json.dumps writes them, json.loads reads them
+    | st.text(),  # lone surrogates and control characters included
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _outcome(decoder, text):
+    try:
+        return "value", json.dumps(decoder(text), sort_keys=True)  # NaN != NaN: compare text
+    except RecursionError:
+        return "error", "RecursionError"
+    except ValueError as exc:
+        return "error", type(exc).__name__
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    value=_json_values,
+    ensure_ascii=st.booleans(),
+    spaced=st.booleans(),
+    as_bytes=st.booleans(),
+)
+def test_decode_makes_what_json_loads_makes_of_any_document(value, ensure_ascii, spaced, as_bytes):
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=1 if spaced else None)
+    body = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    expected = _outcome(json.loads, body)
+    assert _outcome(decode, body) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_decode_refuses_what_json_loads_refuses(data):
+    """Mangled documents: cut short, a byte changed, bytes inserted — decode fails where
+    json.loads fails and reads the same value where it reads one."""
+    text = json.dumps(data.draw(_json_values)).encode("utf-8", "surrogatepass")
+    at = data.draw(st.integers(min_value=0, max_value=len(text)))
+    noise = data.draw(st.binary(min_size=0, max_size=3))
+    mangled = data.draw(st.sampled_from([text[:at], text[:at] + noise + text[at + 1 :]]))
+    expected = _outcome(json.loads, mangled)
+    outcome = _outcome(decode, mangled)
+    assert outcome[0] == expected[0]
+    if expected[0] == "value":
+        assert outcome == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "plain"),
+    [
+        (b'{"t": 21.5, "n": 3, "s": "1e-9"}', True),
+        (b'{"x": 0.0001, "y": -0.0, "z": 9999999999999998.0}', True),
+        (b'{"t": 1e-05}', False),
+        (b'{"t": 1e16}', False),
+        (b'{"t": NaN}', False),  # json.loads's path: nothing is known of its floats
+    ],
+)
+def test_decode_notes_whether_every_float_is_plain(body, plain):
+    value, found = decode_noting_floats(body)
+    assert found is plain
+    assert json.dumps(value) == json.dumps(json.loads(body))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ from sync_pipelines.providers.contract import (
     DeviceState,
     IntegrationConfig,
     JsonDict,
+    PlainJson,
     ProviderClients,
     PushResult,
     RejectedRecord,
@@ -58,6 +60,7 @@ from sync_pipelines.providers.http_provider import (
     ms_since,
     request_id_of,
 )
+from sync_pipelines.providers.pools import submit_in_context
 from sync_pipelines.providers.settings import AzureIotSettings
 
 API_VERSION = "2021-04-12"
@@ -148,36 +151,17 @@ class AzureIotProvider(HttpProvider):
     def _device_pages(self, since: JsonDict | None, *, with_states: bool) -> Iterator[DevicePage]:
         continuation = since.get("continuation") if isinstance(since, dict) else None
         continuation = continuation if isinstance(continuation, str) and continuation else None
-        restarted = False
-        page_number = 0
-        while True:
-            try:
-                response = self._query_page(continuation, self.page_size)
-            except ProviderError as exc:
-                if continuation is None or restarted or exc.status_code != 400:
-                    raise
-                # The hub refused the token (expired, or from another query): start over once.
-                _log.warning(
-                    "continuation_rejected_scan_restarted",
-                    integration_id=self.config.integration_id,
-                    error={"type": type(exc).__name__, "message": str(exc)},
-                )
-                restarted, continuation = True, None
-                continue
-            items = self._decode(response)
-            if not isinstance(items, list):
-                raise self._malformed(response, "query response is not a JSON array of twins")
-            next_token = response.headers.get("x-ms-continuation") or None
-            if next_token is not None and next_token == continuation:
-                raise self._malformed(
-                    response, "the hub returned the same continuation token again"
-                )
-            devices, rejected = _normalise(items)
+        for page_number, (response, sent, next_token) in enumerate(
+            self._query_pages(continuation, restart_on_rejected_token=True)
+        ):
+            items, document_type = self._decode_page(response)
+            self._check_page(response, items, sent, next_token)
+            devices, rejected = _normalise(items, document_type)
             request_id = request_id_of(response)
             states = []
             if with_states:
                 stored = {d.external_id for d in devices}
-                listed = (_listed_state(twin, request_id) for twin in items)
+                listed = (_listed_state(twin, request_id, document_type) for twin in items)
                 states = [s for s in listed if s is not None and s.external_id in stored]
             yield DevicePage(
                 devices=devices,
@@ -188,40 +172,71 @@ class AzureIotProvider(HttpProvider):
                 request_id=request_id,
                 states=states,
             )
-            if next_token is None:
-                return
-            continuation = next_token
-            page_number += 1
 
     def list_states(self) -> Iterator[StatePage]:
         """States from the integration's twin query: a query's twins carry their `properties`
         and `etag`, as `GET /twins/{id}` does, a page of up to `page_size` at a time. A twin
         without `properties` (a query that projects them away) is left out, for the engine to
         read alone."""
-        continuation: str | None = None
-        page_number = 0
-        while True:
-            response = self._query_page(continuation, self.page_size)
-            items = self._decode(response)
-            if not isinstance(items, list):
-                raise self._malformed(response, "query response is not a JSON array of twins")
-            next_token = response.headers.get("x-ms-continuation") or None
-            if next_token is not None and next_token == continuation:
-                raise self._malformed(
-                    response, "the hub returned the same continuation token again"
-                )
+        for page_number, (response, sent, next_token) in enumerate(self._query_pages(None)):
+            items, document_type = self._decode_page(response)
+            self._check_page(response, items, sent, next_token)
             request_id = request_id_of(response)
-            listed = (_listed_state(twin, request_id) for twin in items)
+            listed = (_listed_state(twin, request_id, document_type) for twin in items)
             yield StatePage(
                 [state for state in listed if state is not None],
                 len(items),
                 page_number=page_number,
                 request_id=request_id,
             )
-            if next_token is None:
-                return
-            continuation = next_token
-            page_number += 1
+
+    def _query_pages(
+        self, continuation: str | None, *, restart_on_rejected_token: bool = False
+    ) -> Iterator[tuple[httpx.Response, str | None, str | None]]:
+        """The query's pages in order — each answer with the token it was asked with and the
+        token it gave for the next — the next page asked for as soon as an answer's headers
+        name it, so the hub works on page N+1 while the caller reads page N (a query pages by
+        continuation tokens: one request at a time, never more).
+
+        With `restart_on_rejected_token`, a 400 to a token (expired, or from another query)
+        starts the query over once."""
+        restarted = False
+        with ThreadPoolExecutor(1, thread_name_prefix="azure-query-page") as pool:
+            asked = submit_in_context(pool, self._query_page, continuation, self.page_size)
+            while True:
+                try:
+                    response = asked.result()
+                except ProviderError as exc:
+                    if (
+                        not restart_on_rejected_token
+                        or continuation is None
+                        or restarted
+                        or exc.status_code != 400
+                    ):
+                        raise
+                    _log.warning(
+                        "continuation_rejected_scan_restarted",
+                        integration_id=self.config.integration_id,
+                        error={"type": type(exc).__name__, "message": str(exc)},
+                    )
+                    restarted, continuation = True, None
+                    asked = submit_in_context(pool, self._query_page, None, self.page_size)
+                    continue
+                next_token = response.headers.get("x-ms-continuation") or None
+                if next_token is not None and next_token != continuation:
+                    asked = submit_in_context(pool, self._query_page, next_token, self.page_size)
+                yield response, continuation, next_token
+                if next_token is None:
+                    return
+                continuation = next_token
+
+    def _check_page(
+        self, response: httpx.Response, items: Any, sent: str | None, next_token: str | None
+    ) -> None:
+        if not isinstance(items, list):
+            raise self._malformed(response, "query response is not a JSON array of twins")
+        if next_token is not None and next_token == sent:
+            raise self._malformed(response, "the hub returned the same continuation token again")
 
     def push_desired(
         self, external_id: str, patch: JsonDict, *, expected_version: str | None
@@ -254,6 +269,17 @@ class AzureIotProvider(HttpProvider):
         return twin_to_device(payload)
 
     # -- wire -----------------------------------------------------------------------------
+
+    def _decode_page(self, response: httpx.Response) -> tuple[Any, type[JsonDict]]:
+        """A query page's twins, and the type their documents take: `PlainJson` when every
+        float on the page is plain (the content hash then encodes them the fast way)."""
+        try:
+            items, plain = json_limits.decode_noting_floats(response.content)
+        except ValueError as exc:  # as `_decode` words it
+            raise self._malformed(
+                response, f"{self._subject(None)}: response is not valid JSON ({exc})"
+            ) from exc
+        return items, PlainJson if plain else dict
 
     def _query_page(self, continuation: str | None, max_items: int) -> httpx.Response:
         headers = {"x-ms-max-item-count": str(max_items), "Content-Type": _JSON}
@@ -368,12 +394,14 @@ def hub_error_detail(response: httpx.Response) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalise(items: list[Any]) -> tuple[list[DeviceRecord], list[RejectedRecord]]:
+def _normalise(
+    items: list[Any], document_type: type[JsonDict] = dict
+) -> tuple[list[DeviceRecord], list[RejectedRecord]]:
     devices: list[DeviceRecord] = []
     rejected: list[RejectedRecord] = []
     for raw in items:
         try:
-            devices.append(twin_to_device(raw))
+            devices.append(twin_to_device(raw, document_type))
         except (ValueError, TypeError, KeyError) as exc:
             device_id = raw.get("deviceId") if isinstance(raw, dict) else None
             rejected.append(
@@ -387,8 +415,9 @@ def _normalise(items: list[Any]) -> tuple[list[DeviceRecord], list[RejectedRecor
     return devices, rejected
 
 
-def twin_to_device(raw: Any) -> DeviceRecord:
-    """A query item (a twin) → record; see the module docstring for the mapping."""
+def twin_to_device(raw: Any, document_type: type[JsonDict] = dict) -> DeviceRecord:
+    """A query item (a twin) → record; see the module docstring for the mapping. Its attributes
+    as `document_type` (`PlainJson` from a page whose floats were all plain)."""
     if not isinstance(raw, dict):
         raise TypeError(f"twin is a {type(raw).__name__}, not an object")
     device_id = raw.get("deviceId")
@@ -405,7 +434,7 @@ def twin_to_device(raw: Any) -> DeviceRecord:
     tags = raw.get("tags")
     if tags is not None and not isinstance(tags, dict):
         raise TypeError(f"device {device_id}: `tags` must be an object, got {type(tags).__name__}")
-    attributes: JsonDict = {}
+    attributes: JsonDict = document_type()
     for key in ("authenticationType", "statusReason", "modelId", "deviceScope", "moduleId"):
         if raw.get(key) not in (None, ""):
             attributes[key] = raw[key]
@@ -459,33 +488,42 @@ def _hub_time(value: Any, field: str, device_id: str) -> datetime | None:
 
 
 def _twin_state(
-    external_id: str, properties: JsonDict, version: str | None, request_id: str | None
+    external_id: str,
+    properties: JsonDict,
+    version: str | None,
+    request_id: str | None,
+    document_type: type[JsonDict] = dict,
 ) -> DeviceState:
     return DeviceState(
         external_id=external_id,
-        reported=_without_bookkeeping(properties.get("reported")),
-        desired=_without_bookkeeping(properties.get("desired")),
+        reported=_without_bookkeeping(properties.get("reported"), document_type),
+        desired=_without_bookkeeping(properties.get("desired"), document_type),
         version=version,
         observed_at=utc_now(),
         request_id=request_id,
     )
 
 
-def _listed_state(twin: Any, request_id: str | None) -> DeviceState | None:
+def _listed_state(
+    twin: Any, request_id: str | None, document_type: type[JsonDict] = dict
+) -> DeviceState | None:
     """A query item's state, or None when it does not carry one whole."""
     if not isinstance(twin, dict):
         return None
     device_id, properties = twin.get("deviceId"), twin.get("properties")
     if not isinstance(device_id, str) or not device_id or not isinstance(properties, dict):
         return None
-    return _twin_state(device_id, properties, _str_or_none(twin.get("etag")), request_id)
+    return _twin_state(
+        device_id, properties, _str_or_none(twin.get("etag")), request_id, document_type
+    )
 
 
-def _without_bookkeeping(document: Any) -> JsonDict | None:
+def _without_bookkeeping(document: Any, document_type: type[JsonDict] = dict) -> JsonDict | None:
     """A property document without the hub's `$metadata` / `$version`."""
     if not isinstance(document, dict):
         return None
-    return {k: v for k, v in document.items() if not k.startswith("$")}
+    kept = {k: v for k, v in document.items() if not k.startswith("$")}
+    return kept if document_type is dict else document_type(kept)
 
 
 def _etag(header: str | None) -> str | None:

@@ -21,16 +21,12 @@ if TYPE_CHECKING:
 
 JsonDict = dict[str, Any]
 
-#: the magnitudes (besides 0) whose floats `repr` writes without an exponent, as msgspec does
-PLAIN_FLOAT_MIN = 1e-4
-PLAIN_FLOAT_MAX = 1e16
-
 
 class PlainJson(dict):  # type: ignore[type-arg]
     """A JSON object as a JSON decoder made it, with nothing msgspec's encoder writes otherwise
     than `json.dumps`: str keys; str, int, bool, None, list and dict values, and floats only
     where both write the same digits — 0 or a magnitude in [1e-4, 1e16), never an exponent,
-    NaN or infinity (`PLAIN_FLOAT_MIN`, `PLAIN_FLOAT_MAX`). A provider that knows this says so
+    NaN or infinity (`sync_pipelines.plain_floats`). A provider that knows this says so
     with this type, and the content hash encodes it the fast way (`sync.records`); a plain dict
     is always correct too, only slower to hash."""
 

@@ -10,12 +10,11 @@ messages. So a page decoded here yields exactly what the generic path would have
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import msgspec
 
-from sync_pipelines.providers.contract import PLAIN_FLOAT_MAX, PLAIN_FLOAT_MIN
+from sync_pipelines.plain_floats import FloatWatch
 
 #: a field the page left out (not the same as a JSON null)
 UNSET = msgspec.UNSET
@@ -52,24 +51,11 @@ class WirePage(msgspec.Struct, gc=False):
     total: int | str = 0
 
 
-# whether the page this thread is decoding held a float that is not plain (contract.PlainJson)
-# in a free-form field (`data`, `metadata`)
-_floats = threading.local()
-
-
-def _float_seen(literal: str) -> float:
-    """msgspec's hook for a float in an untyped field: parsed as msgspec would (correctly
-    rounded), except that an out-of-range literal is an infinity, as `json.loads` makes it on
-    the generic path, instead of a decode error; noted when it is not plain (an exponent, NaN,
-    an infinity: msgspec and `json.dumps` write those differently)."""
-    value = float(literal)
-    if not PLAIN_FLOAT_MIN <= abs(value) < PLAIN_FLOAT_MAX and value != 0.0:
-        _floats.seen = True
-    return value
-
-
+# whether the page this thread is decoding held a float that is not plain (plain_floats) in a
+# free-form field (`data`, `metadata`)
+_floats = FloatWatch()
 # one decoder for every page thread: msgspec's decoders are thread-safe (msgspec PR #402, 0.16)
-_PAGE_DECODER = msgspec.json.Decoder(WirePage, float_hook=_float_seen)
+_PAGE_DECODER = msgspec.json.Decoder(WirePage, float_hook=_floats.hook)
 
 
 def decode_page(content: bytes) -> tuple[WirePage, bool] | None:
@@ -79,11 +65,11 @@ def decode_page(content: bytes) -> tuple[WirePage, bool] | None:
 
     None covers both "not JSON" and "JSON with a record of the wrong shape": the generic path
     tells the two apart (and words the error) exactly as it always has."""
-    _floats.seen = False
+    _floats.reset()
     try:
         page = _PAGE_DECODER.decode(content)
     except (msgspec.DecodeError, ValueError):  # ValueError: bytes that are not UTF-8
         return None
     except RecursionError:  # nested past msgspec's stack: the generic path refuses it by name
         return None
-    return page, _floats.seen
+    return page, _floats.odd

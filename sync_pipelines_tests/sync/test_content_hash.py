@@ -13,13 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipelines.providers.contract import (
-    PLAIN_FLOAT_MAX,
-    PLAIN_FLOAT_MIN,
-    DeviceRecord,
-    DeviceState,
-    PlainJson,
-)
+from sync_pipelines.plain_floats import PLAIN_FLOAT_MAX, PLAIN_FLOAT_MIN
+from sync_pipelines.providers.contract import DeviceRecord, DeviceState, PlainJson
 from sync_pipelines.store.database import load_json
 from sync_pipelines.sync.records import device_row, state_row
 
@@ -323,3 +318,42 @@ def test_state_hash_and_documents_equal_the_earlier_formula(documents, version):
             assert row[column] is None
         else:
             assert row[column] == json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(("temperature", "kind"), [(21.5, PlainJson), (1e-05, dict)])
+def test_azure_marks_plain_twins_and_hashes_them_the_same(temperature, kind):
+    """A twin query page: its devices' attributes and its states' documents are `PlainJson`
+    when every float on the page is plain; either way the hashes are the earlier formula's."""
+    from sync_pipelines import json_limits
+    from sync_pipelines.providers.azure_iot import _listed_state, _normalise
+
+    twin = {
+        "deviceId": "d1",
+        "etag": "AAAA",
+        "status": "enabled",
+        "connectionState": "Connected",
+        "tags": {"site": {"floor": 2}},
+        "capabilities": {"iotEdge": False},
+        "properties": {
+            "reported": {"temp": temperature, "$version": 3, "$metadata": {"x": 1}},
+            "desired": {"interval_s": 60, "$version": 2},
+        },
+    }
+    body = json.dumps([twin]).encode()
+    items, plain = json_limits.decode_noting_floats(body)
+    document_type = PlainJson if plain else dict
+    (device,), _ = _normalise(items, document_type)
+    state = _listed_state(items[0], None, document_type)
+    assert type(device.attributes) is kind
+    assert type(state.reported) is kind and type(state.desired) is kind
+    row = device_row(
+        device,
+        organization_id="o",
+        integration_id="i",
+        run_id=None,
+        request_id=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert row["content_hash"] == _legacy_hash(device)
+    assert _state_columns(state)["content_hash"] == _legacy_state_hash(state)
+    assert json.loads(_state_columns(state)["reported"]) == {"temp": temperature}
