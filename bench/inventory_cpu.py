@@ -16,6 +16,8 @@ least CPU (`time.process_time`, the steadiest figure on a shared machine) is rep
              (`statePath=/`, `golioth._state_of`), as the page threads run it
   rows       what the sync builds of that page: `records.device_row` and `records.state_row`
              for each device and state (`_Batch.add`)
+  listing/gc `listing` at CPython's default gc thresholds: every other stage runs under the
+             sync's (sync/gc_pacing.py), as a sync runs them
 
     .venv/bin/python bench/inventory_cpu.py --pages 200 --repeat 7
 """
@@ -34,6 +36,7 @@ from sync_pipelines.providers.contract import DeviceRecord, DeviceState
 from sync_pipelines.providers.golioth import _state_of, _typed_page, _typed_page_with_states
 from sync_pipelines.providers.golioth_wire import decode_page
 from sync_pipelines.sync import records
+from sync_pipelines.sync.gc_pacing import sync_gc_pacing
 from sync_pipelines.sync.shape_drift import ShapeWatch
 
 
@@ -137,14 +140,7 @@ def rows_generic(plain: list[DeviceRecord]) -> list[dict]:
         records._time_text = fast_time
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--pages", type=int, default=200, help="pages of 100 devices")
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
-
+def stages(args: argparse.Namespace, with_states: list[bytes]) -> tuple[dict[str, float], bool]:
     bodies = fetch_pages(args.pages)
     devices = [d for body in bodies for d in _typed_page(body)[0]]
     n = len(devices)
@@ -161,10 +157,25 @@ def main() -> None:
     }
     states = listed_states(args.pages)
     figures["shape/st"] = least_cpu_us(lambda: observe_states(states), len(states), args.repeat)
-    with_states = fetch_pages(args.pages, states=True)
     figures["listing"] = least_cpu_us(lambda: listing(with_states), n, args.repeat)
     pages = listing(with_states)
     figures["rows"] = least_cpu_us(lambda: listing_rows(pages), n, args.repeat)
+    return figures, same
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pages", type=int, default=200, help="pages of 100 devices")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    with_states = fetch_pages(args.pages, states=True)
+    n = args.pages * 100
+    default_gc = least_cpu_us(lambda: listing(with_states), n, args.repeat)
+    with sync_gc_pacing():
+        figures, same = stages(args, with_states)
+    figures["listing/gc"] = default_gc
     for stage, us in figures.items():
         print(f"  {stage:<10} {us:6.2f} µs CPU per device")
     print(

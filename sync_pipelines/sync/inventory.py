@@ -3,9 +3,9 @@
 Pages stream in from the provider and are gathered into batches of whole pages; each batch
 is written with the cursor after its last page (and the activity rows of the calls made
 meanwhile) in one transaction, so a killed sync resumes from the last committed batch and
-never loses or doubles a record. One writer thread commits batch N while batch N+1 is fetched
-and built; batches still commit strictly in order, and a failed write stops the sync. Records a provider could
-not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
+never loses or doubles a record. One writer thread commits batch N while batch N+1 waits its
+turn and N+2 is fetched and built; batches still commit strictly in order, and a failed write
+stops the sync (nothing queued behind it is written). Records a provider could not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
 down, and a device that later syncs fine resolves its dead letter. With tracing on, each batch
 write is a span of the sync's trace.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ STREAM = "devices"
 #: the stream whose rows a listing with states also writes (sync/device_states.py's STREAM)
 STATES_STREAM = "device_states"
 DEFAULT_BATCH_SIZE = 1000
+#: batches handed to the writer and not yet counted: one being written, one waiting its turn
+WRITER_QUEUE = 2
 
 _log = get_logger("sync.inventory")
 
@@ -223,10 +226,12 @@ class _BatchWriter:
     """Commits batches on one background thread, so batch N is written while batch N+1 is
     fetched and built (psycopg and sqlite3 release the GIL while the database works).
 
-    At most one batch is in flight and batches commit in order, each in one transaction with
-    its cursor and the activity rows recorded since the previous hand-over. Once a write fails
-    nothing more is written — `submit` and `wait` raise that failure — so the cursor never
-    passes rows that were not stored.
+    Up to `WRITER_QUEUE` batches are handed over and not yet counted (one being written, the
+    next waiting: a batch that commits slowly does not stop the fetching and building), and
+    batches commit in order, each in one transaction with its cursor and the activity rows
+    recorded since the previous hand-over. Once a write fails nothing more is written — a
+    batch queued behind it writes nothing, `submit` and `wait` raise that failure — so the
+    cursor never passes rows that were not stored.
     """
 
     def __init__(self, session: IntegrationSession, run: SyncRun, scan: ScanEpoch) -> None:
@@ -239,26 +244,32 @@ class _BatchWriter:
         #: the scan's end, once the batch that ended the listing committed
         self.scan_end: ScanEnd | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
-        self._in_flight: tuple[_Pending, Future[_Written]] | None = None
+        self._in_flight: deque[tuple[_Pending, Future[_Written]]] = deque()
+        #: a write failed (set on the writer's thread, which runs the writes one after another)
+        self._broken = False
 
     def submit(self, batch: _Pending) -> None:
-        self.wait()
+        while len(self._in_flight) >= WRITER_QUEUE:
+            self._settle_oldest()
         if self.failed:
             raise RuntimeError("an earlier batch failed to commit; no later batch may be written")
         activity = self.session.recorder.take_buffered()
         # copy_context: the writer's log lines carry the run's bound fields
         future = self._pool.submit(contextvars.copy_context().run, self._write, batch, activity)
-        self._in_flight = (batch, future)
+        self._in_flight.append((batch, future))
 
     def wait(self) -> None:
-        """Wait for the batch in flight; count it, or raise why it failed."""
-        if self._in_flight is None:
-            return
-        batch, future = self._in_flight
-        self._in_flight = None
+        """Wait for the batches handed over; count them, or raise why one failed."""
+        while self._in_flight:
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        batch, future = self._in_flight.popleft()
         try:
             written, scan_end, listed = future.result()
         except BaseException:
+            if self.failed:  # queued behind the batch that failed: it wrote nothing
+                return
             self.failed = True
             raise
         counts = self.run.counts
@@ -280,6 +291,9 @@ class _BatchWriter:
     def _write(self, batch: _Pending, activity: list[ActivityRow]) -> _Written:
         session, recorder = self.session, self.session.recorder
         integ = session.integration
+        if self._broken:
+            recorder.put_back(activity)
+            raise RuntimeError("an earlier batch failed to commit; no later batch may be written")
         try:
             with (
                 otel.span(
@@ -316,6 +330,7 @@ class _BatchWriter:
                 if activity:
                     recorder.sink.insert_within(conn, activity)
         except BaseException:
+            self._broken = True
             # not lost: the recorder writes them in a transaction of their own on its next flush
             recorder.put_back(activity)
             raise
