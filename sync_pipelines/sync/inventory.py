@@ -5,9 +5,10 @@ is written with the cursor after its last page (and the activity rows of the cal
 meanwhile) in one transaction, so a killed sync resumes from the last committed batch and
 never loses or doubles a record. One writer thread commits batch N while batch N+1 waits its
 turn and N+2 is fetched and built; batches still commit strictly in order, and a failed write
-stops the sync (nothing queued behind it is written). Records a provider could not normalise are counted as failed, recorded and dead-lettered; they do not take the batch
-down, and a device that later syncs fine resolves its dead letter. With tracing on, each batch
-write is a span of the sync's trace.
+stops the sync (nothing queued behind it is written). Records a provider could not normalise
+are counted as failed, recorded and dead-lettered; they do not take the batch down, and a
+device that later syncs fine resolves its dead letter. With tracing on, each batch write is a
+span of the sync's trace.
 
 Where one listing carries the devices and their states (`Provider.lists_devices_with_states`),
 it is read once: each batch also writes its devices' states, and the state sync of the same run
