@@ -33,6 +33,7 @@ from bench_support import fresh_store_url
 from golioth_bench import (
     BENCH_DIR,
     BIN,
+    INVENTORY_ONLY,
     KEY,
     count_activity_rows,
     count_devices,
@@ -256,7 +257,7 @@ def main() -> None:
         emulator, url = start_emulator(size)
         store_url, drop = fresh_store_url("postgres", prefix="sync_bench_dlt")
         try:
-            integration_id = register_golioth(store_url, url)
+            integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
             tools = ["project", *args.dlt_settings] if side_by_side else ["project"]
             for rep in range(args.repeat if side_by_side else args.solo_repeat):
                 shift = rep % len(tools)  # each tool goes first in turn

@@ -90,6 +90,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+#: an inventory benchmark's settings: the device list alone, as dlt's source reads it (with the
+#: default `state_source: list` the inventory lists each device's state too, and stores it)
+INVENTORY_ONLY = {"state_source": "device"}
+
+
 def register_golioth(
     store_url: str,
     emulator_url: str,

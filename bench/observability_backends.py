@@ -33,6 +33,7 @@ from collections import defaultdict
 from bench_support import fresh_store_url
 from golioth_bench import (
     BIN,
+    INVENTORY_ONLY,
     SYNC_ENV,
     load_average,
     median,
@@ -144,7 +145,7 @@ def compare(size: int, repeat: int, syncs: int) -> None:
     per_rep: dict[str, list[tuple[float, float]]] = defaultdict(list)
     sent: dict[str, int] = defaultdict(int)
     try:
-        integration_id = register_golioth(store_url, url)
+        integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
         with BackendSink() as sink:
             for rep in range(repeat):
                 order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]

@@ -26,7 +26,7 @@ import threading
 import time
 
 from bench_support import fresh_store_url
-from golioth_bench import SYNC_ENV, register_golioth, start_emulator, stop
+from golioth_bench import INVENTORY_ONLY, SYNC_ENV, register_golioth, start_emulator, stop
 
 _thread_profiles: list[cProfile.Profile] = []
 _TIMERS = {"wall": time.perf_counter, "thread": time.thread_time}
@@ -69,9 +69,8 @@ def main() -> None:
     store_url, drop = fresh_store_url("postgres", prefix="sync_bench_profile")
     try:
         states = args.stream == "device_states"
-        integration_id = register_golioth(
-            store_url, url, settings={"state_source": "device"} if states else None
-        )
+        # the device list alone; states one per device (`--stream device_states`)
+        integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
         os.environ.update({**SYNC_ENV, "SYNC_DATABASE_URL": store_url})
         # the sync's own imports happen here, outside the profile (bench/sync_overhead.py times them)
         from sync_pipelines.observability.logging import configure_logging

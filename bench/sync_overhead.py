@@ -33,6 +33,7 @@ from bench_support import fresh_store_url
 from golioth_bench import (
     BENCH_DIR,
     BIN,
+    INVENTORY_ONLY,
     SYNC_ENV,
     count_activity_rows,
     count_devices,
@@ -79,7 +80,7 @@ def observability_overhead(size: int, repeat: int, variants: list[str]) -> None:
     store_url, drop = fresh_store_url("postgres", prefix="sync_bench_obs")
     runs: dict[str, list[tuple[float, float, float, float, int]]] = defaultdict(list)
     try:
-        integration_id = register_golioth(store_url, url)
+        integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
         for rep in range(repeat):
             order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for name in order:
@@ -178,7 +179,7 @@ def fixed_cost(repeat: int) -> None:
     emulator, url = start_emulator(1)
     store_url, drop = fresh_store_url("postgres", prefix="sync_bench_fixed")
     try:
-        integration_id = register_golioth(store_url, url)
+        integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
         env = child_env(store_url, {})
         timed = {
             "python -c pass": [f"{BIN}/python", "-c", "pass"],
@@ -258,7 +259,7 @@ def before_after(baseline: str, repeat: int) -> None:
     emulator, url = start_emulator(1)
     store_url, drop = fresh_store_url("postgres", prefix="sync_bench_ab")
     try:
-        integration_id = register_golioth(store_url, url)
+        integration_id = register_golioth(store_url, url, settings=INVENTORY_ONLY)
         commands = {
             "sync-pipelines --help": [f"{BIN}/sync-pipelines", "--help"],
             "sync-pipelines sync (1 device)": [

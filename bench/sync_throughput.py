@@ -13,14 +13,14 @@ import argparse
 import statistics
 
 from bench_support import fresh_store_url
-from golioth_bench import register_golioth, run_project_sync, start_emulator, stop
+from golioth_bench import INVENTORY_ONLY, register_golioth, run_project_sync, start_emulator, stop
 
 
 def run_sync(
     store_url: str, emulator_url: str, env_extra: dict[str, str]
 ) -> tuple[float, float, str]:
     """One sync in a child process: (wall seconds, peak RSS MiB, last output line)."""
-    integration = register_golioth(store_url, emulator_url)
+    integration = register_golioth(store_url, emulator_url, settings=INVENTORY_ONLY)
     run = run_project_sync(store_url, integration, {"SYNC_LOG_LEVEL": "WARNING", **env_extra})
     lines = run.stdout.strip().splitlines()
     return run.wall_s, run.peak_rss_mib, lines[-1] if lines else ""
