@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
+import msgspec
 from golioth_bench import KEY, PROJECT, load_average, start_emulator, stop
 
 from sync_pipelines.providers.contract import DeviceRecord, DeviceState
@@ -123,9 +124,7 @@ def observe_states(states: list[DeviceState]) -> None:
 def as_generic(devices: list[DeviceRecord]) -> list[DeviceRecord]:
     """The same devices with their attributes as a plain dict (the generic path's kind)."""
     return [
-        DeviceRecord(
-            **{**{f: getattr(d, f) for f in d.__slots__}, "attributes": dict(d.attributes)}
-        )
+        DeviceRecord(**{**msgspec.structs.asdict(d), "attributes": dict(d.attributes)})
         for d in devices
     ]
 

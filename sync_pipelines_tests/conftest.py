@@ -12,8 +12,14 @@ import os
 import tempfile
 
 # Before anything imports prometheus_client (it picks its mode at import): this session's
-# metric files go to a throwaway directory, not $SYNC_HOME.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sync-prom-"))
+# metric files go to a throwaway directory, not $SYNC_HOME. One per xdist worker (a worker
+# inherits the controller's environment): /metrics merges every process writing to the
+# directory, so a test counting a metric must not see the other worker's increments.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"sync-prom-{worker}-")
+else:
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sync-prom-"))
 # Every peer of the suite listens on loopback, which the service refuses to call unless allowed
 # (sync_pipelines/outbound.py); subprocesses inherit the allowance. Tests of the refusal unset it.
 os.environ.setdefault("SYNC_OUTBOUND_ALLOW", "127.0.0.0/8,::1")

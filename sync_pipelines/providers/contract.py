@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import msgspec
+
 from sync_pipelines.providers.settings import IntegrationSettings
 
 if TYPE_CHECKING:
@@ -33,9 +35,10 @@ class PlainJson(dict):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRecord:
-    """One device as the provider describes it, normalised."""
+class DeviceRecord(msgspec.Struct, frozen=True, gc=False):
+    """One device as the provider describes it, normalised. (A frozen msgspec Struct: built in C,
+    a fifth of a frozen dataclass's cost, once per device of every page; never in a cycle, so
+    not tracked by the garbage collector.)"""
 
     external_id: str
     name: str
@@ -46,7 +49,7 @@ class DeviceRecord:
     last_seen_at: datetime | None = None
     provider_created_at: datetime | None = None
     provider_updated_at: datetime | None = None
-    attributes: JsonDict = field(default_factory=dict)
+    attributes: JsonDict = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,9 @@ class RejectedRecord:
     error_message: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceState:
-    """Reported and desired state of one device, with the provider's version/etag."""
+class DeviceState(msgspec.Struct, frozen=True, gc=False):
+    """Reported and desired state of one device, with the provider's version/etag (a frozen
+    msgspec Struct, as `DeviceRecord`)."""
 
     external_id: str
     reported: JsonDict | None
