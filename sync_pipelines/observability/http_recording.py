@@ -213,8 +213,9 @@ class CallRecorder:
             attempt=call.attempt,
             method=call.method,
             endpoint=call.endpoint,
-            # redacted once, with the rest of the row, when it is recorded (`redact_row`)
-            request_headers=dict(call.headers),
+            # names lower-cased whichever client sent them; redacted once, with the rest of the
+            # row, when it is recorded (`redact_row`)
+            request_headers={name.lower(): value for name, value in call.headers.items()},
             external_id=call.device_id,
         )
         call.pending, call.response = row, None

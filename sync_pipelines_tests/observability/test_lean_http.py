@@ -80,7 +80,7 @@ def test_each_attempt_is_a_row_with_the_device_and_one_request_id(golioth_factor
     ]
     assert {r.external_id for r in rows} == {device}
     # the lean client made them (its user agent), the key masked in the rows
-    assert all(r.request_headers["User-Agent"] == USER_AGENT for r in rows)
+    assert all(r.request_headers["user-agent"] == USER_AGENT for r in rows)
     assert all(r.request_headers["x-api-key"] == "[REDACTED]" for r in rows)
     assert all(running.api_key not in str(r.request_headers) for r in rows)
     seen = _state_reads(running)
