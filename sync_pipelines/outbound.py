@@ -6,10 +6,11 @@ its name resolves to, at each call — is loopback, private, link-local (where c
 services answer: 169.254.169.254, fd00:ec2::254), carrier-grade NAT, unspecified, reserved or
 multicast: anything not globally routable. Resolving at call time, not only when the URL was
 configured, catches a name that points inward later (its next call after the 30 s cache is
-refused). It does not pin the address: the HTTP client resolves the name again to connect, so a
+refused). The httpx client does not pin the address: it resolves the name again to connect, so a
 name answering differently within that moment (DNS rebinding with a near-zero TTL) is not
-covered — that needs the connection itself to use the checked address. Redirects are never
-followed (our clients have `follow_redirects` off), so a public host cannot bounce a call
+covered there. The lean client (observability/lean_http.py, per-device state reads) checks
+each new connection's addresses and connects to exactly those (`DestinationGuard.resolve`), so
+rebinding cannot move it. Redirects are never followed (our clients have `follow_redirects` off), so a public host cannot bounce a call
 inward either.
 
 `SYNC_OUTBOUND_ALLOW` lists the networks allowed anyway, comma-separated CIDRs or addresses
@@ -26,6 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "SYNC_OUTBOUND_ALLOW"
@@ -116,9 +118,19 @@ class DestinationGuard:
             if self._checked.get(key, 0.0) > now:
                 return
         try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            self.resolve(host, port)
         except (socket.gaierror, UnicodeError):
             return  # the call itself fails to connect, and says so as the error it is
+        with self._lock:
+            self._checked[key] = now + RESOLVED_TTL_S
+
+    def resolve(self, host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+        """Every (family, socket address) `host` resolves to now, each one checked: what a
+        connection that must reach only a checked address connects to (the lean HTTP client's
+        connections do, so a name answering differently between check and connect — DNS
+        rebinding — cannot move them). OutboundRefused when any address is forbidden;
+        socket.gaierror when the name does not resolve."""
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         for *_, sockaddr in found:
             problem = address_problem(
                 ipaddress.ip_address(sockaddr[0].split("%")[0]), self._allowed
@@ -126,8 +138,7 @@ class DestinationGuard:
             if problem:
                 detail = problem if problem.startswith(host) else _resolved(host, problem)
                 raise OutboundRefused(_refusal(detail))
-        with self._lock:
-            self._checked[key] = now + RESOLVED_TTL_S
+        return [(family, sockaddr) for family, *_, sockaddr in found]
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)

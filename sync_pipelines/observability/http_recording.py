@@ -28,22 +28,24 @@ HTTP semantic conventions, its row carries the span's ids, and the request carri
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import tenacity
 
+from sync_pipelines import json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import RETRYABLE_CATEGORIES, category_of, error_class_for_status
 from sync_pipelines.observability import otel
 from sync_pipelines.observability.activity import HTTP_REQUEST, ActivityRecorder, ActivityRow
-from sync_pipelines.observability.logging import get_logger
+from sync_pipelines.observability.logging import ROOT_LOGGER, get_logger
 from sync_pipelines.observability.metrics import ProviderCallMetrics, http_status_class
-from sync_pipelines.observability.redaction import redact_headers, redact_url
+from sync_pipelines.observability.redaction import redact_url
 from sync_pipelines.observability.retrying import (
     SINGLE_ATTEMPT,
     RetryPolicy,
@@ -65,25 +67,213 @@ if TYPE_CHECKING:
     from sync_pipelines.providers.pacing import RateBudget
 
 _log = get_logger("http")
+#: the stdlib logger behind `_log`, asked for its level before a debug line's fields are built
+_stdlib_log = logging.getLogger(f"{ROOT_LOGGER}.http")
 
 
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(slots=True)
-class _Call:
-    """One logical call through the transport: its attempts share the request (and its
-    X-Request-ID); the row of the last attempt waits here until it is known whether another
-    attempt follows."""
+class Answer(Protocol):
+    """What an attempt's exchange returns, from either client (an `httpx.Response`, or the lean
+    client's `LeanResponse`): its body already read."""
 
-    request: httpx.Request
+    status_code: int
+
+    @property
+    def headers(self) -> Any: ...  # `.get(name)`, case-insensitive
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Call:
+    """One logical call: its attempts share `headers` (and their X-Request-ID); the row of the
+    last attempt waits here until it is known whether another attempt follows. `exchange`
+    sends the request once and returns its answer, body read (or raises an httpx
+    TransportError, `OutboundRefused`…)."""
+
+    method: str
+    host: str
+    port: int
+    #: the headers every attempt sends (`traceparent` is replaced per attempt)
+    headers: MutableMapping[str, str]
     request_id: str
+    #: the URL, redacted: what rows, log lines and spans show
     endpoint: str
     idempotent: bool
+    device_id: str | None
+    exchange: Callable[[], Answer]
     attempt: int = 0
     pending: ActivityRow | None = None
-    response: httpx.Response | None = None
+    response: Answer | None = None
+    #: when the first attempt started (the policy's time budget counts from it)
+    started: float = 0.0
+    #: the first attempt's outcome (an answer or an exception), for the policy to decide on
+    first: Answer | BaseException | None = None
+
+
+class CallRecorder:
+    """Records every attempt of a client's calls (an activity row and the provider-call
+    metrics, labelled `provider`) and retries them per `policy` (one attempt when None),
+    paced by `budget`: the one implementation behind both HTTP clients (`RecordingTransport`
+    for httpx, `LeanHttpClient` for per-device reads)."""
+
+    def __init__(
+        self,
+        recorder: ActivityRecorder,
+        policy: RetryPolicy | None = None,
+        *,
+        provider: str | None = None,
+        budget: RateBudget | None = None,
+    ) -> None:
+        self._budget = budget
+        self._recorder = recorder
+        self._metrics = ProviderCallMetrics(provider)
+        # the span the client was built under (the session's): the parent of calls made from
+        # a provider's worker threads, which do not inherit the caller's context
+        self._trace_parent = otel.current_context()
+        self.policy = policy or SINGLE_ATTEMPT
+        self._retrying = self.policy.retrying(
+            _should_retry,
+            retry_after=_retry_after,
+            throttled=_throttled,
+            before=_from_first_attempt,
+            before_sleep=self._before_retry,
+        )
+
+    def run(self, call: Call) -> Answer:
+        """The call's last answer (or its last attempt's exception), every attempt recorded.
+
+        The first attempt is made here, outside the retry controller: an answer below 400 is
+        the call's answer, as `_should_retry` would say (a success is never retried), without
+        tenacity's per-call bookkeeping (a fifth of the recording's CPU on a state read).
+        Any other outcome goes to the controller as its attempt 1, timed from when it began."""
+        call.headers[REQUEST_ID_HEADER] = call.request_id
+        try:
+            call.started = time.monotonic()
+            try:
+                first = self._attempt(call)
+            except Exception as exc:
+                call.first = exc
+            else:
+                if first.status_code < 400:
+                    return first
+                call.first = first
+            return self._retrying(self._next_attempt, call)
+        finally:
+            if call.pending is not None:  # the last attempt: its row keeps success / failed
+                self._recorder.record(call.pending)
+
+    def _next_attempt(self, call: Call) -> Answer:
+        """The first attempt's outcome once (made by `run`), then a new attempt each time."""
+        first, call.first = call.first, None
+        if first is None:
+            return self._attempt(call)
+        if isinstance(first, BaseException):
+            raise first
+        return first
+
+    def _attempt(self, call: Call) -> Answer:
+        if self._budget is None:
+            return self._traced_attempt(call)
+        sent_at = self._budget.acquire()
+        response = self._traced_attempt(call)
+        if response.status_code == 429:
+            self._budget.throttled(sent_at, parse_retry_after(response.headers.get("Retry-After")))
+        return response
+
+    def _traced_attempt(self, call: Call) -> Answer:
+        call.attempt += 1
+        if not otel.tracing_enabled():
+            return self._send(call, None)
+        # a CLIENT span per attempt (HTTP semantic conventions: a resend is its own span), current
+        # while the row is made so the row carries its ids; its context goes out as `traceparent`
+        with otel.span(
+            call.method,
+            _client_span_attributes(call),
+            kind="client",
+            fallback_parent=self._trace_parent,
+        ) as span:
+            otel.inject_traceparent(call.headers, span)
+            return self._send(call, span)
+
+    def _send(self, call: Call, span: Any) -> Answer:
+        row = self._recorder.new_row(
+            HTTP_REQUEST,
+            direction="outgoing",
+            request_id=call.request_id,
+            attempt=call.attempt,
+            method=call.method,
+            endpoint=call.endpoint,
+            # names lower-cased whichever client sent them; redacted once, with the rest of the
+            # row, when it is recorded (`redact_row`)
+            request_headers={name.lower(): value for name, value in call.headers.items()},
+            external_id=call.device_id,
+        )
+        call.pending, call.response = row, None
+        started = time.perf_counter()
+        try:
+            response = call.exchange()  # the whole exchange, body included
+        except Exception as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            row.status, row.response_time_ms = "failed", round(elapsed, 3)
+            row.error_type = category_of(exc)
+            row.error_message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            row.completed_at = utc_now()
+            self._metrics.attempt(call.method, "error", elapsed / 1000, row.error_type)
+            _log_attempt(call, row, exc)
+            raise  # the span, if any, is marked failed with the exception's type as it unwinds
+        elapsed = (time.perf_counter() - started) * 1000
+        status = response.status_code
+        row.status_code = status
+        row.response_time_ms = round(elapsed, 3)
+        row.completed_at = utc_now()
+        if status >= 400:
+            row.status = "failed"
+            row.error_type = error_class_for_status(status).category
+            row.error_message = _error_summary(response)
+        else:
+            row.status = "success"
+        self._metrics.attempt(
+            call.method, http_status_class(status), elapsed / 1000, row.error_type
+        )
+        call.response = response
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                otel.mark_failed(span, str(status))
+        _log_attempt(call, row)
+        return response
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        """Another attempt follows: this one's row says `retrying`, with the wait."""
+        call: Call = state.args[0]
+        row, call.pending = call.pending, None
+        if call.response is not None:
+            call.response.close()  # read already; give the connection back before the wait
+        if row is None:
+            return
+        row.status = "retrying"
+        row.metadata = {**row.metadata, "retry_in_s": round(state.upcoming_sleep, 3)}
+        self._recorder.record(row)
+        _log.info(
+            "http_request_retrying",
+            request_id=call.request_id,
+            method=call.method,
+            endpoint=call.endpoint,
+            attempt=row.attempt,
+            status_code=row.status_code,
+            retry_in_s=row.metadata["retry_in_s"],
+            error={"type": row.error_type, "message": row.error_message},
+        )
 
 
 class GuardedTransport(httpx.BaseTransport):
@@ -104,8 +294,8 @@ class GuardedTransport(httpx.BaseTransport):
 
 
 class RecordingTransport(httpx.BaseTransport):
-    """Records every attempt (an activity row and the provider-call metrics, labelled
-    `provider`) and retries per `policy` (one attempt when None)."""
+    """The httpx side of `CallRecorder`: every request through the client is one recorded,
+    retried call."""
 
     def __init__(
         self,
@@ -117,146 +307,59 @@ class RecordingTransport(httpx.BaseTransport):
         budget: RateBudget | None = None,
     ) -> None:
         self._inner = inner
-        self._budget = budget
-        self._recorder = recorder
-        self._metrics = ProviderCallMetrics(provider)
-        # the span the client was built under (the session's): the parent of calls made from
-        # a provider's worker threads, which do not inherit the caller's context
-        self._trace_parent = otel.current_context()
-        self.policy = policy or SINGLE_ATTEMPT
-        self._retrying = self.policy.retrying(
-            _should_retry,
-            retry_after=_retry_after,
-            throttled=_throttled,
-            before_sleep=self._before_retry,
-        )
+        self.calls = CallRecorder(recorder, policy, provider=provider, budget=budget)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self.calls.policy
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-        request.headers[REQUEST_ID_HEADER] = request_id
-        call = _Call(request, request_id, redact_url(str(request.url)), is_repeatable(request))
-        if self.policy.retries:
+        if self.calls.policy.retries:
             request.read()  # a body sent again must be bytes, not a spent stream
-        try:
-            return self._retrying(self._attempt, call)
-        finally:
-            if call.pending is not None:  # the last attempt: its row keeps success / failed
-                self._recorder.record(call.pending)
-
-    def _attempt(self, call: _Call) -> httpx.Response:
-        if self._budget is None:
-            return self._traced_attempt(call)
-        sent_at = self._budget.acquire()
-        response = self._traced_attempt(call)
-        if response.status_code == 429:
-            self._budget.throttled(sent_at, parse_retry_after(response.headers.get("Retry-After")))
+        url = request.url
+        response = self.calls.run(
+            Call(
+                request.method,
+                url.host,
+                url.port or (443 if url.scheme == "https" else 80),
+                request.headers,
+                request.headers.get(REQUEST_ID_HEADER) or new_request_id(),
+                redact_url(str(url)),
+                is_repeatable(request),
+                request.extensions.get(DEVICE_EXTENSION),
+                lambda: self._exchange(request),
+            )
+        )
+        assert isinstance(response, httpx.Response)
         return response
 
-    def _traced_attempt(self, call: _Call) -> httpx.Response:
-        call.attempt += 1
-        if not otel.tracing_enabled():
-            return self._send(call, None)
-        # a CLIENT span per attempt (HTTP semantic conventions: a resend is its own span), current
-        # while the row is made so the row carries its ids; its context goes out as `traceparent`
-        with otel.span(
-            call.request.method,
-            _client_span_attributes(call),
-            kind="client",
-            fallback_parent=self._trace_parent,
-        ) as span:
-            otel.inject_traceparent(call.request.headers, span)
-            return self._send(call, span)
-
-    def _send(self, call: _Call, span: Any) -> httpx.Response:
-        request = call.request
-        row = self._recorder.new_row(
-            HTTP_REQUEST,
-            direction="outgoing",
-            request_id=call.request_id,
-            attempt=call.attempt,
-            method=request.method,
-            endpoint=call.endpoint,
-            request_headers=redact_headers(request.headers),
-            external_id=request.extensions.get(DEVICE_EXTENSION),
-        )
-        call.pending, call.response = row, None
-        started = time.perf_counter()
-        try:
-            response = self._inner.handle_request(request)
-            response.read()  # time the whole exchange; our APIs answer with small JSON bodies
-        except Exception as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            row.status, row.response_time_ms = "failed", round(elapsed, 3)
-            row.error_type = category_of(exc)
-            row.error_message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            row.completed_at = utc_now()
-            self._metrics.attempt(request.method, "error", elapsed / 1000, row.error_type)
-            _log_attempt(call, row, exc)
-            raise  # the span, if any, is marked failed with the exception's type as it unwinds
-        elapsed = (time.perf_counter() - started) * 1000
-        row.status_code = response.status_code
-        row.response_time_ms = round(elapsed, 3)
-        row.completed_at = utc_now()
-        if response.status_code >= 400:
-            row.status = "failed"
-            row.error_type = error_class_for_status(response.status_code).category
-            row.error_message = _error_summary(response)
-        else:
-            row.status = "success"
-        self._metrics.attempt(
-            request.method, http_status_class(response.status_code), elapsed / 1000, row.error_type
-        )
-        call.response = response
-        if span is not None:
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
-                otel.mark_failed(span, str(response.status_code))
-        _log_attempt(call, row)
+    def _exchange(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        response.read()  # time the whole exchange; our APIs answer with small JSON bodies
         return response
-
-    def _before_retry(self, state: tenacity.RetryCallState) -> None:
-        """Another attempt follows: this one's row says `retrying`, with the wait."""
-        call: _Call = state.args[0]
-        row, call.pending = call.pending, None
-        if call.response is not None:
-            call.response.close()  # read already; give the connection back before the wait
-        if row is None:
-            return
-        row.status = "retrying"
-        row.metadata = {**row.metadata, "retry_in_s": round(state.upcoming_sleep, 3)}
-        self._recorder.record(row)
-        _log.info(
-            "http_request_retrying",
-            request_id=call.request_id,
-            method=call.request.method,
-            endpoint=call.endpoint,
-            attempt=row.attempt,
-            status_code=row.status_code,
-            retry_in_s=row.metadata["retry_in_s"],
-            error={"type": row.error_type, "message": row.error_message},
-        )
 
     def close(self) -> None:
         self._inner.close()
 
 
-def _client_span_attributes(call: _Call) -> dict[str, Any]:
-    url = call.request.url
+def _client_span_attributes(call: Call) -> dict[str, Any]:
     return {
-        "http.request.method": call.request.method,
+        "http.request.method": call.method,
         "url.full": call.endpoint,  # redacted: no key, token or signature reaches the collector
-        "server.address": url.host,
-        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "server.address": call.host,
+        "server.port": call.port,
         "http.request.resend_count": call.attempt - 1 if call.attempt > 1 else None,
         "sync_pipelines.request_id": call.request_id,
     }
 
 
-def _log_attempt(call: _Call, row: ActivityRow, exc: BaseException | None = None) -> None:
+def _log_attempt(call: Call, row: ActivityRow, exc: BaseException | None = None) -> None:
     """One line per attempt as it ends (a retry decision is logged after it, by itself)."""
+    if exc is None and not _log_debug():
+        return  # the common line is a debug one: not even its fields are built below the level
     fields = dict(
         request_id=call.request_id,
-        method=call.request.method,
+        method=call.method,
         endpoint=call.endpoint,
         attempt=row.attempt,
         status_code=row.status_code,
@@ -267,6 +370,10 @@ def _log_attempt(call: _Call, row: ActivityRow, exc: BaseException | None = None
         _log.warning("http_request_failed", **fields, error=error)
     else:  # an answer, even an error status: the provider turns it into its own error
         _log.debug("http_request_completed", **fields)
+
+
+def _log_debug() -> bool:
+    return _stdlib_log.isEnabledFor(logging.DEBUG)
 
 
 def is_repeatable(request: httpx.Request) -> bool:
@@ -291,7 +398,7 @@ def _never_sent(exc: BaseException) -> bool:
 
 
 def _should_retry(state: tenacity.RetryCallState) -> bool:
-    call: _Call = state.args[0]
+    call: Call = state.args[0]
     outcome = state.outcome
     if outcome is None:
         return False
@@ -310,6 +417,13 @@ def _should_retry(state: tenacity.RetryCallState) -> bool:
     )
 
 
+def _from_first_attempt(state: tenacity.RetryCallState) -> None:
+    # the controller starts after the first attempt (made in `CallRecorder.run`): its time
+    # budget counts from when that attempt began
+    if state.attempt_number == 1:
+        state.start_time = state.args[0].started
+
+
 def _throttled(state: tenacity.RetryCallState) -> bool:
     outcome = state.outcome
     return outcome is not None and not outcome.failed and outcome.result().status_code == 429
@@ -322,11 +436,11 @@ def _retry_after(state: tenacity.RetryCallState) -> float | None:
     return parse_retry_after(outcome.result().headers.get("Retry-After"))
 
 
-def _error_summary(response: httpx.Response) -> str:
+def _error_summary(response: Answer) -> str:
     """The provider's own words for an error, short: `message` of a JSON body, else the text."""
     text = response.text[:2000]
     try:
-        body = response.json()
+        body = json_limits.decode(response.content)  # a body nested too deep is only text
     except ValueError:
         return f"HTTP {response.status_code}: {text[:500]}"
     if isinstance(body, Mapping):

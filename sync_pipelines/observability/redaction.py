@@ -9,6 +9,7 @@ appears, whatever shape it has.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -52,10 +53,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # Every match of a pattern above contains one of these (case-insensitively), so a text without
 # any can skip them all: one search instead of seven substitutions on the common case (header
 # values, ids, URLs without credentials), which every provider call pays several times over.
+# An ASCII text is searched lower-cased with the case-sensitive form (exactly the same answer
+# for ASCII, ten times faster than an ignore-case alternation); any other text case-insensitively
+# (which also folds the likes of the Kelvin sign and the long s onto ASCII letters).
 _TRIGGER = re.compile(
-    r"(?i)bearer|basic|sharedaccess|accountkey|passw|pwd|sig|api[_-]?key|token|secret|"
+    r"bearer|basic|sharedaccess|accountkey|passw|pwd|sig|api[_-]?key|token|secret|"
     r"authorization|@|whsec_"
 )
+_TRIGGER_ANY_CASE = re.compile(_TRIGGER.pattern, re.IGNORECASE)
 
 _known_secrets: set[str] = set()
 _known_lock = threading.Lock()
@@ -76,7 +81,9 @@ def register_secret(value: str | None) -> None:
         _known_pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
+    # cached: the same few header names and metadata keys come back on every call
     return key.lower() not in _SAFE_KEYS and bool(_SENSITIVE_KEY.search(key))
 
 
@@ -86,11 +93,17 @@ def redact_text(text: str) -> str:
     pattern = _known_pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    if _TRIGGER.search(text) is None:
+    if not _may_hold_a_secret(text):
         return text
     for regex, replacement in _PATTERNS:
         text = regex.sub(replacement, text)
     return text
+
+
+def _may_hold_a_secret(text: str) -> bool:
+    if text.isascii():
+        return _TRIGGER.search(text.lower()) is not None
+    return _TRIGGER_ANY_CASE.search(text) is not None
 
 
 def redact(value: Any) -> Any:
@@ -119,6 +132,8 @@ def redact_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
 
 def redact_url(url: str) -> str:
     """A URL fit for an activity row: sensitive query values and userinfo passwords masked."""
+    if "?" not in url and "#" not in url:
+        return redact_text(url)  # no query: the text rules alone (they mask userinfo passwords)
     parts = urlsplit(url)
     query = urlencode(
         [

@@ -109,6 +109,7 @@ class RetryPolicy:
         *,
         retry_after: Callable[[tenacity.RetryCallState], float | None] = lambda _: None,
         throttled: Callable[[tenacity.RetryCallState], bool] = lambda _: False,
+        before: Callable[[tenacity.RetryCallState], None] | None = None,
         before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> tenacity.Retrying:
@@ -117,7 +118,8 @@ class RetryPolicy:
 
         `should_retry(state)` decides on the outcome (an exception or a result such as an HTTP
         response); `retry_after(state)` is the server's wait, if it named one; `throttled(state)`
-        says the outcome is the provider throttling (not counted against `max_attempts`). When
+        says the outcome is the provider throttling (not counted against `max_attempts`);
+        `before(state)` runs before each attempt. When
         the attempts or the budget run out, the last outcome is what the caller gets: the
         exception is re-raised, a result (the last HTTP response) returned.
         """
@@ -134,6 +136,7 @@ class RetryPolicy:
             wait=wait,
             stop=_AttemptCap(self.max_attempts, throttled)
             | _TimeBudget(self.max_total_s, throttled),
+            before=before,
             before_sleep=before_sleep,
             retry_error_callback=_last_outcome,
             sleep=sleep,

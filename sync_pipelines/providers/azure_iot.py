@@ -112,6 +112,10 @@ class AzureIotProvider(HttpProvider):
         self.base_url = (settings.base_url or f"https://{self.connection.host_name}").rstrip("/")
         self.http = clients.http(self.base_url, {"Accept": "application/json"})
         self.http.auth = SasAuth(self.tokens)
+        # the per-device twin reads, with the same SAS token on each call
+        self.lean = clients.lean_http(self.base_url, {"Accept": "application/json"})
+        if self.lean is not None:
+            self.lean.per_call_headers = lambda: {"Authorization": self.tokens.token()}
 
     # -- contract -------------------------------------------------------------------------
 
@@ -295,7 +299,9 @@ class AzureIotProvider(HttpProvider):
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
-            response = self._request("GET", _twin_path(external_id), device_id=external_id)
+            response = self._get_device(
+                _twin_path(external_id), external_id, {"api-version": self.api_version}
+            )
             twin = self._decode(response, device_id=external_id)
         except ProviderError as exc:
             return exc

@@ -19,6 +19,7 @@ from sync_pipelines.providers.settings import IntegrationSettings
 if TYPE_CHECKING:
     import httpx
 
+    from sync_pipelines.observability.lean_http import LeanHttpClient
     from sync_pipelines.providers.mqtt_client import BrokerEndpoint, MqttConnection
 
 JsonDict = dict[str, Any]
@@ -210,6 +211,11 @@ class ProviderClients(Protocol):
 
     def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
         """An httpx client for `base_url` sending `headers` on every request."""
+
+    def lean_http(self, base_url: str, headers: Mapping[str, str]) -> LeanHttpClient | None:
+        """The lean client (observability/lean_http.py) for the per-device GETs of a state
+        sync, recorded and retried as `http`'s calls are; None where it cannot serve
+        `base_url` (a proxy configured for it), and the provider uses `http`."""
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
         """A boto3 client whose every attempt is an activity row."""

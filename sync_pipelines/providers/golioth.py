@@ -99,9 +99,10 @@ class GoliothProvider(HttpProvider):
         #: and a full sync reads that list once for devices and states; "device": one LightDB
         #: read per device (the fallback for whatever the list leaves out, either way)
         self.state_source = settings.state_source
-        self.http = clients.http(
-            settings.base_url.rstrip("/"), {"x-api-key": config.secrets["api_key"]}
-        )
+        base_url = settings.base_url.rstrip("/")
+        headers = {"x-api-key": config.secrets["api_key"]}
+        self.http = clients.http(base_url, headers)
+        self.lean = clients.lean_http(base_url, headers)  # the per-device LightDB reads
         self._prefix = f"/v1/projects/{self.project_id}"
 
     # -- contract -------------------------------------------------------------------------
@@ -337,9 +338,7 @@ class GoliothProvider(HttpProvider):
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
-            response = self._send(
-                "GET", f"{self._device_path(external_id)}/data", device_id=external_id
-            )
+            response = self._get_device(f"{self._device_path(external_id)}/data", external_id)
             body = self._decode(response, external_id)
         except ProviderError as exc:
             return exc

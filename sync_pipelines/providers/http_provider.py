@@ -2,7 +2,8 @@
 wire mapping: device ids quoted into paths, the request id of a call, one way from a failed
 call into the error taxonomy — an error status (with the server's `Retry-After`), a body that
 is not JSON, or a transport failure (timed out, refused, dropped) wrapped with the integration,
-the URL and the request id — and state reads with bounded concurrency.
+the URL and the request id — and state reads with bounded concurrency, each device's GET over
+the lean client (`_get_device`, observability/lean_http.py) where there is one.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from sync_pipelines.errors import (
     ConfigError,
     MalformedResponseError,
     ProviderError,
+    SyncError,
     TransientError,
     error_class_for_status,
 )
 from sync_pipelines.observability.http_recording import DEVICE_EXTENSION, REQUEST_ID_HEADER
+from sync_pipelines.observability.lean_http import LeanHttpClient, LeanResponse
 from sync_pipelines.observability.redaction import redact_url
 from sync_pipelines.observability.retrying import parse_retry_after
 from sync_pipelines.outbound import OutboundRefused
@@ -44,9 +47,15 @@ def device_segment(device_id: str) -> str:
     return quote(device_id, safe="")
 
 
-def request_id_of(response: httpx.Response) -> str | None:
+def request_id_of(response: httpx.Response | LeanResponse) -> str | None:
     """Our `X-Request-ID` of the call that got `response`."""
+    if isinstance(response, LeanResponse):
+        return response.request_id
     return response.request.headers.get(REQUEST_ID_HEADER)
+
+
+def as_httpx(response: httpx.Response | LeanResponse) -> httpx.Response:
+    return response.as_httpx() if isinstance(response, LeanResponse) else response
 
 
 def endpoint_of(request: httpx.Request) -> str:
@@ -60,11 +69,13 @@ def ms_since(started: float) -> float:
 
 class HttpProvider(Provider):
     """A provider over the recording httpx client (`ProviderClients.http`). Subclasses set
-    `config`, `http`, `state_concurrency` and `state_source`, and supply the wire mapping:
-    `_error_detail` (the provider's words for an error response) and `_fetch_state`."""
+    `config`, `http`, `lean` (`ProviderClients.lean_http`: None reads devices through `http`),
+    `state_concurrency` and `state_source`, and supply the wire mapping: `_error_detail` (the
+    provider's words for an error response) and `_fetch_state`."""
 
     config: IntegrationConfig
     http: httpx.Client
+    lean: LeanHttpClient | None = None
     state_concurrency: int
     state_source: str
     #: what a transport failure could not reach, for its message ("the hub")
@@ -72,6 +83,8 @@ class HttpProvider(Provider):
 
     def close(self) -> None:
         self.http.close()
+        if self.lean is not None:
+            self.lean.close()
 
     @property
     def lists_states(self) -> bool:
@@ -119,19 +132,40 @@ class HttpProvider(Provider):
             kwargs["extensions"] = {**kwargs.get("extensions", {}), DEVICE_EXTENSION: device_id}
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.UnsupportedProtocol as exc:  # a URL no HTTP client can call: never retried
-            raise ConfigError(
-                self.config.integration_id, f"setting 'base_url': not an http(s) URL ({exc})"
-            ) from exc
-        except OutboundRefused as exc:  # a host the service may not call (outbound.py)
-            raise ConfigError(self.config.integration_id, f"setting 'base_url': {exc}") from exc
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc, device_id) from exc
+        except (httpx.TransportError, OutboundRefused) as exc:
+            raise self._call_error(exc, device_id) from exc
         if response.status_code >= 400:
             raise self._status_error(response, device_id)
         return response
 
-    def _decode(self, response: httpx.Response, device_id: str | None = None) -> Any:
+    def _get_device(
+        self, path: str, device_id: str, params: dict[str, str] | None = None
+    ) -> httpx.Response | LeanResponse:
+        """`_send("GET", path)` for a call about one device, over the lean client when there
+        is one (the per-device state reads: thousands per sync, each recorded and retried
+        the same way, for a fraction of the CPU)."""
+        if self.lean is None:
+            return self._send("GET", path, device_id=device_id, params=params)
+        try:
+            response = self.lean.get(path, params=params, device_id=device_id)
+        except (httpx.TransportError, OutboundRefused) as exc:
+            raise self._call_error(exc, device_id) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response, device_id)
+        return response
+
+    def _call_error(
+        self, exc: httpx.TransportError | OutboundRefused, device_id: str | None
+    ) -> SyncError:
+        if isinstance(exc, httpx.UnsupportedProtocol):  # a URL no HTTP client can call
+            return ConfigError(
+                self.config.integration_id, f"setting 'base_url': not an http(s) URL ({exc})"
+            )
+        if isinstance(exc, OutboundRefused):  # a host the service may not call (outbound.py)
+            return ConfigError(self.config.integration_id, f"setting 'base_url': {exc}")
+        return self._unreachable(exc, device_id)
+
+    def _decode(self, response: httpx.Response | LeanResponse, device_id: str | None = None) -> Any:
         try:
             return json_limits.decode(response.content)
         except ValueError as exc:  # a JsonLimitError too: nested deeper than any device document
@@ -157,7 +191,10 @@ class HttpProvider(Provider):
 
     # -- failures -> the taxonomy ---------------------------------------------------------
 
-    def _status_error(self, response: httpx.Response, device_id: str | None) -> ProviderError:
+    def _status_error(
+        self, response: httpx.Response | LeanResponse, device_id: str | None
+    ) -> ProviderError:
+        response = as_httpx(response)  # worded as any answer (only error answers pay for it)
         return error_class_for_status(response.status_code)(
             self._error_detail(response, device_id),
             provider=self.name,
@@ -168,7 +205,10 @@ class HttpProvider(Provider):
             integration_id=self.config.integration_id,
         )
 
-    def _malformed(self, response: httpx.Response, problem: str) -> MalformedResponseError:
+    def _malformed(
+        self, response: httpx.Response | LeanResponse, problem: str
+    ) -> MalformedResponseError:
+        response = as_httpx(response)
         return MalformedResponseError(
             problem,
             provider=self.name,

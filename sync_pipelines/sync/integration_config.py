@@ -18,6 +18,7 @@ from sync_pipelines.observability.activity import (
     NullSink,
 )
 from sync_pipelines.observability.http_recording import build_http_client
+from sync_pipelines.observability.lean_http import LeanHttpClient, lean_serves
 from sync_pipelines.observability.redaction import redact, register_secret
 from sync_pipelines.observability.retrying import RetryPolicy
 from sync_pipelines.providers.contract import IntegrationConfig, Provider
@@ -326,6 +327,19 @@ class RecordingClients:
 
     def http(self, base_url: str, headers: Mapping[str, str]) -> httpx.Client:
         return build_http_client(
+            self.recorder,
+            base_url=base_url,
+            headers=headers,
+            timeout_s=self._timeout_s,
+            retry_policy=self.retry_policy,
+            provider=self.provider,
+            budget=self.pacing.budget_for(base_url) if self.pacing else None,
+        )
+
+    def lean_http(self, base_url: str, headers: Mapping[str, str]) -> LeanHttpClient | None:
+        if not lean_serves(base_url):
+            return None
+        return LeanHttpClient(
             self.recorder,
             base_url=base_url,
             headers=headers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync_pipelines.observability import redaction
 from sync_pipelines.observability.redaction import (
     REDACTED,
     redact,
@@ -143,3 +144,17 @@ def test_the_prefilter_never_skips_a_text_a_pattern_would_mask(parts):
     text = "".join(parts)
     for variant in (text, text.upper(), text.lower()):
         assert redact_text(variant) == _all_patterns(variant)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(
+            list("abcdeghiknoprstwyABEGIKNOPRSTWY_-@=:/?& 0123") + ["\u212a", "\u017f", "\u0131"]
+        ),
+        max_size=40,
+    )
+)
+def test_the_fast_trigger_search_answers_as_the_case_insensitive_one(text):
+    # ASCII texts are searched lower-cased (fast); any other case-insensitively, as before
+    assert redaction._may_hold_a_secret(text) == bool(redaction._TRIGGER_ANY_CASE.search(text))

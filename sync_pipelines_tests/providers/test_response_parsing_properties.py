@@ -10,6 +10,7 @@ the provider code is the real one."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync_pipelines.errors import AuthError, ProviderError
+from sync_pipelines.observability.activity import ActivityRecorder, ActivityScope, MemorySink
+from sync_pipelines.observability.lean_http import LeanHttpClient
 from sync_pipelines.providers.aws_iot import AwsIotProvider
 from sync_pipelines.providers.azure_iot import AzureIotProvider
 from sync_pipelines.providers.contract import DeviceState, IntegrationConfig
@@ -93,8 +96,9 @@ bodies = st.one_of(
 
 
 class _CannedClients:
-    """ProviderClients answering from the test: `http` through an httpx MockTransport, `boto`
-    with an object whose operations return canned botocore responses."""
+    """ProviderClients answering from the test: `http` through an httpx MockTransport, the
+    lean client (per-device reads) with an exchange asking the same function, `boto` with an
+    object whose operations return canned botocore responses."""
 
     request_timeout_s = 1.0
 
@@ -110,6 +114,20 @@ class _CannedClients:
         return httpx.Client(
             base_url=base_url, headers=headers, transport=httpx.MockTransport(self._http)
         )
+
+    def lean_http(self, base_url: str, headers: Mapping[str, str]) -> LeanHttpClient:
+        assert self._http is not None
+        respond = self._http
+
+        def exchange(method: str, target: str, sent: Mapping[str, str]) -> Any:
+            answer = respond(httpx.Request(method, base_url + target, headers=dict(sent)))
+            message = http.client.HTTPMessage()
+            for name, value in answer.headers.items():
+                message[name] = value
+            return answer.status_code, answer.reason_phrase, message, answer.read()
+
+        recorder = ActivityRecorder(MemorySink(), ActivityScope(organization_id="org-wire"))
+        return LeanHttpClient(recorder, base_url=base_url, headers=headers, exchange=exchange)
 
     def boto(self, service_name: str, **client_kwargs: Any) -> Any:
         return _Boto(self._aws)
