@@ -299,8 +299,10 @@ class AzureIotProvider(HttpProvider):
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
-            response = self._get_device(
-                _twin_path(external_id), external_id, {"api-version": self.api_version}
+            response = self._get(
+                _twin_path(external_id),
+                params={"api-version": self.api_version},
+                device_id=external_id,
             )
             twin = self._decode(response, device_id=external_id)
         except ProviderError as exc:

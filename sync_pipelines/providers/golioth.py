@@ -26,6 +26,7 @@ from sync_pipelines import json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ConflictError, ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
+from sync_pipelines.observability.lean_http import LeanResponse
 from sync_pipelines.providers.contract import (
     ConnectionResult,
     DevicePage,
@@ -242,7 +243,7 @@ class GoliothProvider(HttpProvider):
         params: dict[str, Any] = {"page": page, "perPage": self.per_page}
         if with_states:
             params["statePath"] = "/"
-        response = self._send("GET", f"{self._prefix}/devices", params=params)
+        response = self._get(f"{self._prefix}/devices", params=params)
         request_id = request_id_of(response)
         typed = _typed_page_with_states(response.content, with_states=with_states)
         rejected: list[RejectedRecord] = []
@@ -269,7 +270,7 @@ class GoliothProvider(HttpProvider):
         )
 
     def _generic_page(
-        self, response: httpx.Response
+        self, response: httpx.Response | LeanResponse
     ) -> tuple[list[DeviceRecord], list[RejectedRecord], int, int]:
         """Decode a page record by record: a bad record is rejected with the reason, the rest
         are kept. Returns devices, rejected records, `total` and how many records it held."""
@@ -277,7 +278,7 @@ class GoliothProvider(HttpProvider):
         return devices, rejected, total, count
 
     def _generic_page_with_states(
-        self, response: httpx.Response, with_states: bool
+        self, response: httpx.Response | LeanResponse, with_states: bool
     ) -> tuple[list[DeviceRecord], list[tuple[str, Any]], list[RejectedRecord], int, int]:
         """`_generic_page`, plus each device's (id, LightDB tree) when `with_states` and the
         device carried `data`."""
@@ -304,7 +305,7 @@ class GoliothProvider(HttpProvider):
                 )
         return devices, trees, rejected, total, len(items)
 
-    def _list_envelope(self, response: httpx.Response) -> tuple[list[Any], int]:
+    def _list_envelope(self, response: httpx.Response | LeanResponse) -> tuple[list[Any], int]:
         """A device list page's `list` and `total`, decoded the generic way."""
         body = self._decode(response)
         items = body.get("list") if isinstance(body, dict) else None
@@ -317,8 +318,7 @@ class GoliothProvider(HttpProvider):
         return items, total
 
     def _fetch_state_page(self, page: int) -> _ListedStates:
-        response = self._send(
-            "GET",
+        response = self._get(
             f"{self._prefix}/devices",
             params={"page": page, "perPage": self.per_page, "statePath": "/"},
         )
@@ -338,7 +338,7 @@ class GoliothProvider(HttpProvider):
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:
         try:
-            response = self._get_device(f"{self._device_path(external_id)}/data", external_id)
+            response = self._get(f"{self._device_path(external_id)}/data", device_id=external_id)
             body = self._decode(response, external_id)
         except ProviderError as exc:
             return exc

@@ -3,7 +3,7 @@ wire mapping: device ids quoted into paths, the request id of a call, one way fr
 call into the error taxonomy — an error status (with the server's `Retry-After`), a body that
 is not JSON, or a transport failure (timed out, refused, dropped) wrapped with the integration,
 the URL and the request id — and state reads with bounded concurrency, each device's GET over
-the lean client (`_get_device`, observability/lean_http.py) where there is one.
+the lean client (`_get`, observability/lean_http.py) where there is one.
 """
 
 from __future__ import annotations
@@ -138,12 +138,12 @@ class HttpProvider(Provider):
             raise self._status_error(response, device_id)
         return response
 
-    def _get_device(
-        self, path: str, device_id: str, params: dict[str, str] | None = None
+    def _get(
+        self, path: str, *, params: dict[str, Any] | None = None, device_id: str | None = None
     ) -> httpx.Response | LeanResponse:
-        """`_send("GET", path)` for a call about one device, over the lean client when there
-        is one (the per-device state reads: thousands per sync, each recorded and retried
-        the same way, for a fraction of the CPU)."""
+        """`_send("GET", path)` over the lean client when there is one: the calls a sync makes
+        by the thousand (a device list's pages, per-device state reads), each recorded and
+        retried the same way, for a fraction of the CPU."""
         if self.lean is None:
             return self._send("GET", path, device_id=device_id, params=params)
         try:

@@ -248,6 +248,9 @@ class _BatchWriter:
         self._in_flight: deque[tuple[_Pending, Future[_Written]]] = deque()
         #: a write failed (set on the writer's thread, which runs the writes one after another)
         self._broken = False
+        #: the listed states as the last committed write left them, kept on the writer's thread:
+        #: the next write builds on it even before the main thread has counted that one
+        self._listed_written: ListedStates | None = None
 
     def submit(self, batch: _Pending) -> None:
         while len(self._in_flight) >= WRITER_QUEUE:
@@ -335,6 +338,8 @@ class _BatchWriter:
             # not lost: the recorder writes them in a transaction of their own on its next flush
             recorder.put_back(activity)
             raise
+        if listed is not None:
+            self._listed_written = listed  # committed: the next batch's states build on it
         _log.debug(
             "batch_committed",
             rows=len(batch.rows),
@@ -346,13 +351,14 @@ class _BatchWriter:
     def _write_states(self, conn: Connection, batch: _Pending) -> ListedStates | None:
         """A listing with states: the batch's states, in its transaction, and the record the
         state sync of this run finds them by (the `device_states` cursor)."""
-        if self.listed is None or batch.states is None:
+        before = self._listed_written or self.listed
+        if before is None or batch.states is None:
             return None
         session, integ = self.session, self.session.integration
         states = [row for key, row in batch.states.items() if key in batch.rows]
         written = upsert_device_states(conn, states)
         resolve_synced(session, conn, STATES_STREAM, [row["external_id"] for row in states])
-        listed = self.listed.after_batch(
+        listed = before.after_batch(
             run_id=session.run.run_id,
             sync_id=self.run.sync_id,
             pages=batch.pages,

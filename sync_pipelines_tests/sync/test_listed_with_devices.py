@@ -198,3 +198,31 @@ def test_the_record_serves_only_a_whole_listing_of_its_own_run():
         completes=True,
     )
     assert many.overflow and many.without_state == () and not many.serves("run-1")
+
+
+def test_every_batch_counts_its_states_while_the_next_is_already_written(
+    store, golioth_factory, register_golioth, open_session, monkeypatch
+):
+    """The writer takes batch N+1 before the sync has counted batch N (two batches are handed
+    over at once): the states each batch stored still add up, batch after batch. The sync is
+    made slow to count, so the writer is always a batch ahead."""
+    import time
+
+    from sync_pipelines.sync import inventory
+
+    running = golioth_factory(device_count=1200)
+    integ = register_golioth(store, running, integration_id="g-queue")
+    settle = inventory._BatchWriter._settle_oldest
+
+    def late_settle(self) -> None:
+        time.sleep(0.05)  # the writer meanwhile commits the batch queued behind this one
+        settle(self)
+
+    monkeypatch.setattr(inventory._BatchWriter, "_settle_oldest", late_settle)
+    with open_session(store, integ.integration_id) as session:
+        devices = sync_devices(session, batch_size=100)
+        states = sync_device_states(session)
+    assert (devices.status, devices.counts.created, devices.counts.pages) == ("success", 1200, 12)
+    assert (states.status, states.counts.fetched, states.counts.created) == ("success", 1200, 1200)
+    assert states.counts.pages == 12
+    assert len(state_rows(store, "g-queue")) == 1200
