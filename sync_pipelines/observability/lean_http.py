@@ -1,6 +1,7 @@
-"""The lean HTTP client: the per-device GETs of a state sync (Golioth's LightDB read, Azure's
-twin read) over the standard library's `http.client`, recorded and retried by the same
-`CallRecorder` as the httpx client (http_recording.py).
+"""The lean HTTP client: the reads a sync makes by the thousand — the per-device GETs of a
+state sync (Golioth's LightDB read, Azure's twin read), a device list's pages (Golioth's GET,
+Azure's twin query, a read sent as POST) — over the standard library's `http.client`,
+recorded and retried by the same `CallRecorder` as the httpx client (http_recording.py).
 
 Why: a state read is one small GET per device, thousands per sync, and most of its CPU was the
 HTTP stack: httpx over httpcore and h11 (pure Python) costs about four times what
@@ -105,12 +106,13 @@ class Exchange(Protocol):
     """Sends one request and reads its whole answer: (status, reason, headers, body)."""
 
     def __call__(
-        self, method: str, target: str, headers: Mapping[str, str]
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> tuple[int, str, Any, bytes]: ...
 
 
 class LeanHttpClient:
-    """GETs below `base_url`, each a recorded, retried call (see the module docstring).
+    """Reads below `base_url` (GETs, and POSTs that read), each a recorded, retried call (see
+    the module docstring).
     `per_call_headers`, when set, adds headers computed for each call (a SAS token that is
     renewed), as an httpx `Auth` does."""
 
@@ -151,36 +153,65 @@ class LeanHttpClient:
         self,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
         device_id: str | None = None,
     ) -> LeanResponse:
         """`GET base_url + path` (path already quoted); the last attempt's answer, or the
         last attempt's exception (an httpx TransportError, OutboundRefused)."""
+        return self._call("GET", path, params, device_id, None, {}, idempotent=True)
+
+    def post_read(
+        self,
+        path: str,
+        content: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LeanResponse:
+        """A read sent as `POST base_url + path` (a query: the body says what to read), so as
+        repeatable as a GET: retried like one."""
+        extra = {"Content-Length": str(len(content)), **(headers or {})}
+        return self._call("POST", path, params, None, content, extra, idempotent=True)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        device_id: str | None,
+        body: bytes | None,
+        extra_headers: Mapping[str, str],
+        *,
+        idempotent: bool,
+    ) -> LeanResponse:
         target = self._base_path + path
         if params:
             target = f"{target}?{urlencode(params)}"
         url = self._origin + target
         headers = dict(self._headers)
+        headers.update(extra_headers)
         if self.per_call_headers is not None:
             headers.update(self.per_call_headers())
 
         def once() -> LeanResponse:
             try:
-                status, reason, answer_headers, body = self._exchange("GET", target, headers)
+                status, reason, answer_headers, answer = self._exchange(
+                    method, target, headers, body
+                )
             except httpx.TransportError as exc:
-                exc.request = httpx.Request("GET", url, headers=dict(headers))
+                exc.request = httpx.Request(method, url, headers=dict(headers), content=body)
                 raise
-            return LeanResponse(status, reason, answer_headers, body, "GET", url, headers)
+            return LeanResponse(status, reason, answer_headers, answer, method, url, headers)
 
         response = self.calls.run(
             Call(
-                "GET",
+                method,
                 self._host,
                 self._port,
                 headers,
                 new_request_id(),
                 redact_url(url),
-                True,
+                idempotent,
                 device_id,
                 once,
             )
@@ -214,7 +245,7 @@ class _Connections:
         self._ssl_context: ssl.SSLContext | None = None
 
     def exchange(
-        self, method: str, target: str, headers: Mapping[str, str]
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> tuple[int, str, Any, bytes]:
         conn = self._acquire()
         reusable = False
@@ -225,7 +256,7 @@ class _Connections:
                 conn.putrequest(method, target, skip_accept_encoding=True)
                 for name, value in headers.items():
                     conn.putheader(name, value)
-                conn.endheaders()
+                conn.endheaders(body)
             except TimeoutError as exc:
                 raise httpx.WriteTimeout(_said(exc, "timed out sending the request")) from exc
             except OSError as exc:

@@ -34,6 +34,7 @@ from sync_pipelines import json_limits
 from sync_pipelines.clock import utc_now
 from sync_pipelines.errors import ProviderError
 from sync_pipelines.observability.http_recording import IDEMPOTENT_EXTENSION
+from sync_pipelines.observability.lean_http import LeanResponse
 from sync_pipelines.observability.logging import get_logger
 from sync_pipelines.observability.redaction import redact_text
 from sync_pipelines.providers.azure_sas import (
@@ -196,7 +197,7 @@ class AzureIotProvider(HttpProvider):
 
     def _query_pages(
         self, continuation: str | None, *, restart_on_rejected_token: bool = False
-    ) -> Iterator[tuple[httpx.Response, str | None, str | None]]:
+    ) -> Iterator[tuple[httpx.Response | LeanResponse, str | None, str | None]]:
         """The query's pages in order — each answer with the token it was asked with and the
         token it gave for the next — the next page asked for as soon as an answer's headers
         name it, so the hub works on page N+1 while the caller reads page N (a query pages by
@@ -235,7 +236,11 @@ class AzureIotProvider(HttpProvider):
                 continuation = next_token
 
     def _check_page(
-        self, response: httpx.Response, items: Any, sent: str | None, next_token: str | None
+        self,
+        response: httpx.Response | LeanResponse,
+        items: Any,
+        sent: str | None,
+        next_token: str | None,
     ) -> None:
         if not isinstance(items, list):
             raise self._malformed(response, "query response is not a JSON array of twins")
@@ -274,7 +279,7 @@ class AzureIotProvider(HttpProvider):
 
     # -- wire -----------------------------------------------------------------------------
 
-    def _decode_page(self, response: httpx.Response) -> tuple[Any, type[JsonDict]]:
+    def _decode_page(self, response: httpx.Response | LeanResponse) -> tuple[Any, type[JsonDict]]:
         """A query page's twins, and the type their documents take: `PlainJson` when every
         float on the page is plain (the content hash then encodes them the fast way)."""
         try:
@@ -285,16 +290,17 @@ class AzureIotProvider(HttpProvider):
             ) from exc
         return items, PlainJson if plain else dict
 
-    def _query_page(self, continuation: str | None, max_items: int) -> httpx.Response:
+    def _query_page(
+        self, continuation: str | None, max_items: int
+    ) -> httpx.Response | LeanResponse:
         headers = {"x-ms-max-item-count": str(max_items), "Content-Type": _JSON}
         if continuation:
             headers["x-ms-continuation"] = continuation
-        return self._request(
-            "POST",
+        return self._post_read(
             "/devices/query",
+            json.dumps({"query": self.query}).encode(),
             headers=headers,
-            content=json.dumps({"query": self.query}).encode(),
-            extensions={IDEMPOTENT_EXTENSION: True},  # a read sent as POST
+            params={"api-version": self.api_version},
         )
 
     def _fetch_state(self, external_id: str) -> DeviceState | ProviderError:

@@ -26,7 +26,11 @@ from sync_pipelines.errors import (
     TransientError,
     error_class_for_status,
 )
-from sync_pipelines.observability.http_recording import DEVICE_EXTENSION, REQUEST_ID_HEADER
+from sync_pipelines.observability.http_recording import (
+    DEVICE_EXTENSION,
+    IDEMPOTENT_EXTENSION,
+    REQUEST_ID_HEADER,
+)
 from sync_pipelines.observability.lean_http import LeanHttpClient, LeanResponse
 from sync_pipelines.observability.redaction import redact_url
 from sync_pipelines.observability.retrying import parse_retry_after
@@ -152,6 +156,33 @@ class HttpProvider(Provider):
             raise self._call_error(exc, device_id) from exc
         if response.status_code >= 400:
             raise self._status_error(response, device_id)
+        return response
+
+    def _post_read(
+        self,
+        path: str,
+        content: bytes,
+        *,
+        headers: dict[str, str],
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response | LeanResponse:
+        """A read sent as POST (a query whose body says what to read: repeatable, so retried
+        as a GET is), over the lean client when there is one, as `_get`."""
+        if self.lean is None:
+            return self._send(
+                "POST",
+                path,
+                params=params,
+                headers=headers,
+                content=content,
+                extensions={IDEMPOTENT_EXTENSION: True},
+            )
+        try:
+            response = self.lean.post_read(path, content, headers=headers, params=params)
+        except (httpx.TransportError, OutboundRefused) as exc:
+            raise self._call_error(exc, None) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response, None)
         return response
 
     def _call_error(

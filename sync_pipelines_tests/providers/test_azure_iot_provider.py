@@ -541,3 +541,21 @@ def test_a_full_sync_reads_the_twin_query_once(store, peer, register_azure, open
         sync_device_states(session)
     assert _twin_reads(peer) == DEVICE_COUNT
     assert state_rows(store, "azure-once") == state_rows(store, "azure-each")
+
+
+def test_a_query_page_is_retried_with_its_body_and_one_request_id(peer, provider_for, recorder):
+    """The twin query is a read sent as POST: retried like a GET, the same body and
+    X-Request-ID on every attempt, one row per attempt (over the lean client)."""
+    peer.emulator.add_faults({"kind": "server_error", "status": 503, "times": 2})
+    pages = list(provider_for(page_size=100).list_devices())
+    assert sum(len(p.devices) for p in pages) == DEVICE_COUNT
+    rows = [r for r in _http_rows(recorder) if "/devices/query" in r.endpoint]
+    first = [r for r in rows if r.request_id == rows[0].request_id]
+    assert [(r.attempt, r.status, r.status_code) for r in first] == [
+        (1, "retrying", 503),
+        (2, "retrying", 503),
+        (3, "success", 200),
+    ]
+    queries = [r for r in peer.emulator.requests() if r.path.endswith("/devices/query")]
+    assert len(queries) == len(pages) + 2
+    assert {r.headers.get("x-request-id") for r in queries[:3]} == {rows[0].request_id}

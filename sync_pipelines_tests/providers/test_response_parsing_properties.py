@@ -119,8 +119,11 @@ class _CannedClients:
         assert self._http is not None
         respond = self._http
 
-        def exchange(method: str, target: str, sent: Mapping[str, str]) -> Any:
-            answer = respond(httpx.Request(method, base_url + target, headers=dict(sent)))
+        def exchange(
+            method: str, target: str, sent: Mapping[str, str], body: bytes | None = None
+        ) -> Any:
+            request = httpx.Request(method, base_url + target, headers=dict(sent), content=body)
+            answer = respond(request)
             message = http.client.HTTPMessage()
             for name, value in answer.headers.items():
                 message[name] = value
