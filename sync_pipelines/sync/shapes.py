@@ -20,7 +20,7 @@ is `truncated` and judged like an incomplete scan (additions only, never removal
 Cheap: the sync observes every device (~25,000 a second). An object is known by its signature —
 (path, its keys in order, their Python types) — and a signature seen before adds nothing new, so
 only its nested objects and arrays are walked again. A fleet's documents share a handful of
-signatures, so almost every observation is three tuple builds and one set lookup.
+signatures, so almost every observed object is one tuple build and one dict lookup.
 """
 
 from __future__ import annotations
@@ -139,25 +139,23 @@ class ShapeObserver:
             types.add(kind)
 
     def _object(self, prefix: str, document: Mapping[str, Any], depth: int) -> None:
-        """The object and the objects nested in it, walked with a stack (no call per object)."""
-        signatures = self._signatures
-        stack = [(prefix, document, depth)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            prefix, document, depth = pop()
-            # the path, the keys in order, their values' Python types
-            signature = (prefix, tuple(document), tuple(map(type, document.values())))
-            nested = signatures.get(signature)
-            if nested is None:
-                nested = self._merge(prefix, document)
-                if len(signatures) < MAX_SIGNATURES:
-                    signatures[signature] = nested
-            if nested and depth < MAX_DEPTH:
-                for key, path, is_object in nested:
-                    if is_object:
-                        push((path, document[key], depth + 1))
-                    else:
-                        self._array(path, document[key], depth + 1)
+        """The object and the objects nested in it. Recursive — at most MAX_DEPTH calls deep —
+        which in CPython 3.11 costs less than a stack of tuples (bench/inventory_cpu.py)."""
+        # the path, the keys in order, their values' Python types, in one flat tuple: n keys
+        # and n types after the path, so two signatures are equal only if all three are
+        signature = (prefix, *document, *map(type, document.values()))
+        nested = self._signatures.get(signature)
+        if nested is None:
+            nested = self._merge(prefix, document)
+            if len(self._signatures) < MAX_SIGNATURES:
+                self._signatures[signature] = nested
+        if nested and depth < MAX_DEPTH:
+            depth += 1
+            for key, path, is_object in nested:
+                if is_object:
+                    self._object(path, document[key], depth)
+                else:
+                    self._array(path, document[key], depth)
 
     def _merge(self, prefix: str, document: Mapping[str, Any]) -> tuple[tuple[Any, str, bool], ...]:
         """A signature not seen before: its keys' types; its containers (key, path, object?)."""
