@@ -128,9 +128,11 @@ def decode(text: str | bytes) -> Any:
     return decode_noting_floats(text)[0]
 
 
-def decode_noting_floats(text: str | bytes) -> tuple[Any, bool]:
+def decode_noting_floats(text: str | bytes, *, check_depth: bool = True) -> tuple[Any, bool]:
     """`decode`, and whether every float in the document is plain (`plain_floats`: a document
-    msgspec's encoder writes as `json.dumps` does, `contract.PlainJson`)."""
+    msgspec's encoder writes as `json.dumps` does, `contract.PlainJson`). `check_depth=False`
+    leaves MAX_JSON_DEPTH to a caller that checks only the parts it keeps (the decoders still
+    refuse what they cannot recurse into)."""
     _floats.reset()
     try:
         value, plain = _DECODER.decode(text), not _floats.odd
@@ -139,7 +141,7 @@ def decode_noting_floats(text: str | bytes) -> tuple[Any, bool]:
             value, plain = json.loads(text), False
         except RecursionError:
             raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    problem = depth_problem(value)
+    problem = depth_problem(value) if check_depth else None
     if problem:
         raise JsonLimitError(problem)
     return value, plain

@@ -168,6 +168,7 @@ class AzureIotProvider(HttpProvider):
                 stored = {d.external_id for d in devices}
                 listed = (_listed_state(twin, request_id, document_type) for twin in items)
                 states = [s for s in listed if s is not None and s.external_id in stored]
+
             yield DevicePage(
                 devices=devices,
                 rejected=rejected,
@@ -188,8 +189,9 @@ class AzureIotProvider(HttpProvider):
             self._check_page(response, items, sent, next_token)
             request_id = request_id_of(response)
             listed = (_listed_state(twin, request_id, document_type) for twin in items)
+            states = [state for state in listed if state is not None]
             yield StatePage(
-                [state for state in listed if state is not None],
+                states,
                 len(items),
                 page_number=page_number,
                 request_id=request_id,
@@ -283,7 +285,13 @@ class AzureIotProvider(HttpProvider):
         """A query page's twins, and the type their documents take: `PlainJson` when every
         float on the page is plain (the content hash then encodes them the fast way)."""
         try:
-            items, plain = json_limits.decode_noting_floats(response.content)
+            # the depth limit on what a twin is read for: most of a twin's nesting is the hub's
+            # `$metadata` (a timestamp per property), which is dropped unread
+            items, plain = json_limits.decode_noting_floats(response.content, check_depth=False)
+            twins = items if isinstance(items, list) else [items]  # not a list: `_check_page`
+            problem = next(filter(None, map(_twin_depth_problem, twins)), None)
+            if problem:
+                raise json_limits.JsonLimitError(problem)
         except ValueError as exc:  # as `_decode` words it
             raise self._malformed(
                 response, f"{self._subject(None)}: response is not valid JSON ({exc})"
@@ -530,6 +538,20 @@ def _listed_state(
     return _twin_state(
         device_id, properties, _str_or_none(twin.get("etag")), request_id, document_type
     )
+
+
+def _twin_depth_problem(twin: Any) -> str | None:
+    """`json_limits.depth_problem` of a query item, its properties' `$metadata` / `$version`
+    left out (a twin is read without them: `_without_bookkeeping`)."""
+    if not isinstance(twin, dict):
+        return json_limits.depth_problem(twin)
+    properties = twin.get("properties")
+    if isinstance(properties, dict):
+        kept = {
+            k: _without_bookkeeping(v) if isinstance(v, dict) else v for k, v in properties.items()
+        }
+        twin = {**twin, "properties": kept}
+    return json_limits.depth_problem(twin)
 
 
 def _without_bookkeeping(document: Any, document_type: type[JsonDict] = dict) -> JsonDict | None:

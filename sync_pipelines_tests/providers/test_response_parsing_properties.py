@@ -416,3 +416,28 @@ def test_a_state_or_error_body_nested_past_the_decoder_is_a_failure(provider, st
 def test_a_shadow_nested_past_the_decoder_is_a_failure_naming_it():
     [], [failure] = _aws(lambda _: _deep(3000)).get_states(["thing-1"])
     assert failure.error_type == "validation" and "nested deeper" in failure.error_message
+
+
+def _twin_page(reported: bytes) -> bytes:
+    return b'[{"deviceId": "d1", "etag": "e", "properties": {"reported": ' + reported + b"}}]"
+
+
+@pytest.mark.parametrize("listing", ["list_devices", "list_states"])
+def test_a_twin_nested_past_the_limit_in_what_it_keeps_is_a_malformed_page(listing):
+    """Azure checks the depth limit on what a twin is read for (not its `$metadata`, which is
+    dropped): a reported document 70 levels deep makes the page malformed, as the limit makes
+    any answer; the same depth under `$metadata` is read past."""
+    deep = b'{"a":' * 70 + b"1" + b"}" * 70
+    with (
+        _http_provider("azure_iot", _answer(200, _twin_page(deep), {})) as opened,
+        pytest.raises(ProviderError, match="nested deeper than 64 levels"),
+    ):
+        list(getattr(opened, listing)())
+    under_metadata = b'{"t": 1, "$metadata": ' + deep + b', "$version": 2}'
+    with _http_provider("azure_iot", _answer(200, _twin_page(under_metadata), {})) as opened:
+        pages = list(getattr(opened, listing)())
+    if listing == "list_states":
+        states = [s for p in pages for s in p.states]
+        assert [(s.external_id, s.reported) for s in states] == [("d1", {"t": 1})]
+    else:
+        assert [d.external_id for p in pages for d in p.devices] == ["d1"]
