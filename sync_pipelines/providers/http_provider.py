@@ -9,9 +9,9 @@ the lean client (`_get`, observability/lean_http.py) where there is one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -43,6 +43,9 @@ from sync_pipelines.providers.contract import (
     StateFailure,
 )
 from sync_pipelines.providers.pools import map_in_context
+
+#: either client's response
+_R = TypeVar("_R", httpx.Response, LeanResponse)
 
 
 def device_segment(device_id: str) -> str:
@@ -134,13 +137,7 @@ class HttpProvider(Provider):
         transport, so its activity rows carry the device."""
         if device_id:
             kwargs["extensions"] = {**kwargs.get("extensions", {}), DEVICE_EXTENSION: device_id}
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except (httpx.TransportError, OutboundRefused) as exc:
-            raise self._call_error(exc, device_id) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response, device_id)
-        return response
+        return self._answer(lambda: self.http.request(method, path, **kwargs), device_id)
 
     def _get(
         self, path: str, *, params: dict[str, Any] | None = None, device_id: str | None = None
@@ -150,13 +147,8 @@ class HttpProvider(Provider):
         retried the same way, for a fraction of the CPU."""
         if self.lean is None:
             return self._send("GET", path, device_id=device_id, params=params)
-        try:
-            response = self.lean.get(path, params=params, device_id=device_id)
-        except (httpx.TransportError, OutboundRefused) as exc:
-            raise self._call_error(exc, device_id) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response, device_id)
-        return response
+        lean = self.lean
+        return self._answer(lambda: lean.get(path, params=params, device_id=device_id), device_id)
 
     def _post_read(
         self,
@@ -177,12 +169,20 @@ class HttpProvider(Provider):
                 content=content,
                 extensions={IDEMPOTENT_EXTENSION: True},
             )
+        lean = self.lean
+        return self._answer(
+            lambda: lean.post_read(path, content, headers=headers, params=params), None
+        )
+
+    def _answer(self, call: Callable[[], _R], device_id: str | None) -> _R:
+        """What `call` answered (either client's response), or the taxonomy's error for a
+        call that failed or an error status."""
         try:
-            response = self.lean.post_read(path, content, headers=headers, params=params)
+            response = call()
         except (httpx.TransportError, OutboundRefused) as exc:
-            raise self._call_error(exc, None) from exc
+            raise self._call_error(exc, device_id) from exc
         if response.status_code >= 400:
-            raise self._status_error(response, None)
+            raise self._status_error(response, device_id)
         return response
 
     def _call_error(
